@@ -1,0 +1,545 @@
+//! Executes a plan: each step records its inverse in an undo journal; if a
+//! step fails, the steps already taken are undone in reverse order and the
+//! original error is returned.
+
+use std::collections::HashMap;
+
+use anyhow::{Context, Result, anyhow, bail};
+use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE};
+use netlink_packet_route::RouteNetlinkMessage;
+use netlink_packet_route::link::InfoVxlan;
+
+use crate::desired::DesiredRoute;
+use crate::firewall::{FirewallState, FwChange, iptables};
+use crate::model::{BridgeSpec, Link, LinkKind, LinkSpec, Ns, Route, VxlanSpec};
+use crate::netlink::msg::{self, CreateCtx, SetLink};
+use crate::netlink::{Netlink, NlError};
+use crate::netns;
+use crate::observe::{Session, write_sysctl};
+use crate::plan::{Action, LinkChange};
+use crate::profile::Ipv4Cidr;
+
+/// The inverse of one step.
+#[derive(Debug, Clone)]
+enum Undo {
+    DeleteNetns(String),
+    CreateNetns { name: String, mark: Option<String> },
+    DeleteLink { ns: Ns, name: String },
+    RestoreLink { ns: Ns, link: Box<Link>, master: Option<String>, addrs: Vec<Ipv4Cidr> },
+    ChangeLink { ns: Ns, name: String, change: LinkChange },
+    DelAddr { ns: Ns, link: String, addr: Ipv4Cidr },
+    AddAddr { ns: Ns, link: String, addr: Ipv4Cidr },
+    Routes { ns: Ns, remove: Option<Route>, restore: Vec<Route> },
+    Sysctl { ns: Ns, key: String, value: String },
+    Firewall { ns: Ns, changes: Vec<FwChange> },
+    SetMaster { uplink: String, bridge: Option<String> },
+}
+
+pub struct Executor<'a> {
+    session: &'a mut Session,
+    mark: String,
+    journal: Vec<Undo>,
+    index: HashMap<(Ns, String), u32>,
+    /// Test builds only: fail before step N (1-based), to prove rollback.
+    fault_step: Option<usize>,
+    step: usize,
+}
+
+fn nl(context: impl FnOnce() -> String) -> impl FnOnce(NlError) -> anyhow::Error {
+    move |e| anyhow!("{}: {e}", context())
+}
+
+fn fault_step_from_env() -> Option<usize> {
+    if cfg!(feature = "fault-injection") {
+        std::env::var("VXROUTER_FAULT_STEP").ok().and_then(|v| v.parse().ok())
+    } else {
+        None
+    }
+}
+
+impl<'a> Executor<'a> {
+    pub fn new(session: &'a mut Session, mark: &str) -> Executor<'a> {
+        Executor {
+            session,
+            mark: mark.to_string(),
+            journal: Vec::new(),
+            index: HashMap::new(),
+            fault_step: fault_step_from_env(),
+            step: 0,
+        }
+    }
+
+    /// Runs every action, printing each as it is done. On failure, undoes
+    /// what this run did and returns the original error (with a note when
+    /// the undo itself was incomplete).
+    pub fn run(&mut self, actions: &[Action], mut progress: impl FnMut(&Action)) -> Result<()> {
+        for a in actions {
+            self.step += 1;
+            let result = if self.fault_step == Some(self.step) {
+                Err(anyhow!("injected fault before step {} ({})", self.step, a.line()))
+            } else {
+                self.exec(a).with_context(|| a.line())
+            };
+            if let Err(e) = result {
+                let undo_errors = self.rollback();
+                if undo_errors.is_empty() {
+                    return Err(e.context("rolled back: the host is as it was before this run"));
+                }
+                return Err(e.context(format!(
+                    "rollback was incomplete, the host may differ from before this run:\n  {}",
+                    undo_errors.join("\n  ")
+                )));
+            }
+            progress(a);
+        }
+        Ok(())
+    }
+
+    /// Undoes every journaled step in reverse order; returns what failed.
+    pub fn rollback(&mut self) -> Vec<String> {
+        let mut errors = Vec::new();
+        while let Some(u) = self.journal.pop() {
+            if let Err(e) = self.undo(&u) {
+                errors.push(format!("{e:#}"));
+            }
+        }
+        errors
+    }
+
+    fn sock(&mut self, ns: &Ns) -> Result<&mut Netlink> {
+        self.session.sock(ns)
+    }
+
+    /// Resolves a link name to its ifindex in a namespace (cached).
+    fn resolve(&mut self, ns: &Ns, name: &str) -> Result<u32> {
+        if let Some(i) = self.index.get(&(ns.clone(), name.to_string())) {
+            return Ok(*i);
+        }
+        let mut m = netlink_packet_route::link::LinkMessage::default();
+        m.attributes.push(netlink_packet_route::link::LinkAttribute::IfName(name.to_string()));
+        let replies = self
+            .sock(ns)?
+            .get(RouteNetlinkMessage::GetLink(m))
+            .map_err(nl(|| format!("find link {name} in {ns}")))?;
+        let idx = replies
+            .iter()
+            .find_map(|r| match r {
+                RouteNetlinkMessage::NewLink(l) => Some(l.header.index),
+                _ => None,
+            })
+            .ok_or_else(|| anyhow!("link {name} not found in {ns}"))?;
+        self.index.insert((ns.clone(), name.to_string()), idx);
+        Ok(idx)
+    }
+
+    fn forget(&mut self, ns: &Ns, name: &str) {
+        self.index.remove(&(ns.clone(), name.to_string()));
+    }
+
+    fn exec(&mut self, a: &Action) -> Result<()> {
+        match a {
+            Action::CreateNetns { name } => {
+                netns::create(name)?;
+                self.journal.push(Undo::DeleteNetns(name.clone()));
+                self.session.attach(name)?;
+            }
+            Action::DeleteNetns { name } => {
+                let mark = Some(self.mark.clone());
+                self.session.detach(name);
+                netns::delete(name).with_context(|| format!("delete namespace {name}"))?;
+                self.journal.push(Undo::CreateNetns { name: name.clone(), mark });
+            }
+            Action::CreateLink { ns, spec, peer, replace, old, .. } => {
+                for (rns, rname) in replace {
+                    let restore = old.as_ref().filter(|o| rns == ns && &o.name == rname).cloned();
+                    self.delete_link(rns, rname, restore)?;
+                }
+                self.create_link(ns, spec, peer.as_ref())?;
+            }
+            Action::DeleteLink { ns, name, old, .. } => self.delete_link(ns, name, Some(old.clone()))?,
+            Action::ChangeLink { ns, name, change, old, old_master, .. } => {
+                let undo = inverse_change(change, old, old_master);
+                self.change_link(ns, name, change)?;
+                self.journal.push(Undo::ChangeLink { ns: ns.clone(), name: name.clone(), change: undo });
+            }
+            Action::AddAddr { ns, link, addr } => {
+                let idx = self.resolve(ns, link)?;
+                self.sock(ns)?
+                    .request(msg::add_addr(idx, *addr), NLM_F_CREATE | NLM_F_EXCL)
+                    .map_err(nl(|| format!("add address {addr} to {link} in {ns}")))?;
+                self.journal.push(Undo::DelAddr { ns: ns.clone(), link: link.clone(), addr: *addr });
+            }
+            Action::DelAddr { ns, link, addr } => {
+                let idx = self.resolve(ns, link)?;
+                self.sock(ns)?.request(msg::del_addr(idx, *addr), 0).map_err(nl(|| format!("remove address {addr} from {link} in {ns}")))?;
+                self.journal.push(Undo::AddAddr { ns: ns.clone(), link: link.clone(), addr: *addr });
+            }
+            Action::SetRoute { ns, route, old, .. } => self.set_route(ns, route, old)?,
+            Action::SetSysctl { ns, key, value, old } => {
+                write_sysctl(self.session.file(ns)?, key, value).with_context(|| format!("in {ns}"))?;
+                if let Some(old) = old {
+                    self.journal.push(Undo::Sysctl { ns: ns.clone(), key: key.clone(), value: old.clone() });
+                }
+            }
+            Action::Firewall { ns, changes, old } => {
+                let batch = iptables::render(changes);
+                iptables::restore(self.session.file(ns)?, &format!("namespace {ns}"), &batch)?;
+                self.journal.push(Undo::Firewall { ns: ns.clone(), changes: inverse_firewall(changes, old) });
+            }
+            Action::Enslave { uplink, bridge, from } => {
+                self.set_master(uplink, Some(bridge))?;
+                self.journal.push(Undo::SetMaster { uplink: uplink.clone(), bridge: from.clone() });
+            }
+            Action::Release { uplink, bridge } => {
+                self.set_master(uplink, None)?;
+                self.journal.push(Undo::SetMaster { uplink: uplink.clone(), bridge: Some(bridge.clone()) });
+            }
+        }
+        Ok(())
+    }
+
+    fn set_master(&mut self, link: &str, bridge: Option<&String>) -> Result<()> {
+        let idx = self.resolve(&Ns::Host, link)?;
+        let master = match bridge {
+            Some(b) => self.resolve(&Ns::Host, b)?,
+            None => 0,
+        };
+        let set = SetLink { master: Some(master), ..SetLink::default() };
+        self.sock(&Ns::Host)?.request(msg::set_link(idx, link, &set), 0).map_err(nl(|| match bridge {
+            Some(b) => format!("enslave {link} to {b}"),
+            None => format!("release {link} from its bridge"),
+        }))
+    }
+
+    /// Creates a link (or veth pair), then marks it as owned. A link that must
+    /// not get IPv6 link-local addresses is created down, marked, then raised.
+    fn create_link(&mut self, ns: &Ns, spec: &LinkSpec, peer: Option<&(Ns, LinkSpec)>) -> Result<()> {
+        let master = match &spec.master {
+            Some(m) => Some(self.resolve(ns, m)?),
+            None => None,
+        };
+        let vxlan_dev = match &spec.kind {
+            LinkKind::Vxlan(v) => Some(self.resolve(&Ns::Host, &v.dev)?),
+            _ => None,
+        };
+        let peer_file = match peer {
+            Some((pns, _)) if pns != ns => self.session.file(pns)?.map(|f| f.try_clone()).transpose()?,
+            _ => None,
+        };
+        let ctx = CreateCtx {
+            master,
+            vxlan_dev,
+            peer_ns: peer_file.as_ref().map(std::os::fd::AsRawFd::as_raw_fd),
+            peer: peer.map(|(_, p)| p.clone()),
+        };
+        let what = describe_create(spec, peer);
+        self.sock(ns)?.request(msg::create(spec, &ctx), NLM_F_CREATE | NLM_F_EXCL).map_err(nl(|| format!("create {what}")))?;
+        drop(peer_file);
+        self.journal.push(Undo::DeleteLink { ns: ns.clone(), name: spec.name.clone() });
+        self.mark_new(ns, spec, false)?;
+        if let Some((pns, p)) = peer {
+            self.mark_new(pns, p, true)?;
+        }
+        Ok(())
+    }
+
+    /// Sets the owner mark on a link just created, and raises it if it was
+    /// created down (`created_down`: a veth peer, which cannot start up).
+    fn mark_new(&mut self, ns: &Ns, spec: &LinkSpec, created_down: bool) -> Result<()> {
+        let set = SetLink {
+            alias: Some(self.mark.clone()),
+            no_ipv6: spec.no_ipv6.then_some(true),
+            up: (created_down && spec.up && !spec.no_ipv6).then_some(true),
+            ..SetLink::default()
+        };
+        let name = spec.name.clone();
+        self.sock(ns)?.request(msg::set_link(0, &name, &set), 0).map_err(nl(|| format!("mark {name} in {ns} as owned")))?;
+        if spec.no_ipv6 && spec.up {
+            let up = SetLink { up: Some(true), ..SetLink::default() };
+            self.sock(ns)?.request(msg::set_link(0, &name, &up), 0).map_err(nl(|| format!("set {name} up in {ns}")))?;
+        }
+        Ok(())
+    }
+
+    /// Deletes a link by name; a link already gone (its veth peer or its
+    /// namespace took it along) is fine. `restore` makes it undoable.
+    fn delete_link(&mut self, ns: &Ns, name: &str, restore: Option<Link>) -> Result<()> {
+        let mut addrs = Vec::new();
+        let mut master = None;
+        if let Some(l) = &restore {
+            let (a, m) = self.link_context(ns, l)?;
+            addrs = a;
+            master = m;
+        }
+        match self.sock(ns)?.request(msg::del_link(0, name), 0) {
+            Ok(()) => {
+                if let Some(l) = restore {
+                    self.journal.push(Undo::RestoreLink { ns: ns.clone(), link: Box::new(l), master, addrs });
+                }
+            }
+            Err(e) if e.is(libc::ENODEV) => {}
+            Err(e) => return Err(anyhow!("delete {name} in {ns}: {e}")),
+        }
+        self.forget(ns, name);
+        Ok(())
+    }
+
+    /// Addresses and master name of a link about to be deleted, for undo.
+    fn link_context(&mut self, ns: &Ns, l: &Link) -> Result<(Vec<Ipv4Cidr>, Option<String>)> {
+        let sock = self.sock(ns)?;
+        let addrs = sock
+            .dump(msg::get_addresses())
+            .map_err(nl(|| format!("list addresses in {ns}")))?
+            .iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewAddress(a) => msg::parse_addr(a),
+                _ => None,
+            })
+            .filter(|a| a.index == l.index)
+            .map(|a| a.cidr)
+            .collect();
+        let master = match l.master {
+            Some(m) => sock
+                .dump(msg::get_links())
+                .map_err(nl(|| format!("list links in {ns}")))?
+                .iter()
+                .find_map(|x| match x {
+                    RouteNetlinkMessage::NewLink(b) if b.header.index == m => Some(msg::parse_link(b).name),
+                    _ => None,
+                }),
+            None => None,
+        };
+        Ok((addrs, master))
+    }
+
+    fn change_link(&mut self, ns: &Ns, name: &str, c: &LinkChange) -> Result<()> {
+        let idx = self.resolve(ns, name)?;
+        let master = match &c.master {
+            Some(Some(m)) => Some(self.resolve(ns, m)?),
+            Some(None) => Some(0),
+            None => None,
+        };
+        // A new multicast group is joined when the link opens: flap it.
+        let flap = c.vxlan_group.is_some() && c.up != Some(false);
+        let mut kind_change = SetLink { bridge: c.bridge.clone(), ..SetLink::default() };
+        let mut vx = Vec::new();
+        if let Some(g) = c.vxlan_group {
+            vx.push(InfoVxlan::Group(g));
+        }
+        if let Some(a) = c.vxlan_ageing {
+            vx.push(InfoVxlan::Ageing(a));
+        }
+        if let Some(t) = c.vxlan_ttl {
+            vx.push(InfoVxlan::Ttl(t));
+        }
+        if !vx.is_empty() {
+            kind_change.vxlan = Some(vx);
+        }
+        let sock = self.session.sock(ns)?;
+        if flap {
+            let down = SetLink { up: Some(false), ..SetLink::default() };
+            sock.request(msg::set_link(idx, name, &down), 0).map_err(nl(|| format!("set {name} down in {ns}")))?;
+        }
+        if kind_change.bridge.is_some() || kind_change.vxlan.is_some() {
+            sock.request(msg::set_link(idx, name, &kind_change), 0).map_err(nl(|| format!("change {name} in {ns}")))?;
+        }
+        let plain = SetLink {
+            alias: c.alias.clone(),
+            mtu: c.mtu,
+            master,
+            mac: c.mac,
+            no_ipv6: c.no_ipv6,
+            ..SetLink::default()
+        };
+        if plain.alias.is_some() || plain.mtu.is_some() || plain.master.is_some() || plain.mac.is_some() || plain.no_ipv6.is_some() {
+            sock.request(msg::set_link(idx, name, &plain), 0).map_err(nl(|| format!("change {name} in {ns}")))?;
+        }
+        let up = c.up.or(flap.then_some(true));
+        if let Some(up) = up {
+            let s = SetLink { up: Some(up), ..SetLink::default() };
+            sock.request(msg::set_link(idx, name, &s), 0)
+                .map_err(nl(|| format!("set {name} {} in {ns}", if up { "up" } else { "down" })))?;
+        }
+        Ok(())
+    }
+
+    fn set_route(&mut self, ns: &Ns, r: &DesiredRoute, old: &[Route]) -> Result<()> {
+        let oif = self.resolve(ns, &r.dev)?;
+        let new = Route { dst: r.dst, gateway: Some(r.gateway), oif: Some(oif), protocol: r.protocol };
+        let sock = self.session.sock(ns)?;
+        for o in old {
+            match sock.request(msg::del_route(o), 0) {
+                Ok(()) => {}
+                Err(e) if e.is(libc::ESRCH) => {}
+                Err(e) => return Err(anyhow!("remove old route to {} in {ns}: {e}", o.dst)),
+            }
+        }
+        let dst = if r.dst.prefix == 0 { "default".to_string() } else { r.dst.to_string() };
+        let res = sock
+            .request(msg::new_route(&new), NLM_F_CREATE | NLM_F_REPLACE)
+            .map_err(nl(|| format!("add route {dst} via {} dev {} in {ns}", r.gateway, r.dev)));
+        self.journal.push(Undo::Routes { ns: ns.clone(), remove: res.is_ok().then_some(new), restore: old.to_vec() });
+        res
+    }
+
+    fn undo(&mut self, u: &Undo) -> Result<()> {
+        match u {
+            Undo::DeleteNetns(name) => {
+                self.session.detach(name);
+                netns::delete(name).with_context(|| format!("undo: delete namespace {name}"))
+            }
+            Undo::CreateNetns { name, mark } => {
+                netns::create(name).with_context(|| format!("undo: recreate namespace {name}"))?;
+                self.session.attach(name)?;
+                let ns = Ns::Named(name.clone());
+                let set = SetLink { alias: mark.clone(), up: Some(true), ..SetLink::default() };
+                self.sock(&ns)?.request(msg::set_link(0, "lo", &set), 0).map_err(nl(|| format!("undo: mark lo in {name}")))
+            }
+            Undo::DeleteLink { ns, name } => {
+                let r = match self.sock(ns)?.request(msg::del_link(0, name), 0) {
+                    Ok(()) => Ok(()),
+                    Err(e) if e.is(libc::ENODEV) => Ok(()),
+                    Err(e) => Err(anyhow!("undo: delete {name} in {ns}: {e}")),
+                };
+                self.forget(ns, name);
+                r
+            }
+            Undo::RestoreLink { ns, link, master, addrs } => self.restore_link(ns, link, master.as_deref(), addrs),
+            Undo::ChangeLink { ns, name, change } => {
+                self.forget(ns, name);
+                self.change_link(ns, name, change).context("undo")
+            }
+            Undo::DelAddr { ns, link, addr } => {
+                let idx = self.resolve(ns, link)?;
+                match self.sock(ns)?.request(msg::del_addr(idx, *addr), 0) {
+                    Ok(()) => Ok(()),
+                    Err(e) if e.is(libc::EADDRNOTAVAIL) => Ok(()),
+                    Err(e) => Err(anyhow!("undo: remove address {addr} from {link} in {ns}: {e}")),
+                }
+            }
+            Undo::AddAddr { ns, link, addr } => {
+                let idx = self.resolve(ns, link)?;
+                self.sock(ns)?
+                    .request(msg::add_addr(idx, *addr), NLM_F_CREATE | NLM_F_REPLACE)
+                    .map_err(nl(|| format!("undo: add address {addr} to {link} in {ns}")))
+            }
+            Undo::Routes { ns, remove, restore } => {
+                let sock = self.sock(ns)?;
+                if let Some(r) = remove {
+                    match sock.request(msg::del_route(r), 0) {
+                        Ok(()) => {}
+                        Err(e) if e.is(libc::ESRCH) => {}
+                        Err(e) => return Err(anyhow!("undo: remove route in {ns}: {e}")),
+                    }
+                }
+                for r in restore {
+                    sock.request(msg::new_route(r), NLM_F_CREATE | NLM_F_REPLACE).map_err(nl(|| format!("undo: restore route in {ns}")))?;
+                }
+                Ok(())
+            }
+            Undo::Sysctl { ns, key, value } => write_sysctl(self.session.file(ns)?, key, value).context("undo"),
+            Undo::Firewall { ns, changes } => {
+                let batch = iptables::render(changes);
+                iptables::restore(self.session.file(ns)?, &format!("namespace {ns}"), &batch).context("undo")
+            }
+            Undo::SetMaster { uplink, bridge } => self.set_master(uplink, bridge.as_ref()).context("undo"),
+        }
+    }
+
+    /// Recreates a deleted link as it was: same kind, attributes, MAC,
+    /// ifindex, master, state, alias and addresses (best effort for veth
+    /// pairs: the peer comes back with the recorded peer index).
+    fn restore_link(&mut self, ns: &Ns, l: &Link, master: Option<&str>, addrs: &[Ipv4Cidr]) -> Result<()> {
+        let kind = match l.kind.as_deref() {
+            Some("bridge") => LinkKind::Bridge(l.bridge.clone().unwrap_or(BridgeSpec { stp: false, forward_delay: 1500 })),
+            Some("vxlan") => {
+                let v = l.vxlan.clone().unwrap_or_default();
+                LinkKind::Vxlan(VxlanSpec {
+                    vni: v.vni,
+                    group: v.group.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED),
+                    dev: String::new(),
+                    local: v.local.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED),
+                    port: v.port,
+                    ageing: v.ageing,
+                    ttl: v.ttl,
+                })
+            }
+            other => bail!("undo: cannot restore deleted {} {} in {ns}", other.unwrap_or("link"), l.name),
+        };
+        let spec = LinkSpec {
+            name: l.name.clone(),
+            kind: kind.clone(),
+            mtu: Some(l.mtu),
+            master: master.map(str::to_string),
+            up: l.up,
+            mac: l.mac,
+            no_ipv6: l.no_ipv6,
+        };
+        let master_idx = match master {
+            Some(m) => Some(self.resolve(ns, m)?),
+            None => None,
+        };
+        let vxlan_dev = l.vxlan.as_ref().and_then(|v| v.dev);
+        let ctx = CreateCtx { master: master_idx, vxlan_dev, peer_ns: None, peer: None };
+        let mut req = msg::create(&spec, &ctx);
+        if let RouteNetlinkMessage::NewLink(m) = &mut req {
+            m.header.index = l.index;
+        }
+        self.sock(ns)?.request(req, NLM_F_CREATE | NLM_F_EXCL).map_err(nl(|| format!("undo: recreate {} in {ns}", l.name)))?;
+        let set = SetLink { alias: l.alias.clone(), no_ipv6: l.no_ipv6.then_some(true), ..SetLink::default() };
+        self.sock(ns)?.request(msg::set_link(l.index, &l.name, &set), 0).map_err(nl(|| format!("undo: mark {}", l.name)))?;
+        if l.up {
+            let up = SetLink { up: Some(true), ..SetLink::default() };
+            self.sock(ns)?.request(msg::set_link(l.index, &l.name, &up), 0).map_err(nl(|| format!("undo: set {} up", l.name)))?;
+        }
+        for a in addrs {
+            self.sock(ns)?.request(msg::add_addr(l.index, *a), NLM_F_CREATE | NLM_F_REPLACE).map_err(nl(|| format!("undo: address {a}")))?;
+        }
+        Ok(())
+    }
+}
+
+fn describe_create(spec: &LinkSpec, peer: Option<&(Ns, LinkSpec)>) -> String {
+    match (&spec.kind, peer) {
+        (LinkKind::Vxlan(v), _) => format!("vxlan {} on {}", spec.name, v.dev),
+        (LinkKind::Veth(_), Some((pns, p))) => format!("veth {} (peer {} in {pns})", spec.name, p.name),
+        (k, _) => format!("{} {}", k.name(), spec.name),
+    }
+}
+
+/// The change that puts back what `c` changes.
+fn inverse_change(c: &LinkChange, old: &Link, old_master: &Option<String>) -> LinkChange {
+    let ov = old.vxlan.clone().unwrap_or_default();
+    LinkChange {
+        alias: c.alias.as_ref().map(|_| old.alias.clone().unwrap_or_default()),
+        mtu: c.mtu.map(|_| old.mtu),
+        master: c.master.as_ref().map(|_| old_master.clone()),
+        up: c.up.map(|_| old.up).or(c.vxlan_group.map(|_| old.up)),
+        mac: c.mac.and(old.mac),
+        no_ipv6: c.no_ipv6.map(|_| old.no_ipv6),
+        bridge: c.bridge.as_ref().and(old.bridge.clone()),
+        vxlan_group: c.vxlan_group.and(ov.group),
+        vxlan_ageing: c.vxlan_ageing.map(|_| ov.ageing),
+        vxlan_ttl: c.vxlan_ttl.map(|_| ov.ttl),
+    }
+}
+
+/// Changes that restore the owned chains and jumps a batch touched.
+fn inverse_firewall(changes: &[FwChange], old: &FirewallState) -> Vec<FwChange> {
+    let mut inv = Vec::new();
+    for c in changes.iter().rev() {
+        match c {
+            FwChange::SetChain { table, chain, .. } | FwChange::DelChain { table, chain } => {
+                match old.chains.get(&(table.clone(), chain.clone())) {
+                    Some(rules) => inv.push(FwChange::SetChain { table: table.clone(), chain: chain.clone(), rules: rules.clone(), found: None }),
+                    None => inv.push(FwChange::DelChain { table: table.clone(), chain: chain.clone() }),
+                }
+            }
+            FwChange::AddJump { table, hook, rule } => inv.push(FwChange::DelJump { table: table.clone(), hook: hook.clone(), rule: rule.clone() }),
+            FwChange::DelJump { table, hook, rule } => inv.push(FwChange::AddJump { table: table.clone(), hook: hook.clone(), rule: rule.clone() }),
+        }
+    }
+    // Jumps must go before the chains they point to are deleted.
+    inv.sort_by_key(|c| matches!(c, FwChange::DelChain { .. }));
+    inv
+}

@@ -1,0 +1,365 @@
+//! The commands: observe → plan → (apply → verify), with locking and state.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use serde::Serialize;
+
+use crate::apply::Executor;
+use crate::desired::{self, Desired};
+use crate::lock::HostLock;
+use crate::model::Ns;
+use crate::observe::{self, Observed, Session, Wants};
+use crate::plan::{self, Action, Plan, PlanOptions, Verb};
+use crate::preflight::{self, IGMP_MAX_SYSCTL, IP_FORWARD_SYSCTL};
+use crate::profile::{Profile, ProfileErrors};
+use crate::state::{Pending, State};
+
+/// Exit codes: 0 success, 1 error, 2 drift (check).
+pub const EXIT_DRIFT: u8 = 2;
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Opts {
+    pub json: bool,
+    pub quiet: bool,
+    pub lock_timeout: Duration,
+    pub force: bool,
+}
+
+pub fn load(path: &Path) -> Result<Profile> {
+    Profile::load(path).map_err(|e: ProfileErrors| anyhow::Error::new(e))
+}
+
+/// Everything a command needs to decide: profile, state, kernel view.
+pub struct World {
+    pub session: Session,
+    pub state: State,
+    pub observed: Observed,
+    pub desired: Desired,
+    pub warnings: Vec<String>,
+}
+
+fn lock(opts: &Opts) -> Result<HostLock> {
+    let quiet = opts.quiet;
+    HostLock::acquire(opts.lock_timeout, |holder| {
+        if !quiet {
+            eprintln!("waiting for {holder} to finish…");
+        }
+    })
+}
+
+/// Reads the host: the profile's namespaces plus any this host created.
+pub fn observe(p: &Profile, session: &mut Session, state: &State, desired_for: Option<&Profile>) -> Result<(Observed, Desired, Vec<String>)> {
+    let host = observe::read_ns(
+        session,
+        &Ns::Host,
+        &Wants { sysctls: &[IP_FORWARD_SYSCTL, IGMP_MAX_SYSCTL], firewall: false },
+    )?;
+    let (desired, warnings) = match desired_for {
+        Some(p) => {
+            let pf = preflight::check(p, &host);
+            if !pf.errors.is_empty() {
+                bail!("{}\nnothing was changed", pf.errors.join("\n"));
+            }
+            (desired::derive(p, pf.underlay.as_ref()), pf.warnings)
+        }
+        None => (empty_desired(p), vec![]),
+    };
+    let mut observed = Observed {
+        host,
+        netns: crate::netns::list()?.into_iter().collect(),
+        state: state.clone(),
+        ..Observed::default()
+    };
+    let mut names: Vec<String> = state.namespaces.iter().cloned().collect();
+    names.extend(state.pending.iter().flat_map(|p| p.namespaces.clone()));
+    names.extend(desired.router_ns.clone());
+    names.sort();
+    names.dedup();
+    for name in names {
+        if session.attach(&name)? {
+            let view = observe::read_ns(session, &Ns::Named(name.clone()), &Wants { sysctls: &[IP_FORWARD_SYSCTL], firewall: true })?;
+            observed.named.insert(name, view);
+        }
+    }
+    Ok((observed, desired, warnings))
+}
+
+/// The desired state of `destroy`: nothing, under the same owner mark.
+fn empty_desired(p: &Profile) -> Desired {
+    Desired {
+        host: p.host.clone(),
+        mark: p.owner_mark(),
+        router_ns: None,
+        links: vec![],
+        addrs: vec![],
+        routes: vec![],
+        sysctls: vec![],
+        firewall: vec![],
+        uplinks: vec![],
+    }
+}
+
+fn world(p: &Profile, destroy: bool) -> Result<World> {
+    let mut session = Session::new()?;
+    let state = State::load(&p.host)?;
+    let (observed, desired, warnings) = observe(p, &mut session, &state, (!destroy).then_some(p))?;
+    Ok(World { session, state, observed, desired, warnings })
+}
+
+fn compute(w: &World, opts: &Opts) -> Result<Plan> {
+    plan::plan(&w.desired, &w.observed, PlanOptions { force: opts.force }).map_err(|c| anyhow::anyhow!("{c}\nnothing was changed"))
+}
+
+#[derive(Serialize)]
+struct JsonAction<'a> {
+    verb: Verb,
+    object: String,
+    detail: String,
+    #[serde(flatten)]
+    action: &'a Action,
+}
+
+#[derive(Serialize)]
+struct JsonPlan<'a> {
+    profile: &'a str,
+    host: &'a str,
+    changes: Vec<JsonAction<'a>>,
+    notes: &'a [String],
+    warnings: &'a [String],
+}
+
+fn print_plan(p: &Profile, plan: &Plan, warnings: &[String], opts: &Opts, empty_msg: &str) -> Result<()> {
+    if opts.json {
+        let changes = plan
+            .actions
+            .iter()
+            .map(|a| JsonAction { verb: a.verb(), object: a.object(), detail: a.detail(), action: a })
+            .collect();
+        let doc = JsonPlan { profile: &p.source, host: &p.host, changes, notes: &plan.notes, warnings };
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+        return Ok(());
+    }
+    for w in warnings {
+        eprintln!("warning: {w}");
+    }
+    if plan.actions.is_empty() {
+        if !opts.quiet {
+            println!("{empty_msg}");
+        }
+    } else {
+        for a in &plan.actions {
+            println!("{}", a.line());
+        }
+    }
+    for n in &plan.notes {
+        println!("note: {n}");
+    }
+    Ok(())
+}
+
+pub fn validate(path: &Path, opts: &Opts) -> Result<u8> {
+    let p = load(path)?;
+    if opts.json {
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({"profile": p.source, "valid": true, "parsed": p}))?);
+    } else if !opts.quiet {
+        println!("{}: valid", p.source);
+    }
+    Ok(0)
+}
+
+pub fn plan(path: &Path, opts: &Opts) -> Result<u8> {
+    let p = load(path)?;
+    let _lock = lock(opts)?;
+    let w = world(&p, false)?;
+    let plan = compute(&w, opts)?;
+    print_plan(&p, &plan, &w.warnings, opts, "no changes: the host matches the profile")?;
+    Ok(0)
+}
+
+pub fn check(path: &Path, opts: &Opts) -> Result<u8> {
+    let p = load(path)?;
+    let _lock = lock(opts)?;
+    let w = world(&p, false)?;
+    let plan = compute(&w, opts)?;
+    if opts.json {
+        #[derive(Serialize)]
+        struct Difference {
+            status: &'static str,
+            object: String,
+            detail: String,
+        }
+        let diffs: Vec<Difference> = plan.actions.iter().map(|a| Difference { status: status(a), object: a.object(), detail: a.detail() }).collect();
+        let doc = serde_json::json!({
+            "profile": p.source, "host": p.host, "matches": diffs.is_empty(),
+            "differences": diffs, "notes": plan.notes, "warnings": w.warnings,
+        });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+    } else {
+        for warn in &w.warnings {
+            eprintln!("warning: {warn}");
+        }
+        for a in &plan.actions {
+            let d = a.detail();
+            if d.is_empty() {
+                println!("{}: {}", status(a), a.object());
+            } else {
+                println!("{}: {}: {d}", status(a), a.object());
+            }
+        }
+        for n in &plan.notes {
+            println!("note: {n}");
+        }
+        if plan.actions.is_empty() && !opts.quiet {
+            println!("ok: the host matches {}", p.source);
+        }
+    }
+    Ok(if plan.actions.is_empty() { 0 } else { EXIT_DRIFT })
+}
+
+fn status(a: &Action) -> &'static str {
+    match a.verb() {
+        Verb::Create => "missing",
+        Verb::Change | Verb::Recreate => "different",
+        Verb::Remove => "extra",
+    }
+}
+
+/// Names a plan may create, recorded before it runs so that an interrupted
+/// run's half-made objects are recognised as ours next time.
+fn pending(plan: &Plan) -> Pending {
+    let mut p = Pending { pid: std::process::id(), links: vec![], namespaces: vec![] };
+    for a in &plan.actions {
+        match a {
+            Action::CreateNetns { name } => p.namespaces.push(name.clone()),
+            Action::CreateLink { ns, spec, peer, .. } => {
+                p.links.push((ns.clone(), spec.name.clone()));
+                if let Some((pns, ps)) = peer {
+                    p.links.push((pns.clone(), ps.name.clone()));
+                }
+            }
+            _ => {}
+        }
+    }
+    p
+}
+
+/// Executes a plan with state bookkeeping around it, then verifies.
+fn execute(p: &Profile, mut w: World, plan: Plan, opts: &Opts, destroy: bool) -> Result<()> {
+    let before = w.state.clone();
+    let mut during = before.clone();
+    during.host = p.host.clone();
+    during.pending = Some(pending(&plan));
+    if let Some(ns) = &w.desired.router_ns {
+        during.namespaces.insert(ns.clone());
+    }
+    for (u, b) in &w.desired.uplinks {
+        during.uplinks.insert(u.clone(), b.clone());
+    }
+    during.save()?;
+
+    let quiet = opts.quiet || opts.json;
+    let mut exec = Executor::new(&mut w.session, &w.desired.mark);
+    let run = exec.run(&plan.actions, |a| {
+        if !quiet {
+            println!("{}", a.line());
+        }
+    });
+    drop(exec);
+    if let Err(e) = run {
+        before.save().context("restore state file after rollback")?;
+        return Err(e);
+    }
+
+    // Verify: the host must now match exactly.
+    let (observed, desired, _) = observe(p, &mut w.session, &during, (!destroy).then_some(p))?;
+    let again = plan::plan(&desired, &observed, PlanOptions { force: opts.force }).map_err(|c| anyhow::anyhow!("{c}"))?;
+    let leftover: Vec<String> = again.actions.iter().map(|a| a.line()).collect();
+
+    let mut after = State { host: p.host.clone(), ..State::default() };
+    if let Some(ns) = &desired.router_ns {
+        after.namespaces.insert(ns.clone());
+    }
+    // Namespaces kept because they hold foreign objects stay recorded.
+    for name in &during.namespaces {
+        if observed.named.get(name).and_then(|v| v.loopback_mark()) == Some(desired.mark.as_str()) {
+            after.namespaces.insert(name.clone());
+        }
+    }
+    for (u, b) in &desired.uplinks {
+        after.uplinks.insert(u.clone(), b.clone());
+    }
+    after.save()?;
+    if !leftover.is_empty() {
+        bail!("verification failed: after applying, these differences remain:\n  {}", leftover.join("\n  "));
+    }
+    Ok(())
+}
+
+pub fn apply(path: &Path, opts: &Opts) -> Result<u8> {
+    let p = load(path)?;
+    let _lock = lock(opts)?;
+    let w = world(&p, false)?;
+    let plan = compute(&w, opts)?;
+    for warn in &w.warnings {
+        eprintln!("warning: {warn}");
+    }
+    if plan.actions.is_empty() {
+        // Still drop a stale `pending` left by an interrupted run.
+        if w.state.pending.is_some() {
+            let mut st = w.state.clone();
+            st.pending = None;
+            st.save()?;
+        }
+        if !opts.quiet {
+            println!("nothing to do: the host already matches {}", p.source);
+        }
+        for n in &plan.notes {
+            println!("note: {n}");
+        }
+        return Ok(0);
+    }
+    let notes = plan.notes.clone();
+    execute(&p, w, plan, opts, false)?;
+    for n in &notes {
+        println!("note: {n}");
+    }
+    if !opts.quiet {
+        println!("applied {}", p.source);
+    }
+    Ok(0)
+}
+
+pub fn destroy(path: &Path, opts: &Opts) -> Result<u8> {
+    let p = load(path)?;
+    let lock = lock(opts)?;
+    let w = world(&p, true)?;
+    let plan = compute(&w, opts)?;
+    let notes = plan.notes.clone();
+    if plan.actions.is_empty() {
+        if !opts.quiet {
+            println!("nothing to remove: no objects of {} on this host", p.host);
+        }
+        let kept = w
+            .state
+            .namespaces
+            .iter()
+            .filter(|n| w.observed.named.get(*n).and_then(|v| v.loopback_mark()) == Some(w.desired.mark.as_str()))
+            .cloned()
+            .collect();
+        State { host: p.host.clone(), namespaces: kept, ..State::default() }.save()?;
+    } else {
+        execute(&p, w, plan, opts, true)?;
+        if !opts.quiet {
+            println!("destroyed what {} created", p.host);
+        }
+    }
+    for n in &notes {
+        println!("note: {n}");
+    }
+    if State::load(&p.host)?.is_empty() {
+        lock.remove_files();
+    }
+    Ok(0)
+}

@@ -1,0 +1,177 @@
+//! Firewall rules vxrouter owns: a few chains of its own per namespace, each
+//! hooked into a built-in chain by one jump rule carrying the owner comment.
+//! Nothing outside those chains and jumps is ever read for diffing or written.
+
+pub mod iptables;
+pub mod rules;
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+/// One owned chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Chain {
+    pub table: String,
+    pub name: String,
+    /// Built-in chain the jump rule lives in.
+    pub hook: String,
+    /// Rules in `iptables-save` canonical form, without "-A <chain> ".
+    pub rules: Vec<String>,
+}
+
+/// The owned rules of one namespace.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct Ruleset {
+    pub chains: Vec<Chain>,
+}
+
+/// What the firewall of a namespace holds, as far as vxrouter cares.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct FirewallState {
+    /// (table, chain) → rules, for chains with vxrouter's prefix.
+    pub chains: BTreeMap<(String, String), Vec<String>>,
+    /// (table, hook) → jump rules carrying an owner comment (any owner).
+    pub jumps: BTreeMap<(String, String), Vec<String>>,
+    /// Rules that are not vxrouter's, per table (to decide whether a
+    /// namespace can be deleted without destroying someone else's rules).
+    pub foreign: BTreeMap<String, usize>,
+}
+
+/// Prefix of every chain vxrouter creates.
+pub const CHAIN_PREFIX: &str = "VXROUTER-";
+
+pub fn jump_rule(mark: &str, chain: &str) -> String {
+    format!("-m comment --comment \"{mark}\" -j {chain}")
+}
+
+/// One change to the firewall of one namespace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum FwChange {
+    /// Create or refill a chain with these rules.
+    SetChain { table: String, chain: String, rules: Vec<String>, found: Option<usize> },
+    /// Insert the jump at the top of the hook chain.
+    AddJump { table: String, hook: String, rule: String },
+    /// Remove one jump rule.
+    DelJump { table: String, hook: String, rule: String },
+    /// Remove an owned chain no longer wanted.
+    DelChain { table: String, chain: String },
+}
+
+impl FwChange {
+    pub fn describe(&self) -> String {
+        match self {
+            FwChange::SetChain { table, chain, rules, found: None } => format!("{table}/{chain} with {} rule(s)", rules.len()),
+            FwChange::SetChain { table, chain, rules, found: Some(n) } => {
+                format!("{table}/{chain}: expected {} rule(s), found {n} that differ", rules.len())
+            }
+            FwChange::AddJump { table, hook, .. } => format!("{table}/{hook} jump"),
+            FwChange::DelJump { table, hook, rule } => format!("{table}/{hook} stray jump `{rule}`"),
+            FwChange::DelChain { table, chain } => format!("{table}/{chain}"),
+        }
+    }
+}
+
+/// Diff desired owned rules against what the namespace holds.
+pub fn diff(mark: &str, want: &Ruleset, have: &FirewallState) -> Vec<FwChange> {
+    let mut changes = Vec::new();
+    for c in &want.chains {
+        let key = (c.table.clone(), c.name.clone());
+        match have.chains.get(&key) {
+            Some(rules) if *rules == c.rules => {}
+            found => changes.push(FwChange::SetChain {
+                table: c.table.clone(),
+                chain: c.name.clone(),
+                rules: c.rules.clone(),
+                found: found.map(|r| r.len()),
+            }),
+        }
+        let jump = jump_rule(mark, &c.name);
+        let hook_key = (c.table.clone(), c.hook.clone());
+        let existing = have.jumps.get(&hook_key).map(|j| j.iter().filter(|r| **r == jump).count()).unwrap_or(0);
+        if existing == 0 {
+            changes.push(FwChange::AddJump { table: c.table.clone(), hook: c.hook.clone(), rule: jump.clone() });
+        }
+        for _ in 1..existing {
+            changes.push(FwChange::DelJump { table: c.table.clone(), hook: c.hook.clone(), rule: jump.clone() });
+        }
+    }
+    // Our jumps to chains we no longer want, and those chains.
+    let wanted = |t: &str, n: &str| want.chains.iter().any(|c| c.table == t && c.name == n);
+    let ours = format!("--comment \"{mark}\" ");
+    for ((table, hook), rules) in &have.jumps {
+        for r in rules {
+            let target = r.rsplit(" -j ").next().unwrap_or("");
+            if r.contains(&ours) && !wanted(table, target) {
+                changes.push(FwChange::DelJump { table: table.clone(), hook: hook.clone(), rule: r.clone() });
+            }
+        }
+    }
+    for (table, chain) in have.chains.keys() {
+        if !wanted(table, chain) && owned_chain_of(mark, have, table, chain) {
+            changes.push(FwChange::DelChain { table: table.clone(), chain: chain.clone() });
+        }
+    }
+    changes
+}
+
+/// A chain with our prefix is ours to delete when nothing but our own jumps
+/// lead to it (another owner's jump keeps it alive).
+fn owned_chain_of(mark: &str, have: &FirewallState, table: &str, chain: &str) -> bool {
+    let target = format!("-j {chain}");
+    let theirs = have
+        .jumps
+        .iter()
+        .filter(|((t, _), _)| t == table)
+        .flat_map(|(_, rules)| rules)
+        .any(|r| r.ends_with(&target) && !r.contains(&format!("\"{mark}\"")));
+    !theirs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ruleset() -> Ruleset {
+        Ruleset {
+            chains: vec![Chain {
+                table: "nat".into(),
+                name: "VXROUTER-POST".into(),
+                hook: "POSTROUTING".into(),
+                rules: vec!["-s 192.168.10.0/24 -o pub -j SNAT --to-source 203.0.113.123".into()],
+            }],
+        }
+    }
+
+    #[test]
+    fn empty_firewall_needs_chain_and_jump() {
+        let d = diff("vxrouter:a", &ruleset(), &FirewallState::default());
+        assert_eq!(d.len(), 2);
+        assert!(matches!(&d[0], FwChange::SetChain { found: None, .. }));
+        assert!(matches!(&d[1], FwChange::AddJump { hook, .. } if hook == "POSTROUTING"));
+    }
+
+    #[test]
+    fn matching_firewall_needs_nothing_and_extra_chains_go() {
+        let want = ruleset();
+        let mut have = FirewallState::default();
+        have.chains.insert(("nat".into(), "VXROUTER-POST".into()), want.chains[0].rules.clone());
+        have.jumps.insert(("nat".into(), "POSTROUTING".into()), vec![jump_rule("vxrouter:a", "VXROUTER-POST")]);
+        assert!(diff("vxrouter:a", &want, &have).is_empty());
+
+        have.chains.insert(("filter".into(), "VXROUTER-FWD".into()), vec!["-j DROP".into()]);
+        have.jumps.insert(("filter".into(), "FORWARD".into()), vec![jump_rule("vxrouter:a", "VXROUTER-FWD")]);
+        let d = diff("vxrouter:a", &want, &have);
+        assert_eq!(d.len(), 2, "{d:?}");
+        assert!(matches!(&d[0], FwChange::DelJump { hook, .. } if hook == "FORWARD"));
+        assert!(matches!(&d[1], FwChange::DelChain { chain, .. } if chain == "VXROUTER-FWD"));
+    }
+
+    #[test]
+    fn another_owners_chain_is_left_alone() {
+        let mut have = FirewallState::default();
+        have.chains.insert(("filter".into(), "VXROUTER-FWD".into()), vec!["-j DROP".into()]);
+        have.jumps.insert(("filter".into(), "FORWARD".into()), vec![jump_rule("vxrouter:b", "VXROUTER-FWD")]);
+        assert!(diff("vxrouter:a", &Ruleset::default(), &have).is_empty());
+    }
+}

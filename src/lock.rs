@@ -1,0 +1,94 @@
+//! One vxrouter run at a time per host: an exclusive `flock` on
+//! /run/vxrouter/lock. A second run waits (saying for whom) up to a timeout.
+//! The kernel drops the lock when the holder exits, even on kill -9.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use crate::state::run_dir;
+
+pub struct HostLock {
+    file: File,
+    path: std::path::PathBuf,
+}
+
+fn try_lock(f: &File) -> std::io::Result<bool> {
+    // SAFETY: plain syscall on an fd we own.
+    let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc == 0 {
+        return Ok(true);
+    }
+    let e = std::io::Error::last_os_error();
+    if e.raw_os_error() == Some(libc::EWOULDBLOCK) { Ok(false) } else { Err(e) }
+}
+
+impl HostLock {
+    /// Takes the host lock, waiting up to `timeout`. `on_wait` is called once
+    /// with the holder's description when the lock is busy.
+    pub fn acquire(timeout: Duration, mut on_wait: impl FnMut(&str)) -> Result<HostLock> {
+        let dir = run_dir();
+        let path = dir.join("lock");
+        let start = Instant::now();
+        let mut told = false;
+        let mut file = loop {
+            fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)
+                .with_context(|| format!("open {}", path.display()))?;
+            if try_lock(&file).with_context(|| format!("lock {}", path.display()))? {
+                // `destroy` removes the lock file when the host is clean; a
+                // lock taken on a file that was removed meanwhile is no lock.
+                if same_file(&file, &path) {
+                    break file;
+                }
+                continue;
+            }
+            if !told {
+                let mut holder = String::new();
+                let _ = (&file).read_to_string(&mut holder);
+                let holder = holder.trim();
+                on_wait(if holder.is_empty() { "another vxrouter run" } else { holder });
+                told = true;
+            }
+            if start.elapsed() >= timeout {
+                bail!(
+                    "another vxrouter run still holds {} after {}s; try again later or raise --lock-timeout",
+                    path.display(),
+                    timeout.as_secs()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let me = format!("vxrouter pid {} ({})", std::process::id(), std::env::args().skip(1).collect::<Vec<_>>().join(" "));
+        let _ = file.set_len(0);
+        let _ = file.seek(SeekFrom::Start(0));
+        let _ = file.write_all(me.as_bytes());
+        Ok(HostLock { file, path })
+    }
+
+    /// Removes the lock file (and /run/vxrouter if empty) while still holding
+    /// the lock; waiters notice the file is gone and start over.
+    pub fn remove_files(self) {
+        let _ = fs::remove_file(&self.path);
+        if let Some(dir) = self.path.parent() {
+            let _ = fs::remove_dir(dir);
+        }
+        drop(self.file);
+    }
+}
+
+fn same_file(f: &File, path: &std::path::Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (f.metadata(), fs::metadata(path)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}

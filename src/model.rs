@@ -1,0 +1,153 @@
+//! The vocabulary shared by desired state, observed state and the plan: what
+//! a link, an address or a route is, independent of netlink encoding.
+
+use std::fmt;
+use std::net::Ipv4Addr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::profile::Ipv4Cidr;
+
+/// A network namespace vxrouter works in: the host's own (the one vxrouter
+/// runs in) or a named one under /run/netns.
+/// Serialised as null (host) or the namespace name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Ns {
+    Host,
+    Named(String),
+}
+
+impl Ns {
+    pub fn label(&self) -> &str {
+        match self {
+            Ns::Host => "host",
+            Ns::Named(n) => n,
+        }
+    }
+}
+
+impl fmt::Display for Ns {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.label())
+    }
+}
+
+pub type Mac = [u8; 6];
+
+pub fn fmt_mac(m: &Mac) -> String {
+    m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+}
+
+/// A link vxrouter creates and owns.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LinkSpec {
+    pub name: String,
+    pub kind: LinkKind,
+    /// None: not managed (kernel default at creation).
+    pub mtu: Option<u32>,
+    /// Bridge (in the same namespace) this link is a port of.
+    pub master: Option<String>,
+    pub up: bool,
+    pub mac: Option<Mac>,
+    /// IPv6 address generation off: the host gets no link-local address on
+    /// the segment, so VMs cannot reach the hypervisor through it.
+    pub no_ipv6: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum LinkKind {
+    Bridge(BridgeSpec),
+    Vxlan(VxlanSpec),
+    /// The end of a veth pair that creates the pair; `peer` is the other end.
+    Veth(VethPeer),
+    /// The other end of a pair, created together with its `Veth` end.
+    VethPeer { peer: String },
+    /// The namespace's loopback: not created, only brought up and marked.
+    Loopback,
+}
+
+impl LinkKind {
+    pub fn name(&self) -> &'static str {
+        match self {
+            LinkKind::Bridge(_) => "bridge",
+            LinkKind::Vxlan(_) => "vxlan",
+            LinkKind::Veth(_) | LinkKind::VethPeer { .. } => "veth",
+            LinkKind::Loopback => "loopback",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BridgeSpec {
+    pub stp: bool,
+    /// Centiseconds, as the kernel stores it.
+    pub forward_delay: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VxlanSpec {
+    pub vni: u32,
+    pub group: Ipv4Addr,
+    /// Underlay device name.
+    pub dev: String,
+    pub local: Ipv4Addr,
+    pub port: u16,
+    pub ageing: u32,
+    /// 0: kernel default.
+    pub ttl: u8,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VethPeer {
+    pub peer: String,
+    pub peer_ns: Ns,
+}
+
+/// A link as the kernel reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct Link {
+    pub index: u32,
+    pub name: String,
+    /// IFLA_INFO_KIND; None for physical NICs and loopback.
+    pub kind: Option<String>,
+    pub mtu: u32,
+    pub master: Option<u32>,
+    pub up: bool,
+    pub alias: Option<String>,
+    pub mac: Option<Mac>,
+    /// IFLA_LINK: for a veth, the peer's ifindex (in the peer's namespace).
+    pub link: Option<u32>,
+    pub no_ipv6: bool,
+    pub bridge: Option<BridgeSpec>,
+    pub vxlan: Option<ObservedVxlan>,
+    pub loopback: bool,
+}
+
+/// VXLAN attributes as read back: `dev` is an ifindex here.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct ObservedVxlan {
+    pub vni: u32,
+    pub group: Option<Ipv4Addr>,
+    pub dev: Option<u32>,
+    pub local: Option<Ipv4Addr>,
+    pub port: u16,
+    pub ageing: u32,
+    pub ttl: u8,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Addr {
+    pub index: u32,
+    pub cidr: Ipv4Cidr,
+}
+
+/// An IPv4 route in the main table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Route {
+    pub dst: Ipv4Cidr,
+    pub gateway: Option<Ipv4Addr>,
+    pub oif: Option<u32>,
+    pub protocol: u8,
+}

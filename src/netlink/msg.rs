@@ -1,0 +1,360 @@
+//! Encoding vxrouter's model into rtnetlink messages and decoding the
+//! kernel's replies back into it.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::os::fd::RawFd;
+
+use netlink_packet_route::address::{AddressAttribute, AddressMessage, AddressScope};
+use netlink_packet_route::link::{
+    AfSpecInet6, AfSpecUnspec, BridgeStpState, In6AddrGenMode, InfoBridge, InfoData, InfoKind,
+    InfoVeth, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+};
+use netlink_packet_route::route::{
+    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
+};
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+
+use crate::model::{Addr, BridgeSpec, Link, LinkKind, LinkSpec, Mac, ObservedVxlan, Route};
+use crate::profile::Ipv4Cidr;
+
+/// rtm_protocol vxrouter stamps on its routes ('v'), so they are
+/// recognisable in `ip route` output as "proto 118".
+pub const RTPROT_VXROUTER: u8 = 118;
+
+pub fn get_links() -> RouteNetlinkMessage {
+    RouteNetlinkMessage::GetLink(LinkMessage::default())
+}
+
+pub fn get_addresses() -> RouteNetlinkMessage {
+    let mut m = AddressMessage::default();
+    m.header.family = AddressFamily::Inet;
+    RouteNetlinkMessage::GetAddress(m)
+}
+
+pub fn get_routes() -> RouteNetlinkMessage {
+    let mut m = RouteMessage::default();
+    m.header.address_family = AddressFamily::Inet;
+    RouteNetlinkMessage::GetRoute(m)
+}
+
+fn up_flags(msg: &mut LinkMessage, up: bool) {
+    msg.header.change_mask = LinkFlags::Up;
+    if up {
+        msg.header.flags = LinkFlags::Up;
+    }
+}
+
+/// Everything `create` needs that is not in the spec: indexes of the master
+/// and underlay device, and the peer namespace.
+pub struct CreateCtx {
+    pub master: Option<u32>,
+    pub vxlan_dev: Option<u32>,
+    /// Namespace of a veth peer; None keeps it in the same namespace.
+    pub peer_ns: Option<RawFd>,
+    pub peer: Option<LinkSpec>,
+}
+
+/// RTM_NEWLINK for a new link. Links that must not get an IPv6 link-local
+/// address are created down: address generation can only be switched off
+/// before the link first comes up (see `mark_and_raise`).
+pub fn create(spec: &LinkSpec, ctx: &CreateCtx) -> RouteNetlinkMessage {
+    let mut msg = LinkMessage::default();
+    up_flags(&mut msg, spec.up && !spec.no_ipv6);
+    msg.attributes.push(LinkAttribute::IfName(spec.name.clone()));
+    if let Some(mtu) = spec.mtu {
+        msg.attributes.push(LinkAttribute::Mtu(mtu));
+    }
+    if let Some(mac) = spec.mac {
+        msg.attributes.push(LinkAttribute::Address(mac.to_vec()));
+    }
+    if let Some(m) = ctx.master {
+        msg.attributes.push(LinkAttribute::Controller(m));
+    }
+    let (kind, data) = match &spec.kind {
+        LinkKind::Bridge(b) => (InfoKind::Bridge, Some(InfoData::Bridge(bridge_attrs(b)))),
+        LinkKind::Vxlan(v) => {
+            let mut attrs = vec![
+                InfoVxlan::Id(v.vni),
+                InfoVxlan::Group(v.group),
+                InfoVxlan::Local(v.local),
+                InfoVxlan::Port(v.port),
+                InfoVxlan::Ageing(v.ageing),
+                InfoVxlan::Ttl(v.ttl),
+                InfoVxlan::Learning(true),
+            ];
+            if let Some(d) = ctx.vxlan_dev {
+                attrs.push(InfoVxlan::Link(d));
+            }
+            (InfoKind::Vxlan, Some(InfoData::Vxlan(attrs)))
+        }
+        LinkKind::Veth(_) => {
+            let mut peer = LinkMessage::default();
+            if let Some(p) = &ctx.peer {
+                // The peer cannot come up inside the create request (veth_open
+                // finds no peer yet: ENOTCONN); `mark_new` raises it.
+                peer.attributes.push(LinkAttribute::IfName(p.name.clone()));
+                if let Some(mtu) = p.mtu {
+                    peer.attributes.push(LinkAttribute::Mtu(mtu));
+                }
+                if let Some(mac) = p.mac {
+                    peer.attributes.push(LinkAttribute::Address(mac.to_vec()));
+                }
+            }
+            if let Some(fd) = ctx.peer_ns {
+                peer.attributes.push(LinkAttribute::NetNsFd(fd));
+            }
+            (InfoKind::Veth, Some(InfoData::Veth(InfoVeth::Peer(peer))))
+        }
+        // Loopback and peers are never created on their own.
+        LinkKind::VethPeer { .. } | LinkKind::Loopback => (InfoKind::Veth, None),
+    };
+    let mut info = vec![LinkInfo::Kind(kind)];
+    if let Some(d) = data {
+        info.push(LinkInfo::Data(d));
+    }
+    msg.attributes.push(LinkAttribute::LinkInfo(info));
+    RouteNetlinkMessage::NewLink(msg)
+}
+
+fn bridge_attrs(b: &BridgeSpec) -> Vec<InfoBridge> {
+    vec![
+        InfoBridge::StpState(if b.stp { BridgeStpState::KernelStp } else { BridgeStpState::Disabled }),
+        InfoBridge::ForwardDelay(b.forward_delay),
+    ]
+}
+
+/// Which attributes a RTM_SETLINK should change. Links are addressed by
+/// name, so a request can follow the create in the same pipelined batch.
+#[derive(Debug, Default, Clone)]
+pub struct SetLink {
+    pub alias: Option<String>,
+    pub mtu: Option<u32>,
+    /// Some(0) releases the link from its master.
+    pub master: Option<u32>,
+    pub up: Option<bool>,
+    pub mac: Option<Mac>,
+    pub no_ipv6: Option<bool>,
+    pub bridge: Option<BridgeSpec>,
+    /// In-place VXLAN changes (group, ageing, ttl, local).
+    pub vxlan: Option<Vec<InfoVxlan>>,
+    pub netns_fd: Option<RawFd>,
+}
+
+pub fn set_link(index: u32, name: &str, s: &SetLink) -> RouteNetlinkMessage {
+    let mut msg = LinkMessage::default();
+    msg.header.index = index;
+    if index == 0 {
+        msg.attributes.push(LinkAttribute::IfName(name.to_string()));
+    }
+    if let Some(up) = s.up {
+        up_flags(&mut msg, up);
+    }
+    if let Some(a) = &s.alias {
+        msg.attributes.push(LinkAttribute::IfAlias(a.clone()));
+    }
+    if let Some(mtu) = s.mtu {
+        msg.attributes.push(LinkAttribute::Mtu(mtu));
+    }
+    if let Some(m) = s.master {
+        msg.attributes.push(LinkAttribute::Controller(m));
+    }
+    if let Some(mac) = s.mac {
+        msg.attributes.push(LinkAttribute::Address(mac.to_vec()));
+    }
+    if let Some(fd) = s.netns_fd {
+        msg.attributes.push(LinkAttribute::NetNsFd(fd));
+    }
+    if let Some(off) = s.no_ipv6 {
+        let mode = if off { In6AddrGenMode::None } else { In6AddrGenMode::Eui64 };
+        msg.attributes.push(LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(vec![AfSpecInet6::AddrGenMode(mode)])]));
+    }
+    let data = match (&s.bridge, &s.vxlan) {
+        (Some(b), _) => Some((InfoKind::Bridge, InfoData::Bridge(bridge_attrs(b)))),
+        (None, Some(v)) => Some((InfoKind::Vxlan, InfoData::Vxlan(v.clone()))),
+        _ => None,
+    };
+    if let Some((kind, data)) = data {
+        msg.attributes.push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(kind), LinkInfo::Data(data)]));
+        // Changing link-kind attributes goes through RTM_NEWLINK without
+        // NLM_F_CREATE ("changelink"); RTM_SETLINK ignores IFLA_LINKINFO.
+        return RouteNetlinkMessage::NewLink(msg);
+    }
+    RouteNetlinkMessage::SetLink(msg)
+}
+
+pub fn del_link(index: u32, name: &str) -> RouteNetlinkMessage {
+    let mut msg = LinkMessage::default();
+    msg.header.index = index;
+    if index == 0 {
+        msg.attributes.push(LinkAttribute::IfName(name.to_string()));
+    }
+    RouteNetlinkMessage::DelLink(msg)
+}
+
+fn addr_msg(index: u32, cidr: Ipv4Cidr) -> AddressMessage {
+    let mut m = AddressMessage::default();
+    m.header.family = AddressFamily::Inet;
+    m.header.prefix_len = cidr.prefix;
+    m.header.index = index;
+    m.header.scope = AddressScope::Universe;
+    m.attributes.push(AddressAttribute::Local(IpAddr::V4(cidr.addr)));
+    m.attributes.push(AddressAttribute::Address(IpAddr::V4(cidr.addr)));
+    if cidr.prefix < 31 {
+        m.attributes.push(AddressAttribute::Broadcast(cidr.broadcast()));
+    }
+    m
+}
+
+pub fn add_addr(index: u32, cidr: Ipv4Cidr) -> RouteNetlinkMessage {
+    RouteNetlinkMessage::NewAddress(addr_msg(index, cidr))
+}
+
+pub fn del_addr(index: u32, cidr: Ipv4Cidr) -> RouteNetlinkMessage {
+    RouteNetlinkMessage::DelAddress(addr_msg(index, cidr))
+}
+
+fn route_msg(r: &Route) -> RouteMessage {
+    let mut m = RouteMessage::default();
+    m.header.address_family = AddressFamily::Inet;
+    m.header.destination_prefix_length = r.dst.prefix;
+    m.header.table = RouteHeader::RT_TABLE_MAIN;
+    m.header.protocol = RouteProtocol::from(r.protocol);
+    m.header.scope = if r.gateway.is_some() { RouteScope::Universe } else { RouteScope::Link };
+    m.header.kind = RouteType::Unicast;
+    if r.dst.prefix > 0 {
+        m.attributes.push(RouteAttribute::Destination(RouteAddress::Inet(r.dst.network().addr)));
+    }
+    if let Some(g) = r.gateway {
+        m.attributes.push(RouteAttribute::Gateway(RouteAddress::Inet(g)));
+    }
+    if let Some(o) = r.oif {
+        m.attributes.push(RouteAttribute::Oif(o));
+    }
+    m
+}
+
+/// RTM_NEWROUTE with NLM_F_REPLACE|NLM_F_CREATE: flags are the caller's.
+pub fn new_route(r: &Route) -> RouteNetlinkMessage {
+    RouteNetlinkMessage::NewRoute(route_msg(r))
+}
+
+pub fn del_route(r: &Route) -> RouteNetlinkMessage {
+    RouteNetlinkMessage::DelRoute(route_msg(r))
+}
+
+// ---- decoding -------------------------------------------------------------
+
+pub fn parse_link(m: &LinkMessage) -> Link {
+    let mut l = Link {
+        index: m.header.index,
+        up: m.header.flags.contains(LinkFlags::Up),
+        loopback: m.header.flags.contains(LinkFlags::Loopback),
+        ..Link::default()
+    };
+    for a in &m.attributes {
+        match a {
+            LinkAttribute::IfName(n) => l.name = n.clone(),
+            LinkAttribute::Mtu(v) => l.mtu = *v,
+            LinkAttribute::Controller(v) if *v != 0 => l.master = Some(*v),
+            LinkAttribute::IfAlias(s) if !s.is_empty() => l.alias = Some(s.clone()),
+            LinkAttribute::Address(b) if b.len() == 6 => l.mac = Some([b[0], b[1], b[2], b[3], b[4], b[5]]),
+            LinkAttribute::Link(v) if *v != 0 => l.link = Some(*v),
+            LinkAttribute::AfSpecUnspec(specs) => {
+                for s in specs {
+                    if let AfSpecUnspec::Inet6(v6) = s {
+                        for x in v6 {
+                            if let AfSpecInet6::AddrGenMode(mode) = x {
+                                l.no_ipv6 = *mode == In6AddrGenMode::None;
+                            }
+                        }
+                    }
+                }
+            }
+            LinkAttribute::LinkInfo(infos) => {
+                for i in infos {
+                    match i {
+                        LinkInfo::Kind(k) => l.kind = Some(k.to_string()),
+                        LinkInfo::Data(InfoData::Bridge(b)) => l.bridge = Some(parse_bridge(b)),
+                        LinkInfo::Data(InfoData::Vxlan(v)) => l.vxlan = Some(parse_vxlan(v)),
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    l
+}
+
+fn parse_bridge(attrs: &[InfoBridge]) -> BridgeSpec {
+    let mut b = BridgeSpec { stp: false, forward_delay: 0 };
+    for a in attrs {
+        match a {
+            InfoBridge::StpState(s) => b.stp = !matches!(s, BridgeStpState::Disabled),
+            InfoBridge::ForwardDelay(d) => b.forward_delay = *d,
+            _ => {}
+        }
+    }
+    b
+}
+
+fn parse_vxlan(attrs: &[InfoVxlan]) -> ObservedVxlan {
+    let mut v = ObservedVxlan::default();
+    for a in attrs {
+        match a {
+            InfoVxlan::Id(x) => v.vni = *x,
+            InfoVxlan::Group(g) if !g.is_unspecified() => v.group = Some(*g),
+            InfoVxlan::Link(d) if *d != 0 => v.dev = Some(*d),
+            InfoVxlan::Local(x) if !x.is_unspecified() => v.local = Some(*x),
+            InfoVxlan::Port(p) => v.port = *p,
+            InfoVxlan::Ageing(x) => v.ageing = *x,
+            InfoVxlan::Ttl(x) => v.ttl = *x,
+            _ => {}
+        }
+    }
+    v
+}
+
+pub fn parse_addr(m: &AddressMessage) -> Option<Addr> {
+    if m.header.family != AddressFamily::Inet {
+        return None;
+    }
+    let mut local = None;
+    let mut address = None;
+    for a in &m.attributes {
+        match a {
+            AddressAttribute::Local(IpAddr::V4(x)) => local = Some(*x),
+            AddressAttribute::Address(IpAddr::V4(x)) => address = Some(*x),
+            _ => {}
+        }
+    }
+    let addr: Ipv4Addr = local.or(address)?;
+    Some(Addr { index: m.header.index, cidr: Ipv4Cidr::new(addr, m.header.prefix_len)? })
+}
+
+/// Main-table IPv4 unicast routes only: the ones vxrouter may manage.
+pub fn parse_route(m: &RouteMessage) -> Option<Route> {
+    if m.header.address_family != AddressFamily::Inet
+        || m.header.table != RouteHeader::RT_TABLE_MAIN
+        || m.header.kind != RouteType::Unicast
+    {
+        return None;
+    }
+    let mut dst = Ipv4Addr::UNSPECIFIED;
+    let mut r = Route {
+        dst: Ipv4Cidr { addr: dst, prefix: 0 },
+        gateway: None,
+        oif: None,
+        protocol: u8::from(m.header.protocol),
+    };
+    for a in &m.attributes {
+        match a {
+            RouteAttribute::Destination(RouteAddress::Inet(d)) => dst = *d,
+            RouteAttribute::Gateway(RouteAddress::Inet(g)) => r.gateway = Some(*g),
+            RouteAttribute::Oif(o) => r.oif = Some(*o),
+            _ => {}
+        }
+    }
+    r.dst = Ipv4Cidr::new(dst, m.header.destination_prefix_length)?;
+    Some(r)
+}

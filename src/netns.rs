@@ -1,0 +1,150 @@
+//! Named network namespaces, made the way `ip netns add` makes them (a bind
+//! mount of the namespace under /run/netns), so `ip netns exec ns1 …` works
+//! for operators; and helpers to run code or commands inside one.
+
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result};
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use nix::sched::{CloneFlags, setns, unshare};
+
+pub const NETNS_RUN_DIR: &str = "/run/netns";
+
+pub fn path(name: &str) -> PathBuf {
+    Path::new(NETNS_RUN_DIR).join(name)
+}
+
+/// Opens a named namespace; `Ok(None)` when it does not exist.
+pub fn open(name: &str) -> Result<Option<File>> {
+    match File::open(path(name)) {
+        Ok(f) => Ok(Some(f)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("open network namespace {name}")),
+    }
+}
+
+/// The calling thread's own network namespace.
+pub fn current() -> Result<File> {
+    File::open("/proc/thread-self/ns/net").context("open /proc/thread-self/ns/net")
+}
+
+/// Names under /run/netns.
+pub fn list() -> Result<Vec<String>> {
+    let mut names = Vec::new();
+    match fs::read_dir(NETNS_RUN_DIR) {
+        Ok(dir) => {
+            for entry in dir {
+                let entry = entry.context("read /run/netns")?;
+                names.push(entry.file_name().to_string_lossy().into_owned());
+            }
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).context("read /run/netns"),
+    }
+    names.sort();
+    Ok(names)
+}
+
+/// Makes /run/netns a shared mount point, as iproute2 does, so namespaces
+/// bound there show up in every mount namespace that shares it.
+fn prepare_run_dir() -> Result<()> {
+    fs::create_dir_all(NETNS_RUN_DIR).context("create /run/netns")?;
+    let shared = MsFlags::MS_SHARED | MsFlags::MS_REC;
+    match mount(None::<&str>, NETNS_RUN_DIR, None::<&str>, shared, None::<&str>) {
+        Ok(()) => Ok(()),
+        Err(nix::errno::Errno::EINVAL) => {
+            // Not a mount point yet: bind it onto itself, then share it.
+            mount(Some(NETNS_RUN_DIR), NETNS_RUN_DIR, Some("none"), MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
+                .context("bind-mount /run/netns onto itself")?;
+            mount(None::<&str>, NETNS_RUN_DIR, None::<&str>, shared, None::<&str>).context("make /run/netns shared")
+        }
+        Err(e) => Err(e).context("make /run/netns shared"),
+    }
+}
+
+/// Creates a named network namespace. Fails with EEXIST if the name is taken.
+pub fn create(name: &str) -> Result<File> {
+    prepare_run_dir()?;
+    let target = path(name);
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&target)
+        .with_context(|| format!("create {}", target.display()))?;
+    // unshare(CLONE_NEWNET) affects only the calling thread, so a throwaway
+    // thread makes the namespace and pins it with a bind mount.
+    let made = std::thread::scope(|s| {
+        s.spawn(|| -> Result<()> {
+            unshare(CloneFlags::CLONE_NEWNET).context("unshare(CLONE_NEWNET)")?;
+            mount(Some("/proc/thread-self/ns/net"), &target, Some("none"), MsFlags::MS_BIND, None::<&str>)
+                .with_context(|| format!("bind-mount the new namespace on {}", target.display()))
+        })
+        .join()
+        .unwrap_or_else(|_| Err(anyhow::anyhow!("namespace thread panicked")))
+    });
+    if let Err(e) = made {
+        let _ = fs::remove_file(&target);
+        return Err(e.context(format!("create network namespace {name}")));
+    }
+    File::open(&target).with_context(|| format!("open network namespace {name}"))
+}
+
+/// Deletes a named namespace like `ip netns del`: the namespace itself goes
+/// away once nothing else holds it.
+pub fn delete(name: &str) -> Result<()> {
+    let target = path(name);
+    match umount2(&target, MntFlags::MNT_DETACH) {
+        Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
+        Err(e) => return Err(e).with_context(|| format!("unmount {}", target.display())),
+    }
+    match fs::remove_file(&target) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("remove {}", target.display())),
+    }
+}
+
+/// Runs `f` on a fresh thread that has entered the network namespace `ns`;
+/// the calling thread stays where it is.
+pub fn run_in<T: Send>(ns: BorrowedFd<'_>, f: impl FnOnce() -> T + Send) -> io::Result<T> {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            setns(ns, CloneFlags::CLONE_NEWNET).map_err(io::Error::from)?;
+            Ok(f())
+        })
+        .join()
+        .unwrap_or_else(|_| Err(io::Error::other("thread in namespace panicked")))
+    })
+}
+
+/// Makes `cmd` start inside the network namespace `ns`.
+pub fn command_in(cmd: &mut Command, ns: &File) {
+    let fd = ns.as_raw_fd();
+    // SAFETY: setns is async-signal-safe; the fd is inherited from the parent
+    // by fork and stays open until exec (it is close-on-exec).
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Namespace identity (device and inode of its nsfs file), to tell whether
+/// two handles name the same namespace.
+pub fn identity(ns: &File) -> Result<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = ns.metadata().context("stat namespace")?;
+    Ok((m.dev(), m.ino()))
+}
+
+pub fn as_fd(f: &File) -> BorrowedFd<'_> {
+    f.as_fd()
+}

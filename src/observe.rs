@@ -1,0 +1,176 @@
+//! The kernel's current state, read with one dump per object kind per
+//! namespace (never a request per object), through one socket per namespace.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
+
+use anyhow::{Context, Result, anyhow};
+use netlink_packet_route::RouteNetlinkMessage;
+
+use crate::firewall::{self, FirewallState};
+use crate::model::{Addr, Link, Ns, Route};
+use crate::netlink::{Netlink, msg};
+use crate::netns;
+use crate::state::State;
+
+/// Open sockets (and namespace handles) for every namespace a run touches.
+pub struct Session {
+    host: Netlink,
+    named: BTreeMap<String, (File, Netlink)>,
+}
+
+impl Session {
+    pub fn new() -> Result<Session> {
+        Ok(Session { host: Netlink::open().context("open netlink socket")?, named: BTreeMap::new() })
+    }
+
+    /// Opens a named namespace if it exists; false when it does not.
+    pub fn attach(&mut self, name: &str) -> Result<bool> {
+        if self.named.contains_key(name) {
+            return Ok(true);
+        }
+        let Some(file) = netns::open(name)? else { return Ok(false) };
+        let sock = Netlink::open_in(netns::as_fd(&file)).with_context(|| format!("open netlink socket in namespace {name}"))?;
+        self.named.insert(name.to_string(), (file, sock));
+        Ok(true)
+    }
+
+    pub fn detach(&mut self, name: &str) {
+        self.named.remove(name);
+    }
+
+    pub fn sock(&mut self, ns: &Ns) -> Result<&mut Netlink> {
+        match ns {
+            Ns::Host => Ok(&mut self.host),
+            Ns::Named(n) => self.named.get_mut(n).map(|(_, s)| s).ok_or_else(|| anyhow!("namespace {n} is not open")),
+        }
+    }
+
+    /// The nsfs handle of a named namespace; None for the host.
+    pub fn file(&self, ns: &Ns) -> Result<Option<&File>> {
+        match ns {
+            Ns::Host => Ok(None),
+            Ns::Named(n) => self.named.get(n).map(|(f, _)| Some(f)).ok_or_else(|| anyhow!("namespace {n} is not open")),
+        }
+    }
+}
+
+/// One namespace as the kernel shows it.
+#[derive(Debug, Clone, Default)]
+pub struct NsView {
+    pub links: Vec<Link>,
+    pub addrs: Vec<Addr>,
+    pub routes: Vec<Route>,
+    /// Sysctls under /proc/sys/net that were asked for.
+    pub sysctls: BTreeMap<String, String>,
+    pub firewall: Option<FirewallState>,
+}
+
+impl NsView {
+    pub fn link(&self, name: &str) -> Option<&Link> {
+        self.links.iter().find(|l| l.name == name)
+    }
+    pub fn by_index(&self, index: u32) -> Option<&Link> {
+        self.links.iter().find(|l| l.index == index)
+    }
+    pub fn addrs_of(&self, index: u32) -> impl Iterator<Item = &Addr> {
+        self.addrs.iter().filter(move |a| a.index == index)
+    }
+    /// The namespace's loopback carries the owner mark of a router namespace.
+    pub fn loopback_mark(&self) -> Option<&str> {
+        self.links.iter().find(|l| l.loopback).and_then(|l| l.alias.as_deref())
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Observed {
+    pub host: NsView,
+    /// Named namespaces that exist and were looked into.
+    pub named: BTreeMap<String, NsView>,
+    /// Every name under /run/netns.
+    pub netns: BTreeSet<String>,
+    pub state: State,
+}
+
+impl Observed {
+    pub fn view(&self, ns: &Ns) -> Option<&NsView> {
+        match ns {
+            Ns::Host => Some(&self.host),
+            Ns::Named(n) => self.named.get(n),
+        }
+    }
+}
+
+/// What to read besides links, addresses and routes.
+pub struct Wants<'a> {
+    pub sysctls: &'a [&'a str],
+    pub firewall: bool,
+}
+
+pub fn read_ns(session: &mut Session, ns: &Ns, wants: &Wants<'_>) -> Result<NsView> {
+    let sock = session.sock(ns)?;
+    let mut view = NsView::default();
+    let links = sock.dump(msg::get_links()).with_context(|| format!("list links in {ns}"))?;
+    view.links = links
+        .iter()
+        .filter_map(|m| match m {
+            RouteNetlinkMessage::NewLink(l) => Some(msg::parse_link(l)),
+            _ => None,
+        })
+        .collect();
+    let addrs = sock.dump(msg::get_addresses()).with_context(|| format!("list addresses in {ns}"))?;
+    view.addrs = addrs
+        .iter()
+        .filter_map(|m| match m {
+            RouteNetlinkMessage::NewAddress(a) => msg::parse_addr(a),
+            _ => None,
+        })
+        .collect();
+    let routes = sock.dump(msg::get_routes()).with_context(|| format!("list routes in {ns}"))?;
+    view.routes = routes
+        .iter()
+        .filter_map(|m| match m {
+            RouteNetlinkMessage::NewRoute(r) => msg::parse_route(r),
+            _ => None,
+        })
+        .collect();
+    let file = session.file(ns)?;
+    view.sysctls = read_sysctls(file, wants.sysctls).with_context(|| format!("read sysctls in {ns}"))?;
+    if wants.firewall {
+        view.firewall = Some(firewall::iptables::observe(file, &format!("namespace {ns}"))?);
+    }
+    Ok(view)
+}
+
+/// Reads `/proc/sys/net/<key>` as seen from the namespace.
+pub fn read_sysctls(ns: Option<&File>, keys: &[&str]) -> Result<BTreeMap<String, String>> {
+    let read = || -> Result<BTreeMap<String, String>> {
+        let mut out = BTreeMap::new();
+        for k in keys {
+            let path = format!("/proc/sys/{k}");
+            match std::fs::read_to_string(&path) {
+                Ok(v) => {
+                    out.insert(k.to_string(), v.trim().to_string());
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e).with_context(|| format!("read {path}")),
+            }
+        }
+        Ok(out)
+    };
+    match ns {
+        None => read(),
+        Some(f) => netns::run_in(netns::as_fd(f), read)?,
+    }
+}
+
+pub fn write_sysctl(ns: Option<&File>, key: &str, value: &str) -> Result<()> {
+    let write = || -> Result<()> {
+        let path = format!("/proc/sys/{key}");
+        std::fs::write(&path, value).with_context(|| format!("write {value} to {path}"))
+    };
+    match ns {
+        None => write(),
+        Some(f) => netns::run_in(netns::as_fd(f), write)?,
+    }
+}

@@ -1,0 +1,734 @@
+//! Desired + observed → the ordered actions that converge the host. Pure:
+//! golden-tested without a kernel.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::net::Ipv4Addr;
+
+use serde::Serialize;
+
+use crate::desired::{Desired, DesiredRoute};
+use crate::firewall::{self, FwChange};
+use crate::model::{BridgeSpec, Link, LinkKind, LinkSpec, Ns, Route, fmt_mac};
+use crate::observe::{NsView, Observed};
+use crate::profile::Ipv4Cidr;
+
+/// One attribute that differs: what the profile wants and what was found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Diff {
+    pub field: &'static str,
+    pub expected: String,
+    pub found: String,
+}
+
+impl fmt::Display for Diff {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {} (found {})", self.field, self.expected, self.found)
+    }
+}
+
+/// In-place changes to an existing link; `None` fields stay as they are.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct LinkChange {
+    pub alias: Option<String>,
+    pub mtu: Option<u32>,
+    /// Some(None) releases from the master.
+    pub master: Option<Option<String>>,
+    pub up: Option<bool>,
+    pub mac: Option<[u8; 6]>,
+    pub no_ipv6: Option<bool>,
+    pub bridge: Option<BridgeSpec>,
+    /// VXLAN attributes changed in place (group, ageing, ttl).
+    pub vxlan_group: Option<Ipv4Addr>,
+    pub vxlan_ageing: Option<u32>,
+    pub vxlan_ttl: Option<u8>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum Action {
+    CreateNetns { name: String },
+    DeleteNetns { name: String },
+    /// Create a link (a veth pair when `spec` is a `Veth` end, `peer` being
+    /// the other end). `replace` lists owned links to delete first; with a
+    /// `reason` this is a recreate.
+    CreateLink {
+        ns: Ns,
+        spec: LinkSpec,
+        peer: Option<(Ns, LinkSpec)>,
+        replace: Vec<(Ns, String)>,
+        reason: Option<String>,
+        #[serde(skip)]
+        old: Option<Link>,
+    },
+    DeleteLink {
+        ns: Ns,
+        name: String,
+        kind: String,
+        #[serde(skip)]
+        old: Link,
+    },
+    ChangeLink {
+        ns: Ns,
+        name: String,
+        kind: String,
+        change: LinkChange,
+        diffs: Vec<Diff>,
+        #[serde(skip)]
+        old: Link,
+        #[serde(skip)]
+        old_master: Option<String>,
+    },
+    AddAddr { ns: Ns, link: String, addr: Ipv4Cidr },
+    DelAddr { ns: Ns, link: String, addr: Ipv4Cidr },
+    SetRoute {
+        ns: Ns,
+        route: DesiredRoute,
+        #[serde(skip)]
+        old: Vec<Route>,
+        found: Option<String>,
+    },
+    SetSysctl { ns: Ns, key: String, value: String, old: Option<String> },
+    Firewall {
+        ns: Ns,
+        changes: Vec<FwChange>,
+        #[serde(skip)]
+        old: firewall::FirewallState,
+    },
+    Enslave { uplink: String, bridge: String, from: Option<String> },
+    Release { uplink: String, bridge: String },
+}
+
+/// How a difference reads in `plan` and `check`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verb {
+    Create,
+    Change,
+    Recreate,
+    Remove,
+}
+
+impl Action {
+    pub fn verb(&self) -> Verb {
+        match self {
+            Action::CreateNetns { .. } | Action::AddAddr { .. } => Verb::Create,
+            Action::CreateLink { reason: Some(_), .. } => Verb::Recreate,
+            Action::CreateLink { .. } => Verb::Create,
+            Action::DeleteNetns { .. } | Action::DeleteLink { .. } | Action::DelAddr { .. } | Action::Release { .. } => Verb::Remove,
+            Action::SetRoute { old, .. } if old.is_empty() => Verb::Create,
+            Action::Firewall { changes, .. } if changes.iter().all(|c| matches!(c, FwChange::SetChain { found: None, .. } | FwChange::AddJump { .. })) => {
+                Verb::Create
+            }
+            Action::Enslave { .. } => Verb::Change,
+            Action::ChangeLink { .. } | Action::SetRoute { .. } | Action::SetSysctl { .. } | Action::Firewall { .. } => Verb::Change,
+        }
+    }
+
+    /// "bridge br-pr", "vxlan vxlan1070", "address 192.168.10.3/24 on veth17.1 in ns1", …
+    pub fn object(&self) -> String {
+        let at = |ns: &Ns| match ns {
+            Ns::Host => String::new(),
+            Ns::Named(n) => format!(" in {n}"),
+        };
+        match self {
+            Action::CreateNetns { name } | Action::DeleteNetns { name } => format!("namespace {name}"),
+            Action::CreateLink { ns, spec, .. } => format!("{} {}{}", spec.kind.name(), spec.name, at(ns)),
+            Action::DeleteLink { ns, name, kind, .. } | Action::ChangeLink { ns, name, kind, .. } => format!("{kind} {name}{}", at(ns)),
+            Action::AddAddr { ns, link, addr } | Action::DelAddr { ns, link, addr } => format!("address {addr} on {link}{}", at(ns)),
+            Action::SetRoute { ns, route, .. } => format!("route {} via {} dev {}{}", route_dst(&route.dst), route.gateway, route.dev, at(ns)),
+            Action::SetSysctl { ns, key, .. } => format!("sysctl {}{}", key.replace('/', "."), at(ns)),
+            Action::Firewall { ns, .. } => format!("firewall{}", at(ns)),
+            Action::Enslave { uplink, bridge, .. } | Action::Release { uplink, bridge } => format!("uplink {uplink} in {bridge}"),
+        }
+    }
+
+    /// Details after the object: what is created, what differs, why.
+    pub fn detail(&self) -> String {
+        match self {
+            Action::CreateLink { spec, peer, reason, .. } => {
+                let mut parts = Vec::new();
+                if let Some(r) = reason {
+                    parts.push(r.clone());
+                }
+                match &spec.kind {
+                    LinkKind::Vxlan(v) => parts.push(format!(
+                        "vni {}, group {}, dev {}, local {}, port {}",
+                        v.vni, v.group, v.dev, v.local, v.port
+                    )),
+                    LinkKind::Bridge(b) if b.stp => parts.push(format!("stp on, forward_delay {}s", b.forward_delay / 100)),
+                    _ => {}
+                }
+                if let Some((pns, p)) = peer {
+                    parts.push(format!("peer {} in {pns}", p.name));
+                }
+                if let Some(m) = &spec.master {
+                    parts.push(format!("master {m}"));
+                }
+                if let Some(mtu) = spec.mtu {
+                    parts.push(format!("mtu {mtu}"));
+                }
+                parts.join(", ")
+            }
+            Action::ChangeLink { diffs, .. } => diffs.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", "),
+            Action::SetRoute { found, .. } => found.as_ref().map(|f| format!("found {f}")).unwrap_or_default(),
+            Action::SetSysctl { value, old, .. } => format!("{} (found {})", value, old.as_deref().unwrap_or("none")),
+            Action::Firewall { changes, .. } => changes.iter().map(|c| c.describe()).collect::<Vec<_>>().join("; "),
+            Action::Enslave { from: Some(f), .. } => format!("found in {f}"),
+            _ => String::new(),
+        }
+    }
+
+    pub fn line(&self) -> String {
+        let verb = match self.verb() {
+            Verb::Create => "create",
+            Verb::Change => "change",
+            Verb::Recreate => "recreate",
+            Verb::Remove => "remove",
+        };
+        let detail = self.detail();
+        if detail.is_empty() { format!("{verb} {}", self.object()) } else { format!("{verb} {}: {detail}", self.object()) }
+    }
+}
+
+fn route_dst(d: &Ipv4Cidr) -> String {
+    if d.prefix == 0 { "default".into() } else { d.network().to_string() }
+}
+
+/// A name that exists but is not vxrouter's: nothing may be applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conflicts(pub Vec<String>);
+
+impl fmt::Display for Conflicts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0.join("\n"))
+    }
+}
+
+impl std::error::Error for Conflicts {}
+
+/// The actions, plus things the operator should know that are not actions
+/// (objects kept on purpose, and why).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Plan {
+    pub actions: Vec<Action>,
+    pub notes: Vec<String>,
+}
+
+/// Options that change what a plan may remove.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PlanOptions {
+    /// Delete owned bridges even when foreign ports (VM taps) are attached:
+    /// the kernel then releases those ports; they are never deleted.
+    pub force: bool,
+}
+
+struct Planner<'a> {
+    d: &'a Desired,
+    o: &'a Observed,
+    opts: PlanOptions,
+    conflicts: Vec<String>,
+    notes: Vec<String>,
+    /// Owned namespaces no longer wanted but holding foreign objects: they
+    /// are emptied of vxrouter's objects and kept.
+    kept_ns: Vec<String>,
+    removals: Vec<Action>,
+    creates: Vec<Action>,
+    late: Vec<Action>,
+    /// Links the plan deletes or recreates: their old state is gone.
+    replaced: BTreeSet<(Ns, String)>,
+    /// Namespaces that do not exist yet (or will be deleted).
+    fresh_ns: BTreeSet<String>,
+}
+
+/// Computes the actions; fails without any action when an object with a
+/// wanted name exists but is not owned.
+pub fn plan(d: &Desired, o: &Observed, opts: PlanOptions) -> Result<Plan, Conflicts> {
+    let mut p = Planner {
+        d,
+        o,
+        opts,
+        conflicts: Vec::new(),
+        notes: Vec::new(),
+        kept_ns: Vec::new(),
+        removals: Vec::new(),
+        creates: Vec::new(),
+        late: Vec::new(),
+        replaced: BTreeSet::new(),
+        fresh_ns: BTreeSet::new(),
+    };
+    p.namespaces();
+    p.uplinks_released();
+    p.links();
+    p.extra_links();
+    p.uplinks();
+    p.addresses();
+    p.routes();
+    p.sysctls();
+    p.firewall();
+    if !p.conflicts.is_empty() {
+        return Err(Conflicts(p.conflicts));
+    }
+    let mut actions = p.removals;
+    actions.extend(p.creates);
+    actions.extend(p.late);
+    Ok(Plan { actions, notes: p.notes })
+}
+
+impl<'a> Planner<'a> {
+    fn view(&self, ns: &Ns) -> Option<&'a NsView> {
+        match ns {
+            Ns::Named(n) if self.fresh_ns.contains(n) => None,
+            _ => self.o.view(ns),
+        }
+    }
+
+    fn owns_namespace(&self, name: &str) -> bool {
+        match self.o.named.get(name) {
+            Some(v) => match v.loopback_mark() {
+                Some(m) => m == self.d.mark,
+                None => self.o.state.pending_namespace(name),
+            },
+            None => false,
+        }
+    }
+
+    fn namespaces(&mut self) {
+        if let Some(r) = &self.d.router_ns {
+            if !self.o.netns.contains(r) {
+                self.fresh_ns.insert(r.clone());
+                self.creates.push(Action::CreateNetns { name: r.clone() });
+            } else if !self.owns_namespace(r) {
+                let who = self.o.named.get(r).and_then(|v| v.loopback_mark()).unwrap_or("nobody vxrouter knows");
+                self.conflicts.push(format!(
+                    "namespace {r} exists but was not created by vxrouter for {} (marked: {who}); refusing to use it",
+                    self.d.host
+                ));
+            }
+        }
+        for name in &self.o.state.namespaces {
+            if Some(name) == self.d.router_ns.as_ref() || !self.o.netns.contains(name) || !self.owns_namespace(name) {
+                continue;
+            }
+            let view = &self.o.named[name];
+            let foreign_links: Vec<&str> =
+                view.links.iter().filter(|l| !l.loopback && !self.owned(l)).map(|l| l.name.as_str()).collect();
+            let foreign_rules: usize = view.firewall.as_ref().map(|f| f.foreign.values().sum()).unwrap_or(0);
+            if foreign_links.is_empty() && foreign_rules == 0 {
+                self.removals.push(Action::DeleteNetns { name: name.clone() });
+                self.fresh_ns.insert(name.clone());
+            } else {
+                let mut what = Vec::new();
+                if !foreign_links.is_empty() {
+                    what.push(format!("links {}", foreign_links.join(", ")));
+                }
+                if foreign_rules > 0 {
+                    what.push(format!("{foreign_rules} firewall rule(s)"));
+                }
+                self.notes.push(format!(
+                    "kept namespace {name}: it holds objects vxrouter did not create ({}); removed only vxrouter's objects from it",
+                    what.join(" and ")
+                ));
+                self.kept_ns.push(name.clone());
+            }
+        }
+    }
+
+    fn owned(&self, l: &Link) -> bool {
+        l.alias.as_deref() == Some(self.d.mark.as_str())
+    }
+
+    /// Not marked, but a run that was creating it was interrupted.
+    fn adoptable(&self, ns: &Ns, l: &Link) -> bool {
+        l.alias.is_none() && self.o.state.pending_link(ns, &l.name)
+    }
+
+    fn links(&mut self) {
+        let d = self.d;
+        for (ns, spec) in &d.links {
+            if let LinkKind::VethPeer { .. } = spec.kind {
+                continue; // handled with its Veth end
+            }
+            let peer = match &spec.kind {
+                LinkKind::Veth(v) => d.link(&v.peer_ns, &v.peer).map(|p| (v.peer_ns.clone(), p.clone())),
+                _ => None,
+            };
+            let found = self.view(ns).and_then(|v| v.link(&spec.name)).cloned();
+            let Some(found) = found else {
+                if spec.kind == LinkKind::Loopback {
+                    // A new namespace has its loopback down and unmarked.
+                    let lo = Link { index: 1, name: "lo".into(), loopback: true, ..Link::default() };
+                    self.change(ns, spec, &lo);
+                    continue;
+                }
+                let replace = self.stale_peer(&peer);
+                self.creates.push(Action::CreateLink { ns: ns.clone(), spec: spec.clone(), peer, replace, reason: None, old: None });
+                continue;
+            };
+            if !self.owned(&found) && !self.adoptable(ns, &found) && spec.kind != LinkKind::Loopback {
+                self.conflicts.push(format!(
+                    "{} {} exists{} but is not owned by vxrouter for {} (alias: {}); rename it in the profile or remove it",
+                    found.kind.as_deref().unwrap_or("link"),
+                    spec.name,
+                    match ns {
+                        Ns::Host => String::new(),
+                        Ns::Named(n) => format!(" in namespace {n}"),
+                    },
+                    d.host,
+                    found.alias.as_deref().unwrap_or("none")
+                ));
+                continue;
+            }
+            if let Some(reason) = self.must_recreate(spec, &found, &peer) {
+                self.replaced.insert((ns.clone(), spec.name.clone()));
+                let mut replace = vec![(ns.clone(), spec.name.clone())];
+                replace.extend(self.stale_peer(&peer));
+                self.creates.push(Action::CreateLink {
+                    ns: ns.clone(),
+                    spec: spec.clone(),
+                    peer,
+                    replace,
+                    reason: Some(reason),
+                    old: Some(found),
+                });
+                continue;
+            }
+            self.change(ns, spec, &found);
+            if let Some((pns, pspec)) = &peer
+                && let Some(pfound) = self.view(pns).and_then(|v| v.link(&pspec.name)).cloned()
+            {
+                self.change(pns, pspec, &pfound);
+            }
+        }
+    }
+
+    /// A veth's other end that exists (in its namespace) but is not paired
+    /// with the end being created: it must go first, or its name is taken.
+    fn stale_peer(&self, peer: &Option<(Ns, LinkSpec)>) -> Vec<(Ns, String)> {
+        match peer {
+            Some((pns, p)) if self.view(pns).and_then(|v| v.link(&p.name)).is_some() => vec![(pns.clone(), p.name.clone())],
+            _ => vec![],
+        }
+    }
+
+    /// Immutable attributes: the link has to be deleted and created again.
+    fn must_recreate(&self, spec: &LinkSpec, found: &Link, peer: &Option<(Ns, LinkSpec)>) -> Option<String> {
+        let kind = spec.kind.name();
+        if spec.kind != LinkKind::Loopback && found.kind.as_deref() != Some(kind) {
+            return Some(format!("kind {kind} (found {})", found.kind.as_deref().unwrap_or("none")));
+        }
+        match &spec.kind {
+            LinkKind::Vxlan(v) => {
+                let f = found.vxlan.clone().unwrap_or_default();
+                if f.vni != v.vni {
+                    return Some(format!("vni {} (found {}) cannot change in place", v.vni, f.vni));
+                }
+                if f.port != v.port {
+                    return Some(format!("port {} (found {}) cannot change in place", v.port, f.port));
+                }
+                let dev = self.o.host.link(&v.dev).map(|l| l.index);
+                if f.dev != dev {
+                    let found_dev = f.dev.and_then(|i| self.o.host.by_index(i)).map(|l| l.name.clone()).unwrap_or("none".into());
+                    return Some(format!("dev {} (found {found_dev})", v.dev));
+                }
+                if f.local.unwrap_or(Ipv4Addr::UNSPECIFIED) != v.local {
+                    return Some(format!("local {} (found {})", v.local, f.local.map(|a| a.to_string()).unwrap_or("none".into())));
+                }
+                None
+            }
+            LinkKind::Veth(_) => {
+                let (pns, p) = peer.as_ref()?;
+                let pview = self.view(pns);
+                let pfound = pview.and_then(|v| v.link(&p.name));
+                match pfound {
+                    None => Some(format!("peer {} missing in {pns}", p.name)),
+                    Some(pl) if Some(pl.index) != found.link || pl.link != Some(found.index) => {
+                        Some(format!("peer {} in {pns} is not this veth's other end", p.name))
+                    }
+                    Some(_) => None,
+                }
+            }
+            _ => None,
+        }
+    }
+
+    fn master_name(&self, ns: &Ns, l: &Link) -> Option<String> {
+        let v = self.view(ns)?;
+        l.master.and_then(|m| v.by_index(m)).map(|b| b.name.clone())
+    }
+
+    fn change(&mut self, ns: &Ns, spec: &LinkSpec, found: &Link) {
+        let mut c = LinkChange::default();
+        let mut diffs = Vec::new();
+        let mut diff = |field: &'static str, expected: String, found: String| diffs.push(Diff { field, expected, found });
+        if found.alias.as_deref() != Some(self.d.mark.as_str()) {
+            c.alias = Some(self.d.mark.clone());
+            diff("alias", self.d.mark.clone(), found.alias.clone().unwrap_or("none".into()));
+        }
+        if let Some(mtu) = spec.mtu
+            && mtu != found.mtu
+        {
+            c.mtu = Some(mtu);
+            diff("mtu", mtu.to_string(), found.mtu.to_string());
+        }
+        let old_master = self.master_name(ns, found);
+        if spec.kind != LinkKind::Loopback && spec.master != old_master {
+            // A master that is being recreated has a new index: re-enslave.
+            c.master = Some(spec.master.clone());
+            diff("master", spec.master.clone().unwrap_or("none".into()), old_master.clone().unwrap_or("none".into()));
+        } else if let Some(m) = &spec.master
+            && self.replaced.contains(&(ns.clone(), m.clone()))
+        {
+            c.master = Some(spec.master.clone());
+            diff("master", m.clone(), format!("{m} (being recreated)"));
+        }
+        if let Some(mac) = spec.mac
+            && found.mac != Some(mac)
+        {
+            c.mac = Some(mac);
+            diff("mac", fmt_mac(&mac), found.mac.map(|m| fmt_mac(&m)).unwrap_or("none".into()));
+        }
+        if spec.no_ipv6 && !found.no_ipv6 {
+            c.no_ipv6 = Some(true);
+            diff("addrgenmode", "none".into(), "eui64".into());
+        }
+        match &spec.kind {
+            LinkKind::Bridge(b) => {
+                let fb = found.bridge.clone().unwrap_or(BridgeSpec { stp: false, forward_delay: 0 });
+                if fb != *b {
+                    c.bridge = Some(b.clone());
+                    if fb.stp != b.stp {
+                        diff("stp", on_off(b.stp), on_off(fb.stp));
+                    }
+                    if fb.forward_delay != b.forward_delay {
+                        diff("forward_delay", format!("{}s", b.forward_delay / 100), format!("{}s", fb.forward_delay / 100));
+                    }
+                }
+            }
+            LinkKind::Vxlan(v) => {
+                let f = found.vxlan.clone().unwrap_or_default();
+                if f.group != Some(v.group) {
+                    c.vxlan_group = Some(v.group);
+                    diff("group", v.group.to_string(), f.group.map(|g| g.to_string()).unwrap_or("none".into()));
+                }
+                if f.ageing != v.ageing {
+                    c.vxlan_ageing = Some(v.ageing);
+                    diff("ageing", v.ageing.to_string(), f.ageing.to_string());
+                }
+                if f.ttl != v.ttl {
+                    c.vxlan_ttl = Some(v.ttl);
+                    diff("ttl", v.ttl.to_string(), f.ttl.to_string());
+                }
+            }
+            _ => {}
+        }
+        // Up last: a group change is applied with a down/up flap (see apply).
+        if spec.up != found.up {
+            c.up = Some(spec.up);
+            diff("state", up_down(spec.up), up_down(found.up));
+        }
+        if !diffs.is_empty() {
+            self.creates.push(Action::ChangeLink {
+                ns: ns.clone(),
+                name: spec.name.clone(),
+                kind: spec.kind.name().to_string(),
+                change: c,
+                diffs,
+                old: found.clone(),
+                old_master,
+            });
+        }
+    }
+
+    /// Owned links the profile no longer names.
+    fn extra_links(&mut self) {
+        let mut namespaces = vec![Ns::Host];
+        if let Some(r) = &self.d.router_ns
+            && !self.fresh_ns.contains(r)
+        {
+            namespaces.push(Ns::Named(r.clone()));
+        }
+        namespaces.extend(self.kept_ns.iter().map(|n| Ns::Named(n.clone())));
+        let mut gone: BTreeSet<(Ns, u32)> = BTreeSet::new();
+        for ns in namespaces.clone() {
+            let Some(view) = self.view(&ns) else { continue };
+            for l in &view.links {
+                if !self.owned(l) || l.loopback || self.d.link(&ns, &l.name).is_some() || gone.contains(&(ns.clone(), l.index)) {
+                    continue;
+                }
+                if l.kind.as_deref() == Some("bridge") && !self.opts.force {
+                    let uplinks: Vec<&String> = self.o.state.uplinks.keys().collect();
+                    let foreign: Vec<&str> = view
+                        .links
+                        .iter()
+                        .filter(|p| p.master == Some(l.index) && !self.owned(p) && !uplinks.contains(&&p.name))
+                        .map(|p| p.name.as_str())
+                        .collect();
+                    if !foreign.is_empty() {
+                        self.notes.push(format!(
+                            "kept bridge {}: ports vxrouter did not create are still attached ({}); detach them (VM taps?) and run again, or destroy --force to delete the bridge and release them",
+                            l.name,
+                            foreign.join(", ")
+                        ));
+                        continue;
+                    }
+                }
+                // A veth's other end disappears with it.
+                if l.kind.as_deref() == Some("veth")
+                    && let Some(peer) = l.link
+                {
+                    for other in namespaces.iter() {
+                        if *other != ns {
+                            gone.insert((other.clone(), peer));
+                        }
+                    }
+                }
+                self.removals.push(Action::DeleteLink {
+                    ns: ns.clone(),
+                    name: l.name.clone(),
+                    kind: l.kind.clone().unwrap_or("link".into()),
+                    old: l.clone(),
+                });
+            }
+        }
+        // Ports before the bridges they are in.
+        self.removals.sort_by_key(|a| match a {
+            Action::DeleteLink { kind, .. } if kind == "bridge" => 2,
+            Action::DeleteLink { .. } => 1,
+            Action::DeleteNetns { .. } => 3,
+            _ => 0,
+        });
+    }
+
+    fn uplinks_released(&mut self) {
+        let wanted: BTreeSet<&String> = self.d.uplinks.iter().map(|(u, _)| u).collect();
+        for (uplink, bridge) in &self.o.state.uplinks {
+            if wanted.contains(uplink) {
+                continue;
+            }
+            let host = &self.o.host;
+            let in_bridge = host
+                .link(uplink)
+                .and_then(|u| u.master)
+                .and_then(|m| host.by_index(m))
+                .is_some_and(|b| &b.name == bridge && self.owned(b));
+            if in_bridge {
+                self.removals.push(Action::Release { uplink: uplink.clone(), bridge: bridge.clone() });
+            }
+        }
+    }
+
+    fn uplinks(&mut self) {
+        for (uplink, bridge) in &self.d.uplinks {
+            let host = &self.o.host;
+            let Some(u) = host.link(uplink) else {
+                self.conflicts.push(format!("uplink {uplink} does not exist on this host"));
+                continue;
+            };
+            let current = u.master.and_then(|m| host.by_index(m));
+            let ok = current.is_some_and(|b| &b.name == bridge) && !self.replaced.contains(&(Ns::Host, bridge.clone()));
+            if ok {
+                continue;
+            }
+            match current {
+                Some(b) if !self.owned(b) => self.conflicts.push(format!(
+                    "uplink {uplink} is a port of {}, which vxrouter does not own; release it first",
+                    b.name
+                )),
+                _ => self.late.push(Action::Enslave {
+                    uplink: uplink.clone(),
+                    bridge: bridge.clone(),
+                    from: current.map(|b| b.name.clone()),
+                }),
+            }
+        }
+    }
+
+    /// A link's observed state, unless this plan replaces it.
+    fn live(&self, ns: &Ns, name: &str) -> Option<&'a Link> {
+        if self.replaced.contains(&(ns.clone(), name.to_string())) {
+            return None;
+        }
+        self.view(ns).and_then(|v| v.link(name))
+    }
+
+    fn addresses(&mut self) {
+        let d = self.d;
+        let mut per_link: Vec<(Ns, String, Vec<Ipv4Cidr>)> = Vec::new();
+        for (ns, link, addr) in &d.addrs {
+            match per_link.iter_mut().find(|(n, l, _)| n == ns && l == link) {
+                Some(e) => e.2.push(*addr),
+                None => per_link.push((ns.clone(), link.clone(), vec![*addr])),
+            }
+        }
+        for (ns, link, want) in per_link {
+            let have: Vec<Ipv4Cidr> = match (self.live(&ns, &link), self.view(&ns)) {
+                (Some(l), Some(v)) => v.addrs_of(l.index).map(|a| a.cidr).collect(),
+                _ => vec![],
+            };
+            for a in &have {
+                if !want.contains(a) {
+                    self.late.push(Action::DelAddr { ns: ns.clone(), link: link.clone(), addr: *a });
+                }
+            }
+            for a in &want {
+                if !have.contains(a) {
+                    self.late.push(Action::AddAddr { ns: ns.clone(), link: link.clone(), addr: *a });
+                }
+            }
+        }
+    }
+
+    fn routes(&mut self) {
+        for (ns, r) in &self.d.routes {
+            let view = self.view(ns);
+            let dev = self.live(ns, &r.dev).map(|l| l.index);
+            let existing: Vec<Route> = view.map(|v| v.routes.iter().filter(|x| x.dst == r.dst).cloned().collect()).unwrap_or_default();
+            let matches = existing.len() == 1
+                && existing[0].gateway == Some(r.gateway)
+                && dev.is_some()
+                && existing[0].oif == dev
+                && existing[0].protocol == r.protocol;
+            if !matches {
+                let found = existing.first().map(|x| {
+                    let dev = x.oif.and_then(|i| view.and_then(|v| v.by_index(i))).map(|l| l.name.clone()).unwrap_or("?".into());
+                    match x.gateway {
+                        Some(g) => format!("via {g} dev {dev} proto {}", x.protocol),
+                        None => format!("dev {dev} proto {}", x.protocol),
+                    }
+                });
+                self.late.push(Action::SetRoute { ns: ns.clone(), route: r.clone(), old: existing, found });
+            }
+        }
+    }
+
+    fn sysctls(&mut self) {
+        for (ns, key, value) in &self.d.sysctls {
+            let old = self.view(ns).and_then(|v| v.sysctls.get(key)).cloned();
+            if old.as_deref() != Some(value.as_str()) {
+                self.late.push(Action::SetSysctl { ns: ns.clone(), key: key.clone(), value: value.clone(), old });
+            }
+        }
+    }
+
+    fn firewall(&mut self) {
+        let empty = firewall::Ruleset::default();
+        let kept = self.kept_ns.iter().map(|n| (Ns::Named(n.clone()), &empty));
+        let wanted = self.d.firewall.iter().map(|(ns, r)| (ns.clone(), r));
+        for (ns, want) in wanted.chain(kept).collect::<Vec<_>>() {
+            let have = self.view(&ns).and_then(|v| v.firewall.clone()).unwrap_or_default();
+            let changes = firewall::diff(&self.d.mark, want, &have);
+            if !changes.is_empty() {
+                self.late.push(Action::Firewall { ns, changes, old: have });
+            }
+        }
+    }
+}
+
+fn on_off(b: bool) -> String {
+    if b { "on".into() } else { "off".into() }
+}
+
+fn up_down(b: bool) -> String {
+    if b { "up".into() } else { "down".into() }
+}

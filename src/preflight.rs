@@ -1,0 +1,96 @@
+//! Checks that need the host but change nothing: the underlay device and
+//! uplink exist, the underlay has an address to send from, the kernel will
+//! let us join every multicast group, and warnings an operator should see.
+
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+
+use crate::desired::{UnderlayFacts, segment_mtu};
+use crate::observe::NsView;
+use crate::profile::{Flood, Profile, VXLAN_OVERHEAD};
+
+pub const IGMP_MAX_SYSCTL: &str = "net/ipv4/igmp_max_memberships";
+pub const IP_FORWARD_SYSCTL: &str = "net/ipv4/ip_forward";
+
+#[derive(Debug, Default)]
+pub struct Preflight {
+    pub errors: Vec<String>,
+    pub warnings: Vec<String>,
+    pub underlay: Option<UnderlayFacts>,
+}
+
+pub fn check(p: &Profile, host: &NsView) -> Preflight {
+    let mut out = Preflight::default();
+    if let Some(u) = &p.underlay {
+        match host.link(&u.device) {
+            None => out.errors.push(format!("{}: underlay device {} does not exist on this host", p.source, u.device)),
+            Some(dev) => {
+                let address = host.addrs_of(dev.index).map(|a| a.cidr.addr).next();
+                if u.local.is_none() && address.is_none() && !p.segments.is_empty() {
+                    out.errors.push(format!(
+                        "{}: underlay device {} has no IPv4 address to send VXLAN from; give it one or set underlay.local",
+                        p.source, u.device
+                    ));
+                }
+                if let Some(local) = u.local
+                    && !host.addrs.iter().any(|a| a.cidr.addr == local)
+                {
+                    out.warnings.push(format!("underlay.local {local} is not an address of this host; VXLAN packets will carry it as source anyway"));
+                }
+                for s in &p.segments {
+                    let mtu = segment_mtu(s.mtu, dev.mtu);
+                    if mtu + VXLAN_OVERHEAD > dev.mtu {
+                        out.warnings.push(format!(
+                            "segment {} has MTU {mtu}, but VXLAN over {} (MTU {}) carries at most {}: full-size frames will be fragmented or lost",
+                            s.bridge,
+                            u.device,
+                            dev.mtu,
+                            dev.mtu.saturating_sub(VXLAN_OVERHEAD)
+                        ));
+                    }
+                }
+                out.underlay = Some(UnderlayFacts { mtu: dev.mtu, address });
+            }
+        }
+    }
+    if let Some(r) = &p.router
+        && host.link(&r.public.uplink).is_none()
+    {
+        out.errors.push(format!("{}: uplink {} does not exist on this host", p.source, r.public.uplink));
+    }
+
+    // The kernel's VXLAN driver joins each group once per namespace; past
+    // igmp_max_memberships the join fails with ENOBUFS.
+    let mut groups: BTreeSet<Ipv4Addr> = p
+        .segments
+        .iter()
+        .map(|s| {
+            let Flood::Multicast(g) = s.flood;
+            g
+        })
+        .collect();
+    let ours: BTreeSet<&str> = p.segments.iter().map(|s| s.vxlan.as_str()).collect();
+    for l in &host.links {
+        if let Some(v) = &l.vxlan
+            && !ours.contains(l.name.as_str())
+            && let Some(g) = v.group.filter(|g| g.is_multicast())
+        {
+            groups.insert(g);
+        }
+    }
+    let limit: usize = host.sysctls.get(IGMP_MAX_SYSCTL).and_then(|v| v.parse().ok()).unwrap_or(20);
+    if groups.len() > limit {
+        out.errors.push(format!(
+            "{} distinct multicast groups are needed on this host but net.ipv4.igmp_max_memberships is {limit}; \
+             raise it first (sysctl -w net.ipv4.igmp_max_memberships={}) or share groups between segments",
+            groups.len(),
+            groups.len().max(limit * 2)
+        ));
+    }
+    if p.router.is_some() && host.sysctls.get(IP_FORWARD_SYSCTL).map(String::as_str) == Some("1") {
+        out.warnings.push(
+            "IP forwarding is enabled on the host itself; vxrouter routes only inside its namespace and does not need it".into(),
+        );
+    }
+    out
+}

@@ -1,0 +1,76 @@
+//! The profile exactly as written: serde types with source spans.
+//!
+//! Numbers are read as `i64` and strings as `String` on purpose: range and
+//! format checks happen in `validate`, so a bad value gets our message
+//! ("vni 0 is out of range 1-16777215") and its location, not serde's
+//! ("invalid value: integer `0`, expected u32").
+
+use serde::Deserialize;
+use toml::Spanned;
+
+pub type S<T> = Spanned<T>;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProfile {
+    pub host: S<RawHost>,
+    pub underlay: Option<S<RawUnderlay>>,
+    #[serde(default)]
+    pub segment: Vec<S<RawSegment>>,
+    pub router: Option<S<RawRouter>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHost {
+    pub name: S<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUnderlay {
+    pub device: S<String>,
+    pub local: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSegment {
+    pub bridge: S<String>,
+    pub vni: S<i64>,
+    pub group: Option<S<String>>,
+    pub vxlan: Option<S<String>>,
+    pub ageing: Option<S<i64>>,
+    pub port: Option<S<i64>>,
+    pub mtu: Option<S<i64>>,
+    pub ttl: Option<S<i64>>,
+    pub stp: Option<S<bool>>,
+    pub forward_delay: Option<S<i64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRouter {
+    pub namespace: S<String>,
+    pub public: S<RawPublic>,
+    #[serde(default)]
+    pub private: Vec<S<RawPrivate>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPublic {
+    pub bridge: S<String>,
+    pub uplink: S<String>,
+    pub address: S<String>,
+    pub gateway: S<String>,
+    pub veth: Option<S<Vec<S<String>>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPrivate {
+    pub bridge: S<String>,
+    pub address: S<String>,
+    pub veth: Option<S<Vec<S<String>>>>,
+}

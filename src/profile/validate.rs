@@ -1,0 +1,469 @@
+//! Raw profile → validated [`Profile`], collecting every error with its
+//! location. Pure: no file system, no kernel.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::ops::Range;
+
+use toml::de::{DeTable, DeValue};
+
+use super::error::{Locator, ProfileError, ProfileErrors};
+use super::names::{check_ifname, check_plain_name, default_leg_names, default_vxlan_name};
+use super::raw::*;
+use super::{DEFAULT_VXLAN_PORT, Flood, Ipv4Cidr, Leg, Profile, Public, Router, Segment, Underlay};
+
+pub(super) fn parse(file: &str, bytes: &[u8]) -> Result<Profile, ProfileErrors> {
+    let text = std::str::from_utf8(bytes).map_err(|e| {
+        let valid = &bytes[..e.valid_up_to()];
+        // The prefix is valid UTF-8 by definition, so this cannot fail.
+        let prefix = std::str::from_utf8(valid).unwrap_or_default();
+        let (line, column) = Locator::new(prefix).line_col(prefix.len());
+        ProfileErrors(vec![ProfileError {
+            file: file.to_string(),
+            line,
+            column,
+            key: String::new(),
+            reason: "profile is not valid UTF-8 text".into(),
+        }])
+    })?;
+    let loc = Locator::new(text);
+    let raw: RawProfile = toml::from_str(text).map_err(|e| {
+        let span = e.span().unwrap_or(0..0);
+        let key = key_at(text, &span);
+        let reason = e.message().trim().to_string();
+        ProfileErrors(vec![loc.error(file, span, &key, reason)])
+    })?;
+    let mut v = Validator { file, loc: &loc, errors: Vec::new() };
+    let profile = v.profile(raw);
+    if v.errors.is_empty() {
+        Ok(profile)
+    } else {
+        v.errors.sort_by_key(|e| (e.line, e.column));
+        Err(ProfileErrors(v.errors))
+    }
+}
+
+/// The dotted key path whose key or value contains `span`, found by walking
+/// the document's own syntax tree, so serde's errors can name the key too.
+/// (Table spans cover only their `[header]`, so every branch is searched.)
+fn key_at(text: &str, span: &Range<usize>) -> String {
+    fn within(r: &Range<usize>, at: usize) -> bool {
+        r.start <= at && at < r.end.max(r.start + 1)
+    }
+    fn search(table: &DeTable<'_>, at: usize, prefix: &str) -> Option<String> {
+        let mut header_hit = None;
+        for (k, v) in table.iter() {
+            let path = if prefix.is_empty() { k.get_ref().to_string() } else { format!("{prefix}.{}", k.get_ref()) };
+            let found = match v.get_ref() {
+                DeValue::Table(t) => search(t, at, &path),
+                DeValue::Array(items) => items.iter().enumerate().find_map(|(i, item)| {
+                    let p = format!("{path}[{i}]");
+                    match item.get_ref() {
+                        DeValue::Table(t) => search(t, at, &p).or_else(|| within(&item.span(), at).then_some(p)),
+                        _ => within(&item.span(), at).then_some(p),
+                    }
+                }),
+                _ => None,
+            };
+            if found.is_some() {
+                return found;
+            }
+            if within(&k.span(), at) || within(&v.span(), at) {
+                header_hit = Some(path);
+            }
+        }
+        header_hit
+    }
+    match DeTable::parse(text) {
+        Ok(doc) => search(doc.get_ref(), span.start, "").unwrap_or_default(),
+        Err(_) => String::new(),
+    }
+}
+
+struct Validator<'a> {
+    file: &'a str,
+    loc: &'a Locator<'a>,
+    errors: Vec<ProfileError>,
+}
+
+/// Where each link name was declared, to report duplicates at both places.
+type NameTable = BTreeMap<String, (String, Range<usize>)>;
+
+impl Validator<'_> {
+    fn err(&mut self, span: Range<usize>, key: &str, reason: impl Into<String>) {
+        let e = self.loc.error(self.file, span, key, reason);
+        self.errors.push(e);
+    }
+
+    fn ifname(&mut self, key: &str, s: &S<String>) -> String {
+        if let Err(reason) = check_ifname(s.get_ref()) {
+            self.err(s.span(), key, reason);
+        }
+        s.get_ref().clone()
+    }
+
+    fn range<T: TryFrom<i64>>(&mut self, key: &str, s: &S<i64>, lo: i64, hi: i64, what: &str) -> Option<T> {
+        let n = *s.get_ref();
+        if n < lo || n > hi {
+            self.err(s.span(), key, format!("{what} {n} is out of range {lo}-{hi}"));
+            return None;
+        }
+        T::try_from(n).ok()
+    }
+
+    fn ipv4(&mut self, key: &str, s: &S<String>) -> Option<Ipv4Addr> {
+        match s.get_ref().parse::<Ipv4Addr>() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                self.err(s.span(), key, format!("{:?} is not an IPv4 address", s.get_ref()));
+                None
+            }
+        }
+    }
+
+    fn cidr(&mut self, key: &str, s: &S<String>) -> Option<Ipv4Cidr> {
+        match s.get_ref().parse::<Ipv4Cidr>() {
+            Ok(c) if !c.is_host_address() => {
+                self.err(
+                    s.span(),
+                    key,
+                    format!("{c} is the network or broadcast address of {}; use a host address", c.network()),
+                );
+                None
+            }
+            Ok(c) if c.prefix == 0 => {
+                self.err(s.span(), key, format!("{c}: a /0 prefix leaves no room for a subnet"));
+                None
+            }
+            Ok(c) => Some(c),
+            Err(reason) => {
+                self.err(s.span(), key, reason);
+                None
+            }
+        }
+    }
+
+    fn claim(&mut self, names: &mut NameTable, key: &str, name: &str, span: Range<usize>) {
+        if name.is_empty() {
+            return;
+        }
+        if let Some((other_key, _)) = names.get(name) {
+            let reason = format!("name {name:?} is already used by {other_key}");
+            self.err(span, key, reason);
+        } else {
+            names.insert(name.to_string(), (key.to_string(), span));
+        }
+    }
+
+    fn profile(&mut self, raw: RawProfile) -> Profile {
+        let host = raw.host.get_ref();
+        if let Err(reason) = check_plain_name("host name", host.name.get_ref(), 64) {
+            self.err(host.name.span(), "host.name", reason);
+        }
+
+        let underlay = raw.underlay.as_ref().map(|u| {
+            let u = u.get_ref();
+            let device = self.ifname("underlay.device", &u.device);
+            let local = u.local.as_ref().and_then(|l| self.ipv4("underlay.local", l));
+            if let Some(l) = local
+                && (l.is_multicast() || l.is_unspecified() || l.is_broadcast() || l.is_loopback())
+            {
+                self.err(u.local.as_ref().map(|l| l.span()).unwrap_or(0..0), "underlay.local", format!("{l} cannot be a VXLAN source address"));
+            }
+            Underlay { device, local }
+        });
+
+        if !raw.segment.is_empty() && underlay.is_none() {
+            let span = raw.segment[0].span();
+            self.err(span, "underlay", "[underlay] is required when the profile has segments (which NIC carries VXLAN?)");
+        }
+
+        // Link names in the host namespace and in the router namespace.
+        let mut host_names = NameTable::new();
+        let mut ns_names = NameTable::new();
+        if let Some(u) = raw.underlay.as_ref() {
+            let d = &u.get_ref().device;
+            self.claim(&mut host_names, "underlay.device", d.get_ref(), d.span());
+        }
+
+        let mut segments = Vec::new();
+        let mut vnis: BTreeMap<(u32, u16), String> = BTreeMap::new();
+        for (i, s) in raw.segment.iter().enumerate() {
+            let key = |f: &str| format!("segment[{i}].{f}");
+            let s = s.get_ref();
+            let bridge = self.ifname(&key("bridge"), &s.bridge);
+            self.claim(&mut host_names, &key("bridge"), &bridge, s.bridge.span());
+            let vni = self.range::<u32>(&key("vni"), &s.vni, 1, 16_777_215, "VNI").unwrap_or(0);
+            let flood = match &s.group {
+                Some(g) => {
+                    let group = self.ipv4(&key("group"), g);
+                    if let Some(a) = group {
+                        if !a.is_multicast() {
+                            self.err(g.span(), &key("group"), format!("{a} is not an IPv4 multicast address (224.0.0.0/4)"));
+                        } else if a.octets()[..3] == [224, 0, 0] {
+                            self.err(
+                                g.span(),
+                                &key("group"),
+                                format!("{a} is in 224.0.0.0/24, reserved for link-local protocols; use e.g. 239.x.x.x"),
+                            );
+                        }
+                    }
+                    Flood::Multicast(group.unwrap_or(Ipv4Addr::UNSPECIFIED))
+                }
+                None => {
+                    self.err(s.vni.span(), &key("group"), "a segment needs a multicast `group`");
+                    Flood::Multicast(Ipv4Addr::UNSPECIFIED)
+                }
+            };
+            let vxlan = match &s.vxlan {
+                Some(n) => {
+                    let name = self.ifname(&key("vxlan"), n);
+                    self.claim(&mut host_names, &key("vxlan"), &name, n.span());
+                    name
+                }
+                None => {
+                    let name = default_vxlan_name(vni);
+                    self.claim(&mut host_names, &format!("{} (default vxlan name)", key("vni")), &name, s.vni.span());
+                    name
+                }
+            };
+            let ageing = s.ageing.as_ref().and_then(|a| self.range(&key("ageing"), a, 0, 1_000_000, "ageing")).unwrap_or(300);
+            let port = s.port.as_ref().and_then(|p| self.range(&key("port"), p, 1, 65535, "port")).unwrap_or(DEFAULT_VXLAN_PORT);
+            let mtu = s.mtu.as_ref().and_then(|m| self.range(&key("mtu"), m, 68, 65535, "MTU"));
+            let ttl = s.ttl.as_ref().and_then(|t| self.range(&key("ttl"), t, 1, 255, "TTL"));
+            let stp = s.stp.as_ref().map(|b| *b.get_ref()).unwrap_or(false);
+            let forward_delay = s.forward_delay.as_ref().and_then(|f| self.range(&key("forward_delay"), f, 2, 30, "forward_delay (seconds)"));
+            if vni != 0 {
+                if let Some(other) = vnis.get(&(vni, port)) {
+                    let reason = format!("VNI {vni} on port {port} is already used by {other}; the kernel allows one link per VNI and port");
+                    self.err(s.vni.span(), &key("vni"), reason);
+                } else {
+                    vnis.insert((vni, port), format!("segment[{i}]"));
+                }
+            }
+            segments.push(Segment { bridge, vni, flood, vxlan, ageing, port, mtu, ttl, stp, forward_delay });
+        }
+
+        let router = raw.router.as_ref().map(|r| self.router(r, &segments, &mut host_names, &mut ns_names));
+
+        Profile {
+            source: self.file.to_string(),
+            host: host.name.get_ref().clone(),
+            underlay,
+            segments,
+            router,
+        }
+    }
+
+    fn veth(&mut self, key: &str, raw: Option<&S<Vec<S<String>>>>, bridge: &str) -> ([String; 2], [Range<usize>; 2]) {
+        match raw {
+            None => (default_leg_names(bridge), [0..0, 0..0]),
+            Some(list) if list.get_ref().len() != 2 => {
+                self.err(list.span(), key, format!("expected [bridge end, namespace end], got {} names", list.get_ref().len()));
+                (default_leg_names(bridge), [0..0, 0..0])
+            }
+            Some(list) => {
+                let l = list.get_ref();
+                let a = self.ifname(&format!("{key}[0]"), &l[0]);
+                let b = self.ifname(&format!("{key}[1]"), &l[1]);
+                ([a, b], [l[0].span(), l[1].span()])
+            }
+        }
+    }
+
+    fn router(&mut self, raw: &S<RawRouter>, segments: &[Segment], host_names: &mut NameTable, ns_names: &mut NameTable) -> Router {
+        let r = raw.get_ref();
+        if let Err(reason) = check_plain_name("namespace name", r.namespace.get_ref(), 64) {
+            self.err(r.namespace.span(), "router.namespace", reason);
+        }
+
+        let p = r.public.get_ref();
+        let bridge = self.ifname("router.public.bridge", &p.bridge);
+        self.claim(host_names, "router.public.bridge", &bridge, p.bridge.span());
+        if segments.iter().any(|s| s.bridge == bridge) {
+            self.err(p.bridge.span(), "router.public.bridge", format!("{bridge:?} is a segment bridge; the public bridge must be its own"));
+        }
+        let uplink = self.ifname("router.public.uplink", &p.uplink);
+        self.claim(host_names, "router.public.uplink", &uplink, p.uplink.span());
+        let address = self.cidr("router.public.address", &p.address);
+        let gateway = self.ipv4("router.public.gateway", &p.gateway);
+        if let (Some(a), Some(g)) = (address, gateway) {
+            if !a.contains(g) {
+                self.err(p.gateway.span(), "router.public.gateway", format!("{g} is not inside the public subnet {}", a.network()));
+            } else if g == a.addr {
+                self.err(p.gateway.span(), "router.public.gateway", format!("{g} is the router's own public address"));
+            } else if !(Ipv4Cidr { addr: g, prefix: a.prefix }).is_host_address() {
+                self.err(p.gateway.span(), "router.public.gateway", format!("{g} is the network or broadcast address of {}", a.network()));
+            }
+        }
+        let (veth, spans) = self.veth("router.public.veth", p.veth.as_ref(), &bridge);
+        self.claim_leg("router.public.veth", &veth, spans, p.bridge.span(), host_names, ns_names);
+        let public = Public {
+            leg: Leg { bridge, address: address.unwrap_or(Ipv4Cidr { addr: Ipv4Addr::UNSPECIFIED, prefix: 32 }), veth },
+            uplink,
+            gateway: gateway.unwrap_or(Ipv4Addr::UNSPECIFIED),
+        };
+
+        let mut private = Vec::new();
+        let mut served: BTreeMap<String, String> = BTreeMap::new();
+        let mut subnets: Vec<(String, Ipv4Cidr)> = Vec::new();
+        if let Some(a) = address {
+            subnets.push(("router.public.address".into(), a));
+        }
+        for (i, leg) in r.private.iter().enumerate() {
+            let key = |f: &str| format!("router.private[{i}].{f}");
+            let leg = leg.get_ref();
+            let bridge = self.ifname(&key("bridge"), &leg.bridge);
+            if !segments.iter().any(|s| s.bridge == bridge) {
+                let known: Vec<&str> = segments.iter().map(|s| s.bridge.as_str()).collect();
+                let reason = if known.is_empty() {
+                    format!("{bridge:?} is not a segment bridge of this profile (it has no [[segment]])")
+                } else {
+                    format!("{bridge:?} is not a segment bridge of this profile (segments: {})", known.join(", "))
+                };
+                self.err(leg.bridge.span(), &key("bridge"), reason);
+            }
+            if let Some(other) = served.get(&bridge) {
+                let reason = format!("bridge {bridge:?} already has a router leg ({other})");
+                self.err(leg.bridge.span(), &key("bridge"), reason);
+            } else {
+                served.insert(bridge.clone(), format!("router.private[{i}]"));
+            }
+            let address = self.cidr(&key("address"), &leg.address);
+            if let Some(a) = address {
+                for (other_key, other) in &subnets {
+                    if a.overlaps(other) {
+                        let reason = format!("subnet {} overlaps {} ({other_key})", a.network(), other.network());
+                        self.err(leg.address.span(), &key("address"), reason);
+                    }
+                }
+                subnets.push((key("address"), a));
+            }
+            let (veth, spans) = self.veth(&key("veth"), leg.veth.as_ref(), &bridge);
+            self.claim_leg(&key("veth"), &veth, spans, leg.bridge.span(), host_names, ns_names);
+            private.push(Leg { bridge, address: address.unwrap_or(Ipv4Cidr { addr: Ipv4Addr::UNSPECIFIED, prefix: 32 }), veth });
+        }
+
+        Router { namespace: r.namespace.get_ref().clone(), public, private }
+    }
+
+    /// Registers both ends of a leg; derived names are reported at the
+    /// leg's bridge key, since that is where they come from.
+    fn claim_leg(
+        &mut self,
+        key: &str,
+        veth: &[String; 2],
+        spans: [Range<usize>; 2],
+        bridge_span: Range<usize>,
+        host_names: &mut NameTable,
+        ns_names: &mut NameTable,
+    ) {
+        let derived = spans[0] == (0..0);
+        let at = |i: usize| if derived { bridge_span.clone() } else { spans[i].clone() };
+        let label = |i: usize| if derived { format!("{key}[{i}] (derived)") } else { format!("{key}[{i}]") };
+        self.claim(host_names, &label(0), &veth[0], at(0));
+        self.claim(ns_names, &label(1), &veth[1], at(1));
+        if veth[0] == veth[1] {
+            self.err(at(1), &label(1), "both ends of a veth pair have the same name; give them distinct names");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEED_A: &str = r#"
+[host]
+name = "host-a"
+
+[underlay]
+device = "eth0"
+
+[[segment]]
+bridge = "br-pr"
+vni = 1070
+group = "239.0.4.46"
+vxlan = "vxlan1070"
+ageing = 600
+
+[router]
+namespace = "ns1"
+
+[router.public]
+bridge = "br-pu"
+uplink = "eth1"
+address = "203.0.113.123/24"
+gateway = "203.0.113.1"
+veth = ["veth15.0", "veth15.1"]
+
+[[router.private]]
+bridge = "br-pr"
+address = "192.168.10.3/24"
+veth = ["veth17.0", "veth17.1"]
+"#;
+
+    fn errs(text: &str) -> Vec<String> {
+        match Profile::parse("p.toml", text) {
+            Ok(_) => vec![],
+            Err(e) => e.0.iter().map(|e| e.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn seed_profile_is_valid_with_defaults() {
+        let p = Profile::parse("p.toml", SEED_A).unwrap();
+        assert_eq!(p.host, "host-a");
+        let s = &p.segments[0];
+        assert_eq!((s.vni, s.port, s.ageing, s.stp), (1070, 4789, 600, false));
+        assert_eq!(s.flood, Flood::Multicast(Ipv4Addr::new(239, 0, 4, 46)));
+        let r = p.router.unwrap();
+        assert_eq!(r.public.leg.veth, ["veth15.0".to_string(), "veth15.1".to_string()]);
+        assert_eq!(r.private[0].address.to_string(), "192.168.10.3/24");
+    }
+
+    #[test]
+    fn errors_name_file_line_column_and_key() {
+        let e = errs(&SEED_A.replace("vni = 1070", "vni = 0"));
+        assert_eq!(e, vec!["p.toml:10:7: segment[0].vni: VNI 0 is out of range 1-16777215"]);
+    }
+
+    #[test]
+    fn serde_errors_get_a_key_too() {
+        let e = errs(&SEED_A.replace("vni = 1070", "vni = \"x\""));
+        assert_eq!(e.len(), 1);
+        assert!(e[0].starts_with("p.toml:10:7: segment[0].vni: "), "{e:?}");
+        let e = errs(&SEED_A.replace("ageing = 600", "ageing = 600\ncolour = 1"));
+        assert!(e[0].contains("segment[0].colour") && e[0].contains("unknown field"), "{e:?}");
+    }
+
+    #[test]
+    fn collects_several_errors_in_file_order() {
+        let bad = SEED_A.replace("239.0.4.46", "10.1.1.1").replace("203.0.113.1\"", "198.51.100.1\"");
+        let e = errs(&bad);
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert!(e[0].contains("segment[0].group") && e[0].contains("not an IPv4 multicast"));
+        assert!(e[1].contains("router.public.gateway") && e[1].contains("not inside the public subnet"));
+    }
+
+    #[test]
+    fn private_leg_must_name_a_segment_and_subnets_must_not_overlap() {
+        let e = errs(&SEED_A.replace("bridge = \"br-pr\"\naddress = \"192.168.10.3/24\"", "bridge = \"br-x\"\naddress = \"203.0.113.9/25\""));
+        assert!(e.iter().any(|e| e.contains("router.private[0].bridge") && e.contains("not a segment bridge")), "{e:?}");
+        assert!(e.iter().any(|e| e.contains("router.private[0].address") && e.contains("overlaps")), "{e:?}");
+    }
+
+    #[test]
+    fn duplicate_names_are_refused() {
+        let e = errs(&SEED_A.replace("veth = [\"veth17.0\", \"veth17.1\"]", "veth = [\"veth15.0\", \"veth17.1\"]"));
+        assert!(e.iter().any(|e| e.contains("router.private[0].veth[0]") && e.contains("already used by router.public.veth[0]")), "{e:?}");
+    }
+
+    #[test]
+    fn non_utf8_is_located() {
+        let mut bytes = b"[host]\nname = \"a".to_vec();
+        bytes.push(0xff);
+        let e = Profile::parse_bytes("p.toml", &bytes).unwrap_err();
+        assert_eq!(e.to_string(), "p.toml:2:10: profile is not valid UTF-8 text");
+    }
+}
