@@ -14,3 +14,4 @@ pub mod observe;
 pub mod plan;
 pub mod engine;
 pub mod preflight;
+pub mod lab;

@@ -1,0 +1,337 @@
+//! The lab's connectivity matrix: every check is real traffic between lab
+//! nodes, and every "must fail" check has a positive control, so a broken
+//! lab cannot pass by accident.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::net::Ipv4Addr;
+use std::process::{Child, Command, Stdio};
+
+use anyhow::{Context, Result, anyhow};
+use serde::Serialize;
+
+use super::nodes::{LabDir, Node};
+use super::spec::{Lab, LabVm};
+use super::LabState;
+
+pub const SERVER_PORT: u16 = 7000;
+pub const VM_PORT: u16 = 7001;
+/// Bulk transfers: large enough that a segment MTU black hole stalls them.
+pub const BULK_BYTES: u64 = 4 << 20;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckResult {
+    pub check: &'static str,
+    pub from: String,
+    pub to: String,
+    pub ok: bool,
+    pub detail: String,
+}
+
+/// Drops IPv4 multicast on the lab switch (a cloud underlay without it).
+pub fn block_multicast(fabric: &Node) -> Result<()> {
+    let rules = "table bridge vxrouter_lab {\n chain forward {\n  type filter hook forward priority 0; policy accept;\n  ether type ip ip daddr 224.0.0.0/4 drop\n }\n}\n";
+    let mut child = fabric
+        .command("nft")
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .context("run nft in the lab switch (is nftables installed?)")?;
+    use std::io::Write;
+    child.stdin.take().map(|mut s| s.write_all(rules.as_bytes())).transpose()?;
+    let st = child.wait()?;
+    if !st.success() {
+        return Err(anyhow!("nft could not block multicast on the lab switch"));
+    }
+    Ok(())
+}
+
+/// A background agent listener, killed when dropped.
+struct Listener(Child);
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn exe() -> std::path::PathBuf {
+    std::env::current_exe().unwrap_or_else(|_| "vxrouter".into())
+}
+
+fn listen(node: &Node, addr: Ipv4Addr, port: u16) -> Result<Listener> {
+    let mut child = node
+        .command(exe())
+        .args(["__agent", "listen", &format!("{addr}:{port}")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("start listener in {}", node.name))?;
+    let mut line = String::new();
+    if let Some(out) = child.stdout.take() {
+        BufReader::new(out).read_line(&mut line)?;
+    }
+    let l = Listener(child);
+    if line.trim() != "listening" {
+        return Err(anyhow!("listener in {} on {addr}:{port} did not start", node.name));
+    }
+    Ok(l)
+}
+
+fn run(mut cmd: Command) -> (bool, String) {
+    match cmd.stdin(Stdio::null()).output() {
+        Ok(o) => {
+            let text = if o.status.success() { &o.stdout } else { &o.stderr };
+            (o.status.success(), String::from_utf8_lossy(text).trim().to_string())
+        }
+        Err(e) => (false, e.to_string()),
+    }
+}
+
+fn ping(node: &Node, to: Ipv4Addr) -> (bool, String) {
+    for _ in 0..3 {
+        let mut cmd = node.command("ping");
+        cmd.args(["-c", "1", "-W", "1", "-q", &to.to_string()]);
+        if run(cmd).0 {
+            return (true, "ping".into());
+        }
+    }
+    (false, format!("no reply to ping {to}"))
+}
+
+fn arping(node: &Node, to: Ipv4Addr) -> bool {
+    let mut cmd = node.command("arping");
+    cmd.args(["-f", "-c", "3", "-w", "3", "-I", "eth0", &to.to_string()]);
+    run(cmd).0
+}
+
+/// Sends `bytes` to an agent listener; Ok((peer seen, bytes received)).
+fn send(node: &Node, to: Ipv4Addr, port: u16, bytes: u64, timeout_s: u32) -> Result<(String, u64), String> {
+    let mut cmd = node.command(exe());
+    cmd.args(["__agent", "send", &format!("{to}:{port}"), "--bytes", &bytes.to_string(), "--timeout", &timeout_s.to_string()]);
+    let (ok, out) = run(cmd);
+    if !ok {
+        return Err(out.lines().last().unwrap_or("failed").trim_start_matches("error: ").to_string());
+    }
+    let mut peer = String::new();
+    let mut got = 0;
+    for kv in out.split_whitespace() {
+        if let Some(p) = kv.strip_prefix("peer=") {
+            peer = p.to_string();
+        } else if let Some(b) = kv.strip_prefix("bytes=") {
+            got = b.parse().unwrap_or(0);
+        }
+    }
+    Ok((peer, got))
+}
+
+/// The public address a VM is expected to leave through: that of the
+/// router whose private leg is the VM's gateway.
+fn expected_source(lab: &Lab, vm: &LabVm) -> Vec<Ipv4Addr> {
+    for h in &lab.hosts {
+        if let Some(r) = &h.profile.router
+            && r.private.iter().any(|l| l.address.addr == vm.gateway)
+        {
+            return vec![r.public.leg.address.addr];
+        }
+    }
+    lab.router_addresses()
+}
+
+fn human(bytes: u64) -> String {
+    if bytes >= 1 << 20 { format!("{} MiB", bytes >> 20) } else { format!("{bytes} B") }
+}
+
+/// Runs closures on a few threads at once, keeping their order.
+fn parallel<T: Send>(jobs: Vec<Box<dyn FnOnce() -> T + Send + '_>>) -> Vec<T> {
+    let mut out: Vec<Option<T>> = (0..jobs.len()).map(|_| None).collect();
+    let mut jobs: Vec<(usize, Box<dyn FnOnce() -> T + Send + '_>)> = jobs.into_iter().enumerate().collect();
+    while !jobs.is_empty() {
+        let batch: Vec<_> = jobs.drain(..jobs.len().min(8)).collect();
+        let results: Vec<(usize, T)> = std::thread::scope(|s| {
+            let handles: Vec<_> = batch.into_iter().map(|(i, f)| s.spawn(move || (i, f()))).collect();
+            handles.into_iter().filter_map(|h| h.join().ok()).collect()
+        });
+        for (i, r) in results {
+            out[i] = Some(r);
+        }
+    }
+    out.into_iter().flatten().collect()
+}
+
+pub fn run_checks(lab: &Lab) -> Result<Vec<CheckResult>> {
+    let dir = LabDir::open(&lab.name).ok_or_else(|| anyhow!("lab {} is not up (run `vxrouter lab up` first)", lab.name))?;
+    let state = LabState::load(&dir);
+    let mut results = Vec::new();
+    let mut fail = |check: &'static str, from: &str, to: &str, detail: String| {
+        results.push(CheckResult { check, from: from.into(), to: to.into(), ok: false, detail })
+    };
+
+    // VMs that never got attached fail every check, with the reason.
+    let mut vms: Vec<(&LabVm, Node)> = Vec::new();
+    for vm in &lab.vms {
+        match state.vm(&vm.name) {
+            Some(s) if s.ok => vms.push((vm, dir.vm(&vm.name, &vm.host)?)),
+            Some(s) => fail("attached", &vm.name, &vm.bridge, s.detail.clone()),
+            None => fail("attached", &vm.name, &vm.bridge, "the lab did not create this VM (run `vxrouter lab up`)".into()),
+        }
+    }
+    for h in &state.hosts {
+        if !h.ok {
+            fail("applied", &h.name, "", h.detail.clone());
+        }
+    }
+
+    let server = dir.node("server")?;
+    let attacker = dir.node("attacker")?;
+    let _server_l = listen(&server, lab.server, SERVER_PORT)?;
+    let mut vm_listeners = Vec::new();
+    for (vm, node) in &vms {
+        vm_listeners.push(listen(node, vm.address.addr, VM_PORT)?);
+    }
+    // The attacker routes the private subnets through each router's public
+    // address, as anyone on the public segment can.
+    for h in &lab.hosts {
+        if let Some(r) = &h.profile.router {
+            for leg in &r.private {
+                let dst = leg.address.network();
+                super::route(&attacker, dst, r.public.leg.address.addr)?;
+            }
+        }
+    }
+
+    let mut jobs: Vec<Box<dyn FnOnce() -> Vec<CheckResult> + Send + '_>> = Vec::new();
+    for (a, an) in &vms {
+        // Control for the isolation checks: ARP works on the VM's own segment.
+        let needs_control = vms.iter().any(|(b, _)| b.bridge != a.bridge);
+        let gw_control = needs_control
+            && (arping(an, a.gateway) || vms.iter().any(|(b, _)| b.bridge == a.bridge && b.name != a.name && arping(an, b.address.addr)));
+        for (b, _) in &vms {
+            if a.name == b.name {
+                continue;
+            }
+            let same_segment = a.bridge == b.bridge;
+            jobs.push(Box::new(move || {
+                let mut out = Vec::new();
+                let mut r = |check, ok, detail: String| out.push(CheckResult { check, from: a.name.clone(), to: b.name.clone(), ok, detail });
+                if same_segment {
+                    let (ok, d) = ping(an, b.address.addr);
+                    r("ping", ok, d);
+                    if a.host != b.host && a.name < b.name {
+                        match send(an, b.address.addr, VM_PORT, BULK_BYTES, 3) {
+                            Ok((_, got)) if got == BULK_BYTES => r("bulk", true, human(got)),
+                            Ok((_, got)) => r("bulk", false, format!("{} of {} arrived", human(got), human(BULK_BYTES))),
+                            Err(e) => r("bulk", false, e),
+                        }
+                    }
+                } else if !gw_control {
+                    r("l2-isolated", false, format!("control failed: {} gets no ARP reply on its own segment either", a.name));
+                } else if arping(an, b.address.addr) {
+                    r("l2-isolated", false, format!("{} answered ARP from {}: the segments share L2", b.name, a.name));
+                } else {
+                    r("l2-isolated", true, "isolated".into());
+                }
+                out
+            }));
+        }
+        let expect = expected_source(lab, a);
+        let server_addr = lab.server;
+        jobs.push(Box::new(move || {
+            let mut out = Vec::new();
+            let mut r = |check, ok, detail: String| out.push(CheckResult { check, from: a.name.clone(), to: "internet".into(), ok, detail });
+            match send(an, server_addr, SERVER_PORT, 64, 3) {
+                Ok((peer, _)) => {
+                    let ok = peer.parse::<Ipv4Addr>().is_ok_and(|p| expect.contains(&p));
+                    let want = expect.iter().map(|e| e.to_string()).collect::<Vec<_>>().join(" or ");
+                    r("egress-source", ok, if ok { peer } else { format!("the server saw {peer}, expected {want}") });
+                }
+                Err(e) => r("egress-source", false, e),
+            }
+            match send(an, server_addr, SERVER_PORT, BULK_BYTES, 3) {
+                Ok((_, got)) if got == BULK_BYTES => r("bulk", true, human(got)),
+                Ok((_, got)) => r("bulk", false, format!("{} of {} arrived", human(got), human(BULK_BYTES))),
+                Err(e) => r("bulk", false, e),
+            }
+            out
+        }));
+        let peer = vms.iter().find(|(b, _)| b.bridge == a.bridge && b.name != a.name).map(|(_, n)| n).unwrap_or(an);
+        let attacker = &attacker;
+        jobs.push(Box::new(move || {
+            let r = |ok, detail: String| vec![CheckResult { check: "inbound-blocked", from: "internet".into(), to: a.name.clone(), ok, detail }];
+            // Positive control: the listener answers from inside the segment.
+            if let Err(e) = send(peer, a.address.addr, VM_PORT, 16, 3) {
+                return r(false, format!("control failed: {}'s listener unreachable from its own segment: {e}", a.name));
+            }
+            match send(attacker, a.address.addr, VM_PORT, 16, 2) {
+                Ok((peer, _)) => r(false, format!("a new connection from the internet reached {} (seen from {peer})", a.name)),
+                Err(_) => r(true, "blocked".into()),
+            }
+        }));
+    }
+    for batch in parallel(jobs) {
+        results.extend(batch);
+    }
+    drop(vm_listeners);
+    Ok(results)
+}
+
+/// Prints the matrix: rows are VMs, columns the other VMs and the internet.
+pub fn print_matrix(lab: &Lab, results: &[CheckResult]) {
+    let mut cells: BTreeMap<(String, String), Vec<&CheckResult>> = BTreeMap::new();
+    for r in results {
+        cells.entry((r.from.clone(), r.to.clone())).or_default().push(r);
+    }
+    let names: Vec<&str> = lab.vms.iter().map(|v| v.name.as_str()).collect();
+    let cell = |from: &str, to: &str| -> String {
+        match cells.get(&(from.to_string(), to.to_string())) {
+            None => "·".into(),
+            Some(rs) => {
+                let ok = rs.iter().all(|r| r.ok);
+                let what: Vec<&str> = rs.iter().map(|r| match r.check {
+                    "ping" => "ping",
+                    "bulk" => "bulk",
+                    "l2-isolated" => "isolated",
+                    "egress-source" => "snat",
+                    "inbound-blocked" => "blocked",
+                    other => other,
+                }).collect();
+                format!("{} {}", if ok { "✓" } else { "✗" }, what.join("+"))
+            }
+        }
+    };
+    let width = names.iter().map(|n| n.len()).max().unwrap_or(4).max(14) + 2;
+    println!();
+    println!("lab {}: {} host(s), {} VM(s)   (row → column)", lab.name, lab.hosts.len(), lab.vms.len());
+    print!("{:w$}", "", w = width);
+    for n in &names {
+        print!("{:w$}", n, w = width);
+    }
+    println!("{:w$}{:w$}", "internet", "from internet", w = width);
+    for from in &names {
+        print!("{:w$}", from, w = width);
+        for to in &names {
+            let c = if from == to { "·".to_string() } else { cell(from, to) };
+            print!("{:w$}", c, w = width);
+        }
+        println!("{:w$}{:w$}", cell(from, "internet"), cell("internet", from), w = width);
+    }
+    let failed: Vec<&CheckResult> = results.iter().filter(|r| !r.ok).collect();
+    let egress: Vec<String> = results
+        .iter()
+        .filter(|r| r.check == "egress-source" && r.ok)
+        .map(|r| format!("{} → {}", r.from, r.detail))
+        .collect();
+    if !egress.is_empty() {
+        println!("\nsource address seen by the internet server: {}", egress.join(", "));
+    }
+    if failed.is_empty() {
+        println!("\nall {} checks passed", results.len());
+    } else {
+        println!("\n{} of {} checks failed:", failed.len(), results.len());
+        for r in failed {
+            let to = if r.to.is_empty() { String::new() } else { format!(" → {}", r.to) };
+            println!("  ✗ {} {}{}: {}", r.check, r.from, to, r.detail);
+        }
+    }
+}

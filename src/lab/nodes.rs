@@ -1,0 +1,303 @@
+//! Lab nodes: namespaces pinned by bind mounts in a private lab directory,
+//! never in the caller's /run/netns and never linked to the caller's network
+//! namespace. A simulated host is a network + mount namespace with its own
+//! tmpfs /run (so it has its own /run/netns and /run/vxrouter); a VM, the
+//! switch ("fabric"), the internet router, the server and the attacker are
+//! network namespaces.
+
+use std::fs::{self, File};
+use std::io::{self, BufRead, BufReader, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{Context, Result, anyhow, bail};
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use nix::sched::{CloneFlags, unshare};
+
+use crate::netlink::Netlink;
+use crate::netns;
+
+pub const LAB_ROOT: &str = "/run/vxrouter-lab";
+
+/// A running (or half-built) lab's directory of pinned namespaces.
+pub struct LabDir {
+    pub path: PathBuf,
+}
+
+/// One node: its network namespace and, for simulated hosts and VMs, the
+/// mount namespace to run commands in.
+pub struct Node {
+    pub name: String,
+    pub net: File,
+    pub mnt: Option<File>,
+}
+
+impl Node {
+    /// A command that starts inside this node.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut cmd = Command::new(program);
+        let net = self.net.as_raw_fd();
+        let mnt = self.mnt.as_ref().map(|m| m.as_raw_fd());
+        // SAFETY: only async-signal-safe syscalls between fork and exec; the
+        // fds are inherited and stay open until exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::setns(net, libc::CLONE_NEWNET) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                if let Some(m) = mnt
+                    && libc::setns(m, libc::CLONE_NEWNS) != 0
+                {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        // A new mount namespace resets the working directory to its root.
+        cmd.current_dir("/");
+        cmd
+    }
+
+    pub fn netlink(&self) -> Result<Netlink> {
+        Netlink::open_in(netns::as_fd(&self.net)).with_context(|| format!("open netlink socket in node {}", self.name))
+    }
+}
+
+impl LabDir {
+    pub fn path_of(lab: &str) -> PathBuf {
+        Path::new(LAB_ROOT).join(lab)
+    }
+
+    pub fn open(lab: &str) -> Option<LabDir> {
+        let path = Self::path_of(lab);
+        path.is_dir().then_some(LabDir { path })
+    }
+
+    /// Creates the lab directory as a private tmpfs: namespace files can only
+    /// be pinned on a mount that does not propagate.
+    pub fn create(lab: &str) -> Result<LabDir> {
+        let path = Self::path_of(lab);
+        if let Some(d) = Self::open(lab)
+            && is_mount_point(&d.path)
+        {
+            return Ok(d);
+        }
+        fs::create_dir_all(&path).with_context(|| format!("create {}", path.display()))?;
+        mount(Some("tmpfs"), &path, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=0700"))
+            .with_context(|| format!("mount tmpfs on {}", path.display()))?;
+        mount(None::<&str>, &path, None::<&str>, MsFlags::MS_PRIVATE, None::<&str>)
+            .with_context(|| format!("make {} private", path.display()))?;
+        Ok(LabDir { path })
+    }
+
+    fn file(&self, node: &str, kind: &str) -> PathBuf {
+        self.path.join(format!("{node}.{kind}"))
+    }
+
+    pub fn has(&self, node: &str) -> bool {
+        self.file(node, "net").exists()
+    }
+
+    pub fn node(&self, name: &str) -> Result<Node> {
+        let net = File::open(self.file(name, "net")).with_context(|| format!("no lab node {name}"))?;
+        let mnt = match fs::read_to_string(self.file(name, "pid")) {
+            Ok(pid) => Some(self.holder_mnt(name, pid.trim(), &net)?),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e).with_context(|| format!("read holder pid of {name}")),
+        };
+        Ok(Node { name: name.to_string(), net, mnt })
+    }
+
+    /// The mount namespace of a host, held by its holder process. The
+    /// holder's network namespace must be the host's, which guards against
+    /// a recycled pid.
+    fn holder_mnt(&self, name: &str, pid: &str, net: &File) -> Result<File> {
+        let proc_net = fs::metadata(format!("/proc/{pid}/ns/net"));
+        let same = match (proc_net, net.metadata()) {
+            (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+            _ => false,
+        };
+        if !same {
+            bail!("the process holding host {name} (pid {pid}) is gone; run `vxrouter lab down` and `up` again");
+        }
+        File::open(format!("/proc/{pid}/ns/mnt")).with_context(|| format!("open mount namespace of {name}"))
+    }
+
+    /// A VM: its network namespace, with the mount namespace of its host.
+    pub fn vm(&self, name: &str, host: &str) -> Result<Node> {
+        let mut n = self.node(name)?;
+        n.mnt = self.node(host)?.mnt;
+        Ok(n)
+    }
+
+    /// A network-only node.
+    pub fn new_netns(&self, name: &str) -> Result<Node> {
+        if !self.has(name) {
+            let target = self.file(name, "net");
+            File::create(&target).with_context(|| format!("create {}", target.display()))?;
+            std::thread::scope(|s| {
+                s.spawn(|| -> Result<()> {
+                    unshare(CloneFlags::CLONE_NEWNET).context("unshare(CLONE_NEWNET)")?;
+                    mount(Some("/proc/thread-self/ns/net"), &target, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+                        .with_context(|| format!("pin namespace on {}", target.display()))
+                })
+                .join()
+                .unwrap_or_else(|_| Err(anyhow!("namespace thread panicked")))
+            })?;
+        }
+        let node = self.node(name)?;
+        set_up(&node, "lo")?;
+        Ok(node)
+    }
+
+    /// A simulated host: new network and mount namespaces, made by a holder
+    /// process (a multithreaded process cannot unshare its mount namespace)
+    /// that gives the host a private /run and then stays, holding the mount
+    /// namespace (bind-mounting mount namespaces is unreliable on some
+    /// kernels; `down` kills the holder). The network namespace is pinned.
+    pub fn new_host(&self, name: &str) -> Result<Node> {
+        if !self.has(name) {
+            let exe = std::env::current_exe().context("find the vxrouter executable")?;
+            let mut cmd = Command::new(exe);
+            cmd.arg("__lab-holder").stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::inherit());
+            // SAFETY: setsid and unshare are async-signal-safe.
+            unsafe {
+                cmd.pre_exec(|| {
+                    libc::setsid();
+                    if libc::unshare(libc::CLONE_NEWNS | libc::CLONE_NEWNET) != 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+            let mut child = cmd.spawn().context("start the lab host holder")?;
+            let mut line = String::new();
+            if let Some(out) = child.stdout.take() {
+                BufReader::new(out).read_line(&mut line).context("wait for the lab host holder")?;
+            }
+            let pid = child.id();
+            let pinned = (|| -> Result<()> {
+                if line.trim() != "ready" {
+                    bail!("lab host holder for {name} failed to set up its namespaces");
+                }
+                let target = self.file(name, "net");
+                File::create(&target).with_context(|| format!("create {}", target.display()))?;
+                let src = format!("/proc/{pid}/ns/net");
+                mount(Some(src.as_str()), &target, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+                    .with_context(|| format!("pin {src} on {}", target.display()))?;
+                fs::write(self.file(name, "pid"), pid.to_string()).context("record holder pid")
+            })();
+            if let Err(e) = pinned {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(e);
+            }
+            // The holder outlives us; it is reaped by init once `down` kills it.
+            std::mem::forget(child);
+        }
+        let node = self.node(name)?;
+        set_up(&node, "lo")?;
+        Ok(node)
+    }
+
+    /// Removes every node: kills processes still inside the lab's
+    /// namespaces, unpins the namespaces and removes the directory.
+    pub fn teardown(self) -> Result<Vec<String>> {
+        let mut report = Vec::new();
+        let mut inodes = Vec::new();
+        let mut pinned = Vec::new();
+        for entry in fs::read_dir(&self.path).with_context(|| format!("read {}", self.path.display()))? {
+            let p = entry?.path();
+            // A host's mount namespace, held by its holder: processes started
+            // in the host (also inside its router namespaces) are in it.
+            if p.extension().and_then(|e| e.to_str()) == Some("pid")
+                && let Ok(pid) = fs::read_to_string(&p)
+                && let Ok(m) = fs::metadata(format!("/proc/{}/ns/mnt", pid.trim()))
+            {
+                inodes.push((m.dev(), m.ino()));
+            }
+            if matches!(p.extension().and_then(|e| e.to_str()), Some("net" | "mnt")) {
+                if let Ok(m) = fs::metadata(&p)
+                    && m.dev() != fs::metadata(&self.path).map(|d| d.dev()).unwrap_or(0)
+                {
+                    inodes.push((m.dev(), m.ino()));
+                }
+                pinned.push(p);
+            }
+        }
+        let killed = kill_processes_in(&inodes);
+        if killed > 0 {
+            report.push(format!("killed {killed} process(es) still running in the lab"));
+        }
+        for p in &pinned {
+            match umount2(p, MntFlags::MNT_DETACH) {
+                Ok(()) | Err(nix::errno::Errno::EINVAL) => {}
+                Err(e) => report.push(format!("unmount {}: {e}", p.display())),
+            }
+        }
+        if is_mount_point(&self.path) {
+            umount2(&self.path, MntFlags::MNT_DETACH).with_context(|| format!("unmount {}", self.path.display()))?;
+        }
+        fs::remove_dir(&self.path).with_context(|| format!("remove {}", self.path.display()))?;
+        let _ = fs::remove_dir(LAB_ROOT);
+        Ok(report)
+    }
+}
+
+/// Brings a link up through the node's own socket.
+pub fn set_up(node: &Node, link: &str) -> Result<()> {
+    use crate::netlink::msg::{SetLink, set_link};
+    let set = SetLink { up: Some(true), ..SetLink::default() };
+    node.netlink()?
+        .request(set_link(0, link, &set), 0)
+        .map_err(|e| anyhow!("set {link} up in {}: {e}", node.name))
+}
+
+fn is_mount_point(path: &Path) -> bool {
+    let (Ok(a), Ok(b)) = (fs::metadata(path), fs::metadata(path.join(".."))) else { return false };
+    a.dev() != b.dev()
+}
+
+/// SIGKILLs every process whose network or mount namespace is one of
+/// `inodes` (dev, ino of nsfs files). Returns how many.
+fn kill_processes_in(inodes: &[(u64, u64)]) -> usize {
+    let me = std::process::id();
+    let mut killed = 0;
+    let Ok(procs) = fs::read_dir("/proc") else { return 0 };
+    for p in procs.flatten() {
+        let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        if pid == me {
+            continue;
+        }
+        let inside = ["net", "mnt"].iter().any(|k| {
+            fs::metadata(p.path().join("ns").join(k)).map(|m| inodes.contains(&(m.dev(), m.ino()))).unwrap_or(false)
+        });
+        if inside && nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL).is_ok() {
+            killed += 1;
+        }
+    }
+    killed
+}
+
+/// The `__lab-holder` process, run in fresh network + mount namespaces: give
+/// the host a private /run, say "ready", then hold the namespaces until killed.
+pub fn holder_main() -> Result<()> {
+    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>).context("make / private")?;
+    // Other labs' pins are of no use here and would keep them referenced.
+    let _ = umount2(LAB_ROOT, MntFlags::MNT_DETACH);
+    mount(Some("tmpfs"), "/run", Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=0755")).context("mount tmpfs on /run")?;
+    for d in ["/run/netns", "/run/vxrouter", "/run/lock"] {
+        fs::create_dir_all(d).with_context(|| format!("create {d}"))?;
+    }
+    let mut out = io::stdout();
+    writeln!(out, "ready")?;
+    out.flush()?;
+    // SAFETY: closing our own stdout, so the parent's read ends.
+    unsafe { libc::close(1) };
+    loop {
+        nix::unistd::pause();
+    }
+}

@@ -1,0 +1,271 @@
+//! The lab file: hosts (each with its real profile), VMs, the simulated
+//! underlay switch and the internet. Parsed and validated like profiles.
+
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::profile::error::{Locator, ProfileError, ProfileErrors};
+use crate::profile::names::check_plain_name;
+use crate::profile::{Ipv4Cidr, Profile};
+
+type S<T> = Spanned<T>;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLab {
+    lab: S<RawLabName>,
+    underlay: S<RawUnderlay>,
+    internet: S<RawInternet>,
+    #[serde(default)]
+    host: Vec<S<RawHost>>,
+    #[serde(default)]
+    vm: Vec<S<RawVm>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLabName {
+    name: S<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUnderlay {
+    subnet: S<String>,
+    /// false: the simulated switch drops multicast (clouds without it).
+    multicast: Option<S<bool>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawInternet {
+    gateway: S<String>,
+    server: S<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHost {
+    name: S<String>,
+    profile: S<String>,
+    underlay: S<String>,
+    uplink: Option<S<bool>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVm {
+    name: S<String>,
+    host: S<String>,
+    bridge: S<String>,
+    address: S<String>,
+    gateway: S<String>,
+    mtu: Option<S<i64>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Lab {
+    pub file: PathBuf,
+    pub name: String,
+    pub underlay: Ipv4Cidr,
+    pub multicast: bool,
+    /// Upstream router address on the public segment, with its prefix.
+    pub gateway: Ipv4Cidr,
+    pub server: Ipv4Addr,
+    pub hosts: Vec<LabHost>,
+    pub vms: Vec<LabVm>,
+}
+
+#[derive(Debug, Clone)]
+pub struct LabHost {
+    pub name: String,
+    /// Absolute path of the host's profile.
+    pub profile_path: PathBuf,
+    pub profile: Profile,
+    pub underlay: Ipv4Addr,
+    pub uplink: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct LabVm {
+    pub name: String,
+    pub host: String,
+    pub bridge: String,
+    pub address: Ipv4Cidr,
+    pub gateway: Ipv4Addr,
+    pub mtu: Option<u32>,
+}
+
+impl Lab {
+    pub fn host(&self, name: &str) -> Option<&LabHost> {
+        self.hosts.iter().find(|h| h.name == name)
+    }
+
+    /// Public addresses of every router in the lab (the egress addresses
+    /// the internet may see).
+    pub fn router_addresses(&self) -> Vec<Ipv4Addr> {
+        self.hosts.iter().filter_map(|h| h.profile.router.as_ref()).map(|r| r.public.leg.address.addr).collect()
+    }
+
+    pub fn load(path: &Path) -> Result<Lab, ProfileErrors> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ProfileErrors(vec![ProfileError {
+                file: file.clone(),
+                line: 1,
+                column: 1,
+                key: String::new(),
+                reason: format!("cannot read lab file: {e}"),
+            }])
+        })?;
+        let loc = Locator::new(&text);
+        let raw: RawLab = toml::from_str(&text).map_err(|e| {
+            let span = e.span().unwrap_or(0..0);
+            ProfileErrors(vec![loc.error(&file, span, "", e.message().trim())])
+        })?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let base = std::fs::canonicalize(if base.as_os_str().is_empty() { Path::new(".") } else { &base }).unwrap_or(base);
+        let mut errors = Vec::new();
+        let mut err = |span: std::ops::Range<usize>, key: &str, reason: String| errors.push(loc.error(&file, span, key, reason));
+
+        let name = raw.lab.get_ref().name.get_ref().clone();
+        if let Err(r) = check_plain_name("lab name", &name, 32) {
+            err(raw.lab.get_ref().name.span(), "lab.name", r);
+        }
+        let u = raw.underlay.get_ref();
+        let underlay = u.subnet.get_ref().parse::<Ipv4Cidr>().map_err(|r| err(u.subnet.span(), "underlay.subnet", r)).ok();
+        let i = raw.internet.get_ref();
+        let gateway = i.gateway.get_ref().parse::<Ipv4Cidr>().map_err(|r| err(i.gateway.span(), "internet.gateway", r)).ok();
+        let server = i
+            .server
+            .get_ref()
+            .parse::<Ipv4Addr>()
+            .map_err(|_| err(i.server.span(), "internet.server", format!("{:?} is not an IPv4 address", i.server.get_ref())))
+            .ok();
+
+        let mut hosts = Vec::new();
+        let mut names = BTreeSet::new();
+        for (n, h) in raw.host.iter().enumerate() {
+            let h = h.get_ref();
+            let key = |f: &str| format!("host[{n}].{f}");
+            let hname = h.name.get_ref().clone();
+            if let Err(r) = check_plain_name("host name", &hname, 32) {
+                err(h.name.span(), &key("name"), r);
+            }
+            if !names.insert(hname.clone()) {
+                err(h.name.span(), &key("name"), format!("node name {hname:?} is used twice"));
+            }
+            let addr = h.underlay.get_ref().parse::<Ipv4Addr>();
+            let addr = match addr {
+                Ok(a) if underlay.is_some_and(|u| !u.contains(a)) => {
+                    err(h.underlay.span(), &key("underlay"), format!("{a} is not inside underlay.subnet"));
+                    None
+                }
+                Ok(a) => Some(a),
+                Err(_) => {
+                    err(h.underlay.span(), &key("underlay"), format!("{:?} is not an IPv4 address", h.underlay.get_ref()));
+                    None
+                }
+            };
+            let profile_path = base.join(h.profile.get_ref());
+            let profile = match Profile::load(&profile_path) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    for pe in e.0 {
+                        err(h.profile.span(), &key("profile"), pe.to_string());
+                    }
+                    None
+                }
+            };
+            if let Some(p) = &profile {
+                if p.host != hname {
+                    err(h.name.span(), &key("name"), format!("its profile is for host {:?}", p.host));
+                }
+                let uplink = h.uplink.as_ref().is_some_and(|u| *u.get_ref());
+                if p.router.is_some() && !uplink {
+                    err(h.name.span(), &key("uplink"), "this host's profile has a [router]; give it `uplink = true`".into());
+                }
+                if p.underlay.is_none() {
+                    err(h.profile.span(), &key("profile"), "the profile has no [underlay] device to connect to the lab switch".into());
+                }
+            }
+            if let (Some(a), Some(profile)) = (addr, profile) {
+                hosts.push(LabHost {
+                    name: hname,
+                    profile_path: std::fs::canonicalize(&profile_path).unwrap_or(profile_path),
+                    profile,
+                    underlay: a,
+                    uplink: h.uplink.as_ref().is_some_and(|u| *u.get_ref()),
+                });
+            }
+        }
+
+        let mut vms = Vec::new();
+        for (n, v) in raw.vm.iter().enumerate() {
+            let v = v.get_ref();
+            let key = |f: &str| format!("vm[{n}].{f}");
+            let vname = v.name.get_ref().clone();
+            if let Err(r) = check_plain_name("VM name", &vname, 32) {
+                err(v.name.span(), &key("name"), r);
+            }
+            if !names.insert(vname.clone()) {
+                err(v.name.span(), &key("name"), format!("node name {vname:?} is used twice"));
+            }
+            if !raw.host.iter().any(|h| h.get_ref().name.get_ref() == v.host.get_ref()) {
+                err(v.host.span(), &key("host"), format!("no [[host]] is named {:?}", v.host.get_ref()));
+            }
+            let address = v.address.get_ref().parse::<Ipv4Cidr>().map_err(|r| err(v.address.span(), &key("address"), r)).ok();
+            let gateway = v
+                .gateway
+                .get_ref()
+                .parse::<Ipv4Addr>()
+                .map_err(|_| err(v.gateway.span(), &key("gateway"), format!("{:?} is not an IPv4 address", v.gateway.get_ref())))
+                .ok();
+            if let (Some(a), Some(g)) = (address, gateway)
+                && !a.contains(g)
+            {
+                err(v.gateway.span(), &key("gateway"), format!("{g} is not inside {}", a.network()));
+            }
+            let mtu = match &v.mtu {
+                Some(m) if !(68..=65535).contains(m.get_ref()) => {
+                    err(m.span(), &key("mtu"), format!("MTU {} is out of range 68-65535", m.get_ref()));
+                    None
+                }
+                Some(m) => Some(*m.get_ref() as u32),
+                None => None,
+            };
+            if let (Some(address), Some(gateway)) = (address, gateway) {
+                vms.push(LabVm {
+                    name: vname,
+                    host: v.host.get_ref().clone(),
+                    bridge: v.bridge.get_ref().clone(),
+                    address,
+                    gateway,
+                    mtu,
+                });
+            }
+        }
+        for reserved in ["fabric", "internet", "server", "attacker"] {
+            if names.contains(reserved) {
+                err(0..0, "", format!("{reserved:?} is a lab node name of its own; rename that host or VM"));
+            }
+        }
+        if !errors.is_empty() {
+            return Err(ProfileErrors(errors));
+        }
+        Ok(Lab {
+            file: std::fs::canonicalize(path).unwrap_or(path.to_path_buf()),
+            name,
+            underlay: underlay.unwrap_or(Ipv4Cidr { addr: Ipv4Addr::UNSPECIFIED, prefix: 0 }),
+            multicast: u.multicast.as_ref().map(|m| *m.get_ref()).unwrap_or(true),
+            gateway: gateway.unwrap_or(Ipv4Cidr { addr: Ipv4Addr::UNSPECIFIED, prefix: 0 }),
+            server: server.unwrap_or(Ipv4Addr::UNSPECIFIED),
+            hosts,
+            vms,
+        })
+    }
+}
