@@ -76,19 +76,20 @@ impl<'a> Executor<'a> {
         for a in actions {
             self.step += 1;
             let result = if self.fault_step == Some(self.step) {
-                Err(anyhow!("injected fault before step {} ({})", self.step, a.line()))
+                Err(anyhow!("injected fault before step {}", self.step))
             } else {
-                self.exec(a).with_context(|| a.line())
+                self.exec(a)
             };
             if let Err(e) = result {
+                let e = e.context(a.title());
                 let undo_errors = self.rollback();
                 if undo_errors.is_empty() {
-                    return Err(e.context("rolled back: the host is as it was before this run"));
+                    return Err(anyhow!("{e:#}\nrolled back: the host is as it was before this run"));
                 }
-                return Err(e.context(format!(
-                    "rollback was incomplete, the host may differ from before this run:\n  {}",
+                return Err(anyhow!(
+                    "{e:#}\nrollback was incomplete, the host may differ from before this run:\n  {}",
                     undo_errors.join("\n  ")
-                )));
+                ));
             }
             progress(a);
         }

@@ -87,7 +87,7 @@ enum LabCommand {
 #[command(name = "vxrouter")]
 enum Hidden {
     #[command(name = "__lab-holder")]
-    LabHolder,
+    LabHolder { label: Option<String> },
     #[command(name = "__agent", subcommand)]
     Agent(AgentCommand),
 }
@@ -110,7 +110,7 @@ fn hidden() -> Option<ExitCode> {
         return None;
     }
     let result = match Hidden::parse() {
-        Hidden::LabHolder => lab::nodes::holder_main(),
+        Hidden::LabHolder { .. } => lab::nodes::holder_main(),
         Hidden::Agent(AgentCommand::Listen { addr }) => lab::agent::listen(addr),
         Hidden::Agent(AgentCommand::Send { addr, bytes, timeout }) => lab::agent::send(addr, bytes, Duration::from_secs(timeout)),
     };

@@ -179,15 +179,20 @@ impl Action {
         }
     }
 
-    pub fn line(&self) -> String {
+    /// "create vxlan vxlan1070": verb and object, without details.
+    pub fn title(&self) -> String {
         let verb = match self.verb() {
             Verb::Create => "create",
             Verb::Change => "change",
             Verb::Recreate => "recreate",
             Verb::Remove => "remove",
         };
+        format!("{verb} {}", self.object())
+    }
+
+    pub fn line(&self) -> String {
         let detail = self.detail();
-        if detail.is_empty() { format!("{verb} {}", self.object()) } else { format!("{verb} {}: {detail}", self.object()) }
+        if detail.is_empty() { self.title() } else { format!("{}: {detail}", self.title()) }
     }
 }
 

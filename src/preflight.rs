@@ -40,8 +40,10 @@ pub fn check(p: &Profile, host: &NsView) -> Preflight {
                 for s in &p.segments {
                     let mtu = segment_mtu(s.mtu, dev.mtu);
                     if mtu + VXLAN_OVERHEAD > dev.mtu {
-                        out.warnings.push(format!(
-                            "segment {} has MTU {mtu}, but VXLAN over {} (MTU {}) carries at most {}: full-size frames will be fragmented or lost",
+                        out.errors.push(format!(
+                            "{}: segment {} has mtu {mtu}, but VXLAN over {} (MTU {}) carries at most {} (the 50-byte VXLAN header must fit); \
+                             lower the segment mtu or raise the underlay MTU",
+                            p.source,
                             s.bridge,
                             u.device,
                             dev.mtu,

@@ -102,7 +102,7 @@ fn ping(node: &Node, to: Ipv4Addr) -> (bool, String) {
 
 fn arping(node: &Node, to: Ipv4Addr) -> bool {
     let mut cmd = node.command("arping");
-    cmd.args(["-f", "-c", "3", "-w", "3", "-I", "eth0", &to.to_string()]);
+    cmd.args(["-f", "-c", "2", "-w", "2", "-I", "eth0", &to.to_string()]);
     run(cmd).0
 }
 
@@ -148,7 +148,7 @@ fn parallel<T: Send>(jobs: Vec<Box<dyn FnOnce() -> T + Send + '_>>) -> Vec<T> {
     let mut out: Vec<Option<T>> = (0..jobs.len()).map(|_| None).collect();
     let mut jobs: Vec<(usize, Box<dyn FnOnce() -> T + Send + '_>)> = jobs.into_iter().enumerate().collect();
     while !jobs.is_empty() {
-        let batch: Vec<_> = jobs.drain(..jobs.len().min(8)).collect();
+        let batch: Vec<_> = jobs.drain(..jobs.len().min(24)).collect();
         let results: Vec<(usize, T)> = std::thread::scope(|s| {
             let handles: Vec<_> = batch.into_iter().map(|(i, f)| s.spawn(move || (i, f()))).collect();
             handles.into_iter().filter_map(|h| h.join().ok()).collect()
@@ -198,6 +198,17 @@ pub fn run_checks(lab: &Lab) -> Result<Vec<CheckResult>> {
                 let dst = leg.address.network();
                 super::route(&attacker, dst, r.public.leg.address.addr)?;
             }
+        }
+    }
+
+    // Fragments created by a host while the checks run mean VXLAN packets did
+    // not fit the underlay: the segment MTU is too large for it.
+    let mut host_nodes = Vec::new();
+    for h in &lab.hosts {
+        if !h.profile.segments.is_empty() {
+            let node = dir.node(&h.name)?;
+            let before = frag_creates(&node)?;
+            host_nodes.push((h.name.clone(), node, before));
         }
     }
 
@@ -273,7 +284,36 @@ pub fn run_checks(lab: &Lab) -> Result<Vec<CheckResult>> {
         results.extend(batch);
     }
     drop(vm_listeners);
+    for (name, node, before) in host_nodes {
+        let after = frag_creates(&node)?;
+        let n = after.saturating_sub(before);
+        results.push(CheckResult {
+            check: "unfragmented",
+            from: name.clone(),
+            to: "underlay".into(),
+            ok: n == 0,
+            detail: if n == 0 {
+                "no fragments".into()
+            } else {
+                format!("{name} fragmented {n} packet(s) on the underlay: the segment MTU leaves no room for the 50-byte VXLAN header")
+            },
+        });
+    }
     Ok(results)
+}
+
+/// The IP FragCreates counter of a node's network namespace.
+fn frag_creates(node: &Node) -> Result<u64> {
+    let text = crate::netns::run_in(crate::netns::as_fd(&node.net), || std::fs::read_to_string("/proc/thread-self/net/snmp"))?
+        .with_context(|| format!("read IP counters of {}", node.name))?;
+    let mut ip = text.lines().filter(|l| l.starts_with("Ip:"));
+    let (Some(names), Some(values)) = (ip.next(), ip.next()) else { return Ok(0) };
+    Ok(names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(n, _)| *n == "FragCreates")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0))
 }
 
 /// Prints the matrix: rows are VMs, columns the other VMs and the internet.
@@ -322,6 +362,14 @@ pub fn print_matrix(lab: &Lab, results: &[CheckResult]) {
         .filter(|r| r.check == "egress-source" && r.ok)
         .map(|r| format!("{} → {}", r.from, r.detail))
         .collect();
+    let frag: Vec<String> = results
+        .iter()
+        .filter(|r| r.check == "unfragmented")
+        .map(|r| format!("{} {}", r.from, if r.ok { "✓" } else { "✗" }))
+        .collect();
+    if !frag.is_empty() {
+        println!("\nunderlay carried VXLAN unfragmented: {}", frag.join(", "));
+    }
     if !egress.is_empty() {
         println!("\nsource address seen by the internet server: {}", egress.join(", "));
     }

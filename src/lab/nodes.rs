@@ -162,7 +162,9 @@ impl LabDir {
         if !self.has(name) {
             let exe = std::env::current_exe().context("find the vxrouter executable")?;
             let mut cmd = Command::new(exe);
-            cmd.arg("__lab-holder").stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::inherit());
+            let lab = self.path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+            // The label only tells `ps` readers which lab and host this is.
+            cmd.args(["__lab-holder", &format!("{lab}/{name}")]).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::null());
             // SAFETY: setsid and unshare are async-signal-safe.
             unsafe {
                 cmd.pre_exec(|| {
@@ -180,8 +182,10 @@ impl LabDir {
             }
             let pid = child.id();
             let pinned = (|| -> Result<()> {
+                // The holder outlives this command, so it must not keep our
+                // stdio open: its only channel is this one line.
                 if line.trim() != "ready" {
-                    bail!("lab host holder for {name} failed to set up its namespaces");
+                    bail!("lab host holder for {name} failed: {}", line.trim());
                 }
                 let target = self.file(name, "net");
                 File::create(&target).with_context(|| format!("create {}", target.display()))?;
@@ -228,9 +232,10 @@ impl LabDir {
                 pinned.push(p);
             }
         }
+        let holders = fs::read_dir(&self.path)?.flatten().filter(|e| e.path().extension().is_some_and(|x| x == "pid")).count();
         let killed = kill_processes_in(&inodes);
-        if killed > 0 {
-            report.push(format!("killed {killed} process(es) still running in the lab"));
+        if killed > holders {
+            report.push(format!("killed {} process(es) still running in the lab", killed - holders));
         }
         for p in &pinned {
             match umount2(p, MntFlags::MNT_DETACH) {
@@ -285,12 +290,9 @@ fn kill_processes_in(inodes: &[(u64, u64)]) -> usize {
 /// The `__lab-holder` process, run in fresh network + mount namespaces: give
 /// the host a private /run, say "ready", then hold the namespaces until killed.
 pub fn holder_main() -> Result<()> {
-    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>).context("make / private")?;
-    // Other labs' pins are of no use here and would keep them referenced.
-    let _ = umount2(LAB_ROOT, MntFlags::MNT_DETACH);
-    mount(Some("tmpfs"), "/run", Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=0755")).context("mount tmpfs on /run")?;
-    for d in ["/run/netns", "/run/vxrouter", "/run/lock"] {
-        fs::create_dir_all(d).with_context(|| format!("create {d}"))?;
+    if let Err(e) = holder_setup() {
+        println!("error: {e:#}");
+        return Err(e);
     }
     let mut out = io::stdout();
     writeln!(out, "ready")?;
@@ -300,4 +302,15 @@ pub fn holder_main() -> Result<()> {
     loop {
         nix::unistd::pause();
     }
+}
+
+fn holder_setup() -> Result<()> {
+    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>).context("make / private")?;
+    // Other labs' pins are of no use here and would keep them referenced.
+    let _ = umount2(LAB_ROOT, MntFlags::MNT_DETACH);
+    mount(Some("tmpfs"), "/run", Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=0755")).context("mount tmpfs on /run")?;
+    for d in ["/run/netns", "/run/vxrouter", "/run/lock"] {
+        fs::create_dir_all(d).with_context(|| format!("create {d}"))?;
+    }
+    Ok(())
 }

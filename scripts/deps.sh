@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs the system packages vxrouter's tests, demo and benchmark use
+# (Debian/Ubuntu). Idempotent: installs only what is missing.
+set -euo pipefail
+
+PKGS=(
+  iproute2        # ip: operators' view, and the benchmark's baseline
+  iptables        # the router namespace's NAT and filter rules
+  nftables        # the lab switch's multicast filter; nftables backend
+  iputils-ping    # lab checks
+  iputils-arping  # lab L2-isolation checks
+  iperf3          # data-path throughput in the benchmark
+  procps kmod util-linux
+)
+
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi

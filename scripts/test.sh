@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The whole test suite, as root: installs what the tests need, builds, then
+# runs unit tests and the namespace integration tests inside a sandbox
+# (private network + mount namespace; see scripts/sandbox.sh).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ "$(id -u)" != 0 ]; then
+  echo "scripts/test.sh needs root (network namespaces); run it as root, e.g. sudo -E scripts/test.sh" >&2
+  exit 1
+fi
+scripts/deps.sh
+# Build with network access first; inside the sandbox there is none.
+cargo build --release --locked
+cargo test --locked --features fault-injection --no-run
+scripts/sandbox.sh cargo test --offline --locked --no-fail-fast --features fault-injection -- --include-ignored "$@"

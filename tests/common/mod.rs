@@ -1,0 +1,231 @@
+//! Helpers for the namespace integration tests. Every test builds its own lab
+//! (simulated hosts as private namespaces, keyed by a unique lab name), so
+//! tests run in parallel without seeing each other. They refuse to run
+//! outside the sandbox of scripts/test.sh.
+#![allow(dead_code)]
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+pub fn vx() -> &'static str {
+    env!("CARGO_BIN_EXE_vxrouter")
+}
+
+pub fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Panics unless this process is in a network namespace of its own: the
+/// tests must never touch the machine's network.
+pub fn assert_sandboxed() {
+    let ours = std::fs::metadata("/proc/self/ns/net").expect("stat own netns").ino();
+    let init = std::fs::metadata("/proc/1/ns/net").map(|m| m.ino()).unwrap_or(0);
+    assert_ne!(ours, init, "integration tests must run inside the sandbox: run scripts/test.sh as root");
+}
+
+pub fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A lab written to a private directory, removed (`lab down`) on drop.
+pub struct TestLab {
+    pub dir: PathBuf,
+    pub file: PathBuf,
+    pub name: String,
+}
+
+/// The seed lab's text with another lab name and profile paths.
+pub fn seed_lab(name: &str, a: &str, b: &str) -> String {
+    std::fs::read_to_string(repo().join("profiles/lab/seed.toml"))
+        .unwrap()
+        .replace("name = \"seed\"", &format!("name = \"{name}\""))
+        .replace("../host-a.toml", a)
+        .replace("../host-b.toml", b)
+}
+
+pub fn seed_profile(host: &str) -> String {
+    std::fs::read_to_string(repo().join(format!("profiles/{host}.toml"))).unwrap()
+}
+
+impl TestLab {
+    /// Writes `files` (name, text) and `lab.toml` into a fresh directory.
+    pub fn new(name: &str, lab: &str, files: &[(&str, &str)]) -> TestLab {
+        assert_sandboxed();
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("lab-{name}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        for (f, t) in files {
+            std::fs::write(dir.join(f), t).unwrap();
+        }
+        let file = dir.join("lab.toml");
+        std::fs::write(&file, lab).unwrap();
+        let l = TestLab { dir, file, name: name.to_string() };
+        // A previous crashed run of the same test may have left it up.
+        l.lab(&["down", "-q"]);
+        l
+    }
+
+    /// The seed topology under a test-specific lab name.
+    pub fn seed(name: &str) -> TestLab {
+        TestLab::new(
+            name,
+            &seed_lab(name, "host-a.toml", "host-b.toml"),
+            &[("host-a.toml", &seed_profile("host-a")), ("host-b.toml", &seed_profile("host-b"))],
+        )
+    }
+
+    pub fn path(&self, f: &str) -> String {
+        self.dir.join(f).display().to_string()
+    }
+
+    pub fn write(&self, f: &str, text: &str) -> String {
+        std::fs::write(self.dir.join(f), text).unwrap();
+        self.path(f)
+    }
+
+    pub fn lab(&self, args: &[&str]) -> Output {
+        let (sub, rest) = args.split_first().unwrap();
+        Command::new(vx()).args(["lab", sub]).arg(&self.file).args(rest).output().unwrap()
+    }
+
+    pub fn up(&self) {
+        let o = self.lab(&["up", "-q"]);
+        assert!(o.status.success(), "lab up failed:\n{}", text(&o));
+    }
+
+    pub fn up_bare(&self) {
+        let o = self.lab(&["up", "-q", "--no-apply"]);
+        assert!(o.status.success(), "lab up --no-apply failed:\n{}", text(&o));
+    }
+
+    /// Runs the matrix; returns (all passed, checks as JSON).
+    pub fn check(&self) -> (bool, Vec<Value>) {
+        let o = self.lab(&["check", "--json"]);
+        let v: Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("lab check --json: {e}\n{}", text(&o)));
+        let ok = v["ok"].as_bool().unwrap();
+        assert_eq!(ok, o.status.success(), "exit status must match the verdict");
+        (ok, v["checks"].as_array().unwrap().clone())
+    }
+
+    pub fn assert_matrix_passes(&self) {
+        let (ok, checks) = self.check();
+        let failed: Vec<&Value> = checks.iter().filter(|c| c["ok"] != true).collect();
+        assert!(ok && failed.is_empty(), "failed checks: {failed:#?}");
+    }
+
+    /// A command inside a lab node.
+    pub fn exec(&self, node: &str, cmd: &[&str]) -> Output {
+        Command::new(vx()).args(["lab", "exec"]).arg(&self.file).arg(node).arg("--").args(cmd).output().unwrap()
+    }
+
+    pub fn sh(&self, node: &str, script: &str) -> Output {
+        self.exec(node, &["sh", "-c", script])
+    }
+
+    /// vxrouter itself, run inside a simulated host.
+    pub fn vx(&self, node: &str, args: &[&str]) -> Output {
+        let mut cmd = vec![vx()];
+        cmd.extend_from_slice(args);
+        self.exec(node, &cmd)
+    }
+
+    /// Everything observable about a host's networking, normalised so two
+    /// snapshots are equal exactly when nothing changed: links (with
+    /// ifindex, MAC, master, attributes), addresses, routes and firewall of
+    /// the host and of every namespace in it.
+    pub fn snapshot(&self, node: &str) -> String {
+        let mut out = String::new();
+        let mut namespaces = vec![String::new()];
+        let list = self.exec(node, &["ip", "netns", "list"]);
+        namespaces.extend(stdout(&list).lines().map(|l| l.split_whitespace().next().unwrap_or("").to_string()));
+        for ns in namespaces {
+            let pre: Vec<&str> = if ns.is_empty() { vec![] } else { vec!["ip", "netns", "exec", &ns] };
+            out.push_str(&format!("== namespace {ns:?}\n"));
+            for cmd in [&["ip", "-d", "-j", "link", "show"][..], &["ip", "-j", "addr", "show"], &["ip", "-j", "route", "show", "table", "all"]] {
+                let full: Vec<&str> = pre.iter().chain(cmd.iter()).copied().collect();
+                let o = self.exec(node, &full);
+                let mut v: Value = serde_json::from_slice(&o.stdout).unwrap_or(Value::Null);
+                scrub(&mut v);
+                out.push_str(&serde_json::to_string_pretty(&v).unwrap());
+                out.push('\n');
+            }
+            let full: Vec<&str> = pre.iter().chain(["iptables-save"].iter()).copied().collect();
+            let o = self.exec(node, &full);
+            for l in stdout(&o).lines().filter(|l| !l.starts_with('#')) {
+                out.push_str(&l.replace("[0:0]", ""));
+                out.push('\n');
+            }
+        }
+        out
+    }
+}
+
+/// Drops counters and timers from `ip -j` output.
+pub fn scrub(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            m.retain(|k, _| {
+                !(k.starts_with("stats") || k.ends_with("_timer") || k.contains("life_time") || k == "operstate" || k == "carrier_changes"
+                    || k == "carrier_up_count" || k == "carrier_down_count")
+            });
+            for x in m.values_mut() {
+                scrub(x);
+            }
+        }
+        Value::Array(a) => {
+            for x in a {
+                scrub(x);
+            }
+        }
+        _ => {}
+    }
+}
+
+impl Drop for TestLab {
+    fn drop(&mut self) {
+        let o = self.lab(&["down", "-q"]);
+        if !o.status.success() {
+            eprintln!("lab down {} failed: {}", self.name, text(&o));
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Link names in a node.
+pub fn links(l: &TestLab, node: &str, ns: Option<&str>) -> Vec<String> {
+    let mut cmd = vec![];
+    if let Some(n) = ns {
+        cmd.extend(["ip", "netns", "exec", n]);
+    }
+    cmd.extend(["ip", "-j", "link", "show"]);
+    let o = l.exec(node, &cmd);
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap_or(Value::Null);
+    let mut names: Vec<String> = v.as_array().into_iter().flatten().filter_map(|x| x["ifname"].as_str().map(String::from)).collect();
+    names.sort();
+    names
+}
+
+/// ifindex by link name in a node (host namespace).
+pub fn ifindexes(l: &TestLab, node: &str) -> Vec<(String, u64)> {
+    let o = l.exec(node, &["ip", "-j", "link", "show"]);
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let mut r: Vec<(String, u64)> =
+        v.as_array().unwrap().iter().map(|x| (x["ifname"].as_str().unwrap().to_string(), x["ifindex"].as_u64().unwrap())).collect();
+    r.sort();
+    r
+}
+
+/// `ip -d -j link show NAME` in a node, without counters and timers.
+pub fn link_json(l: &TestLab, node: &str, name: &str) -> String {
+    let o = l.exec(node, &["ip", "-d", "-j", "link", "show", name]);
+    let mut v: Value = serde_json::from_slice(&o.stdout).unwrap_or(Value::Null);
+    scrub(&mut v);
+    v.to_string()
+}
