@@ -50,11 +50,7 @@ fn nl(context: impl FnOnce() -> String) -> impl FnOnce(NlError) -> anyhow::Error
 }
 
 fn fault_step_from_env() -> Option<usize> {
-    if cfg!(feature = "fault-injection") {
-        std::env::var("VXROUTER_FAULT_STEP").ok().and_then(|v| v.parse().ok())
-    } else {
-        None
-    }
+    if cfg!(feature = "fault-injection") { std::env::var("VXROUTER_FAULT_STEP").ok().and_then(|v| v.parse().ok()) } else { None }
 }
 
 impl<'a> Executor<'a> {
@@ -118,10 +114,7 @@ impl<'a> Executor<'a> {
         }
         let mut m = netlink_packet_route::link::LinkMessage::default();
         m.attributes.push(netlink_packet_route::link::LinkAttribute::IfName(name.to_string()));
-        let replies = self
-            .sock(ns)?
-            .get(RouteNetlinkMessage::GetLink(m))
-            .map_err(nl(|| format!("find link {name} in {ns}")))?;
+        let replies = self.sock(ns)?.get(RouteNetlinkMessage::GetLink(m)).map_err(nl(|| format!("find link {name} in {ns}")))?;
         let idx = replies
             .iter()
             .find_map(|r| match r {
@@ -172,7 +165,9 @@ impl<'a> Executor<'a> {
             }
             Action::DelAddr { ns, link, addr } => {
                 let idx = self.resolve(ns, link)?;
-                self.sock(ns)?.request(msg::del_addr(idx, *addr), 0).map_err(nl(|| format!("remove address {addr} from {link} in {ns}")))?;
+                self.sock(ns)?
+                    .request(msg::del_addr(idx, *addr), 0)
+                    .map_err(nl(|| format!("remove address {addr} from {link} in {ns}")))?;
                 self.journal.push(Undo::AddAddr { ns: ns.clone(), link: link.clone(), addr: *addr });
             }
             Action::SetRoute { ns, route, old, .. } => self.set_route(ns, route, old)?,
@@ -300,14 +295,10 @@ impl<'a> Executor<'a> {
             .map(|a| a.cidr)
             .collect();
         let master = match l.master {
-            Some(m) => sock
-                .dump(msg::get_links())
-                .map_err(nl(|| format!("list links in {ns}")))?
-                .iter()
-                .find_map(|x| match x {
-                    RouteNetlinkMessage::NewLink(b) if b.header.index == m => Some(msg::parse_link(b).name),
-                    _ => None,
-                }),
+            Some(m) => sock.dump(msg::get_links()).map_err(nl(|| format!("list links in {ns}")))?.iter().find_map(|x| match x {
+                RouteNetlinkMessage::NewLink(b) if b.header.index == m => Some(msg::parse_link(b).name),
+                _ => None,
+            }),
             None => None,
         };
         Ok((addrs, master))
@@ -344,15 +335,13 @@ impl<'a> Executor<'a> {
         if kind_change.bridge.is_some() || kind_change.vxlan.is_some() {
             sock.request(msg::set_link(idx, name, &kind_change), 0).map_err(nl(|| format!("change {name} in {ns}")))?;
         }
-        let plain = SetLink {
-            alias: c.alias.clone(),
-            mtu: c.mtu,
-            master,
-            mac: c.mac,
-            no_ipv6: c.no_ipv6,
-            ..SetLink::default()
-        };
-        if plain.alias.is_some() || plain.mtu.is_some() || plain.master.is_some() || plain.mac.is_some() || plain.no_ipv6.is_some() {
+        let plain = SetLink { alias: c.alias.clone(), mtu: c.mtu, master, mac: c.mac, no_ipv6: c.no_ipv6, ..SetLink::default() };
+        if plain.alias.is_some()
+            || plain.mtu.is_some()
+            || plain.master.is_some()
+            || plain.mac.is_some()
+            || plain.no_ipv6.is_some()
+        {
             sock.request(msg::set_link(idx, name, &plain), 0).map_err(nl(|| format!("change {name} in {ns}")))?;
         }
         let up = c.up.or(flap.then_some(true));
@@ -434,7 +423,8 @@ impl<'a> Executor<'a> {
                     }
                 }
                 for r in restore {
-                    sock.request(msg::new_route(r), NLM_F_CREATE | NLM_F_REPLACE).map_err(nl(|| format!("undo: restore route in {ns}")))?;
+                    sock.request(msg::new_route(r), NLM_F_CREATE | NLM_F_REPLACE)
+                        .map_err(nl(|| format!("undo: restore route in {ns}")))?;
                 }
                 Ok(())
             }
@@ -494,7 +484,9 @@ impl<'a> Executor<'a> {
             self.sock(ns)?.request(msg::set_link(l.index, &l.name, &up), 0).map_err(nl(|| format!("undo: set {} up", l.name)))?;
         }
         for a in addrs {
-            self.sock(ns)?.request(msg::add_addr(l.index, *a), NLM_F_CREATE | NLM_F_REPLACE).map_err(nl(|| format!("undo: address {a}")))?;
+            self.sock(ns)?
+                .request(msg::add_addr(l.index, *a), NLM_F_CREATE | NLM_F_REPLACE)
+                .map_err(nl(|| format!("undo: address {a}")))?;
         }
         Ok(())
     }
@@ -532,12 +524,21 @@ fn inverse_firewall(changes: &[FwChange], old: &FirewallState) -> Vec<FwChange> 
         match c {
             FwChange::SetChain { table, chain, .. } | FwChange::DelChain { table, chain } => {
                 match old.chains.get(&(table.clone(), chain.clone())) {
-                    Some(rules) => inv.push(FwChange::SetChain { table: table.clone(), chain: chain.clone(), rules: rules.clone(), found: None }),
+                    Some(rules) => inv.push(FwChange::SetChain {
+                        table: table.clone(),
+                        chain: chain.clone(),
+                        rules: rules.clone(),
+                        found: None,
+                    }),
                     None => inv.push(FwChange::DelChain { table: table.clone(), chain: chain.clone() }),
                 }
             }
-            FwChange::AddJump { table, hook, rule } => inv.push(FwChange::DelJump { table: table.clone(), hook: hook.clone(), rule: rule.clone() }),
-            FwChange::DelJump { table, hook, rule } => inv.push(FwChange::AddJump { table: table.clone(), hook: hook.clone(), rule: rule.clone() }),
+            FwChange::AddJump { table, hook, rule } => {
+                inv.push(FwChange::DelJump { table: table.clone(), hook: hook.clone(), rule: rule.clone() })
+            }
+            FwChange::DelJump { table, hook, rule } => {
+                inv.push(FwChange::AddJump { table: table.clone(), hook: hook.clone(), rule: rule.clone() })
+            }
         }
     }
     // Jumps must go before the chains they point to are deleted.

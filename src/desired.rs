@@ -74,12 +74,8 @@ pub fn derive(p: &Profile, underlay: Option<&UnderlayFacts>) -> Desired {
     let mut uplinks = Vec::new();
 
     let underlay_mtu = underlay.map(|u| u.mtu).unwrap_or(1500);
-    let local = p
-        .underlay
-        .as_ref()
-        .and_then(|u| u.local)
-        .or_else(|| underlay.and_then(|u| u.address))
-        .unwrap_or(Ipv4Addr::UNSPECIFIED);
+    let local =
+        p.underlay.as_ref().and_then(|u| u.local).or_else(|| underlay.and_then(|u| u.address)).unwrap_or(Ipv4Addr::UNSPECIFIED);
     let dev = p.underlay.as_ref().map(|u| u.device.clone()).unwrap_or_default();
 
     // Bridges first: everything else may be a port of one.
@@ -216,7 +212,16 @@ mod tests {
         let names: Vec<String> = d.links.iter().map(|(ns, l)| format!("{ns}/{}", l.name)).collect();
         assert_eq!(
             names,
-            ["host/br-pr", "host/br-pu", "host/vxlan1070", "ns1/lo", "host/veth15.0", "ns1/veth15.1", "host/veth17.0", "ns1/veth17.1"]
+            [
+                "host/br-pr",
+                "host/br-pu",
+                "host/vxlan1070",
+                "ns1/lo",
+                "host/veth15.0",
+                "ns1/veth15.1",
+                "host/veth17.0",
+                "ns1/veth17.1"
+            ]
         );
         let vx = d.link(&Ns::Host, "vxlan1070").unwrap();
         assert_eq!(vx.mtu, Some(1450));

@@ -50,12 +50,13 @@ fn lock(opts: &Opts) -> Result<HostLock> {
 }
 
 /// Reads the host: the profile's namespaces plus any this host created.
-pub fn observe(p: &Profile, session: &mut Session, state: &State, desired_for: Option<&Profile>) -> Result<(Observed, Desired, Vec<String>)> {
-    let host = observe::read_ns(
-        session,
-        &Ns::Host,
-        &Wants { sysctls: &[IP_FORWARD_SYSCTL, IGMP_MAX_SYSCTL], firewall: false },
-    )?;
+pub fn observe(
+    p: &Profile,
+    session: &mut Session,
+    state: &State,
+    desired_for: Option<&Profile>,
+) -> Result<(Observed, Desired, Vec<String>)> {
+    let host = observe::read_ns(session, &Ns::Host, &Wants { sysctls: &[IP_FORWARD_SYSCTL, IGMP_MAX_SYSCTL], firewall: false })?;
     let (desired, warnings) = match desired_for {
         Some(p) => {
             let pf = preflight::check(p, &host);
@@ -66,12 +67,8 @@ pub fn observe(p: &Profile, session: &mut Session, state: &State, desired_for: O
         }
         None => (empty_desired(p), vec![]),
     };
-    let mut observed = Observed {
-        host,
-        netns: crate::netns::list()?.into_iter().collect(),
-        state: state.clone(),
-        ..Observed::default()
-    };
+    let mut observed =
+        Observed { host, netns: crate::netns::list()?.into_iter().collect(), state: state.clone(), ..Observed::default() };
     let mut names: Vec<String> = state.namespaces.iter().cloned().collect();
     names.extend(state.pending.iter().flat_map(|p| p.namespaces.clone()));
     names.extend(desired.router_ns.clone());
@@ -79,7 +76,8 @@ pub fn observe(p: &Profile, session: &mut Session, state: &State, desired_for: O
     names.dedup();
     for name in names {
         if session.attach(&name)? {
-            let view = observe::read_ns(session, &Ns::Named(name.clone()), &Wants { sysctls: &[IP_FORWARD_SYSCTL], firewall: true })?;
+            let view =
+                observe::read_ns(session, &Ns::Named(name.clone()), &Wants { sysctls: &[IP_FORWARD_SYSCTL], firewall: true })?;
             observed.named.insert(name, view);
         }
     }
@@ -109,7 +107,8 @@ fn world(p: &Profile, destroy: bool) -> Result<World> {
 }
 
 fn compute(w: &World, opts: &Opts) -> Result<Plan> {
-    plan::plan(&w.desired, &w.observed, PlanOptions { force: opts.force }).map_err(|c| anyhow::anyhow!("{c}\nnothing was changed"))
+    plan::plan(&w.desired, &w.observed, PlanOptions { force: opts.force })
+        .map_err(|c| anyhow::anyhow!("{c}\nnothing was changed"))
 }
 
 #[derive(Serialize)]
@@ -190,7 +189,8 @@ pub fn check(path: &Path, opts: &Opts) -> Result<u8> {
             object: String,
             detail: String,
         }
-        let diffs: Vec<Difference> = plan.actions.iter().map(|a| Difference { status: status(a), object: a.object(), detail: a.detail() }).collect();
+        let diffs: Vec<Difference> =
+            plan.actions.iter().map(|a| Difference { status: status(a), object: a.object(), detail: a.detail() }).collect();
         let doc = serde_json::json!({
             "profile": p.source, "host": p.host, "matches": diffs.is_empty(),
             "differences": diffs, "notes": plan.notes, "warnings": w.warnings,

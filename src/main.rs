@@ -34,13 +34,29 @@ struct Common {
 #[derive(Subcommand)]
 enum Command {
     /// Check a profile's syntax and rules without touching the host.
-    Validate { profile: PathBuf, #[command(flatten)] common: Common },
+    Validate {
+        profile: PathBuf,
+        #[command(flatten)]
+        common: Common,
+    },
     /// Show what `apply` would do, one line per object.
-    Plan { profile: PathBuf, #[command(flatten)] common: Common },
+    Plan {
+        profile: PathBuf,
+        #[command(flatten)]
+        common: Common,
+    },
     /// Converge the host to the profile.
-    Apply { profile: PathBuf, #[command(flatten)] common: Common },
+    Apply {
+        profile: PathBuf,
+        #[command(flatten)]
+        common: Common,
+    },
     /// Exit 0 when the host matches the profile, 2 when it does not.
-    Check { profile: PathBuf, #[command(flatten)] common: Common },
+    Check {
+        profile: PathBuf,
+        #[command(flatten)]
+        common: Common,
+    },
     /// Simulate a multi-host deployment on this machine and check it.
     #[command(subcommand)]
     Lab(LabCommand),
@@ -68,7 +84,11 @@ enum LabCommand {
         common: Common,
     },
     /// Run the connectivity checks and print the matrix.
-    Check { lab: PathBuf, #[command(flatten)] common: Common },
+    Check {
+        lab: PathBuf,
+        #[command(flatten)]
+        common: Common,
+    },
     /// Run a command inside a simulated host or VM.
     Exec {
         lab: PathBuf,
@@ -77,9 +97,17 @@ enum LabCommand {
         command: Vec<String>,
     },
     /// Remove everything the lab made (also after a crashed `up`).
-    Down { lab: PathBuf, #[command(flatten)] common: Common },
+    Down {
+        lab: PathBuf,
+        #[command(flatten)]
+        common: Common,
+    },
     /// up, check, down; exits with the result of check.
-    Run { lab: PathBuf, #[command(flatten)] common: Common },
+    Run {
+        lab: PathBuf,
+        #[command(flatten)]
+        common: Common,
+    },
 }
 
 /// Helpers the lab runs inside its nodes; not for people.
@@ -94,7 +122,9 @@ enum Hidden {
 
 #[derive(Subcommand)]
 enum AgentCommand {
-    Listen { addr: std::net::SocketAddr },
+    Listen {
+        addr: std::net::SocketAddr,
+    },
     Send {
         addr: std::net::SocketAddr,
         #[arg(long, default_value_t = 64)]

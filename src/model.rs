@@ -63,7 +63,9 @@ pub enum LinkKind {
     /// The end of a veth pair that creates the pair; `peer` is the other end.
     Veth(VethPeer),
     /// The other end of a pair, created together with its `Veth` end.
-    VethPeer { peer: String },
+    VethPeer {
+        peer: String,
+    },
     /// The namespace's loopback: not created, only brought up and marked.
     Loopback,
 }

@@ -71,11 +71,7 @@ fn prepare_run_dir() -> Result<()> {
 pub fn create(name: &str) -> Result<File> {
     prepare_run_dir()?;
     let target = path(name);
-    OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&target)
-        .with_context(|| format!("create {}", target.display()))?;
+    OpenOptions::new().write(true).create_new(true).open(&target).with_context(|| format!("create {}", target.display()))?;
     // unshare(CLONE_NEWNET) affects only the calling thread, so a throwaway
     // thread makes the namespace and pins it with a bind mount.
     let made = std::thread::scope(|s| {

@@ -47,8 +47,12 @@ pub struct LinkChange {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "action", rename_all = "snake_case")]
 pub enum Action {
-    CreateNetns { name: String },
-    DeleteNetns { name: String },
+    CreateNetns {
+        name: String,
+    },
+    DeleteNetns {
+        name: String,
+    },
     /// Create a link (a veth pair when `spec` is a `Veth` end, `peer` being
     /// the other end). `replace` lists owned links to delete first; with a
     /// `reason` this is a recreate.
@@ -79,8 +83,16 @@ pub enum Action {
         #[serde(skip)]
         old_master: Option<String>,
     },
-    AddAddr { ns: Ns, link: String, addr: Ipv4Cidr },
-    DelAddr { ns: Ns, link: String, addr: Ipv4Cidr },
+    AddAddr {
+        ns: Ns,
+        link: String,
+        addr: Ipv4Cidr,
+    },
+    DelAddr {
+        ns: Ns,
+        link: String,
+        addr: Ipv4Cidr,
+    },
     SetRoute {
         ns: Ns,
         route: DesiredRoute,
@@ -88,15 +100,27 @@ pub enum Action {
         old: Vec<Route>,
         found: Option<String>,
     },
-    SetSysctl { ns: Ns, key: String, value: String, old: Option<String> },
+    SetSysctl {
+        ns: Ns,
+        key: String,
+        value: String,
+        old: Option<String>,
+    },
     Firewall {
         ns: Ns,
         changes: Vec<FwChange>,
         #[serde(skip)]
         old: firewall::FirewallState,
     },
-    Enslave { uplink: String, bridge: String, from: Option<String> },
-    Release { uplink: String, bridge: String },
+    Enslave {
+        uplink: String,
+        bridge: String,
+        from: Option<String>,
+    },
+    Release {
+        uplink: String,
+        bridge: String,
+    },
 }
 
 /// How a difference reads in `plan` and `check`.
@@ -115,13 +139,19 @@ impl Action {
             Action::CreateNetns { .. } | Action::AddAddr { .. } => Verb::Create,
             Action::CreateLink { reason: Some(_), .. } => Verb::Recreate,
             Action::CreateLink { .. } => Verb::Create,
-            Action::DeleteNetns { .. } | Action::DeleteLink { .. } | Action::DelAddr { .. } | Action::Release { .. } => Verb::Remove,
+            Action::DeleteNetns { .. } | Action::DeleteLink { .. } | Action::DelAddr { .. } | Action::Release { .. } => {
+                Verb::Remove
+            }
             Action::SetRoute { old, .. } if old.is_empty() => Verb::Create,
-            Action::Firewall { changes, .. } if changes.iter().all(|c| matches!(c, FwChange::SetChain { found: None, .. } | FwChange::AddJump { .. })) => {
+            Action::Firewall { changes, .. }
+                if changes.iter().all(|c| matches!(c, FwChange::SetChain { found: None, .. } | FwChange::AddJump { .. })) =>
+            {
                 Verb::Create
             }
             Action::Enslave { .. } => Verb::Change,
-            Action::ChangeLink { .. } | Action::SetRoute { .. } | Action::SetSysctl { .. } | Action::Firewall { .. } => Verb::Change,
+            Action::ChangeLink { .. } | Action::SetRoute { .. } | Action::SetSysctl { .. } | Action::Firewall { .. } => {
+                Verb::Change
+            }
         }
     }
 
@@ -134,9 +164,15 @@ impl Action {
         match self {
             Action::CreateNetns { name } | Action::DeleteNetns { name } => format!("namespace {name}"),
             Action::CreateLink { ns, spec, .. } => format!("{} {}{}", spec.kind.name(), spec.name, at(ns)),
-            Action::DeleteLink { ns, name, kind, .. } | Action::ChangeLink { ns, name, kind, .. } => format!("{kind} {name}{}", at(ns)),
-            Action::AddAddr { ns, link, addr } | Action::DelAddr { ns, link, addr } => format!("address {addr} on {link}{}", at(ns)),
-            Action::SetRoute { ns, route, .. } => format!("route {} via {} dev {}{}", route_dst(&route.dst), route.gateway, route.dev, at(ns)),
+            Action::DeleteLink { ns, name, kind, .. } | Action::ChangeLink { ns, name, kind, .. } => {
+                format!("{kind} {name}{}", at(ns))
+            }
+            Action::AddAddr { ns, link, addr } | Action::DelAddr { ns, link, addr } => {
+                format!("address {addr} on {link}{}", at(ns))
+            }
+            Action::SetRoute { ns, route, .. } => {
+                format!("route {} via {} dev {}{}", route_dst(&route.dst), route.gateway, route.dev, at(ns))
+            }
             Action::SetSysctl { ns, key, .. } => format!("sysctl {}{}", key.replace('/', "."), at(ns)),
             Action::Firewall { ns, .. } => format!("firewall{}", at(ns)),
             Action::Enslave { uplink, bridge, .. } | Action::Release { uplink, bridge } => format!("uplink {uplink} in {bridge}"),
@@ -152,10 +188,9 @@ impl Action {
                     parts.push(r.clone());
                 }
                 match &spec.kind {
-                    LinkKind::Vxlan(v) => parts.push(format!(
-                        "vni {}, group {}, dev {}, local {}, port {}",
-                        v.vni, v.group, v.dev, v.local, v.port
-                    )),
+                    LinkKind::Vxlan(v) => {
+                        parts.push(format!("vni {}, group {}, dev {}, local {}, port {}", v.vni, v.group, v.dev, v.local, v.port))
+                    }
                     LinkKind::Bridge(b) if b.stp => parts.push(format!("stp on, forward_delay {}s", b.forward_delay / 100)),
                     _ => {}
                 }
@@ -367,7 +402,14 @@ impl<'a> Planner<'a> {
                     continue;
                 }
                 let replace = self.stale_peer(&peer);
-                self.creates.push(Action::CreateLink { ns: ns.clone(), spec: spec.clone(), peer, replace, reason: None, old: None });
+                self.creates.push(Action::CreateLink {
+                    ns: ns.clone(),
+                    spec: spec.clone(),
+                    peer,
+                    replace,
+                    reason: None,
+                    old: None,
+                });
                 continue;
             };
             if !self.owned(&found) && !self.adoptable(ns, &found) && spec.kind != LinkKind::Loopback {
@@ -437,7 +479,11 @@ impl<'a> Planner<'a> {
                     return Some(format!("dev {} (found {found_dev})", v.dev));
                 }
                 if f.local.unwrap_or(Ipv4Addr::UNSPECIFIED) != v.local {
-                    return Some(format!("local {} (found {})", v.local, f.local.map(|a| a.to_string()).unwrap_or("none".into())));
+                    return Some(format!(
+                        "local {} (found {})",
+                        v.local,
+                        f.local.map(|a| a.to_string()).unwrap_or("none".into())
+                    ));
                 }
                 None
             }
@@ -636,10 +682,9 @@ impl<'a> Planner<'a> {
                 continue;
             }
             match current {
-                Some(b) if !self.owned(b) => self.conflicts.push(format!(
-                    "uplink {uplink} is a port of {}, which vxrouter does not own; release it first",
-                    b.name
-                )),
+                Some(b) if !self.owned(b) => self
+                    .conflicts
+                    .push(format!("uplink {uplink} is a port of {}, which vxrouter does not own; release it first", b.name)),
                 _ => self.late.push(Action::Enslave {
                     uplink: uplink.clone(),
                     bridge: bridge.clone(),
@@ -688,7 +733,8 @@ impl<'a> Planner<'a> {
         for (ns, r) in &self.d.routes {
             let view = self.view(ns);
             let dev = self.live(ns, &r.dev).map(|l| l.index);
-            let existing: Vec<Route> = view.map(|v| v.routes.iter().filter(|x| x.dst == r.dst).cloned().collect()).unwrap_or_default();
+            let existing: Vec<Route> =
+                view.map(|v| v.routes.iter().filter(|x| x.dst == r.dst).cloned().collect()).unwrap_or_default();
             let matches = existing.len() == 1
                 && existing[0].gateway == Some(r.gateway)
                 && dev.is_some()
@@ -736,4 +782,317 @@ fn on_off(b: bool) -> String {
 
 fn up_down(b: bool) -> String {
     if b { "up".into() } else { "down".into() }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::desired::{UnderlayFacts, derive};
+    use crate::firewall::{FirewallState, jump_rule};
+    use crate::model::{Addr, Link, ObservedVxlan};
+    use crate::profile::Profile;
+    use crate::state::{Pending, State};
+
+    pub const SEED_A: &str = include_str!("../profiles/host-a.toml");
+
+    pub fn desired(text: &str) -> Desired {
+        let p = Profile::parse("p.toml", text).unwrap();
+        derive(&p, Some(&UnderlayFacts { mtu: 1500, address: Some(Ipv4Addr::new(10, 0, 0, 1)) }))
+    }
+
+    /// A bare host: loopback, eth0 (10.0.0.1/24), eth1.
+    pub fn bare() -> Observed {
+        let mut o = Observed::default();
+        o.host.links = vec![
+            Link { index: 1, name: "lo".into(), loopback: true, mtu: 65536, up: true, ..Link::default() },
+            Link { index: 2, name: "eth0".into(), mtu: 1500, up: true, ..Link::default() },
+            Link { index: 3, name: "eth1".into(), mtu: 1500, up: true, ..Link::default() },
+        ];
+        o.host.addrs = vec![Addr { index: 2, cidr: "10.0.0.1/24".parse().unwrap() }];
+        o
+    }
+
+    /// What the kernel shows after `d` was applied to `bare()`.
+    pub fn converged(d: &Desired) -> Observed {
+        let mut o = bare();
+        let mut next: BTreeMap<Ns, u32> = BTreeMap::new();
+        next.insert(Ns::Host, 10);
+        if let Some(r) = &d.router_ns {
+            o.netns.insert(r.clone());
+            o.state.namespaces.insert(r.clone());
+            o.named.insert(r.clone(), NsView::default());
+            next.insert(Ns::Named(r.clone()), 2);
+        }
+        fn view<'a>(o: &'a mut Observed, ns: &Ns) -> &'a mut NsView {
+            match ns {
+                Ns::Host => &mut o.host,
+                Ns::Named(n) => o.named.get_mut(n).unwrap(),
+            }
+        }
+        for (ns, spec) in &d.links {
+            let index = if spec.kind == LinkKind::Loopback {
+                1
+            } else {
+                let n = next.get_mut(ns).unwrap();
+                *n += 1;
+                *n
+            };
+            let v = view(&mut o, ns);
+            let master = spec.master.as_ref().map(|m| v.link(m).unwrap().index);
+            let mut l = Link {
+                index,
+                name: spec.name.clone(),
+                kind: Some(spec.kind.name().to_string()),
+                mtu: spec.mtu.unwrap_or(1500),
+                master,
+                up: spec.up,
+                alias: Some(d.mark.clone()),
+                mac: spec.mac,
+                no_ipv6: spec.no_ipv6,
+                loopback: spec.kind == LinkKind::Loopback,
+                ..Link::default()
+            };
+            match &spec.kind {
+                LinkKind::Bridge(b) => l.bridge = Some(b.clone()),
+                LinkKind::Vxlan(x) => {
+                    l.vxlan = Some(ObservedVxlan {
+                        vni: x.vni,
+                        group: Some(x.group),
+                        dev: Some(2),
+                        local: Some(x.local),
+                        port: x.port,
+                        ageing: x.ageing,
+                        ttl: x.ttl,
+                    })
+                }
+                LinkKind::Loopback => l.kind = None,
+                _ => {}
+            }
+            v.links.push(l);
+        }
+        // Pair veth ends.
+        for (ns, spec) in &d.links {
+            if let LinkKind::Veth(p) = &spec.kind {
+                let a = o.view(ns).unwrap().link(&spec.name).unwrap().index;
+                let b = o.view(&p.peer_ns).unwrap().link(&p.peer).unwrap().index;
+                view(&mut o, ns).links.iter_mut().find(|l| l.index == a).unwrap().link = Some(b);
+                view(&mut o, &p.peer_ns).links.iter_mut().find(|l| l.index == b).unwrap().link = Some(a);
+            }
+        }
+        for (ns, link, cidr) in &d.addrs {
+            let v = view(&mut o, ns);
+            let index = v.link(link).unwrap().index;
+            v.addrs.push(Addr { index, cidr: *cidr });
+        }
+        for (ns, r) in &d.routes {
+            let v = view(&mut o, ns);
+            let oif = v.link(&r.dev).map(|l| l.index);
+            v.routes.push(Route { dst: r.dst, gateway: Some(r.gateway), oif, protocol: r.protocol });
+        }
+        for (ns, k, val) in &d.sysctls {
+            view(&mut o, ns).sysctls.insert(k.clone(), val.clone());
+        }
+        for (ns, rules) in &d.firewall {
+            let mut fw = FirewallState::default();
+            for c in &rules.chains {
+                fw.chains.insert((c.table.clone(), c.name.clone()), c.rules.clone());
+                fw.jumps.entry((c.table.clone(), c.hook.clone())).or_default().push(jump_rule(&d.mark, &c.name));
+            }
+            view(&mut o, ns).firewall = Some(fw);
+        }
+        for (u, b) in &d.uplinks {
+            let bi = o.host.link(b).unwrap().index;
+            o.host.links.iter_mut().find(|l| &l.name == u).unwrap().master = Some(bi);
+            o.state.uplinks.insert(u.clone(), b.clone());
+        }
+        o
+    }
+
+    fn lines(p: &Plan) -> Vec<String> {
+        p.actions.iter().map(|a| a.title()).collect()
+    }
+
+    fn host_link<'a>(o: &'a mut Observed, name: &str) -> &'a mut Link {
+        o.host.links.iter_mut().find(|l| l.name == name).unwrap()
+    }
+
+    #[test]
+    fn bare_host_gets_everything_in_dependency_order() {
+        let d = desired(SEED_A);
+        let p = plan(&d, &bare(), PlanOptions::default()).unwrap();
+        assert_eq!(
+            lines(&p),
+            [
+                "create namespace ns1",
+                "create bridge br-pr",
+                "create bridge br-pu",
+                "create vxlan vxlan1070",
+                "change loopback lo in ns1",
+                "create veth veth15.0",
+                "create veth veth17.0",
+                "change uplink eth1 in br-pu",
+                "create address 203.0.113.123/24 on veth15.1 in ns1",
+                "create address 192.168.10.3/24 on veth17.1 in ns1",
+                "create route default via 203.0.113.1 dev veth15.1 in ns1",
+                "change sysctl net.ipv4.ip_forward in ns1",
+                "create firewall in ns1",
+            ]
+        );
+    }
+
+    #[test]
+    fn converged_host_needs_nothing() {
+        let d = desired(SEED_A);
+        let p = plan(&d, &converged(&d), PlanOptions::default()).unwrap();
+        assert!(p.actions.is_empty(), "{:#?}", p.actions);
+        assert!(p.notes.is_empty());
+    }
+
+    #[test]
+    fn an_unowned_name_is_a_conflict_and_nothing_is_planned() {
+        let d = desired(SEED_A);
+        let mut o = bare();
+        o.host.links.push(Link { index: 9, name: "br-pr".into(), kind: Some("bridge".into()), ..Link::default() });
+        let err = plan(&d, &o, PlanOptions::default()).unwrap_err();
+        assert!(err.to_string().contains("bridge br-pr exists but is not owned by vxrouter for host-a"), "{err}");
+        // A namespace of the same name, not made by us, is refused too.
+        let mut o = bare();
+        o.netns.insert("ns1".into());
+        o.named.insert("ns1".into(), NsView::default());
+        assert!(
+            plan(&d, &o, PlanOptions::default()).unwrap_err().to_string().contains("namespace ns1 exists but was not created")
+        );
+    }
+
+    #[test]
+    fn an_interrupted_run_is_finished_by_adopting_its_unmarked_links() {
+        let d = desired(SEED_A);
+        let mut o = converged(&d);
+        host_link(&mut o, "br-pr").alias = None;
+        let p = plan(&d, &o, PlanOptions::default());
+        assert!(p.is_err(), "without a pending record, an unmarked link is foreign");
+        o.state.pending = Some(Pending { pid: 1, links: vec![(Ns::Host, "br-pr".into())], namespaces: vec![] });
+        let p = plan(&d, &o, PlanOptions::default()).unwrap();
+        assert_eq!(p.actions.len(), 1);
+        assert_eq!(p.actions[0].line(), "change bridge br-pr: alias vxrouter:host-a (found none)");
+    }
+
+    #[test]
+    fn drift_is_reported_per_attribute_and_immutable_ones_recreate() {
+        let d = desired(SEED_A);
+        let mut o = converged(&d);
+        host_link(&mut o, "br-pr").mtu = 1500;
+        host_link(&mut o, "vxlan1070").up = false;
+        let p = plan(&d, &o, PlanOptions::default()).unwrap();
+        let l: Vec<String> = p.actions.iter().map(|a| a.line()).collect();
+        assert_eq!(l, ["change bridge br-pr: mtu 1450 (found 1500)", "change vxlan vxlan1070: state up (found down)"]);
+
+        let mut o = converged(&d);
+        host_link(&mut o, "vxlan1070").vxlan.as_mut().unwrap().vni = 99;
+        let p = plan(&d, &o, PlanOptions::default()).unwrap();
+        assert_eq!(p.actions.len(), 1);
+        assert_eq!(p.actions[0].verb(), Verb::Recreate);
+        assert!(p.actions[0].line().contains("vni 1070 (found 99) cannot change in place"), "{}", p.actions[0].line());
+
+        let mut o = converged(&d);
+        host_link(&mut o, "vxlan1070").vxlan.as_mut().unwrap().group = Some(Ipv4Addr::new(239, 9, 9, 9));
+        let p = plan(&d, &o, PlanOptions::default()).unwrap();
+        assert_eq!(p.actions[0].line(), "change vxlan vxlan1070: group 239.0.4.46 (found 239.9.9.9)");
+    }
+
+    #[test]
+    fn a_veth_without_its_peer_is_recreated() {
+        let d = desired(SEED_A);
+        let mut o = converged(&d);
+        o.named.get_mut("ns1").unwrap().links.retain(|l| l.name != "veth17.1");
+        let p = plan(&d, &o, PlanOptions::default()).unwrap();
+        assert_eq!(lines(&p), ["recreate veth veth17.0", "create address 192.168.10.3/24 on veth17.1 in ns1"]);
+    }
+
+    #[test]
+    fn removing_a_segment_removes_its_owned_links_only() {
+        let two = SEED_A.replace("[router]", "[[segment]]\nbridge = \"br-x\"\nvni = 2000\ngroup = \"239.0.4.47\"\n\n[router]");
+        let o = converged(&desired(&two));
+        let mut o = o;
+        // A VM tap in br-x keeps that bridge alive; the VXLAN link goes.
+        let bx = host_link(&mut o, "br-x").index;
+        o.host.links.push(Link {
+            index: 99,
+            name: "vnet0".into(),
+            kind: Some("tun".into()),
+            master: Some(bx),
+            ..Link::default()
+        });
+        let p = plan(&desired(SEED_A), &o, PlanOptions::default()).unwrap();
+        assert_eq!(lines(&p), ["remove vxlan vxlan2000"]);
+        assert!(p.notes[0].contains("kept bridge br-x") && p.notes[0].contains("vnet0"), "{:?}", p.notes);
+        let p = plan(&desired(SEED_A), &o, PlanOptions { force: true }).unwrap();
+        assert_eq!(lines(&p), ["remove vxlan vxlan2000", "remove bridge br-x"]);
+    }
+
+    #[test]
+    fn destroy_plan_releases_the_uplink_and_removes_everything_owned() {
+        let d = desired(SEED_A);
+        let o = converged(&d);
+        let empty = Desired {
+            router_ns: None,
+            links: vec![],
+            addrs: vec![],
+            routes: vec![],
+            sysctls: vec![],
+            firewall: vec![],
+            uplinks: vec![],
+            ..d.clone()
+        };
+        let p = plan(&empty, &o, PlanOptions::default()).unwrap();
+        assert_eq!(
+            lines(&p),
+            [
+                "remove uplink eth1 in br-pu",
+                "remove vxlan vxlan1070",
+                "remove veth veth15.0",
+                "remove veth veth17.0",
+                "remove bridge br-pr",
+                "remove bridge br-pu",
+                "remove namespace ns1",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_namespace_with_foreign_objects_is_emptied_not_deleted() {
+        let d = desired(SEED_A);
+        let mut o = converged(&d);
+        o.named.get_mut("ns1").unwrap().links.push(Link {
+            index: 50,
+            name: "mine0".into(),
+            kind: Some("dummy".into()),
+            ..Link::default()
+        });
+        let empty = Desired {
+            router_ns: None,
+            links: vec![],
+            addrs: vec![],
+            routes: vec![],
+            sysctls: vec![],
+            firewall: vec![],
+            uplinks: vec![],
+            ..d.clone()
+        };
+        let p = plan(&empty, &o, PlanOptions::default()).unwrap();
+        assert!(!lines(&p).contains(&"remove namespace ns1".to_string()), "{:?}", lines(&p));
+        assert!(
+            lines(&p).contains(&"remove veth veth17.1 in ns1".to_string())
+                || lines(&p).contains(&"remove veth veth17.0".to_string())
+        );
+        assert!(lines(&p).contains(&"change firewall in ns1".to_string()), "{:?}", lines(&p));
+        assert!(p.notes.iter().any(|n| n.contains("kept namespace ns1") && n.contains("mine0")), "{:?}", p.notes);
+    }
+
+    #[test]
+    fn state_default_is_empty() {
+        assert!(State::default().is_empty());
+    }
 }

@@ -35,7 +35,9 @@ pub fn check(p: &Profile, host: &NsView) -> Preflight {
                 if let Some(local) = u.local
                     && !host.addrs.iter().any(|a| a.cidr.addr == local)
                 {
-                    out.warnings.push(format!("underlay.local {local} is not an address of this host; VXLAN packets will carry it as source anyway"));
+                    out.warnings.push(format!(
+                        "underlay.local {local} is not an address of this host; VXLAN packets will carry it as source anyway"
+                    ));
                 }
                 for s in &p.segments {
                     let mtu = segment_mtu(s.mtu, dev.mtu);
@@ -95,4 +97,53 @@ pub fn check(p: &Profile, host: &NsView) -> Preflight {
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::tests::{SEED_A, bare};
+
+    fn profile(text: &str) -> Profile {
+        Profile::parse("p.toml", text).unwrap()
+    }
+
+    #[test]
+    fn seed_router_passes_on_a_host_with_its_nics() {
+        let pf = check(&profile(SEED_A), &bare().host);
+        assert!(pf.errors.is_empty(), "{:?}", pf.errors);
+        assert_eq!(pf.underlay, Some(UnderlayFacts { mtu: 1500, address: Some(Ipv4Addr::new(10, 0, 0, 1)) }));
+    }
+
+    #[test]
+    fn missing_nics_and_oversized_mtu_are_errors() {
+        let mut host = bare().host;
+        host.links.retain(|l| l.name != "eth1");
+        let pf = check(&profile(&SEED_A.replace("# mtu = 1450", "mtu = 1451")), &host);
+        assert!(pf.errors.iter().any(|e| e.contains("uplink eth1 does not exist")), "{:?}", pf.errors);
+        assert!(pf.errors.iter().any(|e| e.contains("mtu 1451") && e.contains("carries at most 1450")), "{:?}", pf.errors);
+        let pf = check(&profile(&SEED_A.replace("device = \"eth0\"", "device = \"eth7\"")), &host);
+        assert!(pf.errors.iter().any(|e| e.contains("underlay device eth7 does not exist")), "{:?}", pf.errors);
+    }
+
+    #[test]
+    fn multicast_groups_beyond_the_kernel_limit_name_the_sysctl() {
+        let mut text = SEED_A.to_string();
+        for i in 0..20 {
+            text = text.replace(
+                "[router]\n",
+                &format!("[[segment]]\nbridge = \"b{i}\"\nvni = {}\ngroup = \"239.1.1.{i}\"\n\n[router]\n", 3000 + i),
+            );
+        }
+        let mut host = bare().host;
+        host.sysctls.insert(IGMP_MAX_SYSCTL.into(), "20".into());
+        let pf = check(&profile(&text), &host);
+        assert!(
+            pf.errors.iter().any(|e| e.contains("21 distinct multicast groups") && e.contains("net.ipv4.igmp_max_memberships")),
+            "{:?}",
+            pf.errors
+        );
+        host.sysctls.insert(IGMP_MAX_SYSCTL.into(), "21".into());
+        assert!(check(&profile(&text), &host).errors.is_empty());
+    }
 }

@@ -15,7 +15,10 @@ fn seed_topology_works_and_second_apply_changes_nothing() {
     // public address as source (captured at the server), inbound blocked.
     let (ok, checks) = l.check();
     let find = |check: &str, from: &str, to: &str| {
-        checks.iter().find(|c| c["check"] == check && c["from"] == from && c["to"] == to).unwrap_or_else(|| panic!("no {check} {from}->{to}: {checks:#?}"))
+        checks
+            .iter()
+            .find(|c| c["check"] == check && c["from"] == from && c["to"] == to)
+            .unwrap_or_else(|| panic!("no {check} {from}->{to}: {checks:#?}"))
     };
     assert!(ok, "{checks:#?}");
     assert_eq!(find("ping", "vm-b", "vm-a")["ok"], true);
@@ -29,7 +32,10 @@ fn seed_topology_works_and_second_apply_changes_nothing() {
     let o = l.exec("host-a", &["ip", "-d", "-j", "link", "show", "vxlan1070"]);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let info = &v[0]["linkinfo"]["info_data"];
-    assert_eq!((info["id"].as_u64(), info["group"].as_str(), info["port"].as_u64()), (Some(1070), Some("239.0.4.46"), Some(4789)));
+    assert_eq!(
+        (info["id"].as_u64(), info["group"].as_str(), info["port"].as_u64()),
+        (Some(1070), Some("239.0.4.46"), Some(4789))
+    );
     assert_eq!(v[0]["mtu"], 1450);
     assert_eq!(v[0]["master"], "br-pr");
     let master = |link: &str| {
@@ -106,7 +112,8 @@ fn destroy_removes_only_what_apply_created() {
                    && iptables -t nat -A POSTROUTING -s 10.9.0.0/16 -j MASQUERADE";
     let o = l.sh("host-a", foreign);
     assert!(o.status.success(), "{}", text(&o));
-    let foreign = || link_json(&l, "host-a", "br-foreign") + &stdout(&l.sh("host-a", "ip netns list; iptables-save | grep -v '^#'"));
+    let foreign =
+        || link_json(&l, "host-a", "br-foreign") + &stdout(&l.sh("host-a", "ip netns list; iptables-save | grep -v '^#'"));
     let foreign_before = foreign();
 
     for host in ["host-a", "host-b"] {
@@ -159,7 +166,11 @@ fn bad_profiles_and_conflicts_change_nothing() {
         ("conflict", good.clone(), "veth veth17.0 exists but is not owned by vxrouter"),
         ("vni", good.replace("vni = 1070", "vni = 0"), "segment[0].vni: VNI 0 is out of range"),
         ("group", good.replace("239.0.4.46", "224.0.0.5"), "reserved for link-local"),
-        ("swap", good.replace("bridge = \"br-pr\"                 # must", "bridge = \"br-pu\"                 # must"), "not a segment bridge"),
+        (
+            "swap",
+            good.replace("bridge = \"br-pr\"                 # must", "bridge = \"br-pu\"                 # must"),
+            "not a segment bridge",
+        ),
         ("syntax", good.replace("[router]", "[router"), "host-a-syntax.toml:"),
         ("missing-uplink", good.replace("uplink = \"eth1\"", "uplink = \"eth9\""), "uplink eth9 does not exist"),
     ];

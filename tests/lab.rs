@@ -51,10 +51,9 @@ fn shipped_three_hosts_lab_passes() {
 fn broken_profiles_fail_their_cells() {
     // host-a routes a second segment br-x (VNI 2000) that host-b lacks, and
     // a VM on host-b sits on br-x: its cells must fail, with reasons.
-    let a = seed_profile("host-a").replace(
-        "[router]",
-        "[[segment]]\nbridge = \"br-x\"\nvni = 2000\ngroup = \"239.0.4.47\"\n\n[router]",
-    ) + "\n[[router.private]]\nbridge = \"br-x\"\naddress = \"192.168.30.1/24\"\n";
+    let a = seed_profile("host-a")
+        .replace("[router]", "[[segment]]\nbridge = \"br-x\"\nvni = 2000\ngroup = \"239.0.4.47\"\n\n[router]")
+        + "\n[[router.private]]\nbridge = \"br-x\"\naddress = \"192.168.30.1/24\"\n";
     let lab = seed_lab("broken", "host-a.toml", "host-b.toml")
         + "\n[[vm]]\nname = \"vm-x\"\nhost = \"host-b\"\nbridge = \"br-x\"\naddress = \"192.168.30.20/24\"\ngateway = \"192.168.30.1\"\n";
     let l = TestLab::new("broken", &lab, &[("host-a.toml", &a), ("host-b.toml", &seed_profile("host-b"))]);

@@ -56,9 +56,12 @@ pub fn parse_save(text: &str) -> FirewallState {
     st
 }
 
+/// Lines of one table's batch: chain declarations, rules, deletions.
+type TableBatch = (Vec<String>, Vec<String>, Vec<String>);
+
 /// The `iptables-restore --noflush` input for a set of changes.
 pub fn render(changes: &[FwChange]) -> String {
-    let mut by_table: BTreeMap<&str, (Vec<String>, Vec<String>, Vec<String>)> = BTreeMap::new();
+    let mut by_table: BTreeMap<&str, TableBatch> = BTreeMap::new();
     for c in changes {
         match c {
             FwChange::SetChain { table, chain, rules, .. } => {
@@ -144,7 +147,12 @@ COMMIT
         let batch = render(&[
             FwChange::DelChain { table: "nat".into(), chain: "VXROUTER-OLD".into() },
             FwChange::AddJump { table: "nat".into(), hook: "POSTROUTING".into(), rule: "-j VXROUTER-POST".into() },
-            FwChange::SetChain { table: "nat".into(), chain: "VXROUTER-POST".into(), rules: vec!["-j MASQUERADE".into()], found: None },
+            FwChange::SetChain {
+                table: "nat".into(),
+                chain: "VXROUTER-POST".into(),
+                rules: vec!["-j MASQUERADE".into()],
+                found: None,
+            },
         ]);
         assert_eq!(
             batch,

@@ -10,9 +10,9 @@ use std::process::{Child, Command, Stdio};
 use anyhow::{Context, Result, anyhow};
 use serde::Serialize;
 
+use super::LabState;
 use super::nodes::{LabDir, Node};
 use super::spec::{Lab, LabVm};
-use super::LabState;
 
 pub const SERVER_PORT: u16 = 7000;
 pub const VM_PORT: u16 = 7001;
@@ -217,7 +217,8 @@ pub fn run_checks(lab: &Lab) -> Result<Vec<CheckResult>> {
         // Control for the isolation checks: ARP works on the VM's own segment.
         let needs_control = vms.iter().any(|(b, _)| b.bridge != a.bridge);
         let gw_control = needs_control
-            && (arping(an, a.gateway) || vms.iter().any(|(b, _)| b.bridge == a.bridge && b.name != a.name && arping(an, b.address.addr)));
+            && (arping(an, a.gateway)
+                || vms.iter().any(|(b, _)| b.bridge == a.bridge && b.name != a.name && arping(an, b.address.addr)));
         for (b, _) in &vms {
             if a.name == b.name {
                 continue;
@@ -225,7 +226,9 @@ pub fn run_checks(lab: &Lab) -> Result<Vec<CheckResult>> {
             let same_segment = a.bridge == b.bridge;
             jobs.push(Box::new(move || {
                 let mut out = Vec::new();
-                let mut r = |check, ok, detail: String| out.push(CheckResult { check, from: a.name.clone(), to: b.name.clone(), ok, detail });
+                let mut r = |check, ok, detail: String| {
+                    out.push(CheckResult { check, from: a.name.clone(), to: b.name.clone(), ok, detail })
+                };
                 if same_segment {
                     let (ok, d) = ping(an, b.address.addr);
                     r("ping", ok, d);
@@ -250,7 +253,9 @@ pub fn run_checks(lab: &Lab) -> Result<Vec<CheckResult>> {
         let server_addr = lab.server;
         jobs.push(Box::new(move || {
             let mut out = Vec::new();
-            let mut r = |check, ok, detail: String| out.push(CheckResult { check, from: a.name.clone(), to: "internet".into(), ok, detail });
+            let mut r = |check, ok, detail: String| {
+                out.push(CheckResult { check, from: a.name.clone(), to: "internet".into(), ok, detail })
+            };
             match send(an, server_addr, SERVER_PORT, 64, 3) {
                 Ok((peer, _)) => {
                     let ok = peer.parse::<Ipv4Addr>().is_ok_and(|p| expect.contains(&p));
@@ -269,7 +274,9 @@ pub fn run_checks(lab: &Lab) -> Result<Vec<CheckResult>> {
         let peer = vms.iter().find(|(b, _)| b.bridge == a.bridge && b.name != a.name).map(|(_, n)| n).unwrap_or(an);
         let attacker = &attacker;
         jobs.push(Box::new(move || {
-            let r = |ok, detail: String| vec![CheckResult { check: "inbound-blocked", from: "internet".into(), to: a.name.clone(), ok, detail }];
+            let r = |ok, detail: String| {
+                vec![CheckResult { check: "inbound-blocked", from: "internet".into(), to: a.name.clone(), ok, detail }]
+            };
             // Positive control: the listener answers from inside the segment.
             if let Err(e) = send(peer, a.address.addr, VM_PORT, 16, 3) {
                 return r(false, format!("control failed: {}'s listener unreachable from its own segment: {e}", a.name));
@@ -295,7 +302,9 @@ pub fn run_checks(lab: &Lab) -> Result<Vec<CheckResult>> {
             detail: if n == 0 {
                 "no fragments".into()
             } else {
-                format!("{name} fragmented {n} packet(s) on the underlay: the segment MTU leaves no room for the 50-byte VXLAN header")
+                format!(
+                    "{name} fragmented {n} packet(s) on the underlay: the segment MTU leaves no room for the 50-byte VXLAN header"
+                )
             },
         });
     }
@@ -328,14 +337,17 @@ pub fn print_matrix(lab: &Lab, results: &[CheckResult]) {
             None => "·".into(),
             Some(rs) => {
                 let ok = rs.iter().all(|r| r.ok);
-                let what: Vec<&str> = rs.iter().map(|r| match r.check {
-                    "ping" => "ping",
-                    "bulk" => "bulk",
-                    "l2-isolated" => "isolated",
-                    "egress-source" => "snat",
-                    "inbound-blocked" => "blocked",
-                    other => other,
-                }).collect();
+                let what: Vec<&str> = rs
+                    .iter()
+                    .map(|r| match r.check {
+                        "ping" => "ping",
+                        "bulk" => "bulk",
+                        "l2-isolated" => "isolated",
+                        "egress-source" => "snat",
+                        "inbound-blocked" => "blocked",
+                        other => other,
+                    })
+                    .collect();
                 format!("{} {}", if ok { "✓" } else { "✗" }, what.join("+"))
             }
         }
@@ -357,11 +369,8 @@ pub fn print_matrix(lab: &Lab, results: &[CheckResult]) {
         println!("{:w$}{:w$}", cell(from, "internet"), cell("internet", from), w = width);
     }
     let failed: Vec<&CheckResult> = results.iter().filter(|r| !r.ok).collect();
-    let egress: Vec<String> = results
-        .iter()
-        .filter(|r| r.check == "egress-source" && r.ok)
-        .map(|r| format!("{} → {}", r.from, r.detail))
-        .collect();
+    let egress: Vec<String> =
+        results.iter().filter(|r| r.check == "egress-source" && r.ok).map(|r| format!("{} → {}", r.from, r.detail)).collect();
     let frag: Vec<String> = results
         .iter()
         .filter(|r| r.check == "unfragmented")

@@ -114,7 +114,15 @@ fn switch(fabric: &Node, name: &str) -> Result<()> {
 
 /// A cable: a veth pair with one end in each node, created in place (never
 /// in the caller's namespace), optionally plugged into a bridge at either end.
-fn cable(a: &Node, a_name: &str, a_master: Option<&str>, b: &Node, b_name: &str, b_master: Option<&str>, mtu: Option<u32>) -> Result<()> {
+fn cable(
+    a: &Node,
+    a_name: &str,
+    a_master: Option<&str>,
+    b: &Node,
+    b_name: &str,
+    b_master: Option<&str>,
+    mtu: Option<u32>,
+) -> Result<()> {
     let mut sa = a.netlink()?;
     if index_of(&mut sa, a_name)?.is_none() {
         let mut peer = LinkMessage::default();
@@ -179,7 +187,8 @@ pub fn attacker_address(lab: &Lab) -> Ipv4Cidr {
     let net = lab.gateway.network();
     let taken: Vec<Ipv4Addr> = lab.router_addresses().into_iter().chain([lab.gateway.addr]).collect();
     let top = u32::from(lab.gateway.broadcast());
-    let addr = (1..64).map(|i| Ipv4Addr::from(top - i)).find(|a| !taken.contains(a) && net.contains(*a)).unwrap_or(lab.gateway.addr);
+    let addr =
+        (1..64).map(|i| Ipv4Addr::from(top - i)).find(|a| !taken.contains(a) && net.contains(*a)).unwrap_or(lab.gateway.addr);
     Ipv4Cidr { addr, prefix: lab.gateway.prefix }
 }
 

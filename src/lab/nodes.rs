@@ -164,7 +164,10 @@ impl LabDir {
             let mut cmd = Command::new(exe);
             let lab = self.path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
             // The label only tells `ps` readers which lab and host this is.
-            cmd.args(["__lab-holder", &format!("{lab}/{name}")]).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::null());
+            cmd.args(["__lab-holder", &format!("{lab}/{name}")])
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null());
             // SAFETY: setsid and unshare are async-signal-safe.
             unsafe {
                 cmd.pre_exec(|| {
@@ -256,9 +259,7 @@ impl LabDir {
 pub fn set_up(node: &Node, link: &str) -> Result<()> {
     use crate::netlink::msg::{SetLink, set_link};
     let set = SetLink { up: Some(true), ..SetLink::default() };
-    node.netlink()?
-        .request(set_link(0, link, &set), 0)
-        .map_err(|e| anyhow!("set {link} up in {}: {e}", node.name))
+    node.netlink()?.request(set_link(0, link, &set), 0).map_err(|e| anyhow!("set {link} up in {}: {e}", node.name))
 }
 
 fn is_mount_point(path: &Path) -> bool {
@@ -277,9 +278,9 @@ fn kill_processes_in(inodes: &[(u64, u64)]) -> usize {
         if pid == me {
             continue;
         }
-        let inside = ["net", "mnt"].iter().any(|k| {
-            fs::metadata(p.path().join("ns").join(k)).map(|m| inodes.contains(&(m.dev(), m.ino()))).unwrap_or(false)
-        });
+        let inside = ["net", "mnt"]
+            .iter()
+            .any(|k| fs::metadata(p.path().join("ns").join(k)).map(|m| inodes.contains(&(m.dev(), m.ino()))).unwrap_or(false));
         if inside && nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL).is_ok() {
             killed += 1;
         }
@@ -308,7 +309,8 @@ fn holder_setup() -> Result<()> {
     mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>).context("make / private")?;
     // Other labs' pins are of no use here and would keep them referenced.
     let _ = umount2(LAB_ROOT, MntFlags::MNT_DETACH);
-    mount(Some("tmpfs"), "/run", Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=0755")).context("mount tmpfs on /run")?;
+    mount(Some("tmpfs"), "/run", Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=0755"))
+        .context("mount tmpfs on /run")?;
     for d in ["/run/netns", "/run/vxrouter", "/run/lock"] {
         fs::create_dir_all(d).with_context(|| format!("create {d}"))?;
     }

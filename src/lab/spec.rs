@@ -190,7 +190,11 @@ impl Lab {
                     err(h.name.span(), &key("uplink"), "this host's profile has a [router]; give it `uplink = true`".into());
                 }
                 if p.underlay.is_none() {
-                    err(h.profile.span(), &key("profile"), "the profile has no [underlay] device to connect to the lab switch".into());
+                    err(
+                        h.profile.span(),
+                        &key("profile"),
+                        "the profile has no [underlay] device to connect to the lab switch".into(),
+                    );
                 }
             }
             if let (Some(a), Some(profile)) = (addr, profile) {

@@ -6,8 +6,8 @@ use std::os::fd::RawFd;
 
 use netlink_packet_route::address::{AddressAttribute, AddressMessage, AddressScope};
 use netlink_packet_route::link::{
-    AfSpecInet6, AfSpecUnspec, BridgeStpState, In6AddrGenMode, InfoBridge, InfoData, InfoKind,
-    InfoVeth, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+    AfSpecInet6, AfSpecUnspec, BridgeStpState, In6AddrGenMode, InfoBridge, InfoData, InfoKind, InfoVeth, InfoVxlan,
+    LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
 };
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
@@ -341,12 +341,7 @@ pub fn parse_route(m: &RouteMessage) -> Option<Route> {
         return None;
     }
     let mut dst = Ipv4Addr::UNSPECIFIED;
-    let mut r = Route {
-        dst: Ipv4Cidr { addr: dst, prefix: 0 },
-        gateway: None,
-        oif: None,
-        protocol: u8::from(m.header.protocol),
-    };
+    let mut r = Route { dst: Ipv4Cidr { addr: dst, prefix: 0 }, gateway: None, oif: None, protocol: u8::from(m.header.protocol) };
     for a in &m.attributes {
         match a {
             RouteAttribute::Destination(RouteAddress::Inet(d)) => dst = *d,

@@ -11,9 +11,7 @@ use std::fmt;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
 
-use netlink_packet_core::{
-    NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
-};
+use netlink_packet_core::{NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload};
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
 
@@ -222,7 +220,10 @@ impl Netlink {
                             Ok(NetlinkMessage { payload: NetlinkPayload::InnerMessage(inner), .. }) => replies.push(inner),
                             Ok(_) => {}
                             Err(e) => {
-                                return Err(NlError { errno: libc::EBADMSG, message: Some(format!("cannot parse netlink reply: {e}")) });
+                                return Err(NlError {
+                                    errno: libc::EBADMSG,
+                                    message: Some(format!("cannot parse netlink reply: {e}")),
+                                });
                             }
                         },
                     }

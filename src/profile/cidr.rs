@@ -19,19 +19,12 @@ impl Ipv4Cidr {
     }
 
     pub fn mask(&self) -> u32 {
-        if self.prefix == 0 {
-            0
-        } else {
-            u32::MAX << (32 - u32::from(self.prefix))
-        }
+        if self.prefix == 0 { 0 } else { u32::MAX << (32 - u32::from(self.prefix)) }
     }
 
     /// The network this address belongs to ("192.168.10.0/24").
     pub fn network(&self) -> Ipv4Cidr {
-        Ipv4Cidr {
-            addr: Ipv4Addr::from(u32::from(self.addr) & self.mask()),
-            prefix: self.prefix,
-        }
+        Ipv4Cidr { addr: Ipv4Addr::from(u32::from(self.addr) & self.mask()), prefix: self.prefix }
     }
 
     pub fn broadcast(&self) -> Ipv4Addr {
@@ -65,17 +58,11 @@ impl FromStr for Ipv4Cidr {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (addr, prefix) = s
-            .split_once('/')
-            .ok_or_else(|| format!("{s:?} is not in CIDR form (expected e.g. \"192.168.10.3/24\")"))?;
-        let addr: Ipv4Addr = addr
-            .parse()
-            .map_err(|_| format!("{addr:?} is not an IPv4 address"))?;
-        let prefix: u8 = prefix
-            .parse()
-            .ok()
-            .filter(|p| *p <= 32)
-            .ok_or_else(|| format!("prefix length {prefix:?} is not a number 0-32"))?;
+        let (addr, prefix) =
+            s.split_once('/').ok_or_else(|| format!("{s:?} is not in CIDR form (expected e.g. \"192.168.10.3/24\")"))?;
+        let addr: Ipv4Addr = addr.parse().map_err(|_| format!("{addr:?} is not an IPv4 address"))?;
+        let prefix: u8 =
+            prefix.parse().ok().filter(|p| *p <= 32).ok_or_else(|| format!("prefix length {prefix:?} is not a number 0-32"))?;
         Ok(Ipv4Cidr { addr, prefix })
     }
 }

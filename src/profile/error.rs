@@ -60,11 +60,7 @@ impl<'a> Locator<'a> {
         let offset = offset.min(self.text.len());
         let line = self.line_starts.partition_point(|s| *s <= offset).max(1);
         let start = self.line_starts.get(line - 1).copied().unwrap_or(0);
-        let col = self
-            .text
-            .get(start..offset)
-            .map(|s| s.chars().count())
-            .unwrap_or(offset - start);
+        let col = self.text.get(start..offset).map(|s| s.chars().count()).unwrap_or(offset - start);
         (line, col + 1)
     }
 

@@ -11,10 +11,7 @@ pub fn check_ifname(name: &str) -> Result<(), String> {
         return Err("interface name is empty".into());
     }
     if name.len() > MAX_IFNAME {
-        return Err(format!(
-            "interface name {name:?} is {} bytes; the kernel allows at most {MAX_IFNAME}",
-            name.len()
-        ));
+        return Err(format!("interface name {name:?} is {} bytes; the kernel allows at most {MAX_IFNAME}", name.len()));
     }
     if name == "." || name == ".." {
         return Err(format!("{name:?} is not a valid interface name"));
@@ -70,10 +67,13 @@ pub fn derive_ifname(prefix: &str, base: &str) -> String {
     }
     let hash = format!("{:04x}", fnv1a(&[base]) & 0xffff);
     let room = MAX_IFNAME - prefix.len() - hash.len() - 1;
-    let cut: String = base.chars().scan(0, |n, c| {
-        *n += c.len_utf8();
-        (*n <= room).then_some(c)
-    }).collect();
+    let cut: String = base
+        .chars()
+        .scan(0, |n, c| {
+            *n += c.len_utf8();
+            (*n <= room).then_some(c)
+        })
+        .collect();
     format!("{prefix}{cut}-{hash}")
 }
 

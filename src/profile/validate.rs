@@ -168,7 +168,11 @@ impl Validator<'_> {
             if let Some(l) = local
                 && (l.is_multicast() || l.is_unspecified() || l.is_broadcast() || l.is_loopback())
             {
-                self.err(u.local.as_ref().map(|l| l.span()).unwrap_or(0..0), "underlay.local", format!("{l} cannot be a VXLAN source address"));
+                self.err(
+                    u.local.as_ref().map(|l| l.span()).unwrap_or(0..0),
+                    "underlay.local",
+                    format!("{l} cannot be a VXLAN source address"),
+                );
             }
             Underlay { device, local }
         });
@@ -232,10 +236,13 @@ impl Validator<'_> {
             let mtu = s.mtu.as_ref().and_then(|m| self.range(&key("mtu"), m, 68, 65535, "MTU"));
             let ttl = s.ttl.as_ref().and_then(|t| self.range(&key("ttl"), t, 1, 255, "TTL"));
             let stp = s.stp.as_ref().map(|b| *b.get_ref()).unwrap_or(false);
-            let forward_delay = s.forward_delay.as_ref().and_then(|f| self.range(&key("forward_delay"), f, 2, 30, "forward_delay (seconds)"));
+            let forward_delay =
+                s.forward_delay.as_ref().and_then(|f| self.range(&key("forward_delay"), f, 2, 30, "forward_delay (seconds)"));
             if vni != 0 {
                 if let Some(other) = vnis.get(&(vni, port)) {
-                    let reason = format!("VNI {vni} on port {port} is already used by {other}; the kernel allows one link per VNI and port");
+                    let reason = format!(
+                        "VNI {vni} on port {port} is already used by {other}; the kernel allows one link per VNI and port"
+                    );
                     self.err(s.vni.span(), &key("vni"), reason);
                 } else {
                     vnis.insert((vni, port), format!("segment[{i}]"));
@@ -246,13 +253,7 @@ impl Validator<'_> {
 
         let router = raw.router.as_ref().map(|r| self.router(r, &segments, &mut host_names, &mut ns_names));
 
-        Profile {
-            source: self.file.to_string(),
-            host: host.name.get_ref().clone(),
-            underlay,
-            segments,
-            router,
-        }
+        Profile { source: self.file.to_string(), host: host.name.get_ref().clone(), underlay, segments, router }
     }
 
     fn veth(&mut self, key: &str, raw: Option<&S<Vec<S<String>>>>, bridge: &str) -> ([String; 2], [Range<usize>; 2]) {
@@ -271,7 +272,13 @@ impl Validator<'_> {
         }
     }
 
-    fn router(&mut self, raw: &S<RawRouter>, segments: &[Segment], host_names: &mut NameTable, ns_names: &mut NameTable) -> Router {
+    fn router(
+        &mut self,
+        raw: &S<RawRouter>,
+        segments: &[Segment],
+        host_names: &mut NameTable,
+        ns_names: &mut NameTable,
+    ) -> Router {
         let r = raw.get_ref();
         if let Err(reason) = check_plain_name("namespace name", r.namespace.get_ref(), 64) {
             self.err(r.namespace.span(), "router.namespace", reason);
@@ -281,7 +288,11 @@ impl Validator<'_> {
         let bridge = self.ifname("router.public.bridge", &p.bridge);
         self.claim(host_names, "router.public.bridge", &bridge, p.bridge.span());
         if segments.iter().any(|s| s.bridge == bridge) {
-            self.err(p.bridge.span(), "router.public.bridge", format!("{bridge:?} is a segment bridge; the public bridge must be its own"));
+            self.err(
+                p.bridge.span(),
+                "router.public.bridge",
+                format!("{bridge:?} is a segment bridge; the public bridge must be its own"),
+            );
         }
         let uplink = self.ifname("router.public.uplink", &p.uplink);
         self.claim(host_names, "router.public.uplink", &uplink, p.uplink.span());
@@ -289,11 +300,19 @@ impl Validator<'_> {
         let gateway = self.ipv4("router.public.gateway", &p.gateway);
         if let (Some(a), Some(g)) = (address, gateway) {
             if !a.contains(g) {
-                self.err(p.gateway.span(), "router.public.gateway", format!("{g} is not inside the public subnet {}", a.network()));
+                self.err(
+                    p.gateway.span(),
+                    "router.public.gateway",
+                    format!("{g} is not inside the public subnet {}", a.network()),
+                );
             } else if g == a.addr {
                 self.err(p.gateway.span(), "router.public.gateway", format!("{g} is the router's own public address"));
             } else if !(Ipv4Cidr { addr: g, prefix: a.prefix }).is_host_address() {
-                self.err(p.gateway.span(), "router.public.gateway", format!("{g} is the network or broadcast address of {}", a.network()));
+                self.err(
+                    p.gateway.span(),
+                    "router.public.gateway",
+                    format!("{g} is the network or broadcast address of {}", a.network()),
+                );
             }
         }
         let (veth, spans) = self.veth("router.public.veth", p.veth.as_ref(), &bridge);
@@ -448,7 +467,10 @@ veth = ["veth17.0", "veth17.1"]
 
     #[test]
     fn private_leg_must_name_a_segment_and_subnets_must_not_overlap() {
-        let e = errs(&SEED_A.replace("bridge = \"br-pr\"\naddress = \"192.168.10.3/24\"", "bridge = \"br-x\"\naddress = \"203.0.113.9/25\""));
+        let e = errs(
+            &SEED_A
+                .replace("bridge = \"br-pr\"\naddress = \"192.168.10.3/24\"", "bridge = \"br-x\"\naddress = \"203.0.113.9/25\""),
+        );
         assert!(e.iter().any(|e| e.contains("router.private[0].bridge") && e.contains("not a segment bridge")), "{e:?}");
         assert!(e.iter().any(|e| e.contains("router.private[0].address") && e.contains("overlaps")), "{e:?}");
     }
@@ -456,7 +478,10 @@ veth = ["veth17.0", "veth17.1"]
     #[test]
     fn duplicate_names_are_refused() {
         let e = errs(&SEED_A.replace("veth = [\"veth17.0\", \"veth17.1\"]", "veth = [\"veth15.0\", \"veth17.1\"]"));
-        assert!(e.iter().any(|e| e.contains("router.private[0].veth[0]") && e.contains("already used by router.public.veth[0]")), "{e:?}");
+        assert!(
+            e.iter().any(|e| e.contains("router.private[0].veth[0]") && e.contains("already used by router.public.veth[0]")),
+            "{e:?}"
+        );
     }
 
     #[test]

@@ -148,7 +148,11 @@ impl TestLab {
         for ns in namespaces {
             let pre: Vec<&str> = if ns.is_empty() { vec![] } else { vec!["ip", "netns", "exec", &ns] };
             out.push_str(&format!("== namespace {ns:?}\n"));
-            for cmd in [&["ip", "-d", "-j", "link", "show"][..], &["ip", "-j", "addr", "show"], &["ip", "-j", "route", "show", "table", "all"]] {
+            for cmd in [
+                &["ip", "-d", "-j", "link", "show"][..],
+                &["ip", "-j", "addr", "show"],
+                &["ip", "-j", "route", "show", "table", "all"],
+            ] {
                 let full: Vec<&str> = pre.iter().chain(cmd.iter()).copied().collect();
                 let o = self.exec(node, &full);
                 let mut v: Value = serde_json::from_slice(&o.stdout).unwrap_or(Value::Null);
@@ -172,8 +176,13 @@ pub fn scrub(v: &mut Value) {
     match v {
         Value::Object(m) => {
             m.retain(|k, _| {
-                !(k.starts_with("stats") || k.ends_with("_timer") || k.contains("life_time") || k == "operstate" || k == "carrier_changes"
-                    || k == "carrier_up_count" || k == "carrier_down_count")
+                !(k.starts_with("stats")
+                    || k.ends_with("_timer")
+                    || k.contains("life_time")
+                    || k == "operstate"
+                    || k == "carrier_changes"
+                    || k == "carrier_up_count"
+                    || k == "carrier_down_count")
             });
             for x in m.values_mut() {
                 scrub(x);
@@ -207,7 +216,8 @@ pub fn links(l: &TestLab, node: &str, ns: Option<&str>) -> Vec<String> {
     cmd.extend(["ip", "-j", "link", "show"]);
     let o = l.exec(node, &cmd);
     let v: Value = serde_json::from_slice(&o.stdout).unwrap_or(Value::Null);
-    let mut names: Vec<String> = v.as_array().into_iter().flatten().filter_map(|x| x["ifname"].as_str().map(String::from)).collect();
+    let mut names: Vec<String> =
+        v.as_array().into_iter().flatten().filter_map(|x| x["ifname"].as_str().map(String::from)).collect();
     names.sort();
     names
 }
@@ -216,8 +226,12 @@ pub fn links(l: &TestLab, node: &str, ns: Option<&str>) -> Vec<String> {
 pub fn ifindexes(l: &TestLab, node: &str) -> Vec<(String, u64)> {
     let o = l.exec(node, &["ip", "-j", "link", "show"]);
     let v: Value = serde_json::from_slice(&o.stdout).unwrap();
-    let mut r: Vec<(String, u64)> =
-        v.as_array().unwrap().iter().map(|x| (x["ifname"].as_str().unwrap().to_string(), x["ifindex"].as_u64().unwrap())).collect();
+    let mut r: Vec<(String, u64)> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| (x["ifname"].as_str().unwrap().to_string(), x["ifindex"].as_u64().unwrap()))
+        .collect();
     r.sort();
     r
 }
