@@ -85,6 +85,10 @@ fn check_reports_a_deleted_veth_and_apply_repairs_only_it() {
 
     let o = l.vx("host-a", &["plan", &profile]);
     assert!(stdout(&o).contains("create veth veth17.0"), "{}", text(&o));
+    let o = l.vx("host-a", &["plan", "--json", &profile]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let changes = v["changes"].as_array().unwrap();
+    assert!(changes.iter().any(|c| c["verb"] == "create" && c["object"] == "veth veth17.0"), "{v:#}");
     let o = l.vx("host-a", &["apply", &profile]);
     assert!(o.status.success(), "{}", text(&o));
     let o = l.vx("host-a", &["check", &profile]);
