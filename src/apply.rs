@@ -16,8 +16,9 @@ use crate::netlink::msg::{self, CreateCtx, SetLink};
 use crate::netlink::{Netlink, NlError};
 use crate::netns;
 use crate::observe::{Session, write_sysctl};
-use crate::plan::{Action, LinkChange};
+use crate::plan::{Action, LinkChange, Snapshot};
 use crate::profile::Ipv4Cidr;
+use crate::testhooks;
 
 /// The inverse of one step.
 #[derive(Debug, Clone)]
@@ -25,7 +26,7 @@ enum Undo {
     DeleteNetns(String),
     CreateNetns { name: String, mark: Option<String> },
     DeleteLink { ns: Ns, name: String },
-    RestoreLink { ns: Ns, link: Box<Link>, master: Option<String>, addrs: Vec<Ipv4Cidr> },
+    RestoreLink(Box<Snapshot>),
     ChangeLink { ns: Ns, name: String, change: LinkChange },
     DelAddr { ns: Ns, link: String, addr: Ipv4Cidr },
     AddAddr { ns: Ns, link: String, addr: Ipv4Cidr },
@@ -40,8 +41,6 @@ pub struct Executor<'a> {
     mark: String,
     journal: Vec<Undo>,
     index: HashMap<(Ns, String), u32>,
-    /// Test builds only: fail before step N (1-based), to prove rollback.
-    fault_step: Option<usize>,
     step: usize,
 }
 
@@ -49,20 +48,9 @@ fn nl(context: impl FnOnce() -> String) -> impl FnOnce(NlError) -> anyhow::Error
     move |e| anyhow!("{}: {e}", context())
 }
 
-fn fault_step_from_env() -> Option<usize> {
-    if cfg!(feature = "fault-injection") { std::env::var("VXROUTER_FAULT_STEP").ok().and_then(|v| v.parse().ok()) } else { None }
-}
-
 impl<'a> Executor<'a> {
     pub fn new(session: &'a mut Session, mark: &str) -> Executor<'a> {
-        Executor {
-            session,
-            mark: mark.to_string(),
-            journal: Vec::new(),
-            index: HashMap::new(),
-            fault_step: fault_step_from_env(),
-            step: 0,
-        }
+        Executor { session, mark: mark.to_string(), journal: Vec::new(), index: HashMap::new(), step: 0 }
     }
 
     /// Runs every action, printing each as it is done. On failure, undoes
@@ -71,8 +59,10 @@ impl<'a> Executor<'a> {
     pub fn run(&mut self, actions: &[Action], mut progress: impl FnMut(&Action)) -> Result<()> {
         for a in actions {
             self.step += 1;
-            let result = if self.fault_step == Some(self.step) {
+            let result = if testhooks::fail_step(self.step) {
                 Err(anyhow!("injected fault before step {}", self.step))
+            } else if testhooks::skip_step(self.step) {
+                Ok(())
             } else {
                 self.exec(a)
             };
@@ -145,7 +135,7 @@ impl<'a> Executor<'a> {
             }
             Action::CreateLink { ns, spec, peer, replace, old, .. } => {
                 for (rns, rname) in replace {
-                    let restore = old.as_ref().filter(|o| rns == ns && &o.name == rname).cloned();
+                    let restore = old.as_ref().filter(|o| &o.ns == rns && &o.link.name == rname).cloned();
                     self.delete_link(rns, rname, restore)?;
                 }
                 self.create_link(ns, spec, peer.as_ref())?;
@@ -155,6 +145,12 @@ impl<'a> Executor<'a> {
                 let undo = inverse_change(change, old, old_master);
                 self.change_link(ns, name, change)?;
                 self.journal.push(Undo::ChangeLink { ns: ns.clone(), name: name.clone(), change: undo });
+                // A leg whose MAC came back or that came up: tell the segment.
+                if (change.mac.is_some() || change.up == Some(true)) && *ns != Ns::Host {
+                    for a in self.addresses_of(ns, old.index) {
+                        self.announce(ns, name, a);
+                    }
+                }
             }
             Action::AddAddr { ns, link, addr } => {
                 let idx = self.resolve(ns, link)?;
@@ -162,6 +158,7 @@ impl<'a> Executor<'a> {
                     .request(msg::add_addr(idx, *addr), NLM_F_CREATE | NLM_F_EXCL)
                     .map_err(nl(|| format!("add address {addr} to {link} in {ns}")))?;
                 self.journal.push(Undo::DelAddr { ns: ns.clone(), link: link.clone(), addr: *addr });
+                self.announce(ns, link, addr.addr);
             }
             Action::DelAddr { ns, link, addr } => {
                 let idx = self.resolve(ns, link)?;
@@ -192,6 +189,39 @@ impl<'a> Executor<'a> {
             }
         }
         Ok(())
+    }
+
+    fn addresses_of(&mut self, ns: &Ns, index: u32) -> Vec<std::net::Ipv4Addr> {
+        let Ok(sock) = self.sock(ns) else { return vec![] };
+        let Ok(all) = sock.dump(msg::get_addresses()) else { return vec![] };
+        all.iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewAddress(a) => msg::parse_addr(a),
+                _ => None,
+            })
+            .filter(|a| a.index == index)
+            .map(|a| a.cidr.addr)
+            .collect()
+    }
+
+    /// Best effort: an announcement that cannot be sent (link without
+    /// carrier yet) only delays neighbours until they ask.
+    fn announce(&mut self, ns: &Ns, link: &str, ip: std::net::Ipv4Addr) {
+        let mut m = netlink_packet_route::link::LinkMessage::default();
+        m.attributes.push(netlink_packet_route::link::LinkAttribute::IfName(link.to_string()));
+        let Ok(sock) = self.sock(ns) else { return };
+        let Ok(replies) = sock.get(RouteNetlinkMessage::GetLink(m)) else { return };
+        let Some(l) = replies.iter().find_map(|r| match r {
+            RouteNetlinkMessage::NewLink(l) => Some(msg::parse_link(l)),
+            _ => None,
+        }) else {
+            return;
+        };
+        if let (Some(mac), true) = (l.mac, l.up)
+            && let Ok(file) = self.session.file(ns)
+        {
+            let _ = crate::garp::announce(file, l.index, mac, ip);
+        }
     }
 
     fn set_master(&mut self, link: &str, bridge: Option<&String>) -> Result<()> {
@@ -259,18 +289,14 @@ impl<'a> Executor<'a> {
 
     /// Deletes a link by name; a link already gone (its veth peer or its
     /// namespace took it along) is fine. `restore` makes it undoable.
-    fn delete_link(&mut self, ns: &Ns, name: &str, restore: Option<Link>) -> Result<()> {
-        let mut addrs = Vec::new();
-        let mut master = None;
-        if let Some(l) = &restore {
-            let (a, m) = self.link_context(ns, l)?;
-            addrs = a;
-            master = m;
+    fn delete_link(&mut self, ns: &Ns, name: &str, restore: Option<Snapshot>) -> Result<()> {
+        if let Some(p) = restore.as_ref().and_then(|s| s.peer.as_ref()) {
+            self.forget(&p.ns, &p.link.name);
         }
         match self.sock(ns)?.request(msg::del_link(0, name), 0) {
             Ok(()) => {
-                if let Some(l) = restore {
-                    self.journal.push(Undo::RestoreLink { ns: ns.clone(), link: Box::new(l), master, addrs });
+                if let Some(s) = restore {
+                    self.journal.push(Undo::RestoreLink(Box::new(s)));
                 }
             }
             Err(e) if e.is(libc::ENODEV) => {}
@@ -278,30 +304,6 @@ impl<'a> Executor<'a> {
         }
         self.forget(ns, name);
         Ok(())
-    }
-
-    /// Addresses and master name of a link about to be deleted, for undo.
-    fn link_context(&mut self, ns: &Ns, l: &Link) -> Result<(Vec<Ipv4Cidr>, Option<String>)> {
-        let sock = self.sock(ns)?;
-        let addrs = sock
-            .dump(msg::get_addresses())
-            .map_err(nl(|| format!("list addresses in {ns}")))?
-            .iter()
-            .filter_map(|m| match m {
-                RouteNetlinkMessage::NewAddress(a) => msg::parse_addr(a),
-                _ => None,
-            })
-            .filter(|a| a.index == l.index)
-            .map(|a| a.cidr)
-            .collect();
-        let master = match l.master {
-            Some(m) => sock.dump(msg::get_links()).map_err(nl(|| format!("list links in {ns}")))?.iter().find_map(|x| match x {
-                RouteNetlinkMessage::NewLink(b) if b.header.index == m => Some(msg::parse_link(b).name),
-                _ => None,
-            }),
-            None => None,
-        };
-        Ok((addrs, master))
     }
 
     fn change_link(&mut self, ns: &Ns, name: &str, c: &LinkChange) -> Result<()> {
@@ -394,7 +396,7 @@ impl<'a> Executor<'a> {
                 self.forget(ns, name);
                 r
             }
-            Undo::RestoreLink { ns, link, master, addrs } => self.restore_link(ns, link, master.as_deref(), addrs),
+            Undo::RestoreLink(snapshot) => self.restore_link(snapshot),
             Undo::ChangeLink { ns, name, change } => {
                 self.forget(ns, name);
                 self.change_link(ns, name, change).context("undo")
@@ -437,10 +439,12 @@ impl<'a> Executor<'a> {
         }
     }
 
-    /// Recreates a deleted link as it was: same kind, attributes, MAC,
-    /// ifindex, master, state, alias and addresses (best effort for veth
-    /// pairs: the peer comes back with the recorded peer index).
-    fn restore_link(&mut self, ns: &Ns, l: &Link, master: Option<&str>, addrs: &[Ipv4Cidr]) -> Result<()> {
+    /// Recreates a deleted link as it was: same kind, attributes, ifindex,
+    /// MAC, master, state, alias, addresses and routes; a veth comes back as
+    /// the same pair, its peer in the same namespace with its own index.
+    fn restore_link(&mut self, s: &Snapshot) -> Result<()> {
+        let l = &s.link;
+        let ns = &s.ns;
         let kind = match l.kind.as_deref() {
             Some("bridge") => LinkKind::Bridge(l.bridge.clone().unwrap_or(BridgeSpec { stp: false, forward_delay: 1500 })),
             Some("vxlan") => {
@@ -455,38 +459,60 @@ impl<'a> Executor<'a> {
                     ttl: v.ttl,
                 })
             }
+            Some("veth") if s.peer.is_some() => LinkKind::Veth(crate::model::VethPeer { peer: String::new(), peer_ns: Ns::Host }),
             other => bail!("undo: cannot restore deleted {} {} in {ns}", other.unwrap_or("link"), l.name),
         };
-        let spec = LinkSpec {
+        let as_spec = |l: &Link, kind: LinkKind| LinkSpec {
             name: l.name.clone(),
-            kind: kind.clone(),
+            kind,
             mtu: Some(l.mtu),
-            master: master.map(str::to_string),
-            up: l.up,
+            master: None,
+            up: false,
             mac: l.mac,
-            no_ipv6: l.no_ipv6,
+            no_ipv6: false,
         };
-        let master_idx = match master {
+        let master = match &s.master {
             Some(m) => Some(self.resolve(ns, m)?),
             None => None,
         };
-        let vxlan_dev = l.vxlan.as_ref().and_then(|v| v.dev);
-        let ctx = CreateCtx { master: master_idx, vxlan_dev, peer_ns: None, peer: None };
-        let mut req = msg::create(&spec, &ctx);
+        let peer_file = match &s.peer {
+            Some(p) if &p.ns != ns => self.session.file(&p.ns)?.map(|f| f.try_clone()).transpose()?,
+            _ => None,
+        };
+        let ctx = CreateCtx {
+            master,
+            vxlan_dev: l.vxlan.as_ref().and_then(|v| v.dev),
+            peer_ns: peer_file.as_ref().map(std::os::fd::AsRawFd::as_raw_fd),
+            peer: s.peer.as_ref().map(|p| as_spec(&p.link, LinkKind::VethPeer { peer: l.name.clone() })),
+        };
+        let mut req = msg::create(&as_spec(l, kind), &ctx);
         if let RouteNetlinkMessage::NewLink(m) = &mut req {
             m.header.index = l.index;
+            if let Some(p) = &s.peer {
+                msg::set_peer_index(m, p.link.index);
+            }
         }
         self.sock(ns)?.request(req, NLM_F_CREATE | NLM_F_EXCL).map_err(nl(|| format!("undo: recreate {} in {ns}", l.name)))?;
-        let set = SetLink { alias: l.alias.clone(), no_ipv6: l.no_ipv6.then_some(true), ..SetLink::default() };
-        self.sock(ns)?.request(msg::set_link(l.index, &l.name, &set), 0).map_err(nl(|| format!("undo: mark {}", l.name)))?;
-        if l.up {
-            let up = SetLink { up: Some(true), ..SetLink::default() };
-            self.sock(ns)?.request(msg::set_link(l.index, &l.name, &up), 0).map_err(nl(|| format!("undo: set {} up", l.name)))?;
-        }
-        for a in addrs {
-            self.sock(ns)?
-                .request(msg::add_addr(l.index, *a), NLM_F_CREATE | NLM_F_REPLACE)
-                .map_err(nl(|| format!("undo: address {a}")))?;
+        drop(peer_file);
+        let ends: Vec<&Snapshot> = std::iter::once(s).chain(s.peer.as_deref()).collect();
+        for e in ends {
+            let set = SetLink { alias: e.link.alias.clone(), no_ipv6: e.link.no_ipv6.then_some(true), ..SetLink::default() };
+            let (idx, name) = (e.link.index, e.link.name.clone());
+            self.sock(&e.ns)?.request(msg::set_link(idx, &name, &set), 0).map_err(nl(|| format!("undo: mark {name}")))?;
+            if e.link.up {
+                let up = SetLink { up: Some(true), ..SetLink::default() };
+                self.sock(&e.ns)?.request(msg::set_link(idx, &name, &up), 0).map_err(nl(|| format!("undo: set {name} up")))?;
+            }
+            for a in &e.addrs {
+                self.sock(&e.ns)?
+                    .request(msg::add_addr(idx, *a), NLM_F_CREATE | NLM_F_REPLACE)
+                    .map_err(nl(|| format!("undo: address {a} on {name}")))?;
+            }
+            for r in &e.routes {
+                self.sock(&e.ns)?
+                    .request(msg::new_route(r), NLM_F_CREATE | NLM_F_REPLACE)
+                    .map_err(nl(|| format!("undo: route {} on {name}", r.dst)))?;
+            }
         }
         Ok(())
     }

@@ -42,11 +42,25 @@ pub struct World {
 
 fn lock(opts: &Opts) -> Result<HostLock> {
     let quiet = opts.quiet;
-    HostLock::acquire(opts.lock_timeout, |holder| {
+    let lock = HostLock::acquire(opts.lock_timeout, |holder| {
         if !quiet {
             eprintln!("waiting for {holder} to finish…");
         }
-    })
+    })?;
+    crate::testhooks::hold();
+    Ok(lock)
+}
+
+/// Runs a command under the host lock. Afterwards, when this host has no
+/// state left (never applied, rolled back, destroyed), the lock file goes
+/// too, so an unused host keeps no vxrouter files.
+fn locked(p: &Profile, opts: &Opts, f: fn(&Profile, &Opts) -> Result<u8>) -> Result<u8> {
+    let lock = lock(opts)?;
+    let result = f(p, opts);
+    if State::load(&p.host).is_ok_and(|s| s.is_empty()) {
+        lock.remove_files();
+    }
+    result
 }
 
 /// Reads the host: the profile's namespaces plus any this host created.
@@ -79,6 +93,9 @@ pub fn observe(
             let view =
                 observe::read_ns(session, &Ns::Named(name.clone()), &Wants { sysctls: &[IP_FORWARD_SYSCTL], firewall: true })?;
             observed.named.insert(name, view);
+        } else if observed.netns.contains(&name) && (state.namespaces.contains(&name) || state.pending_namespace(&name)) {
+            observed.netns.remove(&name);
+            observed.stale_netns.insert(name);
         }
     }
     Ok((observed, desired, warnings))
@@ -170,7 +187,10 @@ pub fn validate(path: &Path, opts: &Opts) -> Result<u8> {
 
 pub fn plan(path: &Path, opts: &Opts) -> Result<u8> {
     let p = load(path)?;
-    let _lock = lock(opts)?;
+    locked(&p, opts, plan_locked)
+}
+
+fn plan_locked(p: &Profile, opts: &Opts) -> Result<u8> {
     let w = world(&p, false)?;
     let plan = compute(&w, opts)?;
     print_plan(&p, &plan, &w.warnings, opts, "no changes: the host matches the profile")?;
@@ -179,7 +199,10 @@ pub fn plan(path: &Path, opts: &Opts) -> Result<u8> {
 
 pub fn check(path: &Path, opts: &Opts) -> Result<u8> {
     let p = load(path)?;
-    let _lock = lock(opts)?;
+    locked(&p, opts, check_locked)
+}
+
+fn check_locked(p: &Profile, opts: &Opts) -> Result<u8> {
     let w = world(&p, false)?;
     let plan = compute(&w, opts)?;
     if opts.json {
@@ -250,7 +273,14 @@ fn execute(p: &Profile, mut w: World, plan: Plan, opts: &Opts, destroy: bool) ->
     let before = w.state.clone();
     let mut during = before.clone();
     during.host = p.host.clone();
-    during.pending = Some(pending(&plan));
+    // Keep what an interrupted earlier run may have left unmarked: this run
+    // may be killed too before it has adopted those objects.
+    let mut pend = pending(&plan);
+    if let Some(old) = &before.pending {
+        pend.links.extend(old.links.iter().filter(|l| !pend.links.contains(l)).cloned().collect::<Vec<_>>());
+        pend.namespaces.extend(old.namespaces.iter().filter(|n| !pend.namespaces.contains(n)).cloned().collect::<Vec<_>>());
+    }
+    during.pending = Some(pend);
     if let Some(ns) = &w.desired.router_ns {
         during.namespaces.insert(ns.clone());
     }
@@ -299,7 +329,10 @@ fn execute(p: &Profile, mut w: World, plan: Plan, opts: &Opts, destroy: bool) ->
 
 pub fn apply(path: &Path, opts: &Opts) -> Result<u8> {
     let p = load(path)?;
-    let _lock = lock(opts)?;
+    locked(&p, opts, apply_locked)
+}
+
+fn apply_locked(p: &Profile, opts: &Opts) -> Result<u8> {
     let w = world(&p, false)?;
     let plan = compute(&w, opts)?;
     for warn in &w.warnings {
@@ -333,7 +366,10 @@ pub fn apply(path: &Path, opts: &Opts) -> Result<u8> {
 
 pub fn destroy(path: &Path, opts: &Opts) -> Result<u8> {
     let p = load(path)?;
-    let lock = lock(opts)?;
+    locked(&p, opts, destroy_locked)
+}
+
+fn destroy_locked(p: &Profile, opts: &Opts) -> Result<u8> {
     let w = world(&p, true)?;
     let plan = compute(&w, opts)?;
     let notes = plan.notes.clone();
@@ -357,9 +393,6 @@ pub fn destroy(path: &Path, opts: &Opts) -> Result<u8> {
     }
     for n in &notes {
         println!("note: {n}");
-    }
-    if State::load(&p.host)?.is_empty() {
-        lock.remove_files();
     }
     Ok(0)
 }

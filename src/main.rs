@@ -198,6 +198,7 @@ fn main() -> ExitCode {
         Command::Destroy { profile, force, common } => engine::destroy(profile, &opts(common, *force)),
         Command::Lab(cmd) => lab_command(cmd),
     };
+    vxrouter::testhooks::report();
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {

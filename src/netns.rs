@@ -28,6 +28,13 @@ pub fn open(name: &str) -> Result<Option<File>> {
     }
 }
 
+/// True when the file is a namespace (an nsfs bind mount), false for a plain
+/// file left by a run killed between creating the file and binding it.
+pub fn is_namespace(f: &File) -> bool {
+    const NSFS_MAGIC: i64 = 0x6e73_6673;
+    nix::sys::statfs::fstatfs(f).map(|s| s.filesystem_type().0 as i64 == NSFS_MAGIC).unwrap_or(false)
+}
+
 /// The calling thread's own network namespace.
 pub fn current() -> Result<File> {
     File::open("/proc/thread-self/ns/net").context("open /proc/thread-self/ns/net")
@@ -71,7 +78,16 @@ fn prepare_run_dir() -> Result<()> {
 pub fn create(name: &str) -> Result<File> {
     prepare_run_dir()?;
     let target = path(name);
+    // A plain file of that name is what a killed run leaves between
+    // creating the file and binding the namespace on it.
+    if let Ok(f) = File::open(&target)
+        && !is_namespace(&f)
+    {
+        fs::remove_file(&target).with_context(|| format!("remove stale {}", target.display()))?;
+    }
+    crate::testhooks::point();
     OpenOptions::new().write(true).create_new(true).open(&target).with_context(|| format!("create {}", target.display()))?;
+    crate::testhooks::point();
     // unshare(CLONE_NEWNET) affects only the calling thread, so a throwaway
     // thread makes the namespace and pins it with a bind mount.
     let made = std::thread::scope(|s| {
@@ -94,6 +110,7 @@ pub fn create(name: &str) -> Result<File> {
 /// away once nothing else holds it.
 pub fn delete(name: &str) -> Result<()> {
     let target = path(name);
+    crate::testhooks::point();
     match umount2(&target, MntFlags::MNT_DETACH) {
         Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
         Err(e) => return Err(e).with_context(|| format!("unmount {}", target.display())),

@@ -30,6 +30,9 @@ impl Session {
             return Ok(true);
         }
         let Some(file) = netns::open(name)? else { return Ok(false) };
+        if !netns::is_namespace(&file) {
+            return Ok(false);
+        }
         let sock = Netlink::open_in(netns::as_fd(&file)).with_context(|| format!("open netlink socket in namespace {name}"))?;
         self.named.insert(name.to_string(), (file, sock));
         Ok(true)
@@ -89,6 +92,9 @@ pub struct Observed {
     pub named: BTreeMap<String, NsView>,
     /// Every name under /run/netns.
     pub netns: BTreeSet<String>,
+    /// Names of ours under /run/netns with no namespace behind them (a run
+    /// was killed while creating it).
+    pub stale_netns: BTreeSet<String>,
     pub state: State,
 }
 
@@ -165,6 +171,7 @@ pub fn read_sysctls(ns: Option<&File>, keys: &[&str]) -> Result<BTreeMap<String,
 }
 
 pub fn write_sysctl(ns: Option<&File>, key: &str, value: &str) -> Result<()> {
+    crate::testhooks::point();
     let write = || -> Result<()> {
         let path = format!("/proc/sys/{key}");
         std::fs::write(&path, value).with_context(|| format!("write {value} to {path}"))

@@ -63,14 +63,14 @@ pub enum Action {
         replace: Vec<(Ns, String)>,
         reason: Option<String>,
         #[serde(skip)]
-        old: Option<Link>,
+        old: Option<Snapshot>,
     },
     DeleteLink {
         ns: Ns,
         name: String,
         kind: String,
         #[serde(skip)]
-        old: Link,
+        old: Snapshot,
     },
     ChangeLink {
         ns: Ns,
@@ -121,6 +121,20 @@ pub enum Action {
         uplink: String,
         bridge: String,
     },
+}
+
+/// A link as it was before the plan deletes it: enough to put it back if
+/// the run fails later (its veth peer included, with addresses and routes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    pub ns: Ns,
+    pub link: Link,
+    pub master: Option<String>,
+    pub addrs: Vec<Ipv4Cidr>,
+    /// Routes through the link other than those the kernel derives from
+    /// addresses.
+    pub routes: Vec<Route>,
+    pub peer: Option<Box<Snapshot>>,
 }
 
 /// How a difference reads in `plan` and `check`.
@@ -346,6 +360,11 @@ impl<'a> Planner<'a> {
                 ));
             }
         }
+        for name in &self.o.stale_netns {
+            if Some(name) != self.d.router_ns.as_ref() {
+                self.removals.push(Action::DeleteNetns { name: name.clone() });
+            }
+        }
         for name in &self.o.state.namespaces {
             if Some(name) == self.d.router_ns.as_ref() || !self.o.netns.contains(name) || !self.owns_namespace(name) {
                 continue;
@@ -436,7 +455,7 @@ impl<'a> Planner<'a> {
                     peer,
                     replace,
                     reason: Some(reason),
-                    old: Some(found),
+                    old: Some(self.snapshot(ns, &found)),
                 });
                 continue;
             }
@@ -501,6 +520,37 @@ impl<'a> Planner<'a> {
             }
             _ => None,
         }
+    }
+
+    /// What it takes to put a link back as it is now.
+    fn snapshot(&self, ns: &Ns, l: &Link) -> Snapshot {
+        let one = |ns: &Ns, l: &Link| {
+            let v = self.o.view(ns);
+            Snapshot {
+                ns: ns.clone(),
+                link: l.clone(),
+                master: l.master.and_then(|m| v.and_then(|v| v.by_index(m))).map(|b| b.name.clone()),
+                addrs: v.map(|v| v.addrs_of(l.index).map(|a| a.cidr).collect()).unwrap_or_default(),
+                routes: v
+                    .map(|v| v.routes.iter().filter(|r| r.oif == Some(l.index) && r.protocol != RTPROT_KERNEL).cloned().collect())
+                    .unwrap_or_default(),
+                peer: None,
+            }
+        };
+        let mut s = one(ns, l);
+        if l.kind.as_deref() == Some("veth")
+            && let Some(pi) = l.link
+        {
+            let mut spaces = vec![Ns::Host];
+            spaces.extend(self.o.named.keys().map(|n| Ns::Named(n.clone())));
+            for pns in spaces.into_iter().filter(|p| p != ns) {
+                if let Some(p) = self.o.view(&pns).and_then(|v| v.by_index(pi)).filter(|p| p.link == Some(l.index)) {
+                    s.peer = Some(Box::new(one(&pns, p)));
+                    break;
+                }
+            }
+        }
+        s
     }
 
     fn master_name(&self, ns: &Ns, l: &Link) -> Option<String> {
@@ -604,7 +654,8 @@ impl<'a> Planner<'a> {
         for ns in namespaces.clone() {
             let Some(view) = self.view(&ns) else { continue };
             for l in &view.links {
-                if !self.owned(l) || l.loopback || self.d.link(&ns, &l.name).is_some() || gone.contains(&(ns.clone(), l.index)) {
+                let ours = self.owned(l) || self.adoptable(&ns, l);
+                if !ours || l.loopback || self.d.link(&ns, &l.name).is_some() || gone.contains(&(ns.clone(), l.index)) {
                     continue;
                 }
                 if l.kind.as_deref() == Some("bridge") && !self.opts.force {
@@ -638,7 +689,7 @@ impl<'a> Planner<'a> {
                     ns: ns.clone(),
                     name: l.name.clone(),
                     kind: l.kind.clone().unwrap_or("link".into()),
-                    old: l.clone(),
+                    old: self.snapshot(&ns, l),
                 });
             }
         }
@@ -775,6 +826,9 @@ impl<'a> Planner<'a> {
         }
     }
 }
+
+/// rtm_protocol of routes the kernel adds for an address's subnet.
+const RTPROT_KERNEL: u8 = 2;
 
 fn on_off(b: bool) -> String {
     if b { "on".into() } else { "off".into() }

@@ -69,6 +69,7 @@ impl State {
     /// Writes atomically (temporary file + rename), or removes the file when
     /// there is nothing left to remember.
     pub fn save(&self) -> Result<()> {
+        crate::testhooks::point();
         let dir = run_dir();
         let path = Self::path_in(&dir, &self.host);
         if self.is_empty() {

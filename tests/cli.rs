@@ -8,7 +8,9 @@ fn vx(args: &[&str]) -> std::process::Output {
 
 #[test]
 fn shipped_profiles_validate() {
-    for p in ["profiles/host-a.toml", "profiles/host-b.toml", "profiles/three-hosts/host-a.toml", "profiles/three-hosts/host-c.toml"] {
+    for p in
+        ["profiles/host-a.toml", "profiles/host-b.toml", "profiles/three-hosts/host-a.toml", "profiles/three-hosts/host-c.toml"]
+    {
         let o = vx(&["validate", p]);
         assert_eq!(o.status.code(), Some(0), "{p}: {}", String::from_utf8_lossy(&o.stderr));
     }
@@ -22,7 +24,9 @@ fn shipped_profiles_validate() {
 fn invalid_profile_exits_1_with_location_key_and_reason() {
     let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
     let bad = dir.join("cli-bad.toml");
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/profiles/host-b.toml")).unwrap().replace("vni = 1070", "vni = 16777216");
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/profiles/host-b.toml"))
+        .unwrap()
+        .replace("vni = 1070", "vni = 16777216");
     std::fs::write(&bad, text).unwrap();
     let o = vx(&["validate", bad.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1));

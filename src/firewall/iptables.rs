@@ -97,6 +97,7 @@ pub fn render(changes: &[FwChange]) -> String {
 
 /// Applies a batch in one `iptables-restore` process.
 pub fn restore(ns: Option<&File>, where_: &str, batch: &str) -> Result<()> {
+    crate::testhooks::point();
     let mut child = command("iptables-restore", ns)
         .args(["--noflush", "--wait", "10"])
         .stdin(Stdio::piped())
@@ -105,6 +106,11 @@ pub fn restore(ns: Option<&File>, where_: &str, batch: &str) -> Result<()> {
         .spawn()
         .with_context(|| format!("run iptables-restore in {where_} (is the iptables package installed?)"))?;
     if let Some(mut stdin) = child.stdin.take() {
+        // Tests die here with half a batch written (a crash inside the batch).
+        crate::testhooks::point_then(|| {
+            let _ = stdin.write_all(&batch.as_bytes()[..batch.len() / 2]);
+            let _ = stdin.flush();
+        });
         stdin.write_all(batch.as_bytes()).with_context(|| format!("write rules to iptables-restore in {where_}"))?;
     }
     let out = child.wait_with_output().with_context(|| format!("wait for iptables-restore in {where_}"))?;

@@ -123,6 +123,19 @@ fn bridge_attrs(b: &BridgeSpec) -> Vec<InfoBridge> {
     ]
 }
 
+/// Asks for a veth peer's ifindex (used to restore a deleted pair as it was).
+pub fn set_peer_index(m: &mut LinkMessage, index: u32) {
+    for a in &mut m.attributes {
+        if let LinkAttribute::LinkInfo(infos) = a {
+            for i in infos {
+                if let LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(p))) = i {
+                    p.header.index = index;
+                }
+            }
+        }
+    }
+}
+
 /// Which attributes a RTM_SETLINK should change. Links are addressed by
 /// name, so a request can follow the create in the same pipelined batch.
 #[derive(Debug, Default, Clone)]

@@ -149,6 +149,9 @@ impl Netlink {
     /// before it; a failed request does not stop the ones after it, which is
     /// why every result is returned (the caller journals those that succeeded).
     pub fn exchange(&mut self, msgs: Vec<(RouteNetlinkMessage, u16)>) -> Vec<Result<Vec<RouteNetlinkMessage>, NlError>> {
+        if msgs.iter().any(|(m, _)| is_change(m)) {
+            crate::testhooks::point();
+        }
         let mut results = Vec::with_capacity(msgs.len());
         let mut iter = msgs.into_iter().peekable();
         while iter.peek().is_some() {
@@ -248,6 +251,23 @@ impl AsFd for Netlink {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.sock.as_fd()
     }
+}
+
+/// Requests that change the kernel (as opposed to reading it).
+fn is_change(m: &RouteNetlinkMessage) -> bool {
+    use RouteNetlinkMessage as M;
+    matches!(
+        m,
+        M::NewLink(_)
+            | M::DelLink(_)
+            | M::SetLink(_)
+            | M::NewAddress(_)
+            | M::DelAddress(_)
+            | M::NewRoute(_)
+            | M::DelRoute(_)
+            | M::NewNeighbour(_)
+            | M::DelNeighbour(_)
+    )
 }
 
 struct RawMsg {

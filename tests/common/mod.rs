@@ -151,7 +151,7 @@ impl TestLab {
             for cmd in [
                 &["ip", "-d", "-j", "link", "show"][..],
                 &["ip", "-j", "addr", "show"],
-                &["ip", "-j", "route", "show", "table", "all"],
+                &["ip", "-4", "-j", "route", "show", "table", "all"],
             ] {
                 let full: Vec<&str> = pre.iter().chain(cmd.iter()).copied().collect();
                 let o = self.exec(node, &full);
@@ -182,7 +182,9 @@ pub fn scrub(v: &mut Value) {
                     || k == "operstate"
                     || k == "carrier_changes"
                     || k == "carrier_up_count"
-                    || k == "carrier_down_count")
+                    || k == "carrier_down_count"
+                    // IPv6 duplicate address detection runs on its own clock.
+                    || k == "tentative")
             });
             for x in m.values_mut() {
                 scrub(x);
@@ -242,4 +244,20 @@ pub fn link_json(l: &TestLab, node: &str, name: &str) -> String {
     let mut v: Value = serde_json::from_slice(&o.stdout).unwrap_or(Value::Null);
     scrub(&mut v);
     v.to_string()
+}
+
+/// Asserts two snapshots are equal, showing the first lines that differ.
+pub fn assert_same(before: &str, after: &str, what: &str) {
+    if before == after {
+        return;
+    }
+    let b: Vec<&str> = before.lines().collect();
+    let a: Vec<&str> = after.lines().collect();
+    let first = b.iter().zip(&a).position(|(x, y)| x != y).unwrap_or(b.len().min(a.len()));
+    let from = first.saturating_sub(8);
+    panic!(
+        "{what}\n--- before (from line {from})\n{}\n--- after\n{}",
+        b[from..(first + 8).min(b.len())].join("\n"),
+        a[from..(first + 8).min(a.len())].join("\n")
+    );
 }
