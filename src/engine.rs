@@ -191,9 +191,9 @@ pub fn plan(path: &Path, opts: &Opts) -> Result<u8> {
 }
 
 fn plan_locked(p: &Profile, opts: &Opts) -> Result<u8> {
-    let w = world(&p, false)?;
+    let w = world(p, false)?;
     let plan = compute(&w, opts)?;
-    print_plan(&p, &plan, &w.warnings, opts, "no changes: the host matches the profile")?;
+    print_plan(p, &plan, &w.warnings, opts, "no changes: the host matches the profile")?;
     Ok(0)
 }
 
@@ -203,7 +203,7 @@ pub fn check(path: &Path, opts: &Opts) -> Result<u8> {
 }
 
 fn check_locked(p: &Profile, opts: &Opts) -> Result<u8> {
-    let w = world(&p, false)?;
+    let w = world(p, false)?;
     let plan = compute(&w, opts)?;
     if opts.json {
         #[derive(Serialize)]
@@ -333,7 +333,7 @@ pub fn apply(path: &Path, opts: &Opts) -> Result<u8> {
 }
 
 fn apply_locked(p: &Profile, opts: &Opts) -> Result<u8> {
-    let w = world(&p, false)?;
+    let w = world(p, false)?;
     let plan = compute(&w, opts)?;
     for warn in &w.warnings {
         eprintln!("warning: {warn}");
@@ -354,7 +354,7 @@ fn apply_locked(p: &Profile, opts: &Opts) -> Result<u8> {
         return Ok(0);
     }
     let notes = plan.notes.clone();
-    execute(&p, w, plan, opts, false)?;
+    execute(p, w, plan, opts, false)?;
     for n in &notes {
         println!("note: {n}");
     }
@@ -370,7 +370,7 @@ pub fn destroy(path: &Path, opts: &Opts) -> Result<u8> {
 }
 
 fn destroy_locked(p: &Profile, opts: &Opts) -> Result<u8> {
-    let w = world(&p, true)?;
+    let w = world(p, true)?;
     let plan = compute(&w, opts)?;
     let notes = plan.notes.clone();
     if plan.actions.is_empty() {
@@ -386,7 +386,7 @@ fn destroy_locked(p: &Profile, opts: &Opts) -> Result<u8> {
             .collect();
         State { host: p.host.clone(), namespaces: kept, ..State::default() }.save()?;
     } else {
-        execute(&p, w, plan, opts, true)?;
+        execute(p, w, plan, opts, true)?;
         if !opts.quiet {
             println!("destroyed what {} created", p.host);
         }

@@ -32,7 +32,7 @@ pub fn open(name: &str) -> Result<Option<File>> {
 /// file left by a run killed between creating the file and binding it.
 pub fn is_namespace(f: &File) -> bool {
     const NSFS_MAGIC: i64 = 0x6e73_6673;
-    nix::sys::statfs::fstatfs(f).map(|s| s.filesystem_type().0 as i64 == NSFS_MAGIC).unwrap_or(false)
+    nix::sys::statfs::fstatfs(f).map(|s| s.filesystem_type().0 == NSFS_MAGIC).unwrap_or(false)
 }
 
 /// The calling thread's own network namespace.
