@@ -135,12 +135,12 @@ impl<'a> Executor<'a> {
             }
             Action::CreateLink { ns, spec, peer, replace, old, .. } => {
                 for (rns, rname) in replace {
-                    let restore = old.as_ref().filter(|o| &o.ns == rns && &o.link.name == rname).cloned();
+                    let restore = old.as_deref().filter(|o| &o.ns == rns && &o.link.name == rname).cloned();
                     self.delete_link(rns, rname, restore)?;
                 }
                 self.create_link(ns, spec, peer.as_ref())?;
             }
-            Action::DeleteLink { ns, name, old, .. } => self.delete_link(ns, name, Some(old.clone()))?,
+            Action::DeleteLink { ns, name, old, .. } => self.delete_link(ns, name, Some((**old).clone()))?,
             Action::ChangeLink { ns, name, change, old, old_master, .. } => {
                 let undo = inverse_change(change, old, old_master);
                 self.change_link(ns, name, change)?;

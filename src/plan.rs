@@ -63,14 +63,14 @@ pub enum Action {
         replace: Vec<(Ns, String)>,
         reason: Option<String>,
         #[serde(skip)]
-        old: Option<Snapshot>,
+        old: Option<Box<Snapshot>>,
     },
     DeleteLink {
         ns: Ns,
         name: String,
         kind: String,
         #[serde(skip)]
-        old: Snapshot,
+        old: Box<Snapshot>,
     },
     ChangeLink {
         ns: Ns,
@@ -455,7 +455,7 @@ impl<'a> Planner<'a> {
                     peer,
                     replace,
                     reason: Some(reason),
-                    old: Some(self.snapshot(ns, &found)),
+                    old: Some(Box::new(self.snapshot(ns, &found))),
                 });
                 continue;
             }
@@ -689,7 +689,7 @@ impl<'a> Planner<'a> {
                     ns: ns.clone(),
                     name: l.name.clone(),
                     kind: l.kind.clone().unwrap_or("link".into()),
-                    old: self.snapshot(&ns, l),
+                    old: Box::new(self.snapshot(&ns, l)),
                 });
             }
         }
