@@ -34,6 +34,7 @@ enum Undo {
     Sysctl { ns: Ns, key: String, value: String },
     Firewall { ns: Ns, changes: Vec<FwChange> },
     SetMaster { uplink: String, bridge: Option<String> },
+    Fdb { vxlan: String, peer: std::net::Ipv4Addr, add: bool },
 }
 
 pub struct Executor<'a> {
@@ -183,6 +184,14 @@ impl<'a> Executor<'a> {
                 self.set_master(uplink, Some(bridge))?;
                 self.journal.push(Undo::SetMaster { uplink: uplink.clone(), bridge: from.clone() });
             }
+            Action::AddFdb { vxlan, peer } => {
+                self.fdb(vxlan, *peer, true)?;
+                self.journal.push(Undo::Fdb { vxlan: vxlan.clone(), peer: *peer, add: false });
+            }
+            Action::DelFdb { vxlan, peer } => {
+                self.fdb(vxlan, *peer, false)?;
+                self.journal.push(Undo::Fdb { vxlan: vxlan.clone(), peer: *peer, add: true });
+            }
             Action::Release { uplink, bridge } => {
                 self.set_master(uplink, None)?;
                 self.journal.push(Undo::SetMaster { uplink: uplink.clone(), bridge: Some(bridge.clone()) });
@@ -221,6 +230,22 @@ impl<'a> Executor<'a> {
             && let Ok(file) = self.session.file(ns)
         {
             let _ = crate::garp::announce(file, l.index, mac, ip);
+        }
+    }
+
+    fn fdb(&mut self, vxlan: &str, peer: std::net::Ipv4Addr, add: bool) -> Result<()> {
+        use netlink_packet_core::NLM_F_APPEND;
+        let idx = self.resolve(&Ns::Host, vxlan)?;
+        let sock = self.sock(&Ns::Host)?;
+        let r = if add {
+            sock.request(msg::add_fdb(idx, peer), NLM_F_CREATE | NLM_F_APPEND)
+        } else {
+            sock.request(msg::del_fdb(idx, peer), 0)
+        };
+        match r {
+            Ok(()) => Ok(()),
+            Err(e) if !add && e.is(libc::ENOENT) => Ok(()),
+            Err(e) => Err(anyhow!("{} peer {peer} on {vxlan}: {e}", if add { "add" } else { "remove" })),
         }
     }
 
@@ -436,6 +461,7 @@ impl<'a> Executor<'a> {
                 iptables::restore(self.session.file(ns)?, &format!("namespace {ns}"), &batch).context("undo")
             }
             Undo::SetMaster { uplink, bridge } => self.set_master(uplink, bridge.as_ref()).context("undo"),
+            Undo::Fdb { vxlan, peer, add } => self.fdb(vxlan, *peer, *add).context("undo"),
         }
     }
 
@@ -451,7 +477,7 @@ impl<'a> Executor<'a> {
                 let v = l.vxlan.clone().unwrap_or_default();
                 LinkKind::Vxlan(VxlanSpec {
                     vni: v.vni,
-                    group: v.group.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED),
+                    group: v.group,
                     dev: String::new(),
                     local: v.local.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED),
                     port: v.port,

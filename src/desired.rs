@@ -5,7 +5,7 @@ use std::net::Ipv4Addr;
 use serde::Serialize;
 
 use crate::firewall::Ruleset;
-use crate::firewall::rules::router_ruleset;
+use crate::firewall::rules::{router_ruleset, underlay_ruleset};
 use crate::model::{BridgeSpec, LinkKind, LinkSpec, Ns, VethPeer, VxlanSpec};
 use crate::netlink::msg::RTPROT_VXROUTER;
 use crate::profile::names::stable_mac;
@@ -44,6 +44,8 @@ pub struct Desired {
     pub firewall: Vec<(Ns, Ruleset)>,
     /// (uplink NIC, public bridge).
     pub uplinks: Vec<(String, String)>,
+    /// Head-end replication entries: (VXLAN link, peer underlay address).
+    pub fdb: Vec<(String, Ipv4Addr)>,
 }
 
 impl Desired {
@@ -111,8 +113,17 @@ pub fn derive(p: &Profile, underlay: Option<&UnderlayFacts>) -> Desired {
             },
         ));
     }
+    let mut fdb = Vec::new();
     for s in &p.segments {
-        let Flood::Multicast(group) = s.flood;
+        let group = match &s.flood {
+            Flood::Multicast(g) => Some(*g),
+            Flood::Unicast(peers) => {
+                // The host's own address may be listed (one list for all
+                // hosts); a tunnel to itself is skipped.
+                fdb.extend(peers.iter().filter(|a| **a != local).map(|a| (s.vxlan.clone(), *a)));
+                None
+            }
+        };
         links.push((
             Ns::Host,
             LinkSpec {
@@ -196,7 +207,14 @@ pub fn derive(p: &Profile, underlay: Option<&UnderlayFacts>) -> Desired {
         uplinks.push((r.public.uplink.clone(), r.public.leg.bridge.clone()));
     }
 
-    Desired { mark: p.owner_mark(), host, router_ns, links, addrs, routes, sysctls, firewall, uplinks }
+    if let Some(allow) = p.underlay.as_ref().and_then(|u| u.allow.as_ref()) {
+        let mut ports: Vec<u16> = p.segments.iter().map(|s| s.port).collect();
+        ports.sort();
+        ports.dedup();
+        firewall.push((Ns::Host, underlay_ruleset(&dev, &ports, allow)));
+    }
+
+    Desired { mark: p.owner_mark(), host, router_ns, links, addrs, routes, sysctls, firewall, uplinks, fdb }
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use crate::lock::HostLock;
 use crate::model::Ns;
 use crate::observe::{self, Observed, Session, Wants};
 use crate::plan::{self, Action, Plan, PlanOptions, Verb};
-use crate::preflight::{self, IGMP_MAX_SYSCTL, IP_FORWARD_SYSCTL};
+use crate::preflight::{self, BRIDGE_NF_SYSCTL, IGMP_MAX_SYSCTL, IP_FORWARD_SYSCTL};
 use crate::profile::{Profile, ProfileErrors};
 use crate::state::{Pending, State};
 
@@ -70,7 +70,11 @@ pub fn observe(
     state: &State,
     desired_for: Option<&Profile>,
 ) -> Result<(Observed, Desired, Vec<String>)> {
-    let host = observe::read_ns(session, &Ns::Host, &Wants { sysctls: &[IP_FORWARD_SYSCTL, IGMP_MAX_SYSCTL], firewall: false })?;
+    let mut host = observe::read_ns(
+        session,
+        &Ns::Host,
+        &Wants { sysctls: &[IP_FORWARD_SYSCTL, IGMP_MAX_SYSCTL, BRIDGE_NF_SYSCTL], firewall: false, fdb: false },
+    )?;
     let (desired, warnings) = match desired_for {
         Some(p) => {
             let pf = preflight::check(p, &host);
@@ -81,6 +85,18 @@ pub fn observe(
         }
         None => (empty_desired(p), vec![]),
     };
+    // The host's bridge FDB and firewall are read only when this profile
+    // uses them (unicast peers, underlay protection) or used them before.
+    let mark = p.owner_mark();
+    let unicast_before = host.links.iter().any(|l| l.alias.as_deref() == Some(mark.as_str()) && l.vxlan.as_ref().is_some_and(|v| v.group.is_none()));
+    if !desired.fdb.is_empty() || unicast_before {
+        host.fdb = observe::read_ns(session, &Ns::Host, &Wants { sysctls: &[], firewall: false, fdb: true })?.fdb;
+    }
+    if desired.firewall.iter().any(|(ns, _)| *ns == Ns::Host) || state.host_firewall || preflight::bridge_nf_on(&host) {
+        host.firewall = Some(crate::firewall::iptables::observe(None, "the host")?);
+    }
+    let mut warnings = warnings;
+    warnings.extend(preflight::host_firewall_warnings(&host));
     let mut observed =
         Observed { host, netns: crate::netns::list()?.into_iter().collect(), state: state.clone(), ..Observed::default() };
     let mut names: Vec<String> = state.namespaces.iter().cloned().collect();
@@ -91,7 +107,7 @@ pub fn observe(
     for name in names {
         if session.attach(&name)? {
             let view =
-                observe::read_ns(session, &Ns::Named(name.clone()), &Wants { sysctls: &[IP_FORWARD_SYSCTL], firewall: true })?;
+                observe::read_ns(session, &Ns::Named(name.clone()), &Wants { sysctls: &[IP_FORWARD_SYSCTL], firewall: true, fdb: false })?;
             observed.named.insert(name, view);
         } else if observed.netns.contains(&name) && (state.namespaces.contains(&name) || state.pending_namespace(&name)) {
             observed.netns.remove(&name);
@@ -113,6 +129,7 @@ fn empty_desired(p: &Profile) -> Desired {
         sysctls: vec![],
         firewall: vec![],
         uplinks: vec![],
+        fdb: vec![],
     }
 }
 
@@ -287,6 +304,7 @@ fn execute(p: &Profile, mut w: World, plan: Plan, opts: &Opts, destroy: bool) ->
     for (u, b) in &w.desired.uplinks {
         during.uplinks.insert(u.clone(), b.clone());
     }
+    during.host_firewall |= w.desired.firewall.iter().any(|(ns, _)| *ns == Ns::Host);
     during.save()?;
 
     let quiet = opts.quiet || opts.json;
@@ -320,6 +338,7 @@ fn execute(p: &Profile, mut w: World, plan: Plan, opts: &Opts, destroy: bool) ->
     for (u, b) in &desired.uplinks {
         after.uplinks.insert(u.clone(), b.clone());
     }
+    after.host_firewall = desired.firewall.iter().any(|(ns, _)| *ns == Ns::Host);
     after.save()?;
     if !leftover.is_empty() {
         bail!("verification failed: after applying, these differences remain:\n  {}", leftover.join("\n  "));

@@ -125,6 +125,18 @@ enum AgentCommand {
     Listen {
         addr: std::net::SocketAddr,
     },
+    VxlanInject {
+        #[arg(long)]
+        from: std::net::Ipv4Addr,
+        #[arg(long)]
+        to: std::net::SocketAddr,
+        #[arg(long)]
+        vni: u32,
+        #[arg(long)]
+        sender: std::net::Ipv4Addr,
+        #[arg(long)]
+        target: std::net::Ipv4Addr,
+    },
     Send {
         addr: std::net::SocketAddr,
         #[arg(long, default_value_t = 64)]
@@ -142,6 +154,9 @@ fn hidden() -> Option<ExitCode> {
     let result = match Hidden::parse() {
         Hidden::LabHolder { .. } => lab::nodes::holder_main(),
         Hidden::Agent(AgentCommand::Listen { addr }) => lab::agent::listen(addr),
+        Hidden::Agent(AgentCommand::VxlanInject { from, to, vni, sender, target }) => {
+            lab::agent::vxlan_inject(from, to, vni, sender, target)
+        }
         Hidden::Agent(AgentCommand::Send { addr, bytes, timeout }) => lab::agent::send(addr, bytes, Duration::from_secs(timeout)),
     };
     Some(match result {

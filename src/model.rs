@@ -91,7 +91,8 @@ pub struct BridgeSpec {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct VxlanSpec {
     pub vni: u32,
-    pub group: Ipv4Addr,
+    /// Multicast group; None for unicast peers (FDB entries).
+    pub group: Option<Ipv4Addr>,
     /// Underlay device name.
     pub dev: String,
     pub local: Ipv4Addr,

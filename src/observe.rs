@@ -67,6 +67,8 @@ pub struct NsView {
     /// Sysctls under /proc/sys/net that were asked for.
     pub sysctls: BTreeMap<String, String>,
     pub firewall: Option<FirewallState>,
+    /// All-zero-MAC FDB entries: (VXLAN link index, remote).
+    pub fdb: Vec<(u32, std::net::Ipv4Addr)>,
 }
 
 impl NsView {
@@ -111,6 +113,8 @@ impl Observed {
 pub struct Wants<'a> {
     pub sysctls: &'a [&'a str],
     pub firewall: bool,
+    /// The bridge FDB (for unicast VXLAN peers).
+    pub fdb: bool,
 }
 
 pub fn read_ns(session: &mut Session, ns: &Ns, wants: &Wants<'_>) -> Result<NsView> {
@@ -140,6 +144,17 @@ pub fn read_ns(session: &mut Session, ns: &Ns, wants: &Wants<'_>) -> Result<NsVi
             _ => None,
         })
         .collect();
+    if wants.fdb {
+        let sock = session.sock(ns)?;
+        let fdb = sock.dump(msg::get_fdb()).with_context(|| format!("list bridge FDB in {ns}"))?;
+        view.fdb = fdb
+            .iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewNeighbour(n) => msg::parse_fdb(n),
+                _ => None,
+            })
+            .collect();
+    }
     let file = session.file(ns)?;
     view.sysctls = read_sysctls(file, wants.sysctls).with_context(|| format!("read sysctls in {ns}"))?;
     if wants.firewall {

@@ -121,6 +121,15 @@ pub enum Action {
         uplink: String,
         bridge: String,
     },
+    /// Head-end replication to a unicast peer.
+    AddFdb {
+        vxlan: String,
+        peer: Ipv4Addr,
+    },
+    DelFdb {
+        vxlan: String,
+        peer: Ipv4Addr,
+    },
 }
 
 /// A link as it was before the plan deletes it: enough to put it back if
@@ -150,7 +159,8 @@ pub enum Verb {
 impl Action {
     pub fn verb(&self) -> Verb {
         match self {
-            Action::CreateNetns { .. } | Action::AddAddr { .. } => Verb::Create,
+            Action::CreateNetns { .. } | Action::AddAddr { .. } | Action::AddFdb { .. } => Verb::Create,
+            Action::DelFdb { .. } => Verb::Remove,
             Action::CreateLink { reason: Some(_), .. } => Verb::Recreate,
             Action::CreateLink { .. } => Verb::Create,
             Action::DeleteNetns { .. } | Action::DeleteLink { .. } | Action::DelAddr { .. } | Action::Release { .. } => {
@@ -190,6 +200,7 @@ impl Action {
             Action::SetSysctl { ns, key, .. } => format!("sysctl {}{}", key.replace('/', "."), at(ns)),
             Action::Firewall { ns, .. } => format!("firewall{}", at(ns)),
             Action::Enslave { uplink, bridge, .. } | Action::Release { uplink, bridge } => format!("uplink {uplink} in {bridge}"),
+            Action::AddFdb { vxlan, peer } | Action::DelFdb { vxlan, peer } => format!("peer {peer} on {vxlan}"),
         }
     }
 
@@ -203,7 +214,14 @@ impl Action {
                 }
                 match &spec.kind {
                     LinkKind::Vxlan(v) => {
-                        parts.push(format!("vni {}, group {}, dev {}, local {}, port {}", v.vni, v.group, v.dev, v.local, v.port))
+                        parts.push(format!(
+                            "vni {}, {}, dev {}, local {}, port {}",
+                            v.vni,
+                            v.group.map(|g| format!("group {g}")).unwrap_or("unicast peers".into()),
+                            v.dev,
+                            v.local,
+                            v.port
+                        ))
                     }
                     LinkKind::Bridge(b) if b.stp => parts.push(format!("stp on, forward_delay {}s", b.forward_delay / 100)),
                     _ => {}
@@ -318,6 +336,7 @@ pub fn plan(d: &Desired, o: &Observed, opts: PlanOptions) -> Result<Plan, Confli
     p.uplinks();
     p.addresses();
     p.routes();
+    p.fdb();
     p.sysctls();
     p.firewall();
     if !p.conflicts.is_empty() {
@@ -497,6 +516,11 @@ impl<'a> Planner<'a> {
                     let found_dev = f.dev.and_then(|i| self.o.host.by_index(i)).map(|l| l.name.clone()).unwrap_or("none".into());
                     return Some(format!("dev {} (found {found_dev})", v.dev));
                 }
+                match (v.group, f.group) {
+                    (None, Some(g)) => return Some(format!("unicast peers (found multicast group {g})")),
+                    (Some(g), None) => return Some(format!("multicast group {g} (found unicast peers)")),
+                    _ => {}
+                }
                 if f.local.unwrap_or(Ipv4Addr::UNSPECIFIED) != v.local {
                     return Some(format!(
                         "local {} (found {})",
@@ -608,9 +632,11 @@ impl<'a> Planner<'a> {
             }
             LinkKind::Vxlan(v) => {
                 let f = found.vxlan.clone().unwrap_or_default();
-                if f.group != Some(v.group) {
-                    c.vxlan_group = Some(v.group);
-                    diff("group", v.group.to_string(), f.group.map(|g| g.to_string()).unwrap_or("none".into()));
+                if let (Some(want), Some(have)) = (v.group, f.group)
+                    && want != have
+                {
+                    c.vxlan_group = Some(want);
+                    diff("group", want.to_string(), have.to_string());
                 }
                 if f.ageing != v.ageing {
                     c.vxlan_ageing = Some(v.ageing);
@@ -804,6 +830,37 @@ impl<'a> Planner<'a> {
         }
     }
 
+    /// Unicast peers: all-zero FDB entries on each VXLAN link, in sync with
+    /// the profile's list.
+    fn fdb(&mut self) {
+        let host = &self.o.host;
+        let mut vxlans: Vec<&str> = self.d.fdb.iter().map(|(v, _)| v.as_str()).collect();
+        // Owned VXLAN links whose peers may have to go.
+        vxlans.extend(host.links.iter().filter(|l| l.vxlan.is_some() && self.owned(l)).map(|l| l.name.as_str()));
+        vxlans.sort();
+        vxlans.dedup();
+        for vx in vxlans {
+            if self.d.link(&Ns::Host, vx).is_none() {
+                continue; // the link itself goes, with its entries
+            }
+            let want: Vec<Ipv4Addr> = self.d.fdb.iter().filter(|(v, _)| v == vx).map(|(_, a)| *a).collect();
+            let have: Vec<Ipv4Addr> = match self.live(&Ns::Host, vx) {
+                Some(l) => host.fdb.iter().filter(|(i, _)| *i == l.index).map(|(_, a)| *a).collect(),
+                None => vec![],
+            };
+            for a in &have {
+                if !want.contains(a) {
+                    self.late.push(Action::DelFdb { vxlan: vx.to_string(), peer: *a });
+                }
+            }
+            for a in &want {
+                if !have.contains(a) {
+                    self.late.push(Action::AddFdb { vxlan: vx.to_string(), peer: *a });
+                }
+            }
+        }
+    }
+
     fn sysctls(&mut self) {
         for (ns, key, value) in &self.d.sysctls {
             let old = self.view(ns).and_then(|v| v.sysctls.get(key)).cloned();
@@ -913,7 +970,7 @@ pub(crate) mod tests {
                 LinkKind::Vxlan(x) => {
                     l.vxlan = Some(ObservedVxlan {
                         vni: x.vni,
-                        group: Some(x.group),
+                        group: x.group,
                         dev: Some(2),
                         local: Some(x.local),
                         port: x.port,
@@ -955,6 +1012,10 @@ pub(crate) mod tests {
                 fw.jumps.entry((c.table.clone(), c.hook.clone())).or_default().push(jump_rule(&d.mark, &c.name));
             }
             view(&mut o, ns).firewall = Some(fw);
+        }
+        for (vx, peer) in &d.fdb {
+            let i = o.host.link(vx).unwrap().index;
+            o.host.fdb.push((i, *peer));
         }
         for (u, b) in &d.uplinks {
             let bi = o.host.link(b).unwrap().index;
@@ -1143,6 +1204,33 @@ pub(crate) mod tests {
         );
         assert!(lines(&p).contains(&"change firewall in ns1".to_string()), "{:?}", lines(&p));
         assert!(p.notes.iter().any(|n| n.contains("kept namespace ns1") && n.contains("mine0")), "{:?}", p.notes);
+    }
+
+    const UNICAST: &str = "[[segment]]\nbridge = \"br-u\"\nvni = 3000\npeers = [\"10.0.0.1\", \"10.0.0.2\", \"10.0.0.3\"]\n\n[router]";
+
+    #[test]
+    fn unicast_peers_become_fdb_entries_without_the_own_address() {
+        let d = desired(&SEED_A.replace("[router]", UNICAST));
+        assert_eq!(d.fdb, vec![("vxlan3000".to_string(), Ipv4Addr::new(10, 0, 0, 2)), ("vxlan3000".to_string(), Ipv4Addr::new(10, 0, 0, 3))]);
+        let mut o = converged(&d);
+        assert!(plan(&d, &o, PlanOptions::default()).unwrap().actions.is_empty());
+        // A peer removed by hand comes back; a stray one goes.
+        let vx = o.host.link("vxlan3000").unwrap().index;
+        o.host.fdb.retain(|(_, a)| *a != Ipv4Addr::new(10, 0, 0, 3));
+        o.host.fdb.push((vx, Ipv4Addr::new(10, 0, 0, 9)));
+        let p = plan(&d, &o, PlanOptions::default()).unwrap();
+        assert_eq!(lines(&p), ["remove peer 10.0.0.9 on vxlan3000", "create peer 10.0.0.3 on vxlan3000"]);
+    }
+
+    #[test]
+    fn switching_a_segment_from_multicast_to_unicast_recreates_its_vxlan() {
+        let multicast = SEED_A.replace("[router]", "[[segment]]\nbridge = \"br-u\"\nvni = 3000\ngroup = \"239.1.1.1\"\n\n[router]");
+        let o = converged(&desired(&multicast));
+        let d = desired(&SEED_A.replace("[router]", UNICAST));
+        let p = plan(&d, &o, PlanOptions::default()).unwrap();
+        assert_eq!(p.actions[0].line().split(':').next().unwrap(), "recreate vxlan vxlan3000");
+        assert!(p.actions[0].line().contains("unicast peers (found multicast group 239.1.1.1)"));
+        assert_eq!(lines(&p)[1..], ["create peer 10.0.0.2 on vxlan3000", "create peer 10.0.0.3 on vxlan3000"]);
     }
 
     #[test]

@@ -11,6 +11,27 @@ use crate::profile::{Flood, Profile, VXLAN_OVERHEAD};
 
 pub const IGMP_MAX_SYSCTL: &str = "net/ipv4/igmp_max_memberships";
 pub const IP_FORWARD_SYSCTL: &str = "net/ipv4/ip_forward";
+/// Present only when br_netfilter is loaded.
+pub const BRIDGE_NF_SYSCTL: &str = "net/bridge/bridge-nf-call-iptables";
+
+/// br_netfilter is loaded and passes bridged IPv4 through iptables.
+pub fn bridge_nf_on(host: &NsView) -> bool {
+    host.sysctls.get(BRIDGE_NF_SYSCTL).map(String::as_str) == Some("1")
+}
+
+/// Warnings that need the host's firewall (read only when relevant).
+pub fn host_firewall_warnings(host: &NsView) -> Vec<String> {
+    let mut out = Vec::new();
+    if bridge_nf_on(host) && host.firewall.as_ref().is_some_and(|f| f.policies.get("FORWARD").map(String::as_str) == Some("DROP")) {
+        out.push(
+            "br_netfilter is loaded with net.bridge.bridge-nf-call-iptables=1 and the host's FORWARD policy is DROP \
+             (as Docker leaves it): frames bridged between VMs and VXLAN go through iptables FORWARD and are silently dropped. \
+             Fix one of: sysctl -w net.bridge.bridge-nf-call-iptables=0; or iptables -I FORWARD -m physdev --physdev-is-bridged -j ACCEPT"
+                .into(),
+        );
+    }
+    out
+}
 
 #[derive(Debug, Default)]
 pub struct Preflight {
@@ -68,9 +89,9 @@ pub fn check(p: &Profile, host: &NsView) -> Preflight {
     let mut groups: BTreeSet<Ipv4Addr> = p
         .segments
         .iter()
-        .map(|s| {
-            let Flood::Multicast(g) = s.flood;
-            g
+        .filter_map(|s| match s.flood {
+            Flood::Multicast(g) => Some(g),
+            Flood::Unicast(_) => None,
         })
         .collect();
     let ours: BTreeSet<&str> = p.segments.iter().map(|s| s.vxlan.as_str()).collect();
@@ -91,9 +112,11 @@ pub fn check(p: &Profile, host: &NsView) -> Preflight {
             groups.len().max(limit * 2)
         ));
     }
-    if p.router.is_some() && host.sysctls.get(IP_FORWARD_SYSCTL).map(String::as_str) == Some("1") {
+    if host.sysctls.get(IP_FORWARD_SYSCTL).map(String::as_str) == Some("1") {
         out.warnings.push(
-            "IP forwarding is enabled on the host itself; vxrouter routes only inside its namespace and does not need it".into(),
+            "IP forwarding is enabled on the host itself (net.ipv4.ip_forward=1): vxrouter routes only inside its router \
+             namespace and does not need it; make sure the host's own firewall does not route traffic it should not"
+                .into(),
         );
     }
     out

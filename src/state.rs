@@ -32,6 +32,9 @@ pub struct State {
     /// Uplink NIC → the public bridge vxrouter enslaved it to.
     #[serde(default)]
     pub uplinks: BTreeMap<String, String>,
+    /// True while vxrouter has chains in the host's own firewall.
+    #[serde(default)]
+    pub host_firewall: bool,
     /// Set while a run is changing the host; cleared when it finishes.
     #[serde(default)]
     pub pending: Option<Pending>,
@@ -87,7 +90,7 @@ impl State {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.namespaces.is_empty() && self.uplinks.is_empty() && self.pending.is_none()
+        self.namespaces.is_empty() && self.uplinks.is_empty() && self.pending.is_none() && !self.host_firewall
     }
 
     /// True when a run was interrupted while it may have been creating `name`.

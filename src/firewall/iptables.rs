@@ -38,7 +38,13 @@ pub fn parse_save(text: &str) -> FirewallState {
         if let Some(t) = line.strip_prefix('*') {
             table = t.trim().to_string();
         } else if let Some(decl) = line.strip_prefix(':') {
-            let name = decl.split_whitespace().next().unwrap_or("");
+            let mut words = decl.split_whitespace();
+            let name = words.next().unwrap_or("");
+            if table == "filter"
+                && let Some(policy) = words.next().filter(|p| *p != "-")
+            {
+                st.policies.insert(name.to_string(), policy.to_string());
+            }
             if name.starts_with(CHAIN_PREFIX) {
                 st.chains.entry((table.clone(), name.to_string())).or_default();
             }

@@ -36,6 +36,8 @@ pub struct FirewallState {
     /// Rules that are not vxrouter's, per table (to decide whether a
     /// namespace can be deleted without destroying someone else's rules).
     pub foreign: BTreeMap<String, usize>,
+    /// Policies of the filter table's built-in chains ("FORWARD" → "DROP").
+    pub policies: BTreeMap<String, String>,
 }
 
 /// Prefix of every chain vxrouter creates.

@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use anyhow::{Context, Result, anyhow};
 use serde::Serialize;
 
-use super::LabState;
+use super::{LabState, attacker_address};
 use super::nodes::{LabDir, Node};
 use super::spec::{Lab, LabVm};
 
@@ -56,8 +56,8 @@ impl Drop for Listener {
     }
 }
 
-fn exe() -> std::path::PathBuf {
-    std::env::current_exe().unwrap_or_else(|_| "vxrouter".into())
+fn exe() -> &'static str {
+    super::nodes::SELF_EXE
 }
 
 fn listen(node: &Node, addr: Ipv4Addr, port: u16) -> Result<Listener> {
@@ -124,6 +124,13 @@ fn send(node: &Node, to: Ipv4Addr, port: u16, bytes: u64, timeout_s: u32) -> Res
         }
     }
     Ok((peer, got))
+}
+
+/// The router serving both VMs' segments (their gateways are its legs).
+fn shared_router<'a>(lab: &'a Lab, a: &LabVm, b: &LabVm) -> Option<&'a crate::profile::Router> {
+    lab.hosts.iter().filter_map(|h| h.profile.router.as_ref()).find(|r| {
+        r.private.iter().any(|l| l.address.addr == a.gateway) && r.private.iter().any(|l| l.address.addr == b.gateway)
+    })
 }
 
 /// The public address a VM is expected to leave through: that of the
@@ -239,12 +246,24 @@ pub fn run_checks(lab: &Lab) -> Result<Vec<CheckResult>> {
                             Err(e) => r("bulk", false, e),
                         }
                     }
-                } else if !gw_control {
-                    r("l2-isolated", false, format!("control failed: {} gets no ARP reply on its own segment either", a.name));
-                } else if arping(an, b.address.addr) {
-                    r("l2-isolated", false, format!("{} answered ARP from {}: the segments share L2", b.name, a.name));
                 } else {
-                    r("l2-isolated", true, "isolated".into());
+                    if !gw_control {
+                        r("l2-isolated", false, format!("control failed: {} gets no ARP reply on its own segment either", a.name));
+                    } else if arping(an, b.address.addr) {
+                        r("l2-isolated", false, format!("{} answered ARP from {}: the segments share L2", b.name, a.name));
+                    } else {
+                        r("l2-isolated", true, "isolated".into());
+                    }
+                    // Routed between segments of one router: only when the
+                    // profile says so.
+                    if let Some(allowed) = shared_router(lab, a, b).map(|r| r.route_between_segments) {
+                        match (allowed, send(an, b.address.addr, VM_PORT, 16, 2)) {
+                            (true, Ok(_)) => r("routed", true, "routed between segments".into()),
+                            (true, Err(e)) => r("routed", false, format!("route_between_segments is on, but: {e}")),
+                            (false, Ok(_)) => r("routed-blocked", false, format!("{} reached {} across segments", a.name, b.name)),
+                            (false, Err(_)) => r("routed-blocked", true, "blocked".into()),
+                        }
+                    }
                 }
                 out
             }));
@@ -287,10 +306,36 @@ pub fn run_checks(lab: &Lab) -> Result<Vec<CheckResult>> {
             }
         }));
     }
+    // Port forwards: reachable from the internet at the public address, and
+    // the connection arrives with the client's own address (DNAT only).
+    let mut forward_listeners = Vec::new();
+    for h in &lab.hosts {
+        let Some(r) = &h.profile.router else { continue };
+        for f in r.forwards.iter().filter(|f| f.proto == crate::profile::Proto::Tcp) {
+            let target = vms.iter().find(|(v, _)| v.address.addr == f.to);
+            let Some((vm, node)) = target else { continue };
+            if f.to_port != VM_PORT {
+                forward_listeners.push(listen(node, vm.address.addr, f.to_port)?);
+            }
+            let public = r.public.leg.address.addr;
+            let (port, vm) = (f.port, &vm.name);
+            let attacker = &attacker;
+            jobs.push(Box::new(move || {
+                let me = attacker_address(lab).addr.to_string();
+                let (ok, detail) = match send(attacker, public, port, 16, 3) {
+                    Ok((peer, _)) if peer == me => (true, format!("{public}:{port}")),
+                    Ok((peer, _)) => (false, format!("arrived from {peer}, expected the client's {me}")),
+                    Err(e) => (false, format!("{public}:{port}: {e}")),
+                };
+                vec![CheckResult { check: "forward", from: "internet".into(), to: vm.clone(), ok, detail }]
+            }));
+        }
+    }
     for batch in parallel(jobs) {
         results.extend(batch);
     }
     drop(vm_listeners);
+    drop(forward_listeners);
     for (name, node, before) in host_nodes {
         let after = frag_creates(&node)?;
         let n = after.saturating_sub(before);
@@ -345,6 +390,9 @@ pub fn print_matrix(lab: &Lab, results: &[CheckResult]) {
                         "l2-isolated" => "isolated",
                         "egress-source" => "snat",
                         "inbound-blocked" => "blocked",
+                    "routed" => "routed",
+                    "routed-blocked" => "no-route",
+                    "forward" => "forward",
                         other => other,
                     })
                     .collect();
@@ -352,7 +400,14 @@ pub fn print_matrix(lab: &Lab, results: &[CheckResult]) {
             }
         }
     };
-    let width = names.iter().map(|n| n.len()).max().unwrap_or(4).max(14) + 2;
+    let mut all_cells = vec![cell("internet", "")];
+    for from in &names {
+        all_cells.push(cell(from, "internet"));
+        all_cells.push(cell("internet", from));
+        all_cells.extend(names.iter().map(|to| cell(from, to)));
+    }
+    let widest = all_cells.iter().map(|c| c.chars().count()).chain(names.iter().map(|n| n.chars().count())).max().unwrap_or(4);
+    let width = widest.max(13) + 2;
     println!();
     println!("lab {}: {} host(s), {} VM(s)   (row → column)", lab.name, lab.hosts.len(), lab.vms.len());
     print!("{:w$}", "", w = width);

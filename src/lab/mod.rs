@@ -235,7 +235,7 @@ pub fn up(lab: &Lab, opts: &UpOptions) -> Result<LabState> {
         if opts.apply {
             say(q, format!("{}: vxrouter apply {}", h.name, h.profile_path.display()));
             let out = node
-                .command(std::env::current_exe()?)
+                .command(nodes::SELF_EXE)
                 .args(["apply", "--quiet"])
                 .arg(&h.profile_path)
                 .output()

@@ -22,6 +22,10 @@ use crate::netns;
 
 pub const LAB_ROOT: &str = "/run/vxrouter-lab";
 
+/// This very program, also when its file was replaced or removed since it
+/// started (a rebuild during a long lab run), and from any mount namespace.
+pub const SELF_EXE: &str = "/proc/self/exe";
+
 /// A running (or half-built) lab's directory of pinned namespaces.
 pub struct LabDir {
     pub path: PathBuf,
@@ -38,7 +42,11 @@ pub struct Node {
 impl Node {
     /// A command that starts inside this node.
     pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let program = program.as_ref();
         let mut cmd = Command::new(program);
+        if program == SELF_EXE {
+            cmd.arg0("vxrouter");
+        }
         let net = self.net.as_raw_fd();
         let mnt = self.mnt.as_ref().map(|m| m.as_raw_fd());
         // SAFETY: only async-signal-safe syscalls between fork and exec; the
@@ -160,8 +168,8 @@ impl LabDir {
     /// kernels; `down` kills the holder). The network namespace is pinned.
     pub fn new_host(&self, name: &str) -> Result<Node> {
         if !self.has(name) {
-            let exe = std::env::current_exe().context("find the vxrouter executable")?;
-            let mut cmd = Command::new(exe);
+            let mut cmd = Command::new(SELF_EXE);
+            cmd.arg0("vxrouter");
             let lab = self.path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
             // The label only tells `ps` readers which lab and host this is.
             cmd.args(["__lab-holder", &format!("{lab}/{name}")])
@@ -225,6 +233,15 @@ impl LabDir {
                 && let Ok(m) = fs::metadata(format!("/proc/{}/ns/mnt", pid.trim()))
             {
                 inodes.push((m.dev(), m.ino()));
+                // The host's own namespaces (its router namespace): seen
+                // through the holder's root, as the host sees /run/netns.
+                if let Ok(dir) = fs::read_dir(format!("/proc/{}/root/run/netns", pid.trim())) {
+                    for ns in dir.flatten() {
+                        if let Ok(m) = fs::metadata(ns.path()) {
+                            inodes.push((m.dev(), m.ino()));
+                        }
+                    }
+                }
             }
             if matches!(p.extension().and_then(|e| e.to_str()), Some("net" | "mnt")) {
                 if let Ok(m) = fs::metadata(&p)

@@ -9,6 +9,7 @@ use netlink_packet_route::link::{
     AfSpecInet6, AfSpecUnspec, BridgeStpState, In6AddrGenMode, InfoBridge, InfoData, InfoKind, InfoVeth, InfoVxlan,
     LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
 };
+use netlink_packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState};
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
 };
@@ -73,15 +74,17 @@ pub fn create(spec: &LinkSpec, ctx: &CreateCtx) -> RouteNetlinkMessage {
     let (kind, data) = match &spec.kind {
         LinkKind::Bridge(b) => (InfoKind::Bridge, Some(InfoData::Bridge(bridge_attrs(b)))),
         LinkKind::Vxlan(v) => {
-            let mut attrs = vec![
-                InfoVxlan::Id(v.vni),
-                InfoVxlan::Group(v.group),
+            let mut attrs = vec![InfoVxlan::Id(v.vni)];
+            if let Some(g) = v.group {
+                attrs.push(InfoVxlan::Group(g));
+            }
+            attrs.extend([
                 InfoVxlan::Local(v.local),
                 InfoVxlan::Port(v.port),
                 InfoVxlan::Ageing(v.ageing),
                 InfoVxlan::Ttl(v.ttl),
                 InfoVxlan::Learning(true),
-            ];
+            ]);
             if let Some(d) = ctx.vxlan_dev {
                 attrs.push(InfoVxlan::Link(d));
             }
@@ -253,6 +256,57 @@ pub fn new_route(r: &Route) -> RouteNetlinkMessage {
 
 pub fn del_route(r: &Route) -> RouteNetlinkMessage {
     RouteNetlinkMessage::DelRoute(route_msg(r))
+}
+
+/// A head-end replication entry: frames for unknown destinations on the
+/// VXLAN link are also sent to `dst` (all-zero MAC, NTF_SELF, permanent).
+fn fdb_msg(vxlan_index: u32, dst: Ipv4Addr) -> NeighbourMessage {
+    let mut m = NeighbourMessage::default();
+    m.header.family = AddressFamily::Bridge;
+    m.header.ifindex = vxlan_index;
+    m.header.state = NeighbourState::Permanent;
+    m.header.flags = NeighbourFlags::Own;
+    m.attributes.push(NeighbourAttribute::LinkLayerAddress(vec![0; 6]));
+    m.attributes.push(NeighbourAttribute::Destination(NeighbourAddress::Inet(dst)));
+    m
+}
+
+/// RTM_NEWNEIGH; send with NLM_F_CREATE|NLM_F_APPEND (several entries share
+/// the all-zero MAC).
+pub fn add_fdb(vxlan_index: u32, dst: Ipv4Addr) -> RouteNetlinkMessage {
+    RouteNetlinkMessage::NewNeighbour(fdb_msg(vxlan_index, dst))
+}
+
+pub fn del_fdb(vxlan_index: u32, dst: Ipv4Addr) -> RouteNetlinkMessage {
+    RouteNetlinkMessage::DelNeighbour(fdb_msg(vxlan_index, dst))
+}
+
+pub fn get_fdb() -> RouteNetlinkMessage {
+    let mut m = NeighbourMessage::default();
+    m.header.family = AddressFamily::Bridge;
+    RouteNetlinkMessage::GetNeighbour(m)
+}
+
+/// An all-zero-MAC FDB entry with a remote: (link index, remote).
+pub fn parse_fdb(m: &NeighbourMessage) -> Option<(u32, Ipv4Addr)> {
+    if m.header.family != AddressFamily::Bridge {
+        return None;
+    }
+    let mut zero = false;
+    let mut dst = None;
+    for a in &m.attributes {
+        match a {
+            NeighbourAttribute::LinkLayerAddress(b) => zero = b.iter().all(|x| *x == 0),
+            NeighbourAttribute::Destination(NeighbourAddress::Inet(d)) => dst = Some(*d),
+            // For AF_BRIDGE entries the crate cannot tell the address family
+            // of NDA_DST and hands back the raw bytes.
+            NeighbourAttribute::Destination(NeighbourAddress::Other(b)) if b.len() == 4 => {
+                dst = Some(Ipv4Addr::new(b[0], b[1], b[2], b[3]))
+            }
+            _ => {}
+        }
+    }
+    if zero { dst.map(|d| (m.header.ifindex, d)) } else { None }
 }
 
 // ---- decoding -------------------------------------------------------------

@@ -36,6 +36,9 @@ pub struct Profile {
 pub struct Underlay {
     pub device: String,
     pub local: Option<Ipv4Addr>,
+    /// When set, VXLAN packets are accepted on the device only from these
+    /// sources (an owned chain on the host firewall drops the rest).
+    pub allow: Option<Vec<Ipv4Cidr>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -61,13 +64,57 @@ pub struct Segment {
 pub enum Flood {
     /// Flood-and-learn through a multicast group.
     Multicast(Ipv4Addr),
+    /// Head-end replication to these underlay addresses (all-zero FDB
+    /// entries), for underlays without multicast.
+    Unicast(Vec<Ipv4Addr>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Router {
     pub namespace: String,
+    pub nat: Nat,
+    /// Forward between this router's private segments (default: no).
+    pub route_between_segments: bool,
     pub public: Public,
     pub private: Vec<Leg>,
+    pub forwards: Vec<Forward>,
+}
+
+/// How private subnets leave through the public leg.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Nat {
+    /// SNAT to the fixed public address (default).
+    Snat,
+    /// MASQUERADE: follows the public leg's address if it changes.
+    Masquerade,
+    /// No address translation (routed setups).
+    None,
+}
+
+/// A port forward: DNAT of `proto`/`port` on the public address to `to`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Forward {
+    pub proto: Proto,
+    pub port: u16,
+    pub to: Ipv4Addr,
+    pub to_port: u16,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Proto {
+    Tcp,
+    Udp,
+}
+
+impl Proto {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -1,6 +1,18 @@
 //! Interface names: the kernel's rules, and the names vxrouter derives when a
 //! profile leaves them out.
 
+/// A value quoted for a message, cut when long (a 10 kB string in a profile
+/// should not come back as a 10 kB error).
+pub fn shown(s: &str) -> String {
+    const MAX: usize = 40;
+    if s.chars().count() <= MAX {
+        format!("{s:?}")
+    } else {
+        let cut: String = s.chars().take(MAX).collect();
+        format!("{cut:?}… ({} bytes)", s.len())
+    }
+}
+
 /// IFNAMSIZ - 1: the kernel stores names in 16 bytes including the NUL.
 pub const MAX_IFNAME: usize = 15;
 
@@ -11,7 +23,7 @@ pub fn check_ifname(name: &str) -> Result<(), String> {
         return Err("interface name is empty".into());
     }
     if name.len() > MAX_IFNAME {
-        return Err(format!("interface name {name:?} is {} bytes; the kernel allows at most {MAX_IFNAME}", name.len()));
+        return Err(format!("interface name {} is {} bytes; the kernel allows at most {MAX_IFNAME}", shown(name), name.len()));
     }
     if name == "." || name == ".." {
         return Err(format!("{name:?} is not a valid interface name"));
@@ -29,7 +41,7 @@ pub fn check_plain_name(what: &str, name: &str, max: usize) -> Result<(), String
         return Err(format!("{what} is empty"));
     }
     if name.len() > max {
-        return Err(format!("{what} {name:?} is longer than {max} bytes"));
+        return Err(format!("{what} {} is longer than {max} bytes", shown(name)));
     }
     if name == "." || name == ".." {
         return Err(format!("{what} {name:?} is not allowed"));

@@ -11,7 +11,7 @@ use toml::Spanned;
 pub type S<T> = Spanned<T>;
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a profile")]
 pub struct RawProfile {
     pub host: S<RawHost>,
     pub underlay: Option<S<RawUnderlay>>,
@@ -21,24 +21,26 @@ pub struct RawProfile {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a [host] table")]
 pub struct RawHost {
     pub name: S<String>,
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "an [underlay] table")]
 pub struct RawUnderlay {
     pub device: S<String>,
     pub local: Option<S<String>>,
+    pub allow: Option<S<Vec<S<String>>>>,
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a [[segment]] table")]
 pub struct RawSegment {
     pub bridge: S<String>,
     pub vni: S<i64>,
     pub group: Option<S<String>>,
+    pub peers: Option<S<Vec<S<String>>>>,
     pub vxlan: Option<S<String>>,
     pub ageing: Option<S<i64>>,
     pub port: Option<S<i64>>,
@@ -49,16 +51,28 @@ pub struct RawSegment {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a [router] table")]
 pub struct RawRouter {
     pub namespace: S<String>,
+    pub nat: Option<S<String>>,
+    pub route_between_segments: Option<S<bool>>,
     pub public: S<RawPublic>,
     #[serde(default)]
     pub private: Vec<S<RawPrivate>>,
+    #[serde(default)]
+    pub forward: Vec<S<RawForward>>,
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a [[router.forward]] table")]
+pub struct RawForward {
+    pub proto: S<String>,
+    pub port: S<i64>,
+    pub to: S<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a [router.public] table")]
 pub struct RawPublic {
     pub bridge: S<String>,
     pub uplink: S<String>,
@@ -68,7 +82,7 @@ pub struct RawPublic {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a [[router.private]] table")]
 pub struct RawPrivate {
     pub bridge: S<String>,
     pub address: S<String>,

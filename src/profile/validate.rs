@@ -10,7 +10,7 @@ use toml::de::{DeTable, DeValue};
 use super::error::{Locator, ProfileError, ProfileErrors};
 use super::names::{check_ifname, check_plain_name, default_leg_names, default_vxlan_name};
 use super::raw::*;
-use super::{DEFAULT_VXLAN_PORT, Flood, Ipv4Cidr, Leg, Profile, Public, Router, Segment, Underlay};
+use super::{DEFAULT_VXLAN_PORT, Flood, Forward, Ipv4Cidr, Leg, Nat, Profile, Proto, Public, Router, Segment, Underlay};
 
 pub(super) fn parse(file: &str, bytes: &[u8]) -> Result<Profile, ProfileErrors> {
     let text = std::str::from_utf8(bytes).map_err(|e| {
@@ -124,11 +124,12 @@ impl Validator<'_> {
     fn cidr(&mut self, key: &str, s: &S<String>) -> Option<Ipv4Cidr> {
         match s.get_ref().parse::<Ipv4Cidr>() {
             Ok(c) if !c.is_host_address() => {
-                self.err(
-                    s.span(),
-                    key,
-                    format!("{c} is the network or broadcast address of {}; use a host address", c.network()),
-                );
+                let which = if c.addr == c.network().addr { "network" } else { "broadcast" };
+                self.err(s.span(), key, format!("{c} is the {which} address of {}; use a host address", c.network()));
+                None
+            }
+            Ok(c) if c.addr.is_loopback() || c.addr.is_multicast() || c.addr.is_broadcast() || c.addr.octets()[0] == 0 || c.addr.octets()[0] >= 240 => {
+                self.err(s.span(), key, format!("{} is not a unicast address a router interface can hold", c.addr));
                 None
             }
             Ok(c) if c.prefix == 0 => {
@@ -143,12 +144,46 @@ impl Validator<'_> {
         }
     }
 
-    fn claim(&mut self, names: &mut NameTable, key: &str, name: &str, span: Range<usize>) {
+    /// Unicast VXLAN peers: distinct unicast IPv4 addresses.
+    fn peers(&mut self, key: &str, list: &S<Vec<S<String>>>) -> Vec<Ipv4Addr> {
+        let mut out = Vec::new();
+        for (i, p) in list.get_ref().iter().enumerate() {
+            let k = format!("{key}[{i}]");
+            let Some(a) = self.ipv4(&k, p) else { continue };
+            if a.is_multicast() || a.is_broadcast() || a.is_unspecified() || a.is_loopback() {
+                self.err(p.span(), &k, format!("{a} is not a unicast address of a host"));
+            } else if out.contains(&a) {
+                self.err(p.span(), &k, format!("{a} is listed twice"));
+            } else {
+                out.push(a);
+            }
+        }
+        out
+    }
+
+    /// A list of CIDR ranges (network addresses allowed).
+    fn ranges(&mut self, key: &str, list: &S<Vec<S<String>>>) -> Vec<Ipv4Cidr> {
+        if list.get_ref().is_empty() {
+            self.err(list.span(), key, "an empty list would drop all VXLAN traffic; list the underlay's subnets or remove the key");
+        }
+        let mut out = Vec::new();
+        for (i, r) in list.get_ref().iter().enumerate() {
+            match r.get_ref().parse::<Ipv4Cidr>() {
+                Ok(c) => out.push(c.network()),
+                Err(reason) => self.err(r.span(), &format!("{key}[{i}]"), reason),
+            }
+        }
+        out
+    }
+
+    /// Registers a link name; `how` says where a derived name came from.
+    fn claim(&mut self, names: &mut NameTable, key: &str, name: &str, span: Range<usize>, how: Option<&str>) {
         if name.is_empty() {
             return;
         }
         if let Some((other_key, _)) = names.get(name) {
-            let reason = format!("name {name:?} is already used by {other_key}");
+            let how = how.map(|h| format!(" ({h})")).unwrap_or_default();
+            let reason = format!("name {name:?}{how} is already used by {other_key}");
             self.err(span, key, reason);
         } else {
             names.insert(name.to_string(), (key.to_string(), span));
@@ -174,7 +209,8 @@ impl Validator<'_> {
                     format!("{l} cannot be a VXLAN source address"),
                 );
             }
-            Underlay { device, local }
+            let allow = u.allow.as_ref().map(|a| self.ranges("underlay.allow", a));
+            Underlay { device, local, allow }
         });
 
         if !raw.segment.is_empty() && underlay.is_none() {
@@ -187,19 +223,25 @@ impl Validator<'_> {
         let mut ns_names = NameTable::new();
         if let Some(u) = raw.underlay.as_ref() {
             let d = &u.get_ref().device;
-            self.claim(&mut host_names, "underlay.device", d.get_ref(), d.span());
+            self.claim(&mut host_names, "underlay.device", d.get_ref(), d.span(), None);
         }
 
         let mut segments = Vec::new();
         let mut vnis: BTreeMap<(u32, u16), String> = BTreeMap::new();
         for (i, s) in raw.segment.iter().enumerate() {
             let key = |f: &str| format!("segment[{i}].{f}");
+            let seg_span = s.span();
             let s = s.get_ref();
             let bridge = self.ifname(&key("bridge"), &s.bridge);
-            self.claim(&mut host_names, &key("bridge"), &bridge, s.bridge.span());
+            self.claim(&mut host_names, &key("bridge"), &bridge, s.bridge.span(), None);
             let vni = self.range::<u32>(&key("vni"), &s.vni, 1, 16_777_215, "VNI").unwrap_or(0);
-            let flood = match &s.group {
-                Some(g) => {
+            let flood = match (&s.group, &s.peers) {
+                (Some(g), Some(_)) => {
+                    self.err(g.span(), &key("group"), "give either a multicast `group` or unicast `peers`, not both");
+                    Flood::Multicast(Ipv4Addr::UNSPECIFIED)
+                }
+                (None, Some(list)) => Flood::Unicast(self.peers(&key("peers"), list)),
+                (Some(g), None) => {
                     let group = self.ipv4(&key("group"), g);
                     if let Some(a) = group {
                         if !a.is_multicast() {
@@ -214,20 +256,20 @@ impl Validator<'_> {
                     }
                     Flood::Multicast(group.unwrap_or(Ipv4Addr::UNSPECIFIED))
                 }
-                None => {
-                    self.err(s.vni.span(), &key("group"), "a segment needs a multicast `group`");
+                (None, None) => {
+                    self.err(seg_span.clone(), &key("group"), "a segment needs a multicast `group` or unicast `peers`");
                     Flood::Multicast(Ipv4Addr::UNSPECIFIED)
                 }
             };
             let vxlan = match &s.vxlan {
                 Some(n) => {
                     let name = self.ifname(&key("vxlan"), n);
-                    self.claim(&mut host_names, &key("vxlan"), &name, n.span());
+                    self.claim(&mut host_names, &key("vxlan"), &name, n.span(), None);
                     name
                 }
                 None => {
                     let name = default_vxlan_name(vni);
-                    self.claim(&mut host_names, &format!("{} (default vxlan name)", key("vni")), &name, s.vni.span());
+                    self.claim(&mut host_names, &key("vni"), &name, s.vni.span(), Some("the default VXLAN name for this VNI; set `vxlan`"));
                     name
                 }
             };
@@ -237,7 +279,7 @@ impl Validator<'_> {
             let ttl = s.ttl.as_ref().and_then(|t| self.range(&key("ttl"), t, 1, 255, "TTL"));
             let stp = s.stp.as_ref().map(|b| *b.get_ref()).unwrap_or(false);
             let forward_delay =
-                s.forward_delay.as_ref().and_then(|f| self.range(&key("forward_delay"), f, 2, 30, "forward_delay (seconds)"));
+                s.forward_delay.as_ref().and_then(|f| self.range(&key("forward_delay"), f, 2, 30, "forward delay (seconds)"));
             if vni != 0 {
                 if let Some(other) = vnis.get(&(vni, port)) {
                     let reason = format!(
@@ -260,7 +302,7 @@ impl Validator<'_> {
         match raw {
             None => (default_leg_names(bridge), [0..0, 0..0]),
             Some(list) if list.get_ref().len() != 2 => {
-                self.err(list.span(), key, format!("expected [bridge end, namespace end], got {} names", list.get_ref().len()));
+                self.err(list.span(), key, format!("expected two names [bridge end, namespace end], got {}", list.get_ref().len()));
                 (default_leg_names(bridge), [0..0, 0..0])
             }
             Some(list) => {
@@ -286,7 +328,7 @@ impl Validator<'_> {
 
         let p = r.public.get_ref();
         let bridge = self.ifname("router.public.bridge", &p.bridge);
-        self.claim(host_names, "router.public.bridge", &bridge, p.bridge.span());
+        self.claim(host_names, "router.public.bridge", &bridge, p.bridge.span(), None);
         if segments.iter().any(|s| s.bridge == bridge) {
             self.err(
                 p.bridge.span(),
@@ -295,7 +337,7 @@ impl Validator<'_> {
             );
         }
         let uplink = self.ifname("router.public.uplink", &p.uplink);
-        self.claim(host_names, "router.public.uplink", &uplink, p.uplink.span());
+        self.claim(host_names, "router.public.uplink", &uplink, p.uplink.span(), None);
         let address = self.cidr("router.public.address", &p.address);
         let gateway = self.ipv4("router.public.gateway", &p.gateway);
         if let (Some(a), Some(g)) = (address, gateway) {
@@ -348,7 +390,13 @@ impl Validator<'_> {
             } else {
                 served.insert(bridge.clone(), format!("router.private[{i}]"));
             }
-            let address = self.cidr(&key("address"), &leg.address);
+            let address = self.cidr(&key("address"), &leg.address).filter(|a| {
+                if a.prefix > 30 {
+                    let reason = format!("{a} leaves no addresses for VMs on the segment; use /30 or shorter");
+                    self.err(leg.address.span(), &key("address"), reason);
+                }
+                a.prefix <= 30
+            });
             if let Some(a) = address {
                 for (other_key, other) in &subnets {
                     if a.overlaps(other) {
@@ -363,7 +411,81 @@ impl Validator<'_> {
             private.push(Leg { bridge, address: address.unwrap_or(Ipv4Cidr { addr: Ipv4Addr::UNSPECIFIED, prefix: 32 }), veth });
         }
 
-        Router { namespace: r.namespace.get_ref().clone(), public, private }
+        let nat = match r.nat.as_ref().map(|n| (n, n.get_ref().as_str())) {
+            None | Some((_, "snat")) => Nat::Snat,
+            Some((_, "masquerade")) => Nat::Masquerade,
+            Some((_, "none")) => Nat::None,
+            Some((n, other)) => {
+                self.err(n.span(), "router.nat", format!("{other:?} is not one of \"snat\", \"masquerade\", \"none\""));
+                Nat::Snat
+            }
+        };
+        let forwards = self.forwards(&r.forward, &private);
+        Router {
+            namespace: r.namespace.get_ref().clone(),
+            nat,
+            route_between_segments: r.route_between_segments.as_ref().is_some_and(|b| *b.get_ref()),
+            public,
+            private,
+            forwards,
+        }
+    }
+
+    /// Port forwards: ports in range, `to` a host of a private subnet, one
+    /// forward per public port and protocol.
+    fn forwards(&mut self, raw: &[S<RawForward>], private: &[Leg]) -> Vec<Forward> {
+        let mut out: Vec<Forward> = Vec::new();
+        let mut seen: BTreeMap<(Proto, u16), String> = BTreeMap::new();
+        for (i, f) in raw.iter().enumerate() {
+            let key = |k: &str| format!("router.forward[{i}].{k}");
+            let f = f.get_ref();
+            let proto = match f.proto.get_ref().as_str() {
+                "tcp" => Some(Proto::Tcp),
+                "udp" => Some(Proto::Udp),
+                other => {
+                    self.err(f.proto.span(), &key("proto"), format!("{other:?} is not \"tcp\" or \"udp\""));
+                    None
+                }
+            };
+            let port = self.range::<u16>(&key("port"), &f.port, 1, 65535, "port");
+            let to = match f.to.get_ref().rsplit_once(':') {
+                Some((ip, p)) => match (ip.parse::<Ipv4Addr>(), p.parse::<u16>()) {
+                    (Ok(ip), Ok(p)) if p > 0 => Some((ip, p)),
+                    _ => None,
+                },
+                None => None,
+            };
+            let to = match to {
+                None => {
+                    self.err(f.to.span(), &key("to"), format!("{:?} is not ADDRESS:PORT (e.g. \"192.168.10.10:22\", port 1-65535)", f.to.get_ref()));
+                    None
+                }
+                Some((ip, p)) => match private.iter().find(|l| l.address.contains(ip)) {
+                    None => {
+                        let nets: Vec<String> = private.iter().map(|l| l.address.network().to_string()).collect();
+                        self.err(f.to.span(), &key("to"), format!("{ip} is not inside a private subnet of this router ({})", nets.join(", ")));
+                        None
+                    }
+                    Some(l) if ip == l.address.addr || !(Ipv4Cidr { addr: ip, prefix: l.address.prefix }).is_host_address() => {
+                        self.err(f.to.span(), &key("to"), format!("{ip} is the router's own, network or broadcast address"));
+                        None
+                    }
+                    Some(_) => Some((ip, p)),
+                },
+            };
+            if let (Some(proto), Some(port)) = (proto, port) {
+                if let Some(other) = seen.get(&(proto, port)) {
+                    let reason = format!("{} port {port} is already forwarded by {other}", proto.as_str());
+                    self.err(f.port.span(), &key("port"), reason);
+                } else {
+                    seen.insert((proto, port), format!("router.forward[{i}]"));
+                }
+            }
+            if let (Some(proto), Some(port), Some((to, to_port))) = (proto, port, to) {
+                out.push(Forward { proto, port, to, to_port });
+            }
+        }
+        out
     }
 
     /// Registers both ends of a leg; derived names are reported at the
@@ -379,11 +501,15 @@ impl Validator<'_> {
     ) {
         let derived = spans[0] == (0..0);
         let at = |i: usize| if derived { bridge_span.clone() } else { spans[i].clone() };
-        let label = |i: usize| if derived { format!("{key}[{i}] (derived)") } else { format!("{key}[{i}]") };
-        self.claim(host_names, &label(0), &veth[0], at(0));
-        self.claim(ns_names, &label(1), &veth[1], at(1));
+        let label = |i: usize| format!("{key}[{i}]");
+        let how = derived.then_some("derived from the bridge name; set `veth` to choose names");
+        self.claim(host_names, &label(0), &veth[0], at(0), how);
+        self.claim(ns_names, &label(1), &veth[1], at(1), how);
         if veth[0] == veth[1] {
             self.err(at(1), &label(1), "both ends of a veth pair have the same name; give them distinct names");
+        }
+        if veth[1] == "lo" {
+            self.err(at(1), &label(1), "\"lo\" is the namespace's loopback; choose another name");
         }
     }
 }
