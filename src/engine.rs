@@ -88,7 +88,10 @@ pub fn observe(
     // The host's bridge FDB and firewall are read only when this profile
     // uses them (unicast peers, underlay protection) or used them before.
     let mark = p.owner_mark();
-    let unicast_before = host.links.iter().any(|l| l.alias.as_deref() == Some(mark.as_str()) && l.vxlan.as_ref().is_some_and(|v| v.group.is_none()));
+    let unicast_before = host
+        .links
+        .iter()
+        .any(|l| l.alias.as_deref() == Some(mark.as_str()) && l.vxlan.as_ref().is_some_and(|v| v.group.is_none()));
     if !desired.fdb.is_empty() || unicast_before {
         host.fdb = observe::read_ns(session, &Ns::Host, &Wants { sysctls: &[], firewall: false, fdb: true })?.fdb;
     }
@@ -106,8 +109,11 @@ pub fn observe(
     names.dedup();
     for name in names {
         if session.attach(&name)? {
-            let view =
-                observe::read_ns(session, &Ns::Named(name.clone()), &Wants { sysctls: &[IP_FORWARD_SYSCTL], firewall: true, fdb: false })?;
+            let view = observe::read_ns(
+                session,
+                &Ns::Named(name.clone()),
+                &Wants { sysctls: &[IP_FORWARD_SYSCTL], firewall: true, fdb: false },
+            )?;
             observed.named.insert(name, view);
         } else if observed.netns.contains(&name) && (state.namespaces.contains(&name) || state.pending_namespace(&name)) {
             observed.netns.remove(&name);

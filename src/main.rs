@@ -172,7 +172,13 @@ fn lab_command(cmd: &LabCommand) -> anyhow::Result<u8> {
     match cmd {
         LabCommand::Up { lab, no_apply, common } => {
             let l = lab::load(lab)?;
-            lab::up(&l, &lab::UpOptions { apply: !no_apply, quiet: common.quiet })?;
+            let state = lab::up(&l, &lab::UpOptions { apply: !no_apply, quiet: common.quiet })?;
+            // The lab stays up either way, so `lab check` can show the cells.
+            let failed = state.hosts.iter().chain(&state.vms).filter(|n| !n.ok).count();
+            if failed > 0 {
+                eprintln!("error: {failed} host(s) or VM(s) of lab {} did not come up as their profiles say (see above)", l.name);
+                return Ok(1);
+            }
             Ok(0)
         }
         LabCommand::Check { lab, common } => {

@@ -213,16 +213,14 @@ impl Action {
                     parts.push(r.clone());
                 }
                 match &spec.kind {
-                    LinkKind::Vxlan(v) => {
-                        parts.push(format!(
-                            "vni {}, {}, dev {}, local {}, port {}",
-                            v.vni,
-                            v.group.map(|g| format!("group {g}")).unwrap_or("unicast peers".into()),
-                            v.dev,
-                            v.local,
-                            v.port
-                        ))
-                    }
+                    LinkKind::Vxlan(v) => parts.push(format!(
+                        "vni {}, {}, dev {}, local {}, port {}",
+                        v.vni,
+                        v.group.map(|g| format!("group {g}")).unwrap_or("unicast peers".into()),
+                        v.dev,
+                        v.local,
+                        v.port
+                    )),
                     LinkKind::Bridge(b) if b.stp => parts.push(format!("stp on, forward_delay {}s", b.forward_delay / 100)),
                     _ => {}
                 }
@@ -817,14 +815,22 @@ impl<'a> Planner<'a> {
                 && dev.is_some()
                 && existing[0].oif == dev
                 && existing[0].protocol == r.protocol;
-            if !matches {
-                let found = existing.first().map(|x| {
-                    let dev = x.oif.and_then(|i| view.and_then(|v| v.by_index(i))).map(|l| l.name.clone()).unwrap_or("?".into());
-                    match x.gateway {
-                        Some(g) => format!("via {g} dev {dev} proto {}", x.protocol),
-                        None => format!("dev {dev} proto {}", x.protocol),
-                    }
-                });
+            // Removing an address takes the routes through its subnet with
+            // it: a route whose device loses an address is added again.
+            let readd = self.late.iter().any(|a| matches!(a, Action::DelAddr { ns: n, link, .. } if n == ns && *link == r.dev));
+            if !matches || readd {
+                let found = if matches {
+                    Some(format!("the same, re-added as the addresses of {} change", r.dev))
+                } else {
+                    existing.first().map(|x| {
+                        let dev =
+                            x.oif.and_then(|i| view.and_then(|v| v.by_index(i))).map(|l| l.name.clone()).unwrap_or("?".into());
+                        match x.gateway {
+                            Some(g) => format!("via {g} dev {dev} proto {}", x.protocol),
+                            None => format!("dev {dev} proto {}", x.protocol),
+                        }
+                    })
+                };
                 self.late.push(Action::SetRoute { ns: ns.clone(), route: r.clone(), old: existing, found });
             }
         }
@@ -1206,12 +1212,16 @@ pub(crate) mod tests {
         assert!(p.notes.iter().any(|n| n.contains("kept namespace ns1") && n.contains("mine0")), "{:?}", p.notes);
     }
 
-    const UNICAST: &str = "[[segment]]\nbridge = \"br-u\"\nvni = 3000\npeers = [\"10.0.0.1\", \"10.0.0.2\", \"10.0.0.3\"]\n\n[router]";
+    const UNICAST: &str =
+        "[[segment]]\nbridge = \"br-u\"\nvni = 3000\npeers = [\"10.0.0.1\", \"10.0.0.2\", \"10.0.0.3\"]\n\n[router]";
 
     #[test]
     fn unicast_peers_become_fdb_entries_without_the_own_address() {
         let d = desired(&SEED_A.replace("[router]", UNICAST));
-        assert_eq!(d.fdb, vec![("vxlan3000".to_string(), Ipv4Addr::new(10, 0, 0, 2)), ("vxlan3000".to_string(), Ipv4Addr::new(10, 0, 0, 3))]);
+        assert_eq!(
+            d.fdb,
+            vec![("vxlan3000".to_string(), Ipv4Addr::new(10, 0, 0, 2)), ("vxlan3000".to_string(), Ipv4Addr::new(10, 0, 0, 3))]
+        );
         let mut o = converged(&d);
         assert!(plan(&d, &o, PlanOptions::default()).unwrap().actions.is_empty());
         // A peer removed by hand comes back; a stray one goes.
@@ -1224,7 +1234,8 @@ pub(crate) mod tests {
 
     #[test]
     fn switching_a_segment_from_multicast_to_unicast_recreates_its_vxlan() {
-        let multicast = SEED_A.replace("[router]", "[[segment]]\nbridge = \"br-u\"\nvni = 3000\ngroup = \"239.1.1.1\"\n\n[router]");
+        let multicast =
+            SEED_A.replace("[router]", "[[segment]]\nbridge = \"br-u\"\nvni = 3000\ngroup = \"239.1.1.1\"\n\n[router]");
         let o = converged(&desired(&multicast));
         let d = desired(&SEED_A.replace("[router]", UNICAST));
         let p = plan(&d, &o, PlanOptions::default()).unwrap();

@@ -57,7 +57,9 @@ fn broken_profiles_fail_their_cells() {
     let lab = seed_lab("broken", "host-a.toml", "host-b.toml")
         + "\n[[vm]]\nname = \"vm-x\"\nhost = \"host-b\"\nbridge = \"br-x\"\naddress = \"192.168.30.20/24\"\ngateway = \"192.168.30.1\"\n";
     let l = TestLab::new("broken", &lab, &[("host-a.toml", &a), ("host-b.toml", &seed_profile("host-b"))]);
-    l.up();
+    let o = l.lab(&["up"]);
+    assert_eq!(o.status.code(), Some(1), "up says that vm-x could not be attached: {}", text(&o));
+    assert!(text(&o).contains("vm-x: not attached"), "{}", text(&o));
     let (ok, checks) = l.check();
     assert!(!ok, "a broken deployment must not pass");
     let cell = checks.iter().find(|c| c["check"] == "attached" && c["from"] == "vm-x").expect("vm-x cell");

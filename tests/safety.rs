@@ -333,3 +333,26 @@ fn a_gateway_mac_restored_by_apply_is_announced() {
     assert!(!after.contains("02:00:00:00:be:ef") && after.contains("lladdr"), "vm-b still uses the old MAC: {after}");
     assert_egress_within_2s(&l, "vm-b");
 }
+
+#[test]
+#[ignore = "needs root and the sandbox: scripts/test.sh"]
+fn no_broken_profile_changes_anything_on_a_live_host() {
+    let l = TestLab::seed("safety-catalogue");
+    l.up();
+    let before = full_snapshot(&l, "host-a");
+    let dir = repo().join("tests/bad-profiles");
+    let mut cases: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    cases.sort();
+    assert!(cases.len() >= 40);
+    for case in &cases {
+        let o = l.vx("host-a", &["apply", case.to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(1), "{}: {}", case.display(), text(&o));
+        assert!(stdout(&o).is_empty(), "{}: nothing may be reported as done: {}", case.display(), text(&o));
+    }
+    assert_same(&before, &full_snapshot(&l, "host-a"), "a broken profile changed the host");
+}

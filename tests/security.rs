@@ -102,7 +102,8 @@ fn the_router_answers_ping_but_exposes_no_service() {
         .spawn()
         .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(300));
-    let inside = l.exec("host-a", &["ip", "netns", "exec", "ns1", vx(), "__agent", "send", "203.0.113.123:7005", "--timeout", "2"]);
+    let inside =
+        l.exec("host-a", &["ip", "netns", "exec", "ns1", vx(), "__agent", "send", "203.0.113.123:7005", "--timeout", "2"]);
     let outside = l.exec("attacker", &[vx(), "__agent", "send", "203.0.113.123:7005", "--timeout", "2"]);
     let from_vm = l.exec("vm-b", &[vx(), "__agent", "send", "192.168.10.3:7005", "--timeout", "2"]);
     let _ = listener.kill();
@@ -117,12 +118,29 @@ fn the_router_answers_ping_but_exposes_no_service() {
 fn vxlan_injected_from_outside_allow_never_reaches_a_vm() {
     let l = shipped_lab("sec-inject", "unicast.toml");
     l.up();
-    let o = l.sh("fabric", "ip addr add 10.0.0.200/24 dev underlay && ip addr add 10.0.0.9/24 dev underlay && ip link set underlay up");
+    let o = l.sh(
+        "fabric",
+        "ip addr add 10.0.0.200/24 dev underlay && ip addr add 10.0.0.9/24 dev underlay && ip link set underlay up",
+    );
     assert!(o.status.success(), "{}", text(&o));
     let inject = |from: &str, sender: &str| {
         let o = l.exec(
             "fabric",
-            &[vx(), "__agent", "vxlan-inject", "--from", from, "--to", "10.0.0.2:4789", "--vni", "2070", "--sender", sender, "--target", "192.168.10.12"],
+            &[
+                vx(),
+                "__agent",
+                "vxlan-inject",
+                "--from",
+                from,
+                "--to",
+                "10.0.0.2:4789",
+                "--vni",
+                "2070",
+                "--sender",
+                sender,
+                "--target",
+                "192.168.10.12",
+            ],
         );
         assert!(o.status.success(), "{}", text(&o));
         std::thread::sleep(std::time::Duration::from_millis(300));
@@ -148,7 +166,10 @@ fn preflight_warns_about_br_netfilter_with_forward_drop_and_host_forwarding() {
     let o = l.vx("host-b", &["check", &p]);
     assert!(!text(&o).contains("warning"), "no warning on a clean host: {}", text(&o));
     // As Docker leaves a host: bridged traffic through iptables, FORWARD DROP.
-    let o = l.sh("host-b", "sysctl -qw net.bridge.bridge-nf-call-iptables=1 && iptables -P FORWARD DROP && sysctl -qw net.ipv4.ip_forward=1");
+    let o = l.sh(
+        "host-b",
+        "sysctl -qw net.bridge.bridge-nf-call-iptables=1 && iptables -P FORWARD DROP && sysctl -qw net.ipv4.ip_forward=1",
+    );
     assert!(o.status.success(), "{}", text(&o));
     let o = l.vx("host-b", &["check", &p]);
     assert_eq!(o.status.code(), Some(0), "warnings are not drift: {}", text(&o));

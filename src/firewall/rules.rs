@@ -159,9 +159,12 @@ mod tests {
             rules(&r, DNAT_CHAIN),
             ["-d 203.0.113.123/32 -i gw-br-pu -p tcp -m tcp --dport 2222 -j DNAT --to-destination 192.168.10.11:22"]
         );
-        assert!(rules(&r, FORWARD_CHAIN).contains(
-            &"-d 192.168.10.11/32 -i gw-br-pu -o gw-br-web -p tcp -m tcp --dport 22 -m conntrack --ctstate DNAT -j ACCEPT".to_string()
-        ));
+        assert!(
+            rules(&r, FORWARD_CHAIN).contains(
+                &"-d 192.168.10.11/32 -i gw-br-pu -o gw-br-web -p tcp -m tcp --dport 22 -m conntrack --ctstate DNAT -j ACCEPT"
+                    .to_string()
+            )
+        );
     }
 
     #[test]

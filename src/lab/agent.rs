@@ -59,7 +59,13 @@ pub fn send(addr: SocketAddr, bytes: u64, timeout: Duration) -> Result<()> {
 /// Sends one VXLAN packet from `from` to `to`:`port` carrying an ARP request
 /// "who has `target`? tell `sender`" — what an intruder on the underlay
 /// would inject into a segment. Used to test underlay protection.
-pub fn vxlan_inject(from: std::net::Ipv4Addr, to: SocketAddr, vni: u32, sender: std::net::Ipv4Addr, target: std::net::Ipv4Addr) -> Result<()> {
+pub fn vxlan_inject(
+    from: std::net::Ipv4Addr,
+    to: SocketAddr,
+    vni: u32,
+    sender: std::net::Ipv4Addr,
+    target: std::net::Ipv4Addr,
+) -> Result<()> {
     let mac = [0x02, 0xde, 0xad, 0xbe, 0xef, 0x01];
     let mut pkt = vec![0x08, 0, 0, 0];
     pkt.extend_from_slice(&(vni << 8).to_be_bytes());

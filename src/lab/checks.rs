@@ -10,9 +10,9 @@ use std::process::{Child, Command, Stdio};
 use anyhow::{Context, Result, anyhow};
 use serde::Serialize;
 
-use super::{LabState, attacker_address};
 use super::nodes::{LabDir, Node};
 use super::spec::{Lab, LabVm};
+use super::{LabState, attacker_address};
 
 pub const SERVER_PORT: u16 = 7000;
 pub const VM_PORT: u16 = 7001;
@@ -128,9 +128,10 @@ fn send(node: &Node, to: Ipv4Addr, port: u16, bytes: u64, timeout_s: u32) -> Res
 
 /// The router serving both VMs' segments (their gateways are its legs).
 fn shared_router<'a>(lab: &'a Lab, a: &LabVm, b: &LabVm) -> Option<&'a crate::profile::Router> {
-    lab.hosts.iter().filter_map(|h| h.profile.router.as_ref()).find(|r| {
-        r.private.iter().any(|l| l.address.addr == a.gateway) && r.private.iter().any(|l| l.address.addr == b.gateway)
-    })
+    lab.hosts
+        .iter()
+        .filter_map(|h| h.profile.router.as_ref())
+        .find(|r| r.private.iter().any(|l| l.address.addr == a.gateway) && r.private.iter().any(|l| l.address.addr == b.gateway))
 }
 
 /// The public address a VM is expected to leave through: that of the
@@ -248,7 +249,11 @@ pub fn run_checks(lab: &Lab) -> Result<Vec<CheckResult>> {
                     }
                 } else {
                     if !gw_control {
-                        r("l2-isolated", false, format!("control failed: {} gets no ARP reply on its own segment either", a.name));
+                        r(
+                            "l2-isolated",
+                            false,
+                            format!("control failed: {} gets no ARP reply on its own segment either", a.name),
+                        );
                     } else if arping(an, b.address.addr) {
                         r("l2-isolated", false, format!("{} answered ARP from {}: the segments share L2", b.name, a.name));
                     } else {
@@ -260,7 +265,9 @@ pub fn run_checks(lab: &Lab) -> Result<Vec<CheckResult>> {
                         match (allowed, send(an, b.address.addr, VM_PORT, 16, 2)) {
                             (true, Ok(_)) => r("routed", true, "routed between segments".into()),
                             (true, Err(e)) => r("routed", false, format!("route_between_segments is on, but: {e}")),
-                            (false, Ok(_)) => r("routed-blocked", false, format!("{} reached {} across segments", a.name, b.name)),
+                            (false, Ok(_)) => {
+                                r("routed-blocked", false, format!("{} reached {} across segments", a.name, b.name))
+                            }
                             (false, Err(_)) => r("routed-blocked", true, "blocked".into()),
                         }
                     }
@@ -390,9 +397,9 @@ pub fn print_matrix(lab: &Lab, results: &[CheckResult]) {
                         "l2-isolated" => "isolated",
                         "egress-source" => "snat",
                         "inbound-blocked" => "blocked",
-                    "routed" => "routed",
-                    "routed-blocked" => "no-route",
-                    "forward" => "forward",
+                        "routed" => "routed",
+                        "routed-blocked" => "no-route",
+                        "forward" => "forward",
                         other => other,
                     })
                     .collect();

@@ -128,7 +128,13 @@ impl Validator<'_> {
                 self.err(s.span(), key, format!("{c} is the {which} address of {}; use a host address", c.network()));
                 None
             }
-            Ok(c) if c.addr.is_loopback() || c.addr.is_multicast() || c.addr.is_broadcast() || c.addr.octets()[0] == 0 || c.addr.octets()[0] >= 240 => {
+            Ok(c)
+                if c.addr.is_loopback()
+                    || c.addr.is_multicast()
+                    || c.addr.is_broadcast()
+                    || c.addr.octets()[0] == 0
+                    || c.addr.octets()[0] >= 240 =>
+            {
                 self.err(s.span(), key, format!("{} is not a unicast address a router interface can hold", c.addr));
                 None
             }
@@ -164,7 +170,11 @@ impl Validator<'_> {
     /// A list of CIDR ranges (network addresses allowed).
     fn ranges(&mut self, key: &str, list: &S<Vec<S<String>>>) -> Vec<Ipv4Cidr> {
         if list.get_ref().is_empty() {
-            self.err(list.span(), key, "an empty list would drop all VXLAN traffic; list the underlay's subnets or remove the key");
+            self.err(
+                list.span(),
+                key,
+                "an empty list would drop all VXLAN traffic; list the underlay's subnets or remove the key",
+            );
         }
         let mut out = Vec::new();
         for (i, r) in list.get_ref().iter().enumerate() {
@@ -269,7 +279,13 @@ impl Validator<'_> {
                 }
                 None => {
                     let name = default_vxlan_name(vni);
-                    self.claim(&mut host_names, &key("vni"), &name, s.vni.span(), Some("the default VXLAN name for this VNI; set `vxlan`"));
+                    self.claim(
+                        &mut host_names,
+                        &key("vni"),
+                        &name,
+                        s.vni.span(),
+                        Some("the default VXLAN name for this VNI; set `vxlan`"),
+                    );
                     name
                 }
             };
@@ -302,7 +318,11 @@ impl Validator<'_> {
         match raw {
             None => (default_leg_names(bridge), [0..0, 0..0]),
             Some(list) if list.get_ref().len() != 2 => {
-                self.err(list.span(), key, format!("expected two names [bridge end, namespace end], got {}", list.get_ref().len()));
+                self.err(
+                    list.span(),
+                    key,
+                    format!("expected two names [bridge end, namespace end], got {}", list.get_ref().len()),
+                );
                 (default_leg_names(bridge), [0..0, 0..0])
             }
             Some(list) => {
@@ -457,13 +477,21 @@ impl Validator<'_> {
             };
             let to = match to {
                 None => {
-                    self.err(f.to.span(), &key("to"), format!("{:?} is not ADDRESS:PORT (e.g. \"192.168.10.10:22\", port 1-65535)", f.to.get_ref()));
+                    self.err(
+                        f.to.span(),
+                        &key("to"),
+                        format!("{:?} is not ADDRESS:PORT (e.g. \"192.168.10.10:22\", port 1-65535)", f.to.get_ref()),
+                    );
                     None
                 }
                 Some((ip, p)) => match private.iter().find(|l| l.address.contains(ip)) {
                     None => {
                         let nets: Vec<String> = private.iter().map(|l| l.address.network().to_string()).collect();
-                        self.err(f.to.span(), &key("to"), format!("{ip} is not inside a private subnet of this router ({})", nets.join(", ")));
+                        self.err(
+                            f.to.span(),
+                            &key("to"),
+                            format!("{ip} is not inside a private subnet of this router ({})", nets.join(", ")),
+                        );
                         None
                     }
                     Some(l) if ip == l.address.addr || !(Ipv4Cidr { addr: ip, prefix: l.address.prefix }).is_host_address() => {

@@ -100,9 +100,13 @@ impl TestLab {
         assert!(o.status.success(), "lab up failed:\n{}", text(&o));
     }
 
+    /// Hosts, switch and internet without applying profiles; VMs attach
+    /// only where their bridge already exists (usually nowhere yet).
     pub fn up_bare(&self) {
         let o = self.lab(&["up", "-q", "--no-apply"]);
-        assert!(o.status.success(), "lab up --no-apply failed:\n{}", text(&o));
+        let only_vms_waiting =
+            text(&o).lines().filter(|l| l.contains("error") || l.contains("failed")).all(|l| l.contains("did not come up"));
+        assert!(o.status.success() || only_vms_waiting, "lab up --no-apply failed:\n{}", text(&o));
     }
 
     /// Runs the matrix; returns (all passed, checks as JSON).
