@@ -16,7 +16,7 @@ use crate::netlink::msg::{self, CreateCtx, SetLink};
 use crate::netlink::{Netlink, NlError};
 use crate::netns;
 use crate::observe::{Session, write_sysctl};
-use crate::plan::{Action, LinkChange, Snapshot};
+use crate::plan::{Action, LinkChange, NsContents, Snapshot};
 use crate::profile::Ipv4Cidr;
 use crate::testhooks;
 
@@ -24,7 +24,7 @@ use crate::testhooks;
 #[derive(Debug, Clone)]
 enum Undo {
     DeleteNetns(String),
-    CreateNetns { name: String, mark: Option<String> },
+    CreateNetns { name: String, contents: Box<NsContents> },
     DeleteLink { ns: Ns, name: String },
     RestoreLink(Box<Snapshot>),
     ChangeLink { ns: Ns, name: String, change: LinkChange },
@@ -42,6 +42,8 @@ pub struct Executor<'a> {
     mark: String,
     journal: Vec<Undo>,
     index: HashMap<(Ns, String), u32>,
+    /// Gratuitous ARPs to send once the run has succeeded.
+    announcements: Vec<(Ns, String, std::net::Ipv4Addr)>,
     step: usize,
 }
 
@@ -51,7 +53,14 @@ fn nl(context: impl FnOnce() -> String) -> impl FnOnce(NlError) -> anyhow::Error
 
 impl<'a> Executor<'a> {
     pub fn new(session: &'a mut Session, mark: &str) -> Executor<'a> {
-        Executor { session, mark: mark.to_string(), journal: Vec::new(), index: HashMap::new(), step: 0 }
+        Executor {
+            session,
+            mark: mark.to_string(),
+            journal: Vec::new(),
+            index: HashMap::new(),
+            announcements: Vec::new(),
+            step: 0,
+        }
     }
 
     /// Runs every action, printing each as it is done. On failure, undoes
@@ -80,6 +89,7 @@ impl<'a> Executor<'a> {
             }
             progress(a);
         }
+        self.send_announcements();
         Ok(())
     }
 
@@ -128,11 +138,13 @@ impl<'a> Executor<'a> {
                 self.journal.push(Undo::DeleteNetns(name.clone()));
                 self.session.attach(name)?;
             }
-            Action::DeleteNetns { name } => {
-                let mark = Some(self.mark.clone());
+            Action::DeleteNetns { name, contents } => {
                 self.session.detach(name);
                 netns::delete(name).with_context(|| format!("delete namespace {name}"))?;
-                self.journal.push(Undo::CreateNetns { name: name.clone(), mark });
+                for leg in &contents.legs {
+                    self.forget(&Ns::Host, &leg.link.name);
+                }
+                self.journal.push(Undo::CreateNetns { name: name.clone(), contents: contents.clone() });
             }
             Action::CreateLink { ns, spec, peer, replace, old, .. } => {
                 for (rns, rname) in replace {
@@ -213,23 +225,41 @@ impl<'a> Executor<'a> {
             .collect()
     }
 
+    /// Queues a gratuitous ARP for `ip` on `link`; all are sent when the run
+    /// has succeeded, from one packet socket per namespace (closing a packet
+    /// socket waits for an RCU grace period: one per announcement would cost
+    /// ~15 ms each).
+    fn announce(&mut self, ns: &Ns, link: &str, ip: std::net::Ipv4Addr) {
+        self.announcements.push((ns.clone(), link.to_string(), ip));
+    }
+
     /// Best effort: an announcement that cannot be sent (link without
     /// carrier yet) only delays neighbours until they ask.
-    fn announce(&mut self, ns: &Ns, link: &str, ip: std::net::Ipv4Addr) {
-        let mut m = netlink_packet_route::link::LinkMessage::default();
-        m.attributes.push(netlink_packet_route::link::LinkAttribute::IfName(link.to_string()));
-        let Ok(sock) = self.sock(ns) else { return };
-        let Ok(replies) = sock.get(RouteNetlinkMessage::GetLink(m)) else { return };
-        let Some(l) = replies.iter().find_map(|r| match r {
-            RouteNetlinkMessage::NewLink(l) => Some(msg::parse_link(l)),
-            _ => None,
-        }) else {
-            return;
-        };
-        if let (Some(mac), true) = (l.mac, l.up)
-            && let Ok(file) = self.session.file(ns)
-        {
-            let _ = crate::garp::announce(file, l.index, mac, ip);
+    fn send_announcements(&mut self) {
+        let mut by_ns: std::collections::BTreeMap<Ns, Vec<(String, std::net::Ipv4Addr)>> = Default::default();
+        for (ns, link, ip) in std::mem::take(&mut self.announcements) {
+            by_ns.entry(ns).or_default().push((link, ip));
+        }
+        for (ns, items) in by_ns {
+            let Ok(sock) = self.sock(&ns) else { continue };
+            let Ok(dump) = sock.dump(msg::get_links()) else { continue };
+            let links: Vec<Link> = dump
+                .iter()
+                .filter_map(|m| match m {
+                    RouteNetlinkMessage::NewLink(l) => Some(msg::parse_link(l)),
+                    _ => None,
+                })
+                .collect();
+            let frames: Vec<(u32, [u8; 6], std::net::Ipv4Addr)> = items
+                .iter()
+                .filter_map(|(name, ip)| {
+                    let l = links.iter().find(|l| &l.name == name && l.up)?;
+                    Some((l.index, l.mac?, *ip))
+                })
+                .collect();
+            if let Ok(file) = self.session.file(&ns) {
+                let _ = crate::garp::announce_detached(file, &frames);
+            }
         }
     }
 
@@ -405,12 +435,42 @@ impl<'a> Executor<'a> {
                 self.session.detach(name);
                 netns::delete(name).with_context(|| format!("undo: delete namespace {name}"))
             }
-            Undo::CreateNetns { name, mark } => {
+            Undo::CreateNetns { name, contents } => {
                 netns::create(name).with_context(|| format!("undo: recreate namespace {name}"))?;
                 self.session.attach(name)?;
                 let ns = Ns::Named(name.clone());
-                let set = SetLink { alias: mark.clone(), up: Some(true), ..SetLink::default() };
-                self.sock(&ns)?.request(msg::set_link(0, "lo", &set), 0).map_err(nl(|| format!("undo: mark lo in {name}")))
+                let set = SetLink { alias: contents.mark.clone(), up: Some(true), ..SetLink::default() };
+                self.sock(&ns)?.request(msg::set_link(0, "lo", &set), 0).map_err(nl(|| format!("undo: mark lo in {name}")))?;
+                for leg in &contents.legs {
+                    self.restore_link(leg)?;
+                }
+                for (k, v) in &contents.sysctls {
+                    write_sysctl(self.session.file(&ns)?, k, v).context("undo")?;
+                }
+                if let Some(fw) = &contents.firewall {
+                    let mut changes: Vec<FwChange> = fw
+                        .chains
+                        .iter()
+                        .map(|((table, chain), rules)| FwChange::SetChain {
+                            table: table.clone(),
+                            chain: chain.clone(),
+                            rules: rules.clone(),
+                            found: None,
+                        })
+                        .collect();
+                    for ((table, hook), jumps) in &fw.jumps {
+                        changes.extend(jumps.iter().map(|rule| FwChange::AddJump {
+                            table: table.clone(),
+                            hook: hook.clone(),
+                            rule: rule.clone(),
+                        }));
+                    }
+                    if !changes.is_empty() {
+                        let batch = iptables::render(&changes);
+                        iptables::restore(self.session.file(&ns)?, &format!("namespace {name}"), &batch).context("undo")?;
+                    }
+                }
+                Ok(())
             }
             Undo::DeleteLink { ns, name } => {
                 let r = match self.sock(ns)?.request(msg::del_link(0, name), 0) {

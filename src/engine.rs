@@ -64,11 +64,23 @@ fn locked(p: &Profile, opts: &Opts, f: fn(&Profile, &Opts) -> Result<u8>) -> Res
 }
 
 /// Reads the host: the profile's namespaces plus any this host created.
+/// How much to read: everything (plan, check, apply), or what verification
+/// after an apply needs. Verification does not re-read firewalls: each batch
+/// was committed atomically by `iptables-restore` (a failure is an error
+/// with rollback), and re-reading costs a process per namespace on every
+/// apply; `check` reads them in full.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Depth {
+    Full,
+    Verify,
+}
+
 pub fn observe(
     p: &Profile,
     session: &mut Session,
     state: &State,
     desired_for: Option<&Profile>,
+    depth: Depth,
 ) -> Result<(Observed, Desired, Vec<String>)> {
     let mut host = observe::read_ns(
         session,
@@ -95,7 +107,8 @@ pub fn observe(
     if !desired.fdb.is_empty() || unicast_before {
         host.fdb = observe::read_ns(session, &Ns::Host, &Wants { sysctls: &[], firewall: false, fdb: true })?.fdb;
     }
-    if desired.firewall.iter().any(|(ns, _)| *ns == Ns::Host) || state.host_firewall || preflight::bridge_nf_on(&host) {
+    let full = depth == Depth::Full;
+    if full && (desired.firewall.iter().any(|(ns, _)| *ns == Ns::Host) || state.host_firewall || preflight::bridge_nf_on(&host)) {
         host.firewall = Some(crate::firewall::iptables::observe(None, "the host")?);
     }
     let mut warnings = warnings;
@@ -112,7 +125,8 @@ pub fn observe(
             let view = observe::read_ns(
                 session,
                 &Ns::Named(name.clone()),
-                &Wants { sysctls: &[IP_FORWARD_SYSCTL], firewall: true, fdb: false },
+                // A namespace being given up is checked for foreign rules.
+                &Wants { sysctls: &[IP_FORWARD_SYSCTL], firewall: full || desired.router_ns.as_ref() != Some(&name), fdb: false },
             )?;
             observed.named.insert(name, view);
         } else if observed.netns.contains(&name) && (state.namespaces.contains(&name) || state.pending_namespace(&name)) {
@@ -142,7 +156,7 @@ fn empty_desired(p: &Profile) -> Desired {
 fn world(p: &Profile, destroy: bool) -> Result<World> {
     let mut session = Session::new()?;
     let state = State::load(&p.host)?;
-    let (observed, desired, warnings) = observe(p, &mut session, &state, (!destroy).then_some(p))?;
+    let (observed, desired, warnings) = observe(p, &mut session, &state, (!destroy).then_some(p), Depth::Full)?;
     Ok(World { session, state, observed, desired, warnings })
 }
 
@@ -327,9 +341,10 @@ fn execute(p: &Profile, mut w: World, plan: Plan, opts: &Opts, destroy: bool) ->
     }
 
     // Verify: the host must now match exactly.
-    let (observed, desired, _) = observe(p, &mut w.session, &during, (!destroy).then_some(p))?;
+    let (observed, desired, _) = observe(p, &mut w.session, &during, (!destroy).then_some(p), Depth::Verify)?;
     let again = plan::plan(&desired, &observed, PlanOptions { force: opts.force }).map_err(|c| anyhow::anyhow!("{c}"))?;
-    let leftover: Vec<String> = again.actions.iter().map(|a| a.line()).collect();
+    let leftover: Vec<String> =
+        again.actions.iter().filter(|a| !matches!(a, Action::Firewall { .. })).map(|a| a.line()).collect();
 
     let mut after = State { host: p.host.clone(), ..State::default() };
     if let Some(ns) = &desired.router_ns {

@@ -31,9 +31,48 @@ pub fn frame(mac: [u8; 6], ip: Ipv4Addr) -> [u8; 42] {
     f
 }
 
-/// Sends one announcement for `ip` out of link `ifindex` (MAC `mac`) in the
-/// namespace `ns` (None: the calling thread's).
-pub fn announce(ns: Option<&File>, ifindex: u32, mac: [u8; 6], ip: Ipv4Addr) -> Result<()> {
+/// Sends announcements from a short-lived helper process (`vxrouter __garp`)
+/// started inside the namespace and not waited for: closing a packet socket
+/// waits for an RCU grace period (10-20 ms), which this keeps off the apply.
+pub fn announce_detached(ns: Option<&File>, frames: &[(u32, [u8; 6], Ipv4Addr)]) -> Result<()> {
+    if frames.is_empty() {
+        return Ok(());
+    }
+    let mut cmd = std::process::Command::new("/proc/self/exe");
+    std::os::unix::process::CommandExt::arg0(&mut cmd, "vxrouter");
+    cmd.arg("__garp");
+    for (i, mac, ip) in frames {
+        cmd.arg(format!("{i},{},{ip}", crate::model::fmt_mac(mac)));
+    }
+    cmd.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+    if let Some(f) = ns {
+        netns::command_in(&mut cmd, f);
+    }
+    cmd.spawn().context("start the gratuitous ARP helper")?;
+    Ok(())
+}
+
+/// Parses "ifindex,mac,ip" as given to `__garp`.
+pub fn parse_frame_arg(s: &str) -> Option<(u32, [u8; 6], Ipv4Addr)> {
+    let mut parts = s.split(',');
+    let index = parts.next()?.parse().ok()?;
+    let mac_text = parts.next()?;
+    let ip = parts.next()?.parse().ok()?;
+    let mut mac = [0u8; 6];
+    let bytes: Vec<u8> = mac_text.split(':').filter_map(|b| u8::from_str_radix(b, 16).ok()).collect();
+    if bytes.len() != 6 {
+        return None;
+    }
+    mac.copy_from_slice(&bytes);
+    Some((index, mac, ip))
+}
+
+/// Sends announcements (link index, its MAC, address) in the namespace `ns`
+/// (None: the calling thread's), through one packet socket.
+pub fn announce(ns: Option<&File>, frames: &[(u32, [u8; 6], Ipv4Addr)]) -> Result<()> {
+    if frames.is_empty() {
+        return Ok(());
+    }
     let send = move || -> Result<()> {
         // SAFETY: plain socket syscalls on an fd we own and close.
         unsafe {
@@ -41,25 +80,30 @@ pub fn announce(ns: Option<&File>, ifindex: u32, mac: [u8; 6], ip: Ipv4Addr) -> 
             if fd < 0 {
                 return Err(std::io::Error::last_os_error()).context("open packet socket");
             }
-            let mut addr: libc::sockaddr_ll = std::mem::zeroed();
-            addr.sll_family = libc::AF_PACKET as u16;
-            addr.sll_protocol = ETH_P_ARP.to_be();
-            addr.sll_ifindex = ifindex as i32;
-            addr.sll_halen = 6;
-            addr.sll_addr[..6].copy_from_slice(&[0xff; 6]);
-            let f = frame(mac, ip);
-            let n = libc::sendto(
-                fd,
-                f.as_ptr().cast(),
-                f.len(),
-                0,
-                (&addr as *const libc::sockaddr_ll).cast(),
-                std::mem::size_of::<libc::sockaddr_ll>() as u32,
-            );
-            let err = std::io::Error::last_os_error();
+            let mut failed = None;
+            for (ifindex, mac, ip) in frames {
+                let mut addr: libc::sockaddr_ll = std::mem::zeroed();
+                addr.sll_family = libc::AF_PACKET as u16;
+                addr.sll_protocol = ETH_P_ARP.to_be();
+                addr.sll_ifindex = *ifindex as i32;
+                addr.sll_halen = 6;
+                addr.sll_addr[..6].copy_from_slice(&[0xff; 6]);
+                let f = frame(*mac, *ip);
+                let n = libc::sendto(
+                    fd,
+                    f.as_ptr().cast(),
+                    f.len(),
+                    0,
+                    (&addr as *const libc::sockaddr_ll).cast(),
+                    std::mem::size_of::<libc::sockaddr_ll>() as u32,
+                );
+                if n != f.len() as isize {
+                    failed = Some(format!("send gratuitous ARP for {ip}: {}", std::io::Error::last_os_error()));
+                }
+            }
             libc::close(fd);
-            if n != f.len() as isize {
-                bail!("send gratuitous ARP for {ip}: {err}");
+            if let Some(e) = failed {
+                bail!(e);
             }
         }
         Ok(())

@@ -118,6 +118,9 @@ enum Hidden {
     LabHolder { label: Option<String> },
     #[command(name = "__agent", subcommand)]
     Agent(AgentCommand),
+    /// Gratuitous ARPs: "ifindex,mac,ip" each (see garp::announce_detached).
+    #[command(name = "__garp")]
+    Garp { frames: Vec<String> },
 }
 
 #[derive(Subcommand)]
@@ -153,6 +156,10 @@ fn hidden() -> Option<ExitCode> {
     }
     let result = match Hidden::parse() {
         Hidden::LabHolder { .. } => lab::nodes::holder_main(),
+        Hidden::Garp { frames } => {
+            let parsed: Vec<_> = frames.iter().filter_map(|f| vxrouter::garp::parse_frame_arg(f)).collect();
+            vxrouter::garp::announce(None, &parsed)
+        }
         Hidden::Agent(AgentCommand::Listen { addr }) => lab::agent::listen(addr),
         Hidden::Agent(AgentCommand::VxlanInject { from, to, vni, sender, target }) => {
             lab::agent::vxlan_inject(from, to, vni, sender, target)

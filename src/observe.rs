@@ -120,40 +120,44 @@ pub struct Wants<'a> {
 pub fn read_ns(session: &mut Session, ns: &Ns, wants: &Wants<'_>) -> Result<NsView> {
     let sock = session.sock(ns)?;
     let mut view = NsView::default();
-    let links = sock.dump(msg::get_links()).with_context(|| format!("list links in {ns}"))?;
-    view.links = links
-        .iter()
-        .filter_map(|m| match m {
-            RouteNetlinkMessage::NewLink(l) => Some(msg::parse_link(l)),
+    sock.dump_map(
+        msg::get_links(),
+        |m| match m {
+            RouteNetlinkMessage::NewLink(l) => Some(msg::parse_link(&l)),
             _ => None,
-        })
-        .collect();
-    let addrs = sock.dump(msg::get_addresses()).with_context(|| format!("list addresses in {ns}"))?;
-    view.addrs = addrs
-        .iter()
-        .filter_map(|m| match m {
-            RouteNetlinkMessage::NewAddress(a) => msg::parse_addr(a),
+        },
+        &mut view.links,
+    )
+    .with_context(|| format!("list links in {ns}"))?;
+    sock.dump_map(
+        msg::get_addresses(),
+        |m| match m {
+            RouteNetlinkMessage::NewAddress(a) => msg::parse_addr(&a),
             _ => None,
-        })
-        .collect();
-    let routes = sock.dump(msg::get_routes()).with_context(|| format!("list routes in {ns}"))?;
-    view.routes = routes
-        .iter()
-        .filter_map(|m| match m {
-            RouteNetlinkMessage::NewRoute(r) => msg::parse_route(r),
+        },
+        &mut view.addrs,
+    )
+    .with_context(|| format!("list addresses in {ns}"))?;
+    sock.dump_map(
+        msg::get_routes(),
+        |m| match m {
+            RouteNetlinkMessage::NewRoute(r) => msg::parse_route(&r),
             _ => None,
-        })
-        .collect();
+        },
+        &mut view.routes,
+    )
+    .with_context(|| format!("list routes in {ns}"))?;
     if wants.fdb {
         let sock = session.sock(ns)?;
-        let fdb = sock.dump(msg::get_fdb()).with_context(|| format!("list bridge FDB in {ns}"))?;
-        view.fdb = fdb
-            .iter()
-            .filter_map(|m| match m {
-                RouteNetlinkMessage::NewNeighbour(n) => msg::parse_fdb(n),
+        sock.dump_map(
+            msg::get_fdb(),
+            |m| match m {
+                RouteNetlinkMessage::NewNeighbour(n) => msg::parse_fdb(&n),
                 _ => None,
-            })
-            .collect();
+            },
+            &mut view.fdb,
+        )
+        .with_context(|| format!("list bridge FDB in {ns}"))?;
     }
     let file = session.file(ns)?;
     view.sysctls = read_sysctls(file, wants.sysctls).with_context(|| format!("read sysctls in {ns}"))?;

@@ -50,8 +50,12 @@ pub enum Action {
     CreateNetns {
         name: String,
     },
+    /// Deleting a namespace also takes the veth pairs with an end in it
+    /// (`contents` says what, to put it all back if the run fails).
     DeleteNetns {
         name: String,
+        #[serde(skip)]
+        contents: Box<NsContents>,
     },
     /// Create a link (a veth pair when `spec` is a `Veth` end, `peer` being
     /// the other end). `replace` lists owned links to delete first; with a
@@ -146,6 +150,16 @@ pub struct Snapshot {
     pub peer: Option<Box<Snapshot>>,
 }
 
+/// What a namespace held, to recreate it as it was.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NsContents {
+    pub mark: Option<String>,
+    /// Host ends (with their peers inside the namespace) of veth pairs.
+    pub legs: Vec<Snapshot>,
+    pub sysctls: std::collections::BTreeMap<String, String>,
+    pub firewall: Option<firewall::FirewallState>,
+}
+
 /// How a difference reads in `plan` and `check`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -186,7 +200,7 @@ impl Action {
             Ns::Named(n) => format!(" in {n}"),
         };
         match self {
-            Action::CreateNetns { name } | Action::DeleteNetns { name } => format!("namespace {name}"),
+            Action::CreateNetns { name } | Action::DeleteNetns { name, .. } => format!("namespace {name}"),
             Action::CreateLink { ns, spec, .. } => format!("{} {}{}", spec.kind.name(), spec.name, at(ns)),
             Action::DeleteLink { ns, name, kind, .. } | Action::ChangeLink { ns, name, kind, .. } => {
                 format!("{kind} {name}{}", at(ns))
@@ -236,6 +250,10 @@ impl Action {
                 parts.join(", ")
             }
             Action::ChangeLink { diffs, .. } => diffs.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", "),
+            Action::DeleteNetns { contents, .. } if !contents.legs.is_empty() => {
+                let legs: Vec<&str> = contents.legs.iter().map(|l| l.link.name.as_str()).collect();
+                format!("with the veth pairs of {}", legs.join(", "))
+            }
             Action::SetRoute { found, .. } => found.as_ref().map(|f| format!("found {f}")).unwrap_or_default(),
             Action::SetSysctl { value, old, .. } => format!("{} (found {})", value, old.as_deref().unwrap_or("none")),
             Action::Firewall { changes, .. } => changes.iter().map(|c| c.describe()).collect::<Vec<_>>().join("; "),
@@ -309,6 +327,8 @@ struct Planner<'a> {
     replaced: BTreeSet<(Ns, String)>,
     /// Namespaces that do not exist yet (or will be deleted).
     fresh_ns: BTreeSet<String>,
+    /// Host links (ifindex) that disappear with a namespace being deleted.
+    dies_with_ns: BTreeSet<u32>,
 }
 
 /// Computes the actions; fails without any action when an object with a
@@ -326,6 +346,7 @@ pub fn plan(d: &Desired, o: &Observed, opts: PlanOptions) -> Result<Plan, Confli
         late: Vec::new(),
         replaced: BTreeSet::new(),
         fresh_ns: BTreeSet::new(),
+        dies_with_ns: BTreeSet::new(),
     };
     p.namespaces();
     p.uplinks_released();
@@ -379,7 +400,7 @@ impl<'a> Planner<'a> {
         }
         for name in &self.o.stale_netns {
             if Some(name) != self.d.router_ns.as_ref() {
-                self.removals.push(Action::DeleteNetns { name: name.clone() });
+                self.removals.push(Action::DeleteNetns { name: name.clone(), contents: Box::default() });
             }
         }
         for name in &self.o.state.namespaces {
@@ -391,7 +412,26 @@ impl<'a> Planner<'a> {
                 view.links.iter().filter(|l| !l.loopback && !self.owned(l)).map(|l| l.name.as_str()).collect();
             let foreign_rules: usize = view.firewall.as_ref().map(|f| f.foreign.values().sum()).unwrap_or(0);
             if foreign_links.is_empty() && foreign_rules == 0 {
-                self.removals.push(Action::DeleteNetns { name: name.clone() });
+                // Host ends of pairs with an end inside go with the namespace
+                // (one kernel batch, not one deletion each).
+                let inside: BTreeSet<u32> = view.links.iter().map(|l| l.index).collect();
+                let legs: Vec<Snapshot> = self
+                    .o
+                    .host
+                    .links
+                    .iter()
+                    .filter(|l| self.owned(l) && l.kind.as_deref() == Some("veth") && l.link.is_some_and(|p| inside.contains(&p)))
+                    .map(|l| self.snapshot(&Ns::Host, l))
+                    .filter(|s| s.peer.is_some())
+                    .collect();
+                self.dies_with_ns.extend(legs.iter().map(|s| s.link.index));
+                let contents = NsContents {
+                    mark: view.loopback_mark().map(str::to_string),
+                    legs,
+                    sysctls: view.sysctls.clone(),
+                    firewall: view.firewall.clone(),
+                };
+                self.removals.push(Action::DeleteNetns { name: name.clone(), contents: Box::new(contents) });
                 self.fresh_ns.insert(name.clone());
             } else {
                 let mut what = Vec::new();
@@ -679,6 +719,9 @@ impl<'a> Planner<'a> {
             let Some(view) = self.view(&ns) else { continue };
             for l in &view.links {
                 let ours = self.owned(l) || self.adoptable(&ns, l);
+                if ns == Ns::Host && self.dies_with_ns.contains(&l.index) {
+                    continue;
+                }
                 if !ours || l.loopback || self.d.link(&ns, &l.name).is_some() || gone.contains(&(ns.clone(), l.index)) {
                     continue;
                 }
@@ -721,7 +764,7 @@ impl<'a> Planner<'a> {
         self.removals.sort_by_key(|a| match a {
             Action::DeleteLink { kind, .. } if kind == "bridge" => 2,
             Action::DeleteLink { .. } => 1,
-            Action::DeleteNetns { .. } => 3,
+            Action::DeleteNetns { .. } => 0,
             _ => 0,
         });
     }
@@ -1171,15 +1214,15 @@ pub(crate) mod tests {
         assert_eq!(
             lines(&p),
             [
+                "remove namespace ns1",
                 "remove uplink eth1 in br-pu",
                 "remove vxlan vxlan1070",
-                "remove veth veth15.0",
-                "remove veth veth17.0",
                 "remove bridge br-pr",
                 "remove bridge br-pu",
-                "remove namespace ns1",
             ]
         );
+        assert_eq!(p.actions[0].line(), "remove namespace ns1: with the veth pairs of veth15.0, veth17.0");
+        assert_eq!(lines(&p).len(), 5);
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::os::fd::RawFd;
 use netlink_packet_route::address::{AddressAttribute, AddressMessage, AddressScope};
 use netlink_packet_route::link::{
     AfSpecInet6, AfSpecUnspec, BridgeStpState, In6AddrGenMode, InfoBridge, InfoData, InfoKind, InfoVeth, InfoVxlan,
-    LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+    LinkAttribute, LinkExtentMask, LinkFlags, LinkInfo, LinkMessage,
 };
 use netlink_packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState};
 use netlink_packet_route::route::{
@@ -22,8 +22,12 @@ use crate::profile::Ipv4Cidr;
 /// recognisable in `ip route` output as "proto 118".
 pub const RTPROT_VXROUTER: u8 = 118;
 
+/// A link dump without per-link statistics (smaller replies: vxrouter
+/// never reads counters).
 pub fn get_links() -> RouteNetlinkMessage {
-    RouteNetlinkMessage::GetLink(LinkMessage::default())
+    let mut m = LinkMessage::default();
+    m.attributes.push(LinkAttribute::ExtMask(vec![LinkExtentMask::SkipStats]));
+    RouteNetlinkMessage::GetLink(m)
 }
 
 pub fn get_addresses() -> RouteNetlinkMessage {

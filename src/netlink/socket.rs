@@ -196,14 +196,27 @@ impl Netlink {
         results
     }
 
-    /// Sends a dump request and collects every reply. Retries when the kernel
-    /// flags the dump as interrupted by a concurrent change.
+    /// Sends a dump request and collects every reply.
     pub fn dump(&mut self, msg: RouteNetlinkMessage) -> Result<Vec<RouteNetlinkMessage>, NlError> {
+        let mut all = Vec::new();
+        self.dump_map(msg, |m| Some(m), &mut all)?;
+        Ok(all)
+    }
+
+    /// Sends a dump request and keeps `f(reply)` of each reply as it is
+    /// parsed, so a large dump never sits in memory as full messages. Retries
+    /// when the kernel flags the dump as interrupted by a concurrent change.
+    pub fn dump_map<T>(
+        &mut self,
+        msg: RouteNetlinkMessage,
+        mut f: impl FnMut(RouteNetlinkMessage) -> Option<T>,
+        out: &mut Vec<T>,
+    ) -> Result<(), NlError> {
         'retry: for _ in 0..5 {
-            let mut out = Vec::new();
-            let seq = self.encode(msg.clone(), NLM_F_REQUEST | NLM_F_DUMP, &mut out);
-            self.send_all(&out)?;
-            let mut replies = Vec::new();
+            out.clear();
+            let mut request = Vec::new();
+            let seq = self.encode(msg.clone(), NLM_F_REQUEST | NLM_F_DUMP, &mut request);
+            self.send_all(&request)?;
             loop {
                 for m in self.recv_messages()? {
                     if m.seq != seq {
@@ -214,13 +227,13 @@ impl Netlink {
                         continue 'retry;
                     }
                     match m.kind {
-                        NLMSG_DONE => return Ok(replies),
+                        NLMSG_DONE => return Ok(()),
                         NLMSG_ERROR => {
                             m.ack_result()?;
-                            return Ok(replies);
+                            return Ok(());
                         }
                         _ => match NetlinkMessage::<RouteNetlinkMessage>::deserialize(&m.bytes) {
-                            Ok(NetlinkMessage { payload: NetlinkPayload::InnerMessage(inner), .. }) => replies.push(inner),
+                            Ok(NetlinkMessage { payload: NetlinkPayload::InnerMessage(inner), .. }) => out.extend(f(inner)),
                             Ok(_) => {}
                             Err(e) => {
                                 return Err(NlError {
