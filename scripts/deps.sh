@@ -10,6 +10,11 @@ PKGS=(
   iputils-ping    # lab checks
   iputils-arping  # lab L2-isolation checks
   iperf3          # data-path throughput in the benchmark
+  dnsmasq-base    # DHCP/DNS for VMs, run inside the router namespace
+  busybox         # udhcpc: a DHCP client for lab VMs
+  libvirt-clients libxml2-utils  # virt-xml-validate for `render libvirt`
+  systemd         # systemd-analyze verify for `render systemd`
+  groff-base bsdutils  # man page lint; script(1) for terminal tests
   procps kmod util-linux
 )
 

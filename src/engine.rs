@@ -11,6 +11,7 @@ use crate::desired::{self, Desired};
 use crate::lock::HostLock;
 use crate::model::Ns;
 use crate::observe::{self, Observed, Session, Wants};
+use crate::output;
 use crate::plan::{self, Action, Plan, PlanOptions, Verb};
 use crate::preflight::{self, BRIDGE_NF_SYSCTL, IGMP_MAX_SYSCTL, IP_FORWARD_SYSCTL};
 use crate::profile::{Profile, ProfileErrors};
@@ -22,6 +23,8 @@ pub const EXIT_DRIFT: u8 = 2;
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Opts {
     pub json: bool,
+    /// 1 and more: each phase and its duration on standard error.
+    pub verbose: u8,
     pub quiet: bool,
     pub lock_timeout: Duration,
     pub force: bool,
@@ -153,10 +156,20 @@ fn empty_desired(p: &Profile) -> Desired {
     }
 }
 
-fn world(p: &Profile, destroy: bool) -> Result<World> {
+/// With -v, says how long a phase took (on standard error).
+fn phase(opts: &Opts, what: &str, since: std::time::Instant) {
+    if opts.verbose > 0 {
+        eprintln!("vxrouter: {what} in {:.1} ms", since.elapsed().as_secs_f64() * 1000.0);
+    }
+}
+
+fn world(p: &Profile, destroy: bool, opts: &Opts) -> Result<World> {
+    let t = std::time::Instant::now();
     let mut session = Session::new()?;
     let state = State::load(&p.host)?;
     let (observed, desired, warnings) = observe(p, &mut session, &state, (!destroy).then_some(p), Depth::Full)?;
+    let links: usize = observed.host.links.len() + observed.named.values().map(|v| v.links.len()).sum::<usize>();
+    phase(opts, &format!("observed {} namespace(s), {links} link(s)", 1 + observed.named.len()), t);
     Ok(World { session, state, observed, desired, warnings })
 }
 
@@ -195,7 +208,7 @@ fn print_plan(p: &Profile, plan: &Plan, warnings: &[String], opts: &Opts, empty_
         return Ok(());
     }
     for w in warnings {
-        eprintln!("warning: {w}");
+        eprintln!("{}: {w}", output::warning_word());
     }
     if plan.actions.is_empty() {
         if !opts.quiet {
@@ -203,7 +216,7 @@ fn print_plan(p: &Profile, plan: &Plan, warnings: &[String], opts: &Opts, empty_
         }
     } else {
         for a in &plan.actions {
-            println!("{}", a.line());
+            println!("{}", painted_line(a));
         }
     }
     for n in &plan.notes {
@@ -228,7 +241,7 @@ pub fn plan(path: &Path, opts: &Opts) -> Result<u8> {
 }
 
 fn plan_locked(p: &Profile, opts: &Opts) -> Result<u8> {
-    let w = world(p, false)?;
+    let w = world(p, false, opts)?;
     let plan = compute(&w, opts)?;
     print_plan(p, &plan, &w.warnings, opts, "no changes: the host matches the profile")?;
     Ok(0)
@@ -240,7 +253,7 @@ pub fn check(path: &Path, opts: &Opts) -> Result<u8> {
 }
 
 fn check_locked(p: &Profile, opts: &Opts) -> Result<u8> {
-    let w = world(p, false)?;
+    let w = world(p, false, opts)?;
     let plan = compute(&w, opts)?;
     if opts.json {
         #[derive(Serialize)]
@@ -258,14 +271,14 @@ fn check_locked(p: &Profile, opts: &Opts) -> Result<u8> {
         println!("{}", serde_json::to_string_pretty(&doc)?);
     } else {
         for warn in &w.warnings {
-            eprintln!("warning: {warn}");
+            eprintln!("{}: {warn}", output::warning_word());
         }
         for a in &plan.actions {
             let d = a.detail();
             if d.is_empty() {
-                println!("{}: {}", status(a), a.object());
+                println!("{}: {}", output::out(tone(a), status(a)), a.object());
             } else {
-                println!("{}: {}: {d}", status(a), a.object());
+                println!("{}: {}: {d}", output::out(tone(a), status(a)), a.object());
             }
         }
         for n in &plan.notes {
@@ -276,6 +289,23 @@ fn check_locked(p: &Profile, opts: &Opts) -> Result<u8> {
         }
     }
     Ok(if plan.actions.is_empty() { 0 } else { EXIT_DRIFT })
+}
+
+fn tone(a: &Action) -> output::Tone {
+    match a.verb() {
+        Verb::Create => output::Tone::Good,
+        Verb::Change | Verb::Recreate => output::Tone::Warn,
+        Verb::Remove => output::Tone::Bad,
+    }
+}
+
+/// A plan line with its verb coloured (on a terminal).
+fn painted_line(a: &Action) -> String {
+    let line = a.line();
+    match line.split_once(' ') {
+        Some((verb, rest)) => format!("{} {rest}", output::out(tone(a), verb)),
+        None => line,
+    }
 }
 
 fn status(a: &Action) -> &'static str {
@@ -328,10 +358,11 @@ fn execute(p: &Profile, mut w: World, plan: Plan, opts: &Opts, destroy: bool) ->
     during.save()?;
 
     let quiet = opts.quiet || opts.json;
+    let t = std::time::Instant::now();
     let mut exec = Executor::new(&mut w.session, &w.desired.mark);
     let run = exec.run(&plan.actions, |a| {
         if !quiet {
-            println!("{}", a.line());
+            println!("{}", painted_line(a));
         }
     });
     drop(exec);
@@ -340,9 +371,12 @@ fn execute(p: &Profile, mut w: World, plan: Plan, opts: &Opts, destroy: bool) ->
         return Err(e);
     }
 
+    phase(opts, &format!("applied {} step(s)", plan.actions.len()), t);
+    let t = std::time::Instant::now();
     // Verify: the host must now match exactly.
     let (observed, desired, _) = observe(p, &mut w.session, &during, (!destroy).then_some(p), Depth::Verify)?;
     let again = plan::plan(&desired, &observed, PlanOptions { force: opts.force }).map_err(|c| anyhow::anyhow!("{c}"))?;
+    phase(opts, "verified", t);
     let leftover: Vec<String> =
         again.actions.iter().filter(|a| !matches!(a, Action::Firewall { .. })).map(|a| a.line()).collect();
 
@@ -373,10 +407,10 @@ pub fn apply(path: &Path, opts: &Opts) -> Result<u8> {
 }
 
 fn apply_locked(p: &Profile, opts: &Opts) -> Result<u8> {
-    let w = world(p, false)?;
+    let w = world(p, false, opts)?;
     let plan = compute(&w, opts)?;
     for warn in &w.warnings {
-        eprintln!("warning: {warn}");
+        eprintln!("{}: {warn}", output::warning_word());
     }
     if plan.actions.is_empty() {
         // Still drop a stale `pending` left by an interrupted run.
@@ -410,7 +444,7 @@ pub fn destroy(path: &Path, opts: &Opts) -> Result<u8> {
 }
 
 fn destroy_locked(p: &Profile, opts: &Opts) -> Result<u8> {
-    let w = world(p, true)?;
+    let w = world(p, true, opts)?;
     let plan = compute(&w, opts)?;
     let notes = plan.notes.clone();
     if plan.actions.is_empty() {

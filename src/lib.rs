@@ -2,6 +2,7 @@
 //! namespace with source NAT, converged over netlink.
 
 pub mod apply;
+pub mod cli;
 pub mod desired;
 pub mod engine;
 pub mod firewall;
@@ -12,8 +13,10 @@ pub mod model;
 pub mod netlink;
 pub mod netns;
 pub mod observe;
+pub mod output;
 pub mod plan;
 pub mod preflight;
 pub mod profile;
+pub mod render;
 pub mod state;
 pub mod testhooks;

@@ -1,0 +1,256 @@
+//! The command line, defined once: `main` parses it, `vxrouter man` and
+//! `vxrouter completions` render it.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{ArgAction, Args, CommandFactory, Parser, Subcommand};
+
+use crate::engine::{self, Opts};
+use crate::lab;
+
+const AFTER_HELP: &str = "\
+Exit codes: 0 success (check: the host matches), 1 error (nothing half-done:
+a failed apply is rolled back), 2 drift (check: the host differs), and 2 for
+usage errors.
+
+Profile reference, design and operations: docs/ in the source tree, or
+https://github.com/ (see README.md).";
+
+/// Provision VXLAN segments and a NAT router namespace on KVM hosts from a
+/// per-host TOML profile, over netlink.
+#[derive(Parser)]
+#[command(name = "vxrouter", version, about, after_help = AFTER_HELP)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct Global {
+    /// Machine-readable JSON on standard output (validate, plan, check, lab check, lab run).
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Print only errors and differences.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// Say more: each phase and how long it took (on standard error).
+    #[arg(short, long, global = true, action = ArgAction::Count)]
+    pub verbose: u8,
+    /// Seconds to wait for another vxrouter run on this host to finish.
+    #[arg(long, global = true, default_value_t = 60, value_name = "SECONDS")]
+    pub lock_timeout: u64,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Check a profile's syntax and rules without touching the host.
+    Validate { profile: PathBuf },
+    /// Show what `apply` would do, one line per object.
+    Plan { profile: PathBuf },
+    /// Converge the host to the profile.
+    Apply { profile: PathBuf },
+    /// Exit 0 when the host matches the profile, 2 when it does not.
+    Check { profile: PathBuf },
+    /// Remove everything this profile's `apply` created.
+    Destroy {
+        profile: PathBuf,
+        /// Also delete bridges that still have foreign ports (they are
+        /// released, never deleted).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Simulate a multi-host deployment on this machine and check it.
+    #[command(subcommand)]
+    Lab(LabCommand),
+    /// Print configuration for other tools (systemd, libvirt).
+    #[command(subcommand)]
+    Render(RenderCommand),
+    /// Print a shell completion script.
+    Completions { shell: clap_complete::Shell },
+    /// Print the manual page (roff), generated from this command line.
+    Man,
+}
+
+#[derive(Subcommand)]
+pub enum LabCommand {
+    /// Build the lab and apply every host's profile inside its host.
+    Up {
+        lab: PathBuf,
+        /// Build hosts, switch, internet and VMs without applying profiles.
+        #[arg(long)]
+        no_apply: bool,
+    },
+    /// Run the connectivity checks and print the matrix.
+    Check { lab: PathBuf },
+    /// Run a command inside a simulated host or VM.
+    Exec {
+        lab: PathBuf,
+        node: String,
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Remove everything the lab made (also after a crashed `up`).
+    Down { lab: PathBuf },
+    /// up, check, down; exits with the result of check.
+    Run { lab: PathBuf },
+}
+
+#[derive(Subcommand)]
+pub enum RenderCommand {
+    /// The systemd unit template `vxrouter@.service` (applies
+    /// /etc/vxrouter/NAME.toml at boot, again on `systemctl reload`).
+    Systemd {
+        /// Path of the vxrouter binary in ExecStart (default: this one).
+        #[arg(long)]
+        bin: Option<PathBuf>,
+    },
+    /// One libvirt `<network>` per segment bridge of a profile.
+    Libvirt {
+        profile: PathBuf,
+        /// Write NAME.xml files into this directory instead of printing.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+/// Helpers the lab runs inside its nodes; not for people.
+#[derive(Parser)]
+#[command(name = "vxrouter")]
+enum Hidden {
+    #[command(name = "__lab-holder")]
+    LabHolder { label: Option<String> },
+    #[command(name = "__agent", subcommand)]
+    Agent(AgentCommand),
+    /// Gratuitous ARPs: "ifindex,mac,ip" each (see garp::announce_detached).
+    #[command(name = "__garp")]
+    Garp { frames: Vec<String> },
+}
+
+#[derive(Subcommand)]
+enum AgentCommand {
+    Listen {
+        addr: std::net::SocketAddr,
+    },
+    VxlanInject {
+        #[arg(long)]
+        from: std::net::Ipv4Addr,
+        #[arg(long)]
+        to: std::net::SocketAddr,
+        #[arg(long)]
+        vni: u32,
+        #[arg(long)]
+        sender: std::net::Ipv4Addr,
+        #[arg(long)]
+        target: std::net::Ipv4Addr,
+    },
+    Send {
+        addr: std::net::SocketAddr,
+        #[arg(long, default_value_t = 64)]
+        bytes: u64,
+        #[arg(long, default_value_t = 3)]
+        timeout: u64,
+    },
+}
+
+fn hidden() -> Option<anyhow::Result<()>> {
+    let first = std::env::args().nth(1)?;
+    if !first.starts_with("__") {
+        return None;
+    }
+    Some(match Hidden::parse() {
+        Hidden::LabHolder { .. } => lab::nodes::holder_main(),
+        Hidden::Garp { frames } => {
+            let parsed: Vec<_> = frames.iter().filter_map(|f| crate::garp::parse_frame_arg(f)).collect();
+            crate::garp::announce(None, &parsed)
+        }
+        Hidden::Agent(AgentCommand::Listen { addr }) => lab::agent::listen(addr),
+        Hidden::Agent(AgentCommand::VxlanInject { from, to, vni, sender, target }) => {
+            lab::agent::vxlan_inject(from, to, vni, sender, target)
+        }
+        Hidden::Agent(AgentCommand::Send { addr, bytes, timeout }) => lab::agent::send(addr, bytes, Duration::from_secs(timeout)),
+    })
+}
+
+fn lab_command(cmd: &LabCommand, g: &Global) -> anyhow::Result<u8> {
+    match cmd {
+        LabCommand::Up { lab, no_apply } => {
+            let l = lab::load(lab)?;
+            let state = lab::up(&l, &lab::UpOptions { apply: !no_apply, quiet: g.quiet })?;
+            // The lab stays up either way, so `lab check` can show the cells.
+            let failed = state.hosts.iter().chain(&state.vms).filter(|n| !n.ok).count();
+            if failed > 0 {
+                eprintln!("error: {failed} host(s) or VM(s) of lab {} did not come up as their profiles say (see above)", l.name);
+                return Ok(1);
+            }
+            Ok(0)
+        }
+        LabCommand::Check { lab } => lab::check(&lab::load(lab)?, g.json),
+        LabCommand::Exec { lab, node, command } => {
+            let code = lab::exec(&lab::load(lab)?, node, command)?;
+            Ok(u8::try_from(code).unwrap_or(1))
+        }
+        LabCommand::Down { lab } => {
+            lab::down(&lab::load(lab)?.name, g.quiet)?;
+            Ok(0)
+        }
+        LabCommand::Run { lab } => lab::run(&lab::load(lab)?, g.json, g.quiet),
+    }
+}
+
+fn opts(g: &Global, force: bool) -> Opts {
+    Opts { json: g.json, quiet: g.quiet, verbose: g.verbose, lock_timeout: Duration::from_secs(g.lock_timeout), force }
+}
+
+/// Everything `main` does; returns the process exit code.
+pub fn main() -> ExitCode {
+    // Like other Unix tools, end quietly when the reader of our output goes
+    // away (`vxrouter man | head`), instead of failing on EPIPE.
+    // SAFETY: setting a signal disposition before any thread exists.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    if let Some(result) = hidden() {
+        return finish(result.map(|()| 0));
+    }
+    let cli = Cli::parse();
+    let g = &cli.global;
+    let result = match &cli.command {
+        Command::Validate { profile } => engine::validate(profile, &opts(g, false)),
+        Command::Plan { profile } => engine::plan(profile, &opts(g, false)),
+        Command::Apply { profile } => engine::apply(profile, &opts(g, false)),
+        Command::Check { profile } => engine::check(profile, &opts(g, false)),
+        Command::Destroy { profile, force } => engine::destroy(profile, &opts(g, *force)),
+        Command::Lab(cmd) => lab_command(cmd, g),
+        Command::Render(RenderCommand::Systemd { bin }) => crate::render::systemd(bin.as_deref()).map(|t| {
+            print!("{t}");
+            0
+        }),
+        Command::Render(RenderCommand::Libvirt { profile, out }) => crate::render::libvirt_command(profile, out.as_deref()),
+        Command::Completions { shell } => {
+            clap_complete::generate(*shell, &mut Cli::command(), "vxrouter", &mut std::io::stdout());
+            Ok(0)
+        }
+        Command::Man => man(&mut std::io::stdout()).map(|()| 0),
+    };
+    crate::testhooks::report();
+    finish(result)
+}
+
+fn finish(result: anyhow::Result<u8>) -> ExitCode {
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("{}: {e:#}", crate::output::error_word());
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// The manual page, from the command definition (options, subcommands,
+/// exit codes).
+pub fn man(out: &mut dyn std::io::Write) -> anyhow::Result<()> {
+    clap_mangen::Man::new(Cli::command()).render(out)?;
+    Ok(())
+}
