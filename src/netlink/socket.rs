@@ -199,7 +199,7 @@ impl Netlink {
     /// Sends a dump request and collects every reply.
     pub fn dump(&mut self, msg: RouteNetlinkMessage) -> Result<Vec<RouteNetlinkMessage>, NlError> {
         let mut all = Vec::new();
-        self.dump_map(msg, |m| Some(m), &mut all)?;
+        self.dump_map(msg, Some, &mut all)?;
         Ok(all)
     }
 
