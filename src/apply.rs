@@ -10,7 +10,7 @@ use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::link::InfoVxlan;
 
 use crate::desired::DesiredRoute;
-use crate::firewall::{FirewallState, FwChange, iptables};
+use crate::firewall::{FirewallState, FwChange, iptables, nft};
 use crate::model::{BridgeSpec, Link, LinkKind, LinkSpec, Ns, Route, VxlanSpec};
 use crate::netlink::msg::{self, CreateCtx, SetLink};
 use crate::netlink::{Netlink, NlError};
@@ -187,9 +187,8 @@ impl<'a> Executor<'a> {
                     self.journal.push(Undo::Sysctl { ns: ns.clone(), key: key.clone(), value: old.clone() });
                 }
             }
-            Action::Firewall { ns, changes, old } => {
-                let batch = iptables::render(changes);
-                iptables::restore(self.session.file(ns)?, &format!("namespace {ns}"), &batch)?;
+            Action::Firewall { ns, changes, old, .. } => {
+                self.firewall(ns, changes)?;
                 self.journal.push(Undo::Firewall { ns: ns.clone(), changes: inverse_firewall(changes, old) });
             }
             Action::Enslave { uplink, bridge, from } => {
@@ -223,6 +222,23 @@ impl<'a> Executor<'a> {
             .filter(|a| a.index == index)
             .map(|a| a.cidr.addr)
             .collect()
+    }
+
+    /// One batch per backend: `iptables-restore` for the owned chains, one
+    /// `nft -f` transaction for the owned table.
+    fn firewall(&mut self, ns: &Ns, changes: &[FwChange]) -> Result<()> {
+        let where_ = format!("namespace {ns}");
+        if changes.iter().any(|c| !c.is_nft()) {
+            iptables::restore(self.session.file(ns)?, &where_, &iptables::render(changes))?;
+        }
+        for c in changes {
+            match c {
+                FwChange::NftReplace { table, .. } => nft::apply(self.session.file(ns)?, &where_, Some(table))?,
+                FwChange::NftDelete => nft::apply(self.session.file(ns)?, &where_, None)?,
+                _ => {}
+            }
+        }
+        Ok(())
     }
 
     /// Queues a gratuitous ARP for `ip` on `link`; all are sent when the run
@@ -448,27 +464,26 @@ impl<'a> Executor<'a> {
                     write_sysctl(self.session.file(&ns)?, k, v).context("undo")?;
                 }
                 if let Some(fw) = &contents.firewall {
-                    let mut changes: Vec<FwChange> = fw
-                        .chains
-                        .iter()
-                        .map(|((table, chain), rules)| FwChange::SetChain {
+                    let mut changes: Vec<FwChange> = Vec::new();
+                    if let Some(ipt) = &fw.ipt {
+                        changes.extend(ipt.chains.iter().map(|((table, chain), rules)| FwChange::SetChain {
                             table: table.clone(),
                             chain: chain.clone(),
                             rules: rules.clone(),
                             found: None,
-                        })
-                        .collect();
-                    for ((table, hook), jumps) in &fw.jumps {
-                        changes.extend(jumps.iter().map(|rule| FwChange::AddJump {
-                            table: table.clone(),
-                            hook: hook.clone(),
-                            rule: rule.clone(),
                         }));
+                        for ((table, hook), jumps) in &ipt.jumps {
+                            changes.extend(jumps.iter().map(|rule| FwChange::AddJump {
+                                table: table.clone(),
+                                hook: hook.clone(),
+                                rule: rule.clone(),
+                            }));
+                        }
                     }
-                    if !changes.is_empty() {
-                        let batch = iptables::render(&changes);
-                        iptables::restore(self.session.file(&ns)?, &format!("namespace {name}"), &batch).context("undo")?;
+                    if let Some(t) = fw.nft.as_ref().and_then(|n| n.ours.clone()) {
+                        changes.push(FwChange::NftReplace { table: t, why: vec![] });
                     }
+                    self.firewall(&ns, &changes).context("undo")?;
                 }
                 Ok(())
             }
@@ -516,10 +531,7 @@ impl<'a> Executor<'a> {
                 Ok(())
             }
             Undo::Sysctl { ns, key, value } => write_sysctl(self.session.file(ns)?, key, value).context("undo"),
-            Undo::Firewall { ns, changes } => {
-                let batch = iptables::render(changes);
-                iptables::restore(self.session.file(ns)?, &format!("namespace {ns}"), &batch).context("undo")
-            }
+            Undo::Firewall { ns, changes } => self.firewall(ns, changes).context("undo"),
             Undo::SetMaster { uplink, bridge } => self.set_master(uplink, bridge.as_ref()).context("undo"),
             Undo::Fdb { vxlan, peer, add } => self.fdb(vxlan, *peer, *add).context("undo"),
         }
@@ -632,10 +644,15 @@ fn inverse_change(c: &LinkChange, old: &Link, old_master: &Option<String>) -> Li
 /// Changes that restore the owned chains and jumps a batch touched.
 fn inverse_firewall(changes: &[FwChange], old: &FirewallState) -> Vec<FwChange> {
     let mut inv = Vec::new();
+    let old_ipt = old.ipt.clone().unwrap_or_default();
     for c in changes.iter().rev() {
         match c {
+            FwChange::NftReplace { .. } | FwChange::NftDelete => match old.nft.as_ref().and_then(|n| n.ours.clone()) {
+                Some(t) => inv.push(FwChange::NftReplace { table: t, why: vec![] }),
+                None => inv.push(FwChange::NftDelete),
+            },
             FwChange::SetChain { table, chain, .. } | FwChange::DelChain { table, chain } => {
-                match old.chains.get(&(table.clone(), chain.clone())) {
+                match old_ipt.chains.get(&(table.clone(), chain.clone())) {
                     Some(rules) => inv.push(FwChange::SetChain {
                         table: table.clone(),
                         chain: chain.clone(),

@@ -4,12 +4,11 @@ use std::net::Ipv4Addr;
 
 use serde::Serialize;
 
-use crate::firewall::Ruleset;
-use crate::firewall::rules::{router_ruleset, underlay_ruleset};
+use crate::firewall::rules::{Policy, router_policy, underlay_policy};
 use crate::model::{BridgeSpec, LinkKind, LinkSpec, Ns, VethPeer, VxlanSpec};
 use crate::netlink::msg::RTPROT_VXROUTER;
 use crate::profile::names::stable_mac;
-use crate::profile::{Flood, Ipv4Cidr, Profile, VXLAN_OVERHEAD};
+use crate::profile::{FirewallChoice, Flood, Ipv4Cidr, Profile, VXLAN_OVERHEAD};
 
 /// Kernel default bridge forward delay: 15 s, in centiseconds.
 pub const DEFAULT_FORWARD_DELAY_CS: u32 = 1500;
@@ -41,7 +40,8 @@ pub struct Desired {
     pub addrs: Vec<(Ns, String, Ipv4Cidr)>,
     pub routes: Vec<(Ns, DesiredRoute)>,
     pub sysctls: Vec<(Ns, String, String)>,
-    pub firewall: Vec<(Ns, Ruleset)>,
+    /// Owned rules per namespace, and which tool should write them.
+    pub firewall: Vec<(Ns, Policy, FirewallChoice)>,
     /// (uplink NIC, public bridge).
     pub uplinks: Vec<(String, String)>,
     /// Head-end replication entries: (VXLAN link, peer underlay address).
@@ -203,7 +203,7 @@ pub fn derive(p: &Profile, underlay: Option<&UnderlayFacts>) -> Desired {
             },
         ));
         sysctls.push((rns.clone(), "net/ipv4/ip_forward".to_string(), "1".to_string()));
-        firewall.push((rns.clone(), router_ruleset(r)));
+        firewall.push((rns.clone(), router_policy(r), r.firewall));
         uplinks.push((r.public.uplink.clone(), r.public.leg.bridge.clone()));
     }
 
@@ -211,7 +211,8 @@ pub fn derive(p: &Profile, underlay: Option<&UnderlayFacts>) -> Desired {
         let mut ports: Vec<u16> = p.segments.iter().map(|s| s.port).collect();
         ports.sort();
         ports.dedup();
-        firewall.push((Ns::Host, underlay_ruleset(&dev, &ports, allow)));
+        let choice = p.router.as_ref().map(|r| r.firewall).unwrap_or(FirewallChoice::Auto);
+        firewall.push((Ns::Host, underlay_policy(&dev, &ports, allow), choice));
     }
 
     Desired { mark: p.owner_mark(), host, router_ns, links, addrs, routes, sysctls, firewall, uplinks, fdb }
@@ -252,8 +253,9 @@ mod tests {
         assert_eq!(d.link(&Ns::Named("ns1".into()), "veth17.1").unwrap().mtu, Some(1450));
         assert_eq!(d.uplinks, vec![("eth1".to_string(), "br-pu".to_string())]);
         // NAT names the namespace end of the public leg, which exists.
-        let nat = &d.firewall[0].1.chains.iter().find(|c| c.table == "nat").unwrap().rules;
-        assert_eq!(nat, &vec!["-s 192.168.10.0/24 -o veth15.1 -j SNAT --to-source 203.0.113.123".to_string()]);
+        let nat = crate::firewall::iptables::ruleset(&d.firewall[0].1);
+        let post = &nat.chains.iter().find(|c| c.table == "nat").unwrap().rules;
+        assert_eq!(post, &vec!["-s 192.168.10.0/24 -o veth15.1 -j SNAT --to-source 203.0.113.123".to_string()]);
     }
 
     #[test]

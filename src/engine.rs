@@ -8,12 +8,14 @@ use serde::Serialize;
 
 use crate::apply::Executor;
 use crate::desired::{self, Desired};
+use crate::firewall::{self, Backend};
 use crate::lock::HostLock;
 use crate::model::Ns;
 use crate::observe::{self, Observed, Session, Wants};
 use crate::output;
 use crate::plan::{self, Action, Plan, PlanOptions, Verb};
 use crate::preflight::{self, BRIDGE_NF_SYSCTL, IGMP_MAX_SYSCTL, IP_FORWARD_SYSCTL};
+use crate::profile::FirewallChoice;
 use crate::profile::{Profile, ProfileErrors};
 use crate::state::{Pending, State};
 
@@ -88,7 +90,7 @@ pub fn observe(
     let mut host = observe::read_ns(
         session,
         &Ns::Host,
-        &Wants { sysctls: &[IP_FORWARD_SYSCTL, IGMP_MAX_SYSCTL, BRIDGE_NF_SYSCTL], firewall: false, fdb: false },
+        &Wants { sysctls: &[IP_FORWARD_SYSCTL, IGMP_MAX_SYSCTL, BRIDGE_NF_SYSCTL], firewall: &[], fdb: false },
     )?;
     let (desired, warnings) = match desired_for {
         Some(p) => {
@@ -108,11 +110,16 @@ pub fn observe(
         .iter()
         .any(|l| l.alias.as_deref() == Some(mark.as_str()) && l.vxlan.as_ref().is_some_and(|v| v.group.is_none()));
     if !desired.fdb.is_empty() || unicast_before {
-        host.fdb = observe::read_ns(session, &Ns::Host, &Wants { sysctls: &[], firewall: false, fdb: true })?.fdb;
+        host.fdb = observe::read_ns(session, &Ns::Host, &Wants { sysctls: &[], firewall: &[], fdb: true })?.fdb;
     }
     let full = depth == Depth::Full;
-    if full && (desired.firewall.iter().any(|(ns, _)| *ns == Ns::Host) || state.host_firewall || preflight::bridge_nf_on(&host)) {
-        host.firewall = Some(crate::firewall::iptables::observe(None, "the host")?);
+    let mut host_reads = fw_reads(&Ns::Host, &desired, state, depth);
+    // The br_netfilter warning needs the host's FORWARD policy.
+    if full && preflight::bridge_nf_on(&host) && firewall::iptables::available() && !host_reads.contains(&Backend::Iptables) {
+        host_reads.push(Backend::Iptables);
+    }
+    if !host_reads.is_empty() {
+        host.firewall = Some(observe::read_firewall(None, "the host", &host_reads)?);
     }
     let mut warnings = warnings;
     warnings.extend(preflight::host_firewall_warnings(&host));
@@ -125,12 +132,9 @@ pub fn observe(
     names.dedup();
     for name in names {
         if session.attach(&name)? {
-            let view = observe::read_ns(
-                session,
-                &Ns::Named(name.clone()),
-                // A namespace being given up is checked for foreign rules.
-                &Wants { sysctls: &[IP_FORWARD_SYSCTL], firewall: full || desired.router_ns.as_ref() != Some(&name), fdb: false },
-            )?;
+            let ns = Ns::Named(name.clone());
+            let reads = fw_reads(&ns, &desired, state, depth);
+            let view = observe::read_ns(session, &ns, &Wants { sysctls: &[IP_FORWARD_SYSCTL], firewall: &reads, fdb: false })?;
             observed.named.insert(name, view);
         } else if observed.netns.contains(&name) && (state.namespaces.contains(&name) || state.pending_namespace(&name)) {
             observed.netns.remove(&name);
@@ -138,6 +142,27 @@ pub fn observe(
         }
     }
     Ok((observed, desired, warnings))
+}
+
+/// The backend a firewall choice means on this machine.
+pub fn backend(choice: FirewallChoice) -> Backend {
+    firewall::resolve(choice, firewall::nft::available())
+}
+
+/// Which firewall backends to read in a namespace: the one its rules should
+/// be in (skipped when verifying: see `Depth`), and every one vxrouter left
+/// rules in before (a backend switch removes those).
+fn fw_reads(ns: &Ns, desired: &Desired, state: &State, depth: Depth) -> Vec<Backend> {
+    let mut out: Vec<Backend> =
+        state.firewall.get(&crate::state::fw_key(ns)).map(|s| s.iter().copied().collect()).unwrap_or_default();
+    if depth == Depth::Full
+        && let Some((_, _, choice)) = desired.firewall.iter().find(|(n, _, _)| n == ns)
+    {
+        out.push(backend(*choice));
+    }
+    out.sort();
+    out.dedup();
+    out
 }
 
 /// The desired state of `destroy`: nothing, under the same owner mark.
@@ -174,7 +199,7 @@ fn world(p: &Profile, destroy: bool, opts: &Opts) -> Result<World> {
 }
 
 fn compute(w: &World, opts: &Opts) -> Result<Plan> {
-    plan::plan(&w.desired, &w.observed, PlanOptions { force: opts.force })
+    plan::plan(&w.desired, &w.observed, PlanOptions { force: opts.force, nft: firewall::nft::available() })
         .map_err(|c| anyhow::anyhow!("{c}\nnothing was changed"))
 }
 
@@ -354,7 +379,9 @@ fn execute(p: &Profile, mut w: World, plan: Plan, opts: &Opts, destroy: bool) ->
     for (u, b) in &w.desired.uplinks {
         during.uplinks.insert(u.clone(), b.clone());
     }
-    during.host_firewall |= w.desired.firewall.iter().any(|(ns, _)| *ns == Ns::Host);
+    for (ns, _, choice) in &w.desired.firewall {
+        during.firewall.entry(crate::state::fw_key(ns)).or_default().insert(backend(*choice));
+    }
     during.save()?;
 
     let quiet = opts.quiet || opts.json;
@@ -375,7 +402,8 @@ fn execute(p: &Profile, mut w: World, plan: Plan, opts: &Opts, destroy: bool) ->
     let t = std::time::Instant::now();
     // Verify: the host must now match exactly.
     let (observed, desired, _) = observe(p, &mut w.session, &during, (!destroy).then_some(p), Depth::Verify)?;
-    let again = plan::plan(&desired, &observed, PlanOptions { force: opts.force }).map_err(|c| anyhow::anyhow!("{c}"))?;
+    let again = plan::plan(&desired, &observed, PlanOptions { force: opts.force, nft: firewall::nft::available() })
+        .map_err(|c| anyhow::anyhow!("{c}"))?;
     phase(opts, "verified", t);
     let leftover: Vec<String> =
         again.actions.iter().filter(|a| !matches!(a, Action::Firewall { .. })).map(|a| a.line()).collect();
@@ -393,7 +421,20 @@ fn execute(p: &Profile, mut w: World, plan: Plan, opts: &Opts, destroy: bool) ->
     for (u, b) in &desired.uplinks {
         after.uplinks.insert(u.clone(), b.clone());
     }
-    after.host_firewall = desired.firewall.iter().any(|(ns, _)| *ns == Ns::Host);
+    for (ns, policy, choice) in &desired.firewall {
+        if !policy.chains.is_empty() {
+            after.firewall.entry(crate::state::fw_key(ns)).or_default().insert(backend(*choice));
+        }
+    }
+    // Kept namespaces keep their record (their rules were removed, but the
+    // next run looks again).
+    for name in &after.namespaces {
+        if Some(name) != desired.router_ns.as_ref()
+            && let Some(b) = during.firewall.get(name)
+        {
+            after.firewall.insert(name.clone(), b.clone());
+        }
+    }
     after.save()?;
     if !leftover.is_empty() {
         bail!("verification failed: after applying, these differences remain:\n  {}", leftover.join("\n  "));

@@ -7,7 +7,7 @@ use std::fs::File;
 use anyhow::{Context, Result, anyhow};
 use netlink_packet_route::RouteNetlinkMessage;
 
-use crate::firewall::{self, FirewallState};
+use crate::firewall::{self, Backend, FirewallState};
 use crate::model::{Addr, Link, Ns, Route};
 use crate::netlink::{Netlink, msg};
 use crate::netns;
@@ -112,7 +112,8 @@ impl Observed {
 /// What to read besides links, addresses and routes.
 pub struct Wants<'a> {
     pub sysctls: &'a [&'a str],
-    pub firewall: bool,
+    /// Firewall backends to read.
+    pub firewall: &'a [Backend],
     /// The bridge FDB (for unicast VXLAN peers).
     pub fdb: bool,
 }
@@ -161,10 +162,22 @@ pub fn read_ns(session: &mut Session, ns: &Ns, wants: &Wants<'_>) -> Result<NsVi
     }
     let file = session.file(ns)?;
     view.sysctls = read_sysctls(file, wants.sysctls).with_context(|| format!("read sysctls in {ns}"))?;
-    if wants.firewall {
-        view.firewall = Some(firewall::iptables::observe(file, &format!("namespace {ns}"))?);
+    if !wants.firewall.is_empty() {
+        view.firewall = Some(read_firewall(file, &format!("namespace {ns}"), wants.firewall)?);
     }
     Ok(view)
+}
+
+/// Reads a namespace's firewall through the given backends.
+pub fn read_firewall(ns: Option<&File>, where_: &str, backends: &[Backend]) -> Result<FirewallState> {
+    let mut st = FirewallState::default();
+    if backends.contains(&Backend::Iptables) {
+        st.ipt = Some(firewall::iptables::observe(ns, where_)?);
+    }
+    if backends.contains(&Backend::Nftables) {
+        st.nft = Some(firewall::nft::observe(ns, where_)?);
+    }
+    Ok(st)
 }
 
 /// Reads `/proc/sys/net/<key>` as seen from the namespace.

@@ -8,7 +8,8 @@ use std::net::Ipv4Addr;
 use serde::Serialize;
 
 use crate::desired::{Desired, DesiredRoute};
-use crate::firewall::{self, FwChange};
+use crate::firewall::rules::Policy;
+use crate::firewall::{self, Backend, FwChange};
 use crate::model::{BridgeSpec, Link, LinkKind, LinkSpec, Ns, Route, fmt_mac};
 use crate::observe::{NsView, Observed};
 use crate::profile::Ipv4Cidr;
@@ -112,9 +113,10 @@ pub enum Action {
     },
     Firewall {
         ns: Ns,
+        backend: Backend,
         changes: Vec<FwChange>,
         #[serde(skip)]
-        old: firewall::FirewallState,
+        old: Box<firewall::FirewallState>,
     },
     Enslave {
         uplink: String,
@@ -181,11 +183,7 @@ impl Action {
                 Verb::Remove
             }
             Action::SetRoute { old, .. } if old.is_empty() => Verb::Create,
-            Action::Firewall { changes, .. }
-                if changes.iter().all(|c| matches!(c, FwChange::SetChain { found: None, .. } | FwChange::AddJump { .. })) =>
-            {
-                Verb::Create
-            }
+            Action::Firewall { changes, .. } if changes.iter().all(FwChange::is_creation) => Verb::Create,
             Action::Enslave { .. } => Verb::Change,
             Action::ChangeLink { .. } | Action::SetRoute { .. } | Action::SetSysctl { .. } | Action::Firewall { .. } => {
                 Verb::Change
@@ -212,7 +210,7 @@ impl Action {
                 format!("route {} via {} dev {}{}", route_dst(&route.dst), route.gateway, route.dev, at(ns))
             }
             Action::SetSysctl { ns, key, .. } => format!("sysctl {}{}", key.replace('/', "."), at(ns)),
-            Action::Firewall { ns, .. } => format!("firewall{}", at(ns)),
+            Action::Firewall { ns, backend, .. } => format!("firewall{} ({})", at(ns), backend.name()),
             Action::Enslave { uplink, bridge, .. } | Action::Release { uplink, bridge } => format!("uplink {uplink} in {bridge}"),
             Action::AddFdb { vxlan, peer } | Action::DelFdb { vxlan, peer } => format!("peer {peer} on {vxlan}"),
         }
@@ -309,6 +307,8 @@ pub struct PlanOptions {
     /// Delete owned bridges even when foreign ports (VM taps) are attached:
     /// the kernel then releases those ports; they are never deleted.
     pub force: bool,
+    /// The `nft` tool is available (`firewall = "auto"` picks nftables).
+    pub nft: bool,
 }
 
 struct Planner<'a> {
@@ -410,7 +410,7 @@ impl<'a> Planner<'a> {
             let view = &self.o.named[name];
             let foreign_links: Vec<&str> =
                 view.links.iter().filter(|l| !l.loopback && !self.owned(l)).map(|l| l.name.as_str()).collect();
-            let foreign_rules: usize = view.firewall.as_ref().map(|f| f.foreign.values().sum()).unwrap_or(0);
+            let foreign_rules: usize = view.firewall.as_ref().map(|f| f.foreign()).unwrap_or(0);
             if foreign_links.is_empty() && foreign_rules == 0 {
                 // Host ends of pairs with an end inside go with the namespace
                 // (one kernel batch, not one deletion each).
@@ -920,14 +920,22 @@ impl<'a> Planner<'a> {
     }
 
     fn firewall(&mut self) {
-        let empty = firewall::Ruleset::default();
-        let kept = self.kept_ns.iter().map(|n| (Ns::Named(n.clone()), &empty));
-        let wanted = self.d.firewall.iter().map(|(ns, r)| (ns.clone(), r));
-        for (ns, want) in wanted.chain(kept).collect::<Vec<_>>() {
+        let empty = Policy::default();
+        let nft = self.opts.nft;
+        let mut todo: Vec<(Ns, &Policy, Backend)> =
+            self.d.firewall.iter().map(|(ns, p, choice)| (ns.clone(), p, firewall::resolve(*choice, nft))).collect();
+        // Rules vxrouter no longer wants: in namespaces it keeps for their
+        // foreign objects, and on the host when underlay protection is gone.
+        todo.extend(self.kept_ns.iter().map(|n| (Ns::Named(n.clone()), &empty, Backend::Iptables)));
+        if self.o.state.firewall.contains_key("@host") && !todo.iter().any(|(ns, _, _)| *ns == Ns::Host) {
+            todo.push((Ns::Host, &empty, Backend::Iptables));
+        }
+        for (ns, want, backend) in todo {
             let have = self.view(&ns).and_then(|v| v.firewall.clone()).unwrap_or_default();
-            let changes = firewall::diff(&self.d.mark, want, &have);
-            if !changes.is_empty() {
-                self.late.push(Action::Firewall { ns, changes, old: have });
+            match firewall::changes(&self.d.mark, want, backend, &have) {
+                Ok(changes) if changes.is_empty() => {}
+                Ok(changes) => self.late.push(Action::Firewall { ns, backend, changes, old: Box::new(have) }),
+                Err(conflict) => self.conflicts.push(format!("{conflict} (in {ns}); refusing to replace it")),
             }
         }
     }
@@ -950,7 +958,7 @@ pub(crate) mod tests {
 
     use super::*;
     use crate::desired::{UnderlayFacts, derive};
-    use crate::firewall::{FirewallState, jump_rule};
+    use crate::firewall::{FirewallState, IptState, jump_rule};
     use crate::model::{Addr, Link, ObservedVxlan};
     use crate::profile::Profile;
     use crate::state::{Pending, State};
@@ -1054,13 +1062,14 @@ pub(crate) mod tests {
         for (ns, k, val) in &d.sysctls {
             view(&mut o, ns).sysctls.insert(k.clone(), val.clone());
         }
-        for (ns, rules) in &d.firewall {
-            let mut fw = FirewallState::default();
-            for c in &rules.chains {
-                fw.chains.insert((c.table.clone(), c.name.clone()), c.rules.clone());
-                fw.jumps.entry((c.table.clone(), c.hook.clone())).or_default().push(jump_rule(&d.mark, &c.name));
+        for (ns, policy, _) in &d.firewall {
+            let mut ipt = IptState::default();
+            for c in &crate::firewall::iptables::ruleset(policy).chains {
+                ipt.chains.insert((c.table.clone(), c.name.clone()), c.rules.clone());
+                ipt.jumps.entry((c.table.clone(), c.hook.clone())).or_default().push(jump_rule(&d.mark, &c.name));
             }
-            view(&mut o, ns).firewall = Some(fw);
+            view(&mut o, ns).firewall = Some(FirewallState { ipt: Some(ipt), nft: None });
+            o.state.firewall.entry(crate::state::fw_key(ns)).or_default().insert(Backend::Iptables);
         }
         for (vx, peer) in &d.fdb {
             let i = o.host.link(vx).unwrap().index;
@@ -1101,7 +1110,7 @@ pub(crate) mod tests {
                 "create address 192.168.10.3/24 on veth17.1 in ns1",
                 "create route default via 203.0.113.1 dev veth15.1 in ns1",
                 "change sysctl net.ipv4.ip_forward in ns1",
-                "create firewall in ns1",
+                "create firewall in ns1 (iptables)",
             ]
         );
     }
@@ -1192,7 +1201,7 @@ pub(crate) mod tests {
         let p = plan(&desired(SEED_A), &o, PlanOptions::default()).unwrap();
         assert_eq!(lines(&p), ["remove vxlan vxlan2000"]);
         assert!(p.notes[0].contains("kept bridge br-x") && p.notes[0].contains("vnet0"), "{:?}", p.notes);
-        let p = plan(&desired(SEED_A), &o, PlanOptions { force: true }).unwrap();
+        let p = plan(&desired(SEED_A), &o, PlanOptions { force: true, nft: false }).unwrap();
         assert_eq!(lines(&p), ["remove vxlan vxlan2000", "remove bridge br-x"]);
     }
 
@@ -1251,7 +1260,7 @@ pub(crate) mod tests {
             lines(&p).contains(&"remove veth veth17.1 in ns1".to_string())
                 || lines(&p).contains(&"remove veth veth17.0".to_string())
         );
-        assert!(lines(&p).contains(&"change firewall in ns1".to_string()), "{:?}", lines(&p));
+        assert!(lines(&p).contains(&"change firewall in ns1 (iptables)".to_string()), "{:?}", lines(&p));
         assert!(p.notes.iter().any(|n| n.contains("kept namespace ns1") && n.contains("mine0")), "{:?}", p.notes);
     }
 
@@ -1285,6 +1294,27 @@ pub(crate) mod tests {
         assert_eq!(p.actions[0].line().split(':').next().unwrap(), "recreate vxlan vxlan3000");
         assert!(p.actions[0].line().contains("unicast peers (found multicast group 239.1.1.1)"));
         assert_eq!(lines(&p)[1..], ["create peer 10.0.0.2 on vxlan3000", "create peer 10.0.0.3 on vxlan3000"]);
+    }
+
+    #[test]
+    fn switching_to_nftables_replaces_the_iptables_chains_by_one_table() {
+        let d = desired(SEED_A);
+        let mut o = converged(&d);
+        let opts = PlanOptions { force: false, nft: true };
+        // auto with nft available: the chains go, the table comes.
+        let ns1 = o.named.get_mut("ns1").unwrap();
+        ns1.firewall.as_mut().unwrap().nft = Some(crate::firewall::nft::NftState::default());
+        let p = plan(&d, &o, opts).unwrap();
+        let Action::Firewall { backend, changes, .. } = &p.actions[0] else { panic!("{:?}", p.actions) };
+        assert_eq!(*backend, Backend::Nftables);
+        assert!(changes.iter().any(|c| matches!(c, FwChange::NftReplace { .. })));
+        assert!(changes.iter().any(|c| matches!(c, FwChange::DelChain { chain, .. } if chain == "VXROUTER-FWD")));
+        // Once the table is there and the chains gone, nothing is left to do.
+        let table = crate::firewall::nft::desired(&d.mark, &d.firewall[0].1);
+        let fw = o.named.get_mut("ns1").unwrap().firewall.as_mut().unwrap();
+        fw.ipt = Some(IptState::default());
+        fw.nft = Some(crate::firewall::nft::NftState { ours: Some(table), foreign: 0 });
+        assert!(plan(&d, &o, opts).unwrap().actions.is_empty());
     }
 
     #[test]

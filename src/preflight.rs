@@ -22,7 +22,12 @@ pub fn bridge_nf_on(host: &NsView) -> bool {
 /// Warnings that need the host's firewall (read only when relevant).
 pub fn host_firewall_warnings(host: &NsView) -> Vec<String> {
     let mut out = Vec::new();
-    if bridge_nf_on(host) && host.firewall.as_ref().is_some_and(|f| f.policies.get("FORWARD").map(String::as_str) == Some("DROP"))
+    if bridge_nf_on(host)
+        && host
+            .firewall
+            .as_ref()
+            .and_then(|f| f.ipt.as_ref())
+            .is_some_and(|f| f.policies.get("FORWARD").map(String::as_str) == Some("DROP"))
     {
         out.push(
             "br_netfilter is loaded with net.bridge.bridge-nf-call-iptables=1 and the host's FORWARD policy is DROP \

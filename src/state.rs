@@ -15,7 +15,16 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::firewall::Backend;
 use crate::model::Ns;
+
+/// The state file's key for a namespace's firewall.
+pub fn fw_key(ns: &Ns) -> String {
+    match ns {
+        Ns::Host => "@host".into(),
+        Ns::Named(n) => n.clone(),
+    }
+}
 
 pub fn run_dir() -> PathBuf {
     // Tests and the lab point this elsewhere only through a mount namespace;
@@ -32,9 +41,10 @@ pub struct State {
     /// Uplink NIC → the public bridge vxrouter enslaved it to.
     #[serde(default)]
     pub uplinks: BTreeMap<String, String>,
-    /// True while vxrouter has chains in the host's own firewall.
+    /// Firewall backends vxrouter has rules in, per namespace ("@host" for
+    /// the host's own), so a switch of backend finds the old rules.
     #[serde(default)]
-    pub host_firewall: bool,
+    pub firewall: BTreeMap<String, BTreeSet<Backend>>,
     /// Set while a run is changing the host; cleared when it finishes.
     #[serde(default)]
     pub pending: Option<Pending>,
@@ -90,7 +100,7 @@ impl State {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.namespaces.is_empty() && self.uplinks.is_empty() && self.pending.is_none() && !self.host_firewall
+        self.namespaces.is_empty() && self.uplinks.is_empty() && self.pending.is_none() && self.firewall.is_empty()
     }
 
     /// True when a run was interrupted while it may have been creating `name`.

@@ -8,8 +8,18 @@ use common::*;
 
 #[test]
 #[ignore = "needs root and the sandbox: scripts/test.sh"]
-fn seed_topology_works_and_second_apply_changes_nothing() {
-    let l = TestLab::seed("core-seed");
+fn seed_topology_works_and_second_apply_changes_nothing_iptables() {
+    seed_topology("iptables");
+}
+
+#[test]
+#[ignore = "needs root and the sandbox: scripts/test.sh"]
+fn seed_topology_works_and_second_apply_changes_nothing_nftables() {
+    seed_topology("nftables");
+}
+
+fn seed_topology(backend: &str) {
+    let l = TestLab::seed_with(&format!("core-seed-{backend}"), backend);
     l.up();
     // VM-B pings VM-A across VXLAN, both reach the server with the router's
     // public address as source (captured at the server), inbound blocked.
@@ -52,6 +62,21 @@ fn seed_topology_works_and_second_apply_changes_nothing() {
     assert_eq!(stdout(&host_fwd).trim(), "0", "forwarding must stay off on the host");
     let route = l.exec("host-a", &["ip", "netns", "exec", "ns1", "ip", "route", "show", "default"]);
     assert!(stdout(&route).contains("via 203.0.113.1 dev veth15.1"), "{}", text(&route));
+    // Source NAT on the public leg that exists, through the chosen backend.
+    let rules = owned_rules(&l, "host-a", Some("ns1"));
+    match backend {
+        "iptables" => {
+            assert!(
+                rules.contains("-A VXROUTER-POST -s 192.168.10.0/24 -o veth15.1 -j SNAT --to-source 203.0.113.123"),
+                "{rules}"
+            );
+            assert!(!rules.contains("table ip vxrouter"), "{rules}");
+        }
+        _ => {
+            assert!(rules.contains("ip saddr 192.168.10.0/24 oifname \"veth15.1\" snat to 203.0.113.123"), "{rules}");
+            assert!(!rules.contains("VXROUTER-"), "{rules}");
+        }
+    }
 
     // A second apply on each host changes nothing: same objects, same
     // ifindexes, same MACs, same rules.
@@ -147,8 +172,8 @@ fn destroy_removes_only_what_apply_created() {
     assert_eq!(links(&l, "host-a", None), ["br-foreign", "eth0", "eth1", "lo"]);
     let netns = stdout(&l.exec("host-a", &["ip", "netns", "list"]));
     assert_eq!(netns.trim(), "foreign-ns", "only the foreign namespace may remain");
-    let rules = stdout(&l.exec("host-a", &["iptables-save"]));
-    assert!(!rules.contains("vxrouter") && !rules.contains("VXROUTER"), "{rules}");
+    let rules = owned_rules(&l, "host-a", None);
+    assert!(rules.is_empty(), "{rules}");
     assert_eq!(foreign_before, foreign(), "foreign objects changed");
     // No state or lock file is left behind.
     let o = l.sh("host-a", "ls -A /run/vxrouter 2>/dev/null | wc -l");
@@ -184,5 +209,26 @@ fn bad_profiles_and_conflicts_change_nothing() {
         assert_eq!(o.status.code(), Some(1), "{name}: {}", text(&o));
         assert!(text(&o).contains(expect), "{name}: expected {expect:?} in:\n{}", text(&o));
         assert_eq!(before, l.snapshot("host-a"), "{name} changed the host");
+    }
+}
+
+#[test]
+#[ignore = "needs root and the sandbox: scripts/test.sh"]
+fn switching_firewall_backends_on_a_live_host_converges() {
+    let l = TestLab::seed_with("core-switch", "iptables");
+    l.up();
+    l.assert_matrix_passes();
+    for (to, present, absent) in
+        [("nftables", "table ip vxrouter", "VXROUTER-"), ("iptables", "VXROUTER-POST", "table ip vxrouter")]
+    {
+        let p = l.write("host-a.toml", &with_firewall(&seed_profile("host-a"), to));
+        let o = l.vx("host-a", &["apply", &p]);
+        assert!(o.status.success(), "to {to}: {}", text(&o));
+        assert!(stdout(&o).contains(&format!("({to})")), "the plan names the backend: {}", text(&o));
+        let o = l.vx("host-a", &["check", &p]);
+        assert_eq!(o.status.code(), Some(0), "to {to}: {}", text(&o));
+        let rules = owned_rules(&l, "host-a", Some("ns1"));
+        assert!(rules.contains(present) && !rules.contains(absent), "to {to}: {rules}");
+        l.assert_matrix_passes();
     }
 }

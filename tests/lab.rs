@@ -73,12 +73,25 @@ fn broken_profiles_fail_their_cells() {
 
 #[test]
 #[ignore = "needs root and the sandbox: scripts/test.sh"]
-fn a_router_without_isolation_fails_the_inbound_cells() {
-    let l = TestLab::seed("open-router");
+fn a_router_without_isolation_fails_the_inbound_cells_iptables() {
+    router_opened_by_hand("iptables", &["iptables", "-I", "VXROUTER-FWD", "1", "-j", "ACCEPT"]);
+}
+
+#[test]
+#[ignore = "needs root and the sandbox: scripts/test.sh"]
+fn a_router_without_isolation_fails_the_inbound_cells_nftables() {
+    router_opened_by_hand("nftables", &["nft", "insert", "rule", "ip", "vxrouter", "forward", "accept"]);
+}
+
+fn router_opened_by_hand(backend: &str, open: &[&str]) {
+    let l = TestLab::seed_with(&format!("open-{backend}"), backend);
     l.up();
+    l.assert_matrix_passes();
     // Open the router by hand: the inbound check must notice (it routes to
     // the private subnet through the router's public address).
-    let o = l.exec("host-a", &["ip", "netns", "exec", "ns1", "iptables", "-I", "VXROUTER-FWD", "1", "-j", "ACCEPT"]);
+    let mut cmd = vec!["ip", "netns", "exec", "ns1"];
+    cmd.extend_from_slice(open);
+    let o = l.exec("host-a", &cmd);
     assert!(o.status.success(), "{}", text(&o));
     let (ok, checks) = l.check();
     assert!(!ok);

@@ -123,8 +123,18 @@ fn killed_runs_recover_at_every_point() {
 
 #[test]
 #[ignore = "needs root and the sandbox: scripts/test.sh"]
-fn every_kind_of_drift_is_reported_and_repaired_alone() {
-    let l = TestLab::seed("safety-drift");
+fn every_kind_of_drift_is_reported_and_repaired_alone_iptables() {
+    drift("iptables");
+}
+
+#[test]
+#[ignore = "needs root and the sandbox: scripts/test.sh"]
+fn every_kind_of_drift_is_reported_and_repaired_alone_nftables() {
+    drift("nftables");
+}
+
+fn drift(backend: &str) {
+    let l = TestLab::seed_with(&format!("safety-drift-{backend}"), backend);
     l.up();
     let p = host_a_profile(&l);
     let ns = "ip netns exec ns1";
@@ -163,11 +173,33 @@ fn every_kind_of_drift_is_reported_and_repaired_alone() {
         (format!("{ns} ip route del default"), "missing: route default via 203.0.113.1 dev veth15.1 in ns1", &[]),
         (format!("{ns} ip route replace default via 203.0.113.9"), "different: route default via 203.0.113.1 dev veth15.1 in ns1: found via 203.0.113.9", &[]),
         (format!("{ns} sysctl -qw net.ipv4.ip_forward=0"), "different: sysctl net.ipv4.ip_forward in ns1: 1 (found 0)", &[]),
-        (format!("{ns} iptables -t nat -F VXROUTER-POST"), "different: firewall in ns1: nat/VXROUTER-POST: expected 1 rule(s), found 0", &[]),
-        (format!("{ns} iptables -t nat -D POSTROUTING -m comment --comment vxrouter:host-a -j VXROUTER-POST"), "nat/POSTROUTING jump", &[]),
+
         ("ip link set eth1 nomaster".into(), "different: uplink eth1 in br-pu", &[]),
         ("ip netns del ns1".into(), "missing: namespace ns1", &["veth15.0", "veth17.0"]),
     ];
+    let mut cases = cases;
+    match backend {
+        "iptables" => {
+            cases.push((
+                format!("{ns} iptables -t nat -F VXROUTER-POST"),
+                "different: firewall in ns1 (iptables): nat/VXROUTER-POST: expected 1 rule(s), found 0",
+                &[],
+            ));
+            cases.push((
+                format!("{ns} iptables -t nat -D POSTROUTING -m comment --comment vxrouter:host-a -j VXROUTER-POST"),
+                "nat/POSTROUTING jump",
+                &[],
+            ));
+        }
+        _ => {
+            cases.push((
+                format!("{ns} nft flush chain ip vxrouter postrouting"),
+                "different: firewall in ns1 (nftables): nft table ip vxrouter: chain postrouting: expected 1 rule(s), found 0",
+                &[],
+            ));
+            cases.push((format!("{ns} nft delete table ip vxrouter"), "missing: firewall in ns1 (nftables)", &[]));
+        }
+    }
     for (break_it, expect, recreated) in &cases {
         let o = l.sh("host-a", break_it);
         assert!(o.status.success(), "{break_it}: {}", text(&o));

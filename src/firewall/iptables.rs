@@ -8,8 +8,10 @@ use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result, bail};
 
-use super::{CHAIN_PREFIX, FirewallState, FwChange};
+use super::rules::{Hook, Match, Policy, Rule, Table, Verdict};
+use super::{CHAIN_PREFIX, Chain, FwChange, IptState, Ruleset};
 use crate::netns;
+use crate::profile::Proto;
 
 fn command(tool: &str, ns: Option<&File>) -> Command {
     let mut cmd = Command::new(tool);
@@ -19,8 +21,13 @@ fn command(tool: &str, ns: Option<&File>) -> Command {
     cmd
 }
 
+/// True when `iptables-save` is installed.
+pub fn available() -> bool {
+    super::nft::in_path("iptables-save")
+}
+
 /// Reads the owned chains, owner-marked jumps and a count of foreign rules.
-pub fn observe(ns: Option<&File>, where_: &str) -> Result<FirewallState> {
+pub fn observe(ns: Option<&File>, where_: &str) -> Result<IptState> {
     let out = command("iptables-save", ns)
         .stdin(Stdio::null())
         .output()
@@ -31,8 +38,8 @@ pub fn observe(ns: Option<&File>, where_: &str) -> Result<FirewallState> {
     Ok(parse_save(&String::from_utf8_lossy(&out.stdout)))
 }
 
-pub fn parse_save(text: &str) -> FirewallState {
-    let mut st = FirewallState::default();
+pub fn parse_save(text: &str) -> IptState {
+    let mut st = IptState::default();
     let mut table = String::new();
     for line in text.lines() {
         if let Some(t) = line.strip_prefix('*') {
@@ -62,14 +69,95 @@ pub fn parse_save(text: &str) -> FirewallState {
     st
 }
 
+/// A rule as `iptables-save` prints it (without "-A <chain> ").
+pub fn render_rule(r: &Rule) -> String {
+    let mut w: Vec<String> = Vec::new();
+    let net = |c: &crate::profile::Ipv4Cidr| c.to_string();
+    for m in &r.matches {
+        if let Match::Src(c) = m {
+            w.push(format!("-s {}", net(c)));
+        }
+    }
+    for m in &r.matches {
+        if let Match::Dst(c) = m {
+            w.push(format!("-d {}", net(c)));
+        }
+    }
+    for m in &r.matches {
+        match m {
+            Match::In(i) => w.push(format!("-i {i}")),
+            Match::Out(o) => w.push(format!("-o {o}")),
+            _ => {}
+        }
+    }
+    for m in &r.matches {
+        match m {
+            Match::Port(Proto::Tcp, p) => w.push(format!("-p tcp -m tcp --dport {p}")),
+            Match::Port(Proto::Udp, p) => w.push(format!("-p udp -m udp --dport {p}")),
+            Match::IcmpEcho => w.push("-p icmp -m icmp --icmp-type 8".into()),
+            _ => {}
+        }
+    }
+    for m in &r.matches {
+        match m {
+            Match::Established => w.push("-m conntrack --ctstate RELATED,ESTABLISHED".into()),
+            Match::Invalid => w.push("-m conntrack --ctstate INVALID".into()),
+            Match::Dnatted => w.push("-m conntrack --ctstate DNAT".into()),
+            _ => {}
+        }
+    }
+    w.push(match &r.verdict {
+        Verdict::Accept => "-j ACCEPT".into(),
+        Verdict::Drop => "-j DROP".into(),
+        Verdict::Return => "-j RETURN".into(),
+        Verdict::Snat(a) => format!("-j SNAT --to-source {a}"),
+        Verdict::Masquerade => "-j MASQUERADE".into(),
+        Verdict::Dnat(a, p) => format!("-j DNAT --to-destination {a}:{p}"),
+    });
+    w.join(" ")
+}
+
+pub fn render_rules(rules: &[Rule]) -> Vec<String> {
+    rules.iter().map(render_rule).collect()
+}
+
+/// The owned chains for a policy: `VXROUTER-<NAME>`, hooked from the
+/// built-in chain of its table and hook.
+pub fn ruleset(p: &Policy) -> Ruleset {
+    Ruleset {
+        chains: p
+            .chains
+            .iter()
+            .map(|c| Chain {
+                table: match c.table {
+                    Table::Filter => "filter",
+                    Table::Nat => "nat",
+                }
+                .into(),
+                name: format!("{CHAIN_PREFIX}{}", c.name.to_uppercase()),
+                hook: match c.hook {
+                    Hook::Input => "INPUT",
+                    Hook::Forward => "FORWARD",
+                    Hook::Prerouting => "PREROUTING",
+                    Hook::Postrouting => "POSTROUTING",
+                }
+                .into(),
+                rules: render_rules(&c.rules),
+            })
+            .collect(),
+    }
+}
+
 /// Lines of one table's batch: chain declarations, rules, deletions.
 type TableBatch = (Vec<String>, Vec<String>, Vec<String>);
 
-/// The `iptables-restore --noflush` input for a set of changes.
+/// The `iptables-restore --noflush` input for a set of changes (nftables
+/// changes among them are ignored).
 pub fn render(changes: &[FwChange]) -> String {
     let mut by_table: BTreeMap<&str, TableBatch> = BTreeMap::new();
     for c in changes {
         match c {
+            FwChange::NftReplace { .. } | FwChange::NftDelete => {}
             FwChange::SetChain { table, chain, rules, .. } => {
                 let (decl, body, _) = by_table.entry(table).or_default();
                 // Declaring a chain under --noflush creates or empties it.

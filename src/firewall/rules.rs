@@ -1,6 +1,6 @@
-//! The rules vxrouter owns, derived from the profile. Rule text is in
-//! `iptables-save` canonical form so observed and desired chains compare
-//! as plain strings.
+//! The rules vxrouter owns, derived from the profile, independent of the
+//! backend: `iptables.rs` and `nft.rs` render them in each tool's own
+//! canonical form, so observed and desired rules compare as plain strings.
 //!
 //! Router policy: forwarding allows new connections from each private segment
 //! out of the public leg (with the segment's own source addresses only), port
@@ -10,108 +10,185 @@
 //! the public address (or MASQUERADE, or no NAT).
 
 use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
 
-use super::{Chain, Ruleset};
-use crate::profile::{Ipv4Cidr, Nat, Router};
+use serde::Serialize;
 
-pub const NAT_CHAIN: &str = "VXROUTER-POST";
-pub const DNAT_CHAIN: &str = "VXROUTER-PRE";
-pub const FORWARD_CHAIN: &str = "VXROUTER-FWD";
-pub const INPUT_CHAIN: &str = "VXROUTER-IN";
-pub const UNDERLAY_CHAIN: &str = "VXROUTER-UNDERLAY";
+use crate::profile::{Ipv4Cidr, Nat, Proto, Router};
 
-fn chain(table: &str, name: &str, hook: &str, rules: Vec<String>) -> Chain {
-    Chain { table: table.into(), name: name.into(), hook: hook.into(), rules }
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Table {
+    Filter,
+    Nat,
 }
 
-pub fn router_ruleset(r: &Router) -> Ruleset {
-    let public = &r.public.leg.veth[1];
-    let public_addr = r.public.leg.address.addr;
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Hook {
+    Input,
+    Forward,
+    Prerouting,
+    Postrouting,
+}
 
-    let nat: Vec<String> = r
+/// One condition of a rule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum Match {
+    Src(Ipv4Cidr),
+    Dst(Ipv4Cidr),
+    In(String),
+    Out(String),
+    /// Protocol and destination port.
+    Port(Proto, u16),
+    Established,
+    Invalid,
+    /// Connections a DNAT rule created.
+    Dnatted,
+    IcmpEcho,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum Verdict {
+    Accept,
+    Drop,
+    /// Leave this chain (iptables RETURN; nftables `return` from a base
+    /// chain lets the packet continue to other chains).
+    Return,
+    Snat(Ipv4Addr),
+    Masquerade,
+    Dnat(Ipv4Addr, u16),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Rule {
+    pub matches: Vec<Match>,
+    pub verdict: Verdict,
+}
+
+fn rule(matches: Vec<Match>, verdict: Verdict) -> Rule {
+    Rule { matches, verdict }
+}
+
+/// One owned chain: hooked into `hook` of `table`. `name` is the nftables
+/// chain name; iptables uses `VXROUTER-<NAME>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Chain {
+    pub name: &'static str,
+    pub table: Table,
+    pub hook: Hook,
+    pub rules: Vec<Rule>,
+}
+
+/// Everything vxrouter owns in one namespace's firewall.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct Policy {
+    pub chains: Vec<Chain>,
+}
+
+pub fn router_policy(r: &Router) -> Policy {
+    let public = r.public.leg.veth[1].clone();
+    let public_addr = r.public.leg.address.addr;
+    let host = |a: Ipv4Addr| Ipv4Cidr { addr: a, prefix: 32 };
+
+    let nat: Vec<Rule> = r
         .private
         .iter()
         .filter_map(|leg| {
-            let net = leg.address.network();
+            let m = vec![Match::Src(leg.address.network()), Match::Out(public.clone())];
             match r.nat {
-                Nat::Snat => Some(format!("-s {net} -o {public} -j SNAT --to-source {public_addr}")),
-                Nat::Masquerade => Some(format!("-s {net} -o {public} -j MASQUERADE")),
+                Nat::Snat => Some(rule(m, Verdict::Snat(public_addr))),
+                Nat::Masquerade => Some(rule(m, Verdict::Masquerade)),
                 Nat::None => None,
             }
         })
         .collect();
 
-    let dnat: Vec<String> = r
+    let dnat: Vec<Rule> = r
         .forwards
         .iter()
         .map(|f| {
-            let p = f.proto.as_str();
-            format!(
-                "-d {public_addr}/32 -i {public} -p {p} -m {p} --dport {} -j DNAT --to-destination {}:{}",
-                f.port, f.to, f.to_port
+            rule(
+                vec![Match::Dst(host(public_addr)), Match::In(public.clone()), Match::Port(f.proto, f.port)],
+                Verdict::Dnat(f.to, f.to_port),
             )
         })
         .collect();
 
-    let mut forward = vec![
-        "-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT".to_string(),
-        "-m conntrack --ctstate INVALID -j DROP".to_string(),
-    ];
+    let mut forward = vec![rule(vec![Match::Established], Verdict::Accept), rule(vec![Match::Invalid], Verdict::Drop)];
     for f in &r.forwards {
-        let p = f.proto.as_str();
         if let Some(leg) = r.private.iter().find(|l| l.address.contains(f.to)) {
-            forward.push(format!(
-                "-d {}/32 -i {public} -o {} -p {p} -m {p} --dport {} -m conntrack --ctstate DNAT -j ACCEPT",
-                f.to, leg.veth[1], f.to_port
+            forward.push(rule(
+                vec![
+                    Match::Dst(host(f.to)),
+                    Match::In(public.clone()),
+                    Match::Out(leg.veth[1].clone()),
+                    Match::Port(f.proto, f.to_port),
+                    Match::Dnatted,
+                ],
+                Verdict::Accept,
             ));
         }
     }
     for leg in &r.private {
-        forward.push(format!("-s {} -i {} -o {public} -j ACCEPT", leg.address.network(), leg.veth[1]));
+        forward.push(rule(
+            vec![Match::Src(leg.address.network()), Match::In(leg.veth[1].clone()), Match::Out(public.clone())],
+            Verdict::Accept,
+        ));
     }
     if r.route_between_segments {
         for a in &r.private {
             for b in r.private.iter().filter(|b| b.bridge != a.bridge) {
-                forward.push(format!("-s {} -i {} -o {} -j ACCEPT", a.address.network(), a.veth[1], b.veth[1]));
+                forward.push(rule(
+                    vec![Match::Src(a.address.network()), Match::In(a.veth[1].clone()), Match::Out(b.veth[1].clone())],
+                    Verdict::Accept,
+                ));
             }
         }
     }
-    forward.push("-j DROP".to_string());
+    forward.push(rule(vec![], Verdict::Drop));
 
     let input = vec![
-        "-i lo -j ACCEPT".to_string(),
-        "-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT".to_string(),
-        "-p icmp -m icmp --icmp-type 8 -j ACCEPT".to_string(),
-        "-j DROP".to_string(),
+        rule(vec![Match::In("lo".into())], Verdict::Accept),
+        rule(vec![Match::Established], Verdict::Accept),
+        rule(vec![Match::IcmpEcho], Verdict::Accept),
+        rule(vec![], Verdict::Drop),
     ];
 
-    let mut chains = vec![chain("filter", INPUT_CHAIN, "INPUT", input), chain("filter", FORWARD_CHAIN, "FORWARD", forward)];
+    let mut chains = vec![
+        Chain { name: "in", table: Table::Filter, hook: Hook::Input, rules: input },
+        Chain { name: "fwd", table: Table::Filter, hook: Hook::Forward, rules: forward },
+    ];
     if !dnat.is_empty() {
-        chains.push(chain("nat", DNAT_CHAIN, "PREROUTING", dnat));
+        chains.push(Chain { name: "pre", table: Table::Nat, hook: Hook::Prerouting, rules: dnat });
     }
     if !nat.is_empty() {
-        chains.push(chain("nat", NAT_CHAIN, "POSTROUTING", nat));
+        chains.push(Chain { name: "post", table: Table::Nat, hook: Hook::Postrouting, rules: nat });
     }
-    Ruleset { chains }
+    Policy { chains }
 }
 
 /// Underlay protection on the host: VXLAN UDP to the segments' ports is
 /// accepted on the underlay device only from the allowed sources.
-pub fn underlay_ruleset(device: &str, ports: &[u16], allow: &[Ipv4Cidr]) -> Ruleset {
+pub fn underlay_policy(device: &str, ports: &[u16], allow: &[Ipv4Cidr]) -> Policy {
     let mut rules = Vec::new();
     let ports: BTreeSet<u16> = ports.iter().copied().collect();
     for port in ports {
         for a in allow {
-            rules.push(format!("-s {} -i {device} -p udp -m udp --dport {port} -j RETURN", a.network()));
+            rules.push(rule(
+                vec![Match::Src(a.network()), Match::In(device.into()), Match::Port(Proto::Udp, port)],
+                Verdict::Return,
+            ));
         }
-        rules.push(format!("-i {device} -p udp -m udp --dport {port} -j DROP"));
+        rules.push(rule(vec![Match::In(device.into()), Match::Port(Proto::Udp, port)], Verdict::Drop));
     }
-    Ruleset { chains: vec![chain("filter", UNDERLAY_CHAIN, "INPUT", rules)] }
+    Policy { chains: vec![Chain { name: "underlay", table: Table::Filter, hook: Hook::Input, rules }] }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::firewall::iptables::render_rules;
     use crate::profile::Profile;
 
     fn router(extra: &str, router_keys: &str) -> Router {
@@ -121,46 +198,47 @@ mod tests {
         Profile::parse("p.toml", &text).unwrap().router.unwrap()
     }
 
-    fn rules(r: &Ruleset, name: &str) -> Vec<String> {
-        r.chains.iter().find(|c| c.name == name).map(|c| c.rules.clone()).unwrap_or_default()
+    /// The rules of a hook, as iptables-save prints them.
+    fn rules(p: &Policy, hook: Hook) -> Vec<String> {
+        p.chains.iter().find(|c| c.hook == hook).map(|c| render_rules(&c.rules)).unwrap_or_default()
     }
 
     #[test]
     fn default_router_snats_and_isolates_segments() {
-        let r = router_ruleset(&router("", ""));
+        let r = router_policy(&router("", ""));
         assert_eq!(
-            rules(&r, NAT_CHAIN),
+            rules(&r, Hook::Postrouting),
             [
                 "-s 192.168.10.0/24 -o gw-br-pu -j SNAT --to-source 203.0.113.123",
                 "-s 192.168.20.0/24 -o gw-br-pu -j SNAT --to-source 203.0.113.123"
             ]
         );
-        let fwd = rules(&r, FORWARD_CHAIN);
+        let fwd = rules(&r, Hook::Forward);
         assert!(!fwd.iter().any(|x| x.contains("-o gw-br-db") || x.contains("-o gw-br-web")), "{fwd:?}");
         assert_eq!(fwd.last().unwrap(), "-j DROP");
-        assert!(rules(&r, DNAT_CHAIN).is_empty());
+        assert!(rules(&r, Hook::Prerouting).is_empty());
     }
 
     #[test]
     fn nat_modes_and_routing_between_segments() {
-        let r = router_ruleset(&router("", "nat = \"masquerade\"\nroute_between_segments = true"));
-        assert!(rules(&r, NAT_CHAIN).iter().all(|x| x.ends_with("-j MASQUERADE")));
-        let fwd = rules(&r, FORWARD_CHAIN);
+        let r = router_policy(&router("", "nat = \"masquerade\"\nroute_between_segments = true"));
+        assert!(rules(&r, Hook::Postrouting).iter().all(|x| x.ends_with("-j MASQUERADE")));
+        let fwd = rules(&r, Hook::Forward);
         assert!(fwd.contains(&"-s 192.168.10.0/24 -i gw-br-web -o gw-br-db -j ACCEPT".to_string()), "{fwd:?}");
         assert!(fwd.contains(&"-s 192.168.20.0/24 -i gw-br-db -o gw-br-web -j ACCEPT".to_string()), "{fwd:?}");
-        let r = router_ruleset(&router("", "nat = \"none\""));
-        assert!(r.chains.iter().all(|c| c.table != "nat"));
+        let r = router_policy(&router("", "nat = \"none\""));
+        assert!(r.chains.iter().all(|c| c.table != Table::Nat));
     }
 
     #[test]
     fn port_forward_is_dnat_plus_a_matching_forward_accept() {
-        let r = router_ruleset(&router("\n[[router.forward]]\nproto = \"tcp\"\nport = 2222\nto = \"192.168.10.11:22\"\n", ""));
+        let r = router_policy(&router("\n[[router.forward]]\nproto = \"tcp\"\nport = 2222\nto = \"192.168.10.11:22\"\n", ""));
         assert_eq!(
-            rules(&r, DNAT_CHAIN),
+            rules(&r, Hook::Prerouting),
             ["-d 203.0.113.123/32 -i gw-br-pu -p tcp -m tcp --dport 2222 -j DNAT --to-destination 192.168.10.11:22"]
         );
         assert!(
-            rules(&r, FORWARD_CHAIN).contains(
+            rules(&r, Hook::Forward).contains(
                 &"-d 192.168.10.11/32 -i gw-br-pu -o gw-br-web -p tcp -m tcp --dport 22 -m conntrack --ctstate DNAT -j ACCEPT"
                     .to_string()
             )
@@ -169,9 +247,9 @@ mod tests {
 
     #[test]
     fn underlay_protection_returns_allowed_sources_then_drops() {
-        let r = underlay_ruleset("eth0", &[4789, 4789], &["10.0.0.0/24".parse().unwrap()]);
+        let r = underlay_policy("eth0", &[4789, 4789], &["10.0.0.0/24".parse().unwrap()]);
         assert_eq!(
-            rules(&r, UNDERLAY_CHAIN),
+            rules(&r, Hook::Input),
             ["-s 10.0.0.0/24 -i eth0 -p udp -m udp --dport 4789 -j RETURN", "-i eth0 -p udp -m udp --dport 4789 -j DROP"]
         );
     }

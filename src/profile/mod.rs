@@ -73,11 +73,22 @@ pub enum Flood {
 pub struct Router {
     pub namespace: String,
     pub nat: Nat,
+    /// Which tool writes the rules (default: auto).
+    pub firewall: FirewallChoice,
     /// Forward between this router's private segments (default: no).
     pub route_between_segments: bool,
     pub public: Public,
     pub private: Vec<Leg>,
     pub forwards: Vec<Forward>,
+}
+
+/// `[router] firewall`: auto picks nftables when the `nft` tool is there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FirewallChoice {
+    Auto,
+    Nftables,
+    Iptables,
 }
 
 /// How private subnets leave through the public leg.

@@ -55,6 +55,7 @@ pub struct RawSegment {
 pub struct RawRouter {
     pub namespace: S<String>,
     pub nat: Option<S<String>>,
+    pub firewall: Option<S<String>>,
     pub route_between_segments: Option<S<bool>>,
     pub public: S<RawPublic>,
     #[serde(default)]

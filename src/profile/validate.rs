@@ -10,7 +10,9 @@ use toml::de::{DeTable, DeValue};
 use super::error::{Locator, ProfileError, ProfileErrors};
 use super::names::{check_ifname, check_plain_name, default_leg_names, default_vxlan_name};
 use super::raw::*;
-use super::{DEFAULT_VXLAN_PORT, Flood, Forward, Ipv4Cidr, Leg, Nat, Profile, Proto, Public, Router, Segment, Underlay};
+use super::{
+    DEFAULT_VXLAN_PORT, FirewallChoice, Flood, Forward, Ipv4Cidr, Leg, Nat, Profile, Proto, Public, Router, Segment, Underlay,
+};
 
 pub(super) fn parse(file: &str, bytes: &[u8]) -> Result<Profile, ProfileErrors> {
     let text = std::str::from_utf8(bytes).map_err(|e| {
@@ -440,10 +442,20 @@ impl Validator<'_> {
                 Nat::Snat
             }
         };
+        let firewall = match r.firewall.as_ref().map(|n| (n, n.get_ref().as_str())) {
+            None | Some((_, "auto")) => FirewallChoice::Auto,
+            Some((_, "nftables")) => FirewallChoice::Nftables,
+            Some((_, "iptables")) => FirewallChoice::Iptables,
+            Some((n, other)) => {
+                self.err(n.span(), "router.firewall", format!("{other:?} is not one of \"auto\", \"nftables\", \"iptables\""));
+                FirewallChoice::Auto
+            }
+        };
         let forwards = self.forwards(&r.forward, &private);
         Router {
             namespace: r.namespace.get_ref().clone(),
             nat,
+            firewall,
             route_between_segments: r.route_between_segments.as_ref().is_some_and(|b| *b.get_ref()),
             public,
             private,

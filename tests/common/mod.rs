@@ -54,6 +54,42 @@ pub fn seed_profile(host: &str) -> String {
     std::fs::read_to_string(repo().join(format!("profiles/{host}.toml"))).unwrap()
 }
 
+/// A router profile that names its firewall backend ("iptables" or
+/// "nftables"); profiles without a router are returned as they are.
+pub fn with_firewall(profile: &str, backend: &str) -> String {
+    match profile.find("\nnamespace = ") {
+        Some(i) => {
+            let end = profile[i + 1..].find('\n').map(|e| i + 1 + e).unwrap_or(profile.len());
+            format!("{}\nfirewall = \"{backend}\"{}", &profile[..end], &profile[end..])
+        }
+        None => profile.to_string(),
+    }
+}
+
+/// The rules vxrouter owns in a namespace of a node, whatever the backend:
+/// iptables chains and jumps, and the nftables table.
+pub fn owned_rules(l: &TestLab, node: &str, ns: Option<&str>) -> String {
+    let mut pre: Vec<&str> = vec![];
+    if let Some(n) = ns {
+        pre.extend(["ip", "netns", "exec", n]);
+    }
+    let ipt: Vec<&str> = pre.iter().copied().chain(["iptables-save"]).collect();
+    let nft: Vec<&str> = pre.iter().copied().chain(["nft", "list", "ruleset"]).collect();
+    let ipt = stdout(&l.exec(node, &ipt));
+    let nft = stdout(&l.exec(node, &nft));
+    let mut out: Vec<&str> = ipt.lines().filter(|x| x.contains("VXROUTER") || x.contains("vxrouter:")).collect();
+    let mut in_ours = false;
+    for line in nft.lines() {
+        if line.starts_with("table ") {
+            in_ours = line.starts_with("table ip vxrouter ");
+        }
+        if in_ours {
+            out.push(line);
+        }
+    }
+    out.join("\n")
+}
+
 impl TestLab {
     /// Writes `files` (name, text) and `lab.toml` into a fresh directory.
     pub fn new(name: &str, lab: &str, files: &[(&str, &str)]) -> TestLab {
@@ -78,6 +114,15 @@ impl TestLab {
             name,
             &seed_lab(name, "host-a.toml", "host-b.toml"),
             &[("host-a.toml", &seed_profile("host-a")), ("host-b.toml", &seed_profile("host-b"))],
+        )
+    }
+
+    /// The seed topology with the router's firewall backend chosen.
+    pub fn seed_with(name: &str, backend: &str) -> TestLab {
+        TestLab::new(
+            name,
+            &seed_lab(name, "host-a.toml", "host-b.toml"),
+            &[("host-a.toml", &with_firewall(&seed_profile("host-a"), backend)), ("host-b.toml", &seed_profile("host-b"))],
         )
     }
 
@@ -170,6 +215,8 @@ impl TestLab {
                 out.push_str(&l.replace("[0:0]", ""));
                 out.push('\n');
             }
+            let full: Vec<&str> = pre.iter().chain(["nft", "list", "ruleset"].iter()).copied().collect();
+            out.push_str(&stdout(&self.exec(node, &full)));
         }
         out
     }

@@ -1,0 +1,311 @@
+//! nftables backend: vxrouter's rules are one table of its own per
+//! namespace (`table ip vxrouter`, commented with the owner mark), written
+//! as a whole in one atomic `nft -f` transaction and read back with one
+//! `nft list ruleset`. Its base chains hook in directly; a `drop` there is
+//! final whatever other tables say.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use anyhow::{Context, Result, bail};
+use serde::Serialize;
+
+use super::rules::{Chain, Hook, Match, Policy, Rule, Table, Verdict};
+use crate::netns;
+use crate::profile::Proto;
+
+pub const TABLE: &str = "vxrouter";
+
+/// vxrouter's table as `nft list` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct NftTable {
+    pub comment: Option<String>,
+    /// chain name → (header line "type … policy accept;", rules).
+    pub chains: BTreeMap<String, (String, Vec<String>)>,
+}
+
+/// What `nft list ruleset` shows in a namespace, as far as vxrouter cares.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct NftState {
+    pub ours: Option<NftTable>,
+    /// Rules in other tables that are not vxrouter's iptables chains or jumps.
+    pub foreign: usize,
+}
+
+fn command(ns: Option<&File>) -> Command {
+    let mut cmd = Command::new("nft");
+    if let Some(f) = ns {
+        netns::command_in(&mut cmd, f);
+    }
+    cmd
+}
+
+/// True when the `nft` tool is installed (looked up once per process).
+pub fn available() -> bool {
+    static FOUND: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *FOUND.get_or_init(|| in_path("nft"))
+}
+
+/// True when `tool` is an executable file in one of PATH's directories.
+pub fn in_path(tool: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path)
+            .any(|d| std::fs::metadata(d.join(tool)).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
+    })
+}
+
+/// nft chain names: the hook's own word ("fwd" etc. are nft keywords).
+fn chain_name(c: &Chain) -> String {
+    match c.name {
+        "in" => "input",
+        "fwd" => "forward",
+        "pre" => "prerouting",
+        "post" => "postrouting",
+        other => other,
+    }
+    .to_string()
+}
+
+fn header(c: &Chain) -> String {
+    let (kind, hook, prio) = match (c.table, c.hook) {
+        (Table::Nat, Hook::Prerouting) => ("nat", "prerouting", "dstnat"),
+        (Table::Nat, Hook::Postrouting) => ("nat", "postrouting", "srcnat"),
+        (Table::Nat, Hook::Input) => ("nat", "input", "100"),
+        (Table::Nat, Hook::Forward) => ("filter", "forward", "filter"),
+        (Table::Filter, Hook::Input) => ("filter", "input", "filter"),
+        (Table::Filter, Hook::Forward) => ("filter", "forward", "filter"),
+        (Table::Filter, Hook::Prerouting) => ("filter", "prerouting", "filter"),
+        (Table::Filter, Hook::Postrouting) => ("filter", "postrouting", "filter"),
+    };
+    format!("type {kind} hook {hook} priority {prio}; policy accept;")
+}
+
+/// A rule as `nft list` prints it.
+pub fn render_rule(r: &Rule) -> String {
+    let mut w: Vec<String> = Vec::new();
+    let net = |c: &crate::profile::Ipv4Cidr| if c.prefix == 32 { c.addr.to_string() } else { c.to_string() };
+    for m in &r.matches {
+        if let Match::Src(c) = m {
+            w.push(format!("ip saddr {}", net(c)));
+        }
+    }
+    for m in &r.matches {
+        if let Match::Dst(c) = m {
+            w.push(format!("ip daddr {}", net(c)));
+        }
+    }
+    for m in &r.matches {
+        match m {
+            Match::In(i) => w.push(format!("iifname \"{i}\"")),
+            Match::Out(o) => w.push(format!("oifname \"{o}\"")),
+            _ => {}
+        }
+    }
+    for m in &r.matches {
+        match m {
+            Match::Port(Proto::Tcp, p) => w.push(format!("tcp dport {p}")),
+            Match::Port(Proto::Udp, p) => w.push(format!("udp dport {p}")),
+            Match::IcmpEcho => w.push("icmp type echo-request".into()),
+            _ => {}
+        }
+    }
+    for m in &r.matches {
+        match m {
+            Match::Established => w.push("ct state established,related".into()),
+            Match::Invalid => w.push("ct state invalid".into()),
+            Match::Dnatted => w.push("ct status dnat".into()),
+            _ => {}
+        }
+    }
+    w.push(match &r.verdict {
+        Verdict::Accept => "accept".into(),
+        Verdict::Drop => "drop".into(),
+        Verdict::Return => "return".into(),
+        Verdict::Snat(a) => format!("snat to {a}"),
+        Verdict::Masquerade => "masquerade".into(),
+        Verdict::Dnat(a, p) => format!("dnat to {a}:{p}"),
+    });
+    w.join(" ")
+}
+
+/// The table vxrouter wants, in the form `nft list` shows.
+pub fn desired(mark: &str, p: &Policy) -> NftTable {
+    NftTable {
+        comment: Some(mark.to_string()),
+        chains: p.chains.iter().map(|c| (chain_name(c), (header(c), c.rules.iter().map(render_rule).collect()))).collect(),
+    }
+}
+
+/// The table as nft source text.
+pub fn render(t: &NftTable) -> String {
+    let mut s = format!("table ip {TABLE} {{\n");
+    if let Some(c) = &t.comment {
+        s.push_str(&format!("\tcomment \"{c}\"\n"));
+    }
+    for (name, (head, rules)) in &t.chains {
+        s.push_str(&format!("\tchain {name} {{\n\t\t{head}\n"));
+        for r in rules {
+            s.push_str(&format!("\t\t{r}\n"));
+        }
+        s.push_str("\t}\n");
+    }
+    s.push_str("}\n");
+    s
+}
+
+/// Chains whose rules or hook differ (for messages).
+pub fn differing(want: &NftTable, have: &NftTable) -> Vec<String> {
+    let mut out = Vec::new();
+    for (name, w) in &want.chains {
+        match have.chains.get(name) {
+            None => out.push(format!("chain {name} missing")),
+            Some(h) if h != w => {
+                out.push(format!("chain {name}: expected {} rule(s), found {} that differ", w.1.len(), h.1.len()))
+            }
+            Some(_) => {}
+        }
+    }
+    for name in have.chains.keys().filter(|n| !want.chains.contains_key(*n)) {
+        out.push(format!("extra chain {name}"));
+    }
+    if want.comment != have.comment {
+        out.push(format!(
+            "owner {} (found {})",
+            want.comment.as_deref().unwrap_or("none"),
+            have.comment.as_deref().unwrap_or("none")
+        ));
+    }
+    out
+}
+
+pub fn parse_ruleset(text: &str) -> NftState {
+    let mut st = NftState::default();
+    let mut in_ours = false;
+    let mut table_depth = 0usize;
+    let mut chain: Option<(String, String, Vec<String>, bool)> = None; // name, header, rules, is_vxrouter_ipt_chain
+    let mut ours = NftTable::default();
+    for raw in text.lines() {
+        let line = raw.trim();
+        if line.is_empty() {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("table ") {
+            in_ours = rest.trim_end_matches(" {").trim() == format!("ip {TABLE}");
+            table_depth = 1;
+            continue;
+        }
+        if table_depth == 0 {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("chain ") {
+            let name = rest.trim_end_matches(" {").trim().to_string();
+            let ipt_ours = name.starts_with(super::CHAIN_PREFIX);
+            chain = Some((name, String::new(), Vec::new(), ipt_ours));
+            continue;
+        }
+        if line == "}" {
+            match chain.take() {
+                Some((name, head, rules, _)) => {
+                    if in_ours {
+                        ours.chains.insert(name, (head, rules));
+                    }
+                }
+                None => {
+                    table_depth = 0;
+                    if in_ours {
+                        st.ours = Some(std::mem::take(&mut ours));
+                    }
+                    in_ours = false;
+                }
+            }
+            continue;
+        }
+        match &mut chain {
+            Some((_, head, rules, ipt_ours)) => {
+                if line.starts_with("type ") && head.is_empty() && rules.is_empty() {
+                    *head = line.to_string();
+                } else if in_ours {
+                    rules.push(line.to_string());
+                } else if !*ipt_ours && !line.contains("\"vxrouter:") && !line.starts_with("policy ") {
+                    st.foreign += 1;
+                }
+            }
+            None => {
+                if in_ours && let Some(c) = line.strip_prefix("comment ") {
+                    ours.comment = Some(c.trim_matches('"').to_string());
+                }
+            }
+        }
+    }
+    st
+}
+
+pub fn observe(ns: Option<&File>, where_: &str) -> Result<NftState> {
+    let out = command(ns)
+        .args(["list", "ruleset"])
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("run nft in {where_} (is the nftables package installed?)"))?;
+    if !out.status.success() {
+        bail!("nft list ruleset in {where_} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(parse_ruleset(&String::from_utf8_lossy(&out.stdout)))
+}
+
+/// Replaces vxrouter's table (or removes it, with `None`) in one transaction.
+pub fn apply(ns: Option<&File>, where_: &str, table: Option<&NftTable>) -> Result<()> {
+    // Declaring the table first makes the delete valid when it is absent.
+    let mut batch = format!("table ip {TABLE}\ndelete table ip {TABLE}\n");
+    if let Some(t) = table {
+        batch.push_str(&render(t));
+    }
+    crate::testhooks::point();
+    let mut child = command(ns)
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("run nft in {where_} (is the nftables package installed?)"))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        crate::testhooks::point_then(|| {
+            let _ = stdin.write_all(&batch.as_bytes()[..batch.len() / 2]);
+            let _ = stdin.flush();
+        });
+        stdin.write_all(batch.as_bytes()).with_context(|| format!("write rules to nft in {where_}"))?;
+    }
+    let out = child.wait_with_output().with_context(|| format!("wait for nft in {where_}"))?;
+    if !out.status.success() {
+        bail!("nft -f in {where_} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::firewall::rules::router_policy;
+    use crate::profile::Profile;
+
+    #[test]
+    fn render_then_parse_round_trips() {
+        let p = Profile::parse("p.toml", include_str!("../../profiles/unicast/host-a.toml")).unwrap();
+        let want = desired("vxrouter:host-a", &router_policy(p.router.as_ref().unwrap()));
+        let text = render(&want);
+        assert!(
+            text.contains("\t\tip daddr 203.0.113.123 iifname \"gw-br-pu\" tcp dport 2222 dnat to 192.168.10.12:22\n"),
+            "{text}"
+        );
+        assert!(text.contains("ct state established,related accept"));
+        let seen = parse_ruleset(
+            &(text.clone()
+                + "table ip filter {\n\tchain FORWARD {\n\t\ttype filter hook forward priority filter; policy accept;\n\t\tip saddr 10.9.0.0/16 accept\n\t\tcomment \"vxrouter:host-a\" jump VXROUTER-FWD\n\t}\n\tchain VXROUTER-FWD {\n\t\tdrop\n\t}\n}\n"),
+        );
+        assert_eq!(seen.ours.as_ref(), Some(&want));
+        assert_eq!(seen.foreign, 1, "only the foreign rule counts");
+        assert!(differing(&want, seen.ours.as_ref().unwrap()).is_empty());
+    }
+}
