@@ -35,11 +35,14 @@ enum Undo {
     Firewall { ns: Ns, changes: Vec<FwChange> },
     SetMaster { uplink: String, bridge: Option<String> },
     Fdb { vxlan: String, peer: std::net::Ipv4Addr, add: bool },
+    Dhcp { ns: String, leg: String, config: Option<String> },
 }
 
 pub struct Executor<'a> {
     session: &'a mut Session,
     mark: String,
+    /// The profile's host name (files of its dnsmasq instances).
+    host: String,
     journal: Vec<Undo>,
     index: HashMap<(Ns, String), u32>,
     /// Gratuitous ARPs to send once the run has succeeded.
@@ -53,9 +56,11 @@ fn nl(context: impl FnOnce() -> String) -> impl FnOnce(NlError) -> anyhow::Error
 
 impl<'a> Executor<'a> {
     pub fn new(session: &'a mut Session, mark: &str) -> Executor<'a> {
+        let host = mark.strip_prefix("vxrouter:").unwrap_or(mark).to_string();
         Executor {
             session,
             mark: mark.to_string(),
+            host,
             journal: Vec::new(),
             index: HashMap::new(),
             announcements: Vec::new(),
@@ -195,6 +200,10 @@ impl<'a> Executor<'a> {
                 self.set_master(uplink, Some(bridge))?;
                 self.journal.push(Undo::SetMaster { uplink: uplink.clone(), bridge: from.clone() });
             }
+            Action::Dhcp { ns, leg, config, running } => {
+                self.dhcp(ns, leg, config.as_deref())?;
+                self.journal.push(Undo::Dhcp { ns: ns.clone(), leg: leg.clone(), config: running.clone() });
+            }
             Action::AddFdb { vxlan, peer } => {
                 self.fdb(vxlan, *peer, true)?;
                 self.journal.push(Undo::Fdb { vxlan: vxlan.clone(), peer: *peer, add: false });
@@ -222,6 +231,18 @@ impl<'a> Executor<'a> {
             .filter(|a| a.index == index)
             .map(|a| a.cidr.addr)
             .collect()
+    }
+
+    /// (Re)starts a leg's dnsmasq with `config`, or stops it (None).
+    fn dhcp(&mut self, ns: &str, leg: &str, config: Option<&str>) -> Result<()> {
+        crate::dhcp::stop(&self.host, ns, leg)?;
+        if let Some(c) = config {
+            let nsr = Ns::Named(ns.to_string());
+            self.session.attach(ns)?;
+            let file = self.session.file(&nsr)?.ok_or_else(|| anyhow!("namespace {ns} is not open"))?;
+            crate::dhcp::start(&self.host, ns, file, leg, c)?;
+        }
+        Ok(())
     }
 
     /// One batch per backend: `iptables-restore` for the owned chains, one
@@ -534,6 +555,7 @@ impl<'a> Executor<'a> {
             Undo::Firewall { ns, changes } => self.firewall(ns, changes).context("undo"),
             Undo::SetMaster { uplink, bridge } => self.set_master(uplink, bridge.as_ref()).context("undo"),
             Undo::Fdb { vxlan, peer, add } => self.fdb(vxlan, *peer, *add).context("undo"),
+            Undo::Dhcp { ns, leg, config } => self.dhcp(ns, leg, config.as_deref()).context("undo"),
         }
     }
 

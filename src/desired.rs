@@ -46,6 +46,8 @@ pub struct Desired {
     pub uplinks: Vec<(String, String)>,
     /// Head-end replication entries: (VXLAN link, peer underlay address).
     pub fdb: Vec<(String, Ipv4Addr)>,
+    /// dnsmasq instances for router legs with DHCP or DNS.
+    pub dhcp: Vec<crate::dhcp::Server>,
 }
 
 impl Desired {
@@ -74,6 +76,7 @@ pub fn derive(p: &Profile, underlay: Option<&UnderlayFacts>) -> Desired {
     let mut sysctls = Vec::new();
     let mut firewall = Vec::new();
     let mut uplinks = Vec::new();
+    let mut dhcp = Vec::new();
 
     let underlay_mtu = underlay.map(|u| u.mtu).unwrap_or(1500);
     let local =
@@ -204,6 +207,14 @@ pub fn derive(p: &Profile, underlay: Option<&UnderlayFacts>) -> Desired {
         ));
         sysctls.push((rns.clone(), "net/ipv4/ip_forward".to_string(), "1".to_string()));
         firewall.push((rns.clone(), router_policy(r), r.firewall));
+        for l in r.private.iter().filter(|l| l.dhcp.is_some() || l.dns) {
+            let mtu = p.segments.iter().find(|s| s.bridge == l.bridge).map(|s| segment_mtu(s.mtu, underlay_mtu)).unwrap_or(1500);
+            dhcp.push(crate::dhcp::Server {
+                ns: r.namespace.clone(),
+                leg: l.veth[1].clone(),
+                config: crate::dhcp::config(&host, &r.namespace, l, mtu),
+            });
+        }
         uplinks.push((r.public.uplink.clone(), r.public.leg.bridge.clone()));
     }
 
@@ -215,7 +226,7 @@ pub fn derive(p: &Profile, underlay: Option<&UnderlayFacts>) -> Desired {
         firewall.push((Ns::Host, underlay_policy(&dev, &ports, allow), choice));
     }
 
-    Desired { mark: p.owner_mark(), host, router_ns, links, addrs, routes, sysctls, firewall, uplinks, fdb }
+    Desired { mark: p.owner_mark(), host, router_ns, links, addrs, routes, sysctls, firewall, uplinks, fdb, dhcp }
 }
 
 #[cfg(test)]

@@ -123,8 +123,13 @@ pub fn observe(
     }
     let mut warnings = warnings;
     warnings.extend(preflight::host_firewall_warnings(&host));
-    let mut observed =
-        Observed { host, netns: crate::netns::list()?.into_iter().collect(), state: state.clone(), ..Observed::default() };
+    let mut observed = Observed {
+        host,
+        netns: crate::netns::list()?.into_iter().collect(),
+        state: state.clone(),
+        dhcp: crate::dhcp::observe(&p.host)?,
+        ..Observed::default()
+    };
     let mut names: Vec<String> = state.namespaces.iter().cloned().collect();
     names.extend(state.pending.iter().flat_map(|p| p.namespaces.clone()));
     names.extend(desired.router_ns.clone());
@@ -178,6 +183,7 @@ fn empty_desired(p: &Profile) -> Desired {
         firewall: vec![],
         uplinks: vec![],
         fdb: vec![],
+        dhcp: vec![],
     }
 }
 

@@ -4,6 +4,7 @@
 pub mod apply;
 pub mod cli;
 pub mod desired;
+pub mod dhcp;
 pub mod engine;
 pub mod firewall;
 pub mod garp;

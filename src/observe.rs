@@ -97,6 +97,8 @@ pub struct Observed {
     /// Names of ours under /run/netns with no namespace behind them (a run
     /// was killed while creating it).
     pub stale_netns: BTreeSet<String>,
+    /// dnsmasq instances this host's vxrouter started.
+    pub dhcp: Vec<crate::dhcp::Running>,
     pub state: State,
 }
 

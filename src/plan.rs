@@ -127,6 +127,16 @@ pub enum Action {
         uplink: String,
         bridge: String,
     },
+    /// Start, restart (new config) or stop (`config` None) the dnsmasq of a
+    /// router leg.
+    Dhcp {
+        ns: String,
+        leg: String,
+        config: Option<String>,
+        /// The config it runs with now, if it runs.
+        #[serde(skip)]
+        running: Option<String>,
+    },
     /// Head-end replication to a unicast peer.
     AddFdb {
         vxlan: String,
@@ -176,7 +186,9 @@ impl Action {
     pub fn verb(&self) -> Verb {
         match self {
             Action::CreateNetns { .. } | Action::AddAddr { .. } | Action::AddFdb { .. } => Verb::Create,
-            Action::DelFdb { .. } => Verb::Remove,
+            Action::DelFdb { .. } | Action::Dhcp { config: None, .. } => Verb::Remove,
+            Action::Dhcp { running: None, .. } => Verb::Create,
+            Action::Dhcp { .. } => Verb::Change,
             Action::CreateLink { reason: Some(_), .. } => Verb::Recreate,
             Action::CreateLink { .. } => Verb::Create,
             Action::DeleteNetns { .. } | Action::DeleteLink { .. } | Action::DelAddr { .. } | Action::Release { .. } => {
@@ -213,6 +225,7 @@ impl Action {
             Action::Firewall { ns, backend, .. } => format!("firewall{} ({})", at(ns), backend.name()),
             Action::Enslave { uplink, bridge, .. } | Action::Release { uplink, bridge } => format!("uplink {uplink} in {bridge}"),
             Action::AddFdb { vxlan, peer } | Action::DelFdb { vxlan, peer } => format!("peer {peer} on {vxlan}"),
+            Action::Dhcp { ns, leg, .. } => format!("dhcp/dns server on {leg} in {ns}"),
         }
     }
 
@@ -248,6 +261,7 @@ impl Action {
                 parts.join(", ")
             }
             Action::ChangeLink { diffs, .. } => diffs.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", "),
+            Action::Dhcp { config: Some(_), running: Some(_), .. } => "config changed: restart".into(),
             Action::DeleteNetns { contents, .. } if !contents.legs.is_empty() => {
                 let legs: Vec<&str> = contents.legs.iter().map(|l| l.link.name.as_str()).collect();
                 format!("with the veth pairs of {}", legs.join(", "))
@@ -357,6 +371,7 @@ pub fn plan(d: &Desired, o: &Observed, opts: PlanOptions) -> Result<Plan, Confli
     p.routes();
     p.fdb();
     p.sysctls();
+    p.dhcp();
     p.firewall();
     if !p.conflicts.is_empty() {
         return Err(Conflicts(p.conflicts));
@@ -875,6 +890,32 @@ impl<'a> Planner<'a> {
                     })
                 };
                 self.late.push(Action::SetRoute { ns: ns.clone(), route: r.clone(), old: existing, found });
+            }
+        }
+    }
+
+    /// dnsmasq per leg: running with exactly the desired config. Stopping
+    /// comes first of all (before its namespace may go).
+    fn dhcp(&mut self) {
+        let mut stops = Vec::new();
+        for r in &self.o.dhcp {
+            if !self.d.dhcp.iter().any(|s| s.ns == r.ns && s.leg == r.leg) {
+                stops.push(Action::Dhcp {
+                    ns: r.ns.clone(),
+                    leg: r.leg.clone(),
+                    config: None,
+                    running: r.pid.map(|_| r.config.clone()),
+                });
+            }
+        }
+        self.removals.splice(0..0, stops);
+        for s in &self.d.dhcp {
+            let found = self.o.dhcp.iter().find(|r| r.ns == s.ns && r.leg == s.leg);
+            // A namespace or leg made in this run has no server yet.
+            let fresh = self.fresh_ns.contains(&s.ns) || self.live(&Ns::Named(s.ns.clone()), &s.leg).is_none();
+            let running = found.filter(|r| r.pid.is_some() && !fresh).map(|r| r.config.clone());
+            if running.as_deref() != Some(s.config.as_str()) {
+                self.late.push(Action::Dhcp { ns: s.ns.clone(), leg: s.leg.clone(), config: Some(s.config.clone()), running });
             }
         }
     }

@@ -38,11 +38,14 @@ fn shipped_seed_lab_passes() {
 #[ignore = "needs root and the sandbox: scripts/test.sh"]
 fn shipped_three_hosts_lab_passes() {
     let checks = run_shipped("profiles/lab/three-hosts.toml");
-    // 6 VMs: each pings the 2 others of its segment, and ARP never crosses
-    // to the 3 of the other segment.
-    assert_eq!(count(&checks, "ping"), 12);
-    assert_eq!(count(&checks, "l2-isolated"), 18);
-    assert_eq!(count(&checks, "egress-source"), 6);
+    // 7 VMs (4 on br-web, one of them by DHCP; 3 on br-db): each pings the
+    // others of its segment, ARP never crosses to the other segment, and the
+    // router does not route between them.
+    assert_eq!(count(&checks, "ping"), 4 * 3 + 3 * 2);
+    assert_eq!(count(&checks, "l2-isolated"), 2 * 4 * 3);
+    assert_eq!(count(&checks, "routed-blocked"), 2 * 4 * 3);
+    assert_eq!(count(&checks, "egress-source"), 7);
+    assert_eq!(count(&checks, "dhcp"), 1);
     assert!(checks.iter().filter(|c| c["check"] == "egress-source").all(|c| c["detail"] == "203.0.113.123"));
 }
 

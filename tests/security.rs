@@ -99,7 +99,7 @@ fn segments_do_not_route_to_each_other_by_default() {
     let (ok, checks) = l.check();
     assert!(ok, "{checks:#?}");
     let blocked = checks_of(&checks, "routed-blocked");
-    assert_eq!(blocked.len(), 18);
+    assert_eq!(blocked.len(), 24);
     assert!(blocked.iter().all(|c| c["ok"] == true));
     // Turning it on in the profile opens exactly that, in one apply.
     let on = std::fs::read_to_string(repo().join("profiles/three-hosts/host-a.toml"))

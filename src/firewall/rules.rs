@@ -148,12 +148,23 @@ pub fn router_policy(r: &Router) -> Policy {
     }
     forward.push(rule(vec![], Verdict::Drop));
 
-    let input = vec![
+    let mut input = vec![
         rule(vec![Match::In("lo".into())], Verdict::Accept),
         rule(vec![Match::Established], Verdict::Accept),
         rule(vec![Match::IcmpEcho], Verdict::Accept),
-        rule(vec![], Verdict::Drop),
     ];
+    // The router's services for its segments: DHCP and DNS, on their legs.
+    for leg in &r.private {
+        let on = |proto, port| rule(vec![Match::In(leg.veth[1].clone()), Match::Port(proto, port)], Verdict::Accept);
+        if leg.dhcp.is_some() {
+            input.push(on(Proto::Udp, 67));
+        }
+        if leg.dns {
+            input.push(on(Proto::Udp, 53));
+            input.push(on(Proto::Tcp, 53));
+        }
+    }
+    input.push(rule(vec![], Verdict::Drop));
 
     let mut chains = vec![
         Chain { name: "in", table: Table::Filter, hook: Hook::Input, rules: input },

@@ -177,17 +177,43 @@ pub fn run_checks(lab: &Lab) -> Result<Vec<CheckResult>> {
     };
 
     // VMs that never got attached fail every check, with the reason.
+    // DHCP VMs are checked with the address and gateway they leased.
+    let effective: Vec<LabVm> = lab
+        .vms
+        .iter()
+        .map(|v| {
+            let mut v = v.clone();
+            if let Some((addr, gw, _)) = state.vm(&v.name).and_then(|s| s.lease.clone()) {
+                v.address = addr.parse().unwrap_or(v.address);
+                v.gateway = gw.parse().unwrap_or(v.gateway);
+            }
+            v
+        })
+        .collect();
+    let mut dhcp_cells = Vec::new();
     let mut vms: Vec<(&LabVm, Node)> = Vec::new();
-    for vm in &lab.vms {
+    for vm in &effective {
         match state.vm(&vm.name) {
-            Some(s) if s.ok => vms.push((vm, dir.vm(&vm.name, &vm.host)?)),
+            Some(s) if s.ok => {
+                if let Some(lease) = &s.lease {
+                    dhcp_cells.push(dhcp_check(&dir, lab, vm, lease));
+                }
+                vms.push((vm, dir.vm(&vm.name, &vm.host)?))
+            }
             Some(s) => fail("attached", &vm.name, &vm.bridge, s.detail.clone()),
             None => fail("attached", &vm.name, &vm.bridge, "the lab did not create this VM (run `vxrouter lab up`)".into()),
         }
     }
+    results.extend(dhcp_cells);
     for h in &state.hosts {
         if !h.ok {
-            fail("applied", &h.name, "", h.detail.clone());
+            results.push(CheckResult {
+                check: "applied",
+                from: h.name.clone(),
+                to: String::new(),
+                ok: false,
+                detail: h.detail.clone(),
+            });
         }
     }
 
@@ -363,6 +389,42 @@ pub fn run_checks(lab: &Lab) -> Result<Vec<CheckResult>> {
     Ok(results)
 }
 
+/// A DHCP VM's lease must come from its segment's router leg: an address in
+/// the leg's range, the leg as gateway, and the segment's MTU (option 26:
+/// the VM started at 1500).
+fn dhcp_check(dir: &LabDir, lab: &Lab, vm: &LabVm, lease: &(String, String, u32)) -> CheckResult {
+    let (addr, gw, mtu) = lease;
+    let mut r = CheckResult { check: "dhcp", from: vm.name.clone(), to: vm.bridge.clone(), ok: false, detail: String::new() };
+    let leg = lab
+        .hosts
+        .iter()
+        .filter_map(|h| h.profile.router.as_ref())
+        .flat_map(|r| r.private.iter())
+        .find(|l| l.bridge == vm.bridge && l.dhcp.is_some());
+    let Some(leg) = leg else {
+        r.detail = format!("got {addr} via {gw}, but no router leg on {} serves DHCP", vm.bridge);
+        return r;
+    };
+    let range = leg.dhcp.as_ref().map(|d| (u32::from(d.first), u32::from(d.last))).unwrap_or((0, 0));
+    let ip: Option<crate::profile::Ipv4Cidr> = addr.parse().ok();
+    let bridge_mtu = dir
+        .node(&vm.host)
+        .ok()
+        .and_then(|n| n.netlink().ok())
+        .and_then(|mut s| super::mtu_of(&mut s, &vm.bridge).ok().flatten())
+        .unwrap_or(0);
+    let in_range = ip.is_some_and(|c| (range.0..=range.1).contains(&u32::from(c.addr)) && c.prefix == leg.address.prefix);
+    r.ok = in_range && *gw == leg.address.addr.to_string() && *mtu == bridge_mtu;
+    r.detail = format!("{addr} via {gw}, mtu {mtu}");
+    if !r.ok {
+        r.detail.push_str(&format!(
+            " (expected an address in the range of {}, gateway {}, mtu {bridge_mtu})",
+            leg.bridge, leg.address.addr
+        ));
+    }
+    r
+}
+
 /// The IP FragCreates counter of a node's network namespace.
 fn frag_creates(node: &Node) -> Result<u64> {
     let text = crate::netns::run_in(crate::netns::as_fd(&node.net), || std::fs::read_to_string("/proc/thread-self/net/snmp"))?
@@ -400,6 +462,7 @@ pub fn print_matrix(lab: &Lab, results: &[CheckResult]) {
                         "routed" => "routed",
                         "routed-blocked" => "no-route",
                         "forward" => "forward",
+                        "dhcp" => "dhcp",
                         other => other,
                     })
                     .collect();
@@ -438,6 +501,14 @@ pub fn print_matrix(lab: &Lab, results: &[CheckResult]) {
         .filter(|r| r.check == "unfragmented")
         .map(|r| format!("{} {}", r.from, if r.ok { "✓" } else { "✗" }))
         .collect();
+    let leases: Vec<String> = results
+        .iter()
+        .filter(|r| r.check == "dhcp")
+        .map(|r| format!("{} {} {}", r.from, if r.ok { "✓" } else { "✗" }, r.detail.split(" (").next().unwrap_or("")))
+        .collect();
+    if !leases.is_empty() {
+        println!("\nDHCP leases from the router: {}", leases.join(", "));
+    }
     if !frag.is_empty() {
         println!("\nunderlay carried VXLAN unfragmented: {}", frag.join(", "));
     }

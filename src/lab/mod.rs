@@ -36,6 +36,9 @@ pub struct NodeStatus {
     pub name: String,
     pub ok: bool,
     pub detail: String,
+    /// A DHCP VM's lease: address with prefix, gateway, MTU.
+    #[serde(default)]
+    pub lease: Option<(String, String, u32)>,
 }
 
 impl LabState {
@@ -231,7 +234,7 @@ pub fn up(lab: &Lab, opts: &UpOptions) -> Result<LabState> {
         {
             cable(&node, &r.public.uplink, None, &fabric, &format!("p{i}"), Some("public"), None)?;
         }
-        let mut status = NodeStatus { name: h.name.clone(), ok: true, detail: String::new() };
+        let mut status = NodeStatus { name: h.name.clone(), ok: true, detail: String::new(), lease: None };
         if opts.apply {
             say(q, format!("{}: vxrouter apply {}", h.name, h.profile_path.display()));
             let out = node
@@ -255,12 +258,14 @@ pub fn up(lab: &Lab, opts: &UpOptions) -> Result<LabState> {
         let n = taps.entry(vm.host.clone()).or_default();
         let tap = format!("vnet{n}");
         *n += 1;
-        let status = attach_vm(&dir, lab, vm, &tap);
+        let status = attach_vm(&dir, vm, &tap);
         let status = match status {
-            Ok(()) => NodeStatus { name: vm.name.clone(), ok: true, detail: format!("{tap} in {} on {}", vm.bridge, vm.host) },
+            Ok(lease) => {
+                NodeStatus { name: vm.name.clone(), ok: true, detail: format!("{tap} in {} on {}", vm.bridge, vm.host), lease }
+            }
             Err(e) => {
                 say(q, format!("{}: not attached: {e:#}", vm.name));
-                NodeStatus { name: vm.name.clone(), ok: false, detail: format!("not attached: {e:#}") }
+                NodeStatus { name: vm.name.clone(), ok: false, detail: format!("not attached: {e:#}"), lease: None }
             }
         };
         state.vms.push(status);
@@ -272,17 +277,91 @@ pub fn up(lab: &Lab, opts: &UpOptions) -> Result<LabState> {
 
 /// A VM: a namespace whose eth0 is plugged into a bridge of its host through
 /// a tap-like veth the host end of which vxrouter does not own (as with
-/// libvirt's vnetN), with the segment's MTU.
-fn attach_vm(dir: &LabDir, lab: &Lab, vm: &spec::LabVm, tap: &str) -> Result<()> {
+/// libvirt's vnetN), with the segment's MTU — or, for a DHCP VM, starting
+/// like a stock image (MTU 1500, no address) and configured by its lease.
+fn attach_vm(dir: &LabDir, vm: &spec::LabVm, tap: &str) -> Result<Option<(String, String, u32)>> {
     let host = dir.node(&vm.host)?;
     let mut hs = host.netlink()?;
     let bridge_mtu = mtu_of(&mut hs, &vm.bridge)?.ok_or_else(|| anyhow!("host {} has no bridge {}", vm.host, vm.bridge))?;
-    let _ = lab;
     let node = dir.new_netns(&vm.name)?;
+    if vm.dhcp {
+        cable(&host, tap, Some(&vm.bridge), &node, "eth0", None, Some(vm.mtu.unwrap_or(bridge_mtu)))?;
+        // A stock guest's NIC: the lease must bring the segment MTU.
+        nodes::set_mtu(&node, "eth0", 1500)?;
+        return dhcp_client(dir, vm).map(Some);
+    }
     cable(&host, tap, Some(&vm.bridge), &node, "eth0", None, Some(vm.mtu.unwrap_or(bridge_mtu)))?;
     address(&node, "eth0", vm.address)?;
     route(&node, Ipv4Cidr { addr: Ipv4Addr::UNSPECIFIED, prefix: 0 }, vm.gateway)?;
-    Ok(())
+    Ok(None)
+}
+
+/// The udhcpc hook: applies the lease's address, router and MTU.
+const UDHCPC_SCRIPT: &str = r#"#!/bin/sh
+case "$1" in
+  deconfig) ip -4 addr flush dev "$interface"; ip link set "$interface" up ;;
+  bound|renew)
+    [ -n "$mtu" ] && ip link set "$interface" mtu "$mtu"
+    ip -4 addr flush dev "$interface"
+    ip addr add "$ip/$mask" dev "$interface"
+    [ -n "$router" ] && ip route replace default via "${router%% *}" dev "$interface"
+    ;;
+esac
+exit 0
+"#;
+
+/// Runs busybox udhcpc in the VM (once, in the foreground) and reads back
+/// what it configured.
+fn dhcp_client(dir: &LabDir, vm: &spec::LabVm) -> Result<(String, String, u32)> {
+    let node = dir.vm(&vm.name, &vm.host)?;
+    // The script lives in the host's private /run, seen by the VM's commands.
+    let script = "/run/vxrouter-lab-udhcpc.sh";
+    let o = node
+        .command("sh")
+        .args(["-c", &format!("cat > {script} && chmod 755 {script}")])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            if let Some(mut i) = c.stdin.take() {
+                i.write_all(UDHCPC_SCRIPT.as_bytes())?;
+            }
+            c.wait()
+        })
+        .context("write the udhcpc script")?;
+    if !o.success() {
+        bail!("cannot write the DHCP client script");
+    }
+    let out = node
+        .command("busybox")
+        // Option 26 (MTU) is asked for explicitly: udhcpc does not by default.
+        .args(["udhcpc", "-i", "eth0", "-f", "-q", "-n", "-t", "8", "-T", "1", "-O", "mtu", "-s", script])
+        // The VM's name goes in the lease, so the router's DNS knows it.
+        .args(["-x", &format!("hostname:{}", vm.name)])
+        .output()
+        .context("run busybox udhcpc (is busybox installed?)")?;
+    if !out.status.success() {
+        bail!("no DHCP lease: {}", String::from_utf8_lossy(&out.stderr).trim().lines().last().unwrap_or(""));
+    }
+    let mut sock = node.netlink()?;
+    let mtu = mtu_of(&mut sock, "eth0")?.unwrap_or(0);
+    let show = |args: &[&str]| -> Result<String> {
+        let o = node.command("ip").args(args).output()?;
+        Ok(String::from_utf8_lossy(&o.stdout).into_owned())
+    };
+    let addr = show(&["-4", "-o", "addr", "show", "dev", "eth0"])?
+        .split_whitespace()
+        .skip_while(|w| *w != "inet")
+        .nth(1)
+        .map(str::to_string)
+        .ok_or_else(|| anyhow!("the lease left no address on eth0"))?;
+    let gw = show(&["-4", "route", "show", "default"])?
+        .split_whitespace()
+        .skip_while(|w| *w != "via")
+        .nth(1)
+        .unwrap_or("")
+        .to_string();
+    Ok((addr, gw, mtu))
 }
 
 /// Removes everything the lab made; works on a half-built lab too.

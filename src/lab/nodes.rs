@@ -272,6 +272,13 @@ impl LabDir {
     }
 }
 
+/// Sets a link's MTU through the node's own socket.
+pub fn set_mtu(node: &Node, link: &str, mtu: u32) -> Result<()> {
+    use crate::netlink::msg::{SetLink, set_link};
+    let set = SetLink { mtu: Some(mtu), ..SetLink::default() };
+    node.netlink()?.request(set_link(0, link, &set), 0).map_err(|e| anyhow!("set mtu of {link} in {}: {e}", node.name))
+}
+
 /// Brings a link up through the node's own socket.
 pub fn set_up(node: &Node, link: &str) -> Result<()> {
     use crate::netlink::msg::{SetLink, set_link};

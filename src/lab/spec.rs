@@ -62,8 +62,10 @@ struct RawVm {
     name: S<String>,
     host: S<String>,
     bridge: S<String>,
-    address: S<String>,
-    gateway: S<String>,
+    address: Option<S<String>>,
+    gateway: Option<S<String>>,
+    /// Get address, gateway and MTU by DHCP (busybox udhcpc) instead.
+    dhcp: Option<S<bool>>,
     mtu: Option<S<i64>>,
 }
 
@@ -95,9 +97,11 @@ pub struct LabVm {
     pub name: String,
     pub host: String,
     pub bridge: String,
+    /// For a DHCP VM: what it leased (filled in from the lab's state).
     pub address: Ipv4Cidr,
     pub gateway: Ipv4Addr,
     pub mtu: Option<u32>,
+    pub dhcp: bool,
 }
 
 impl Lab {
@@ -222,17 +226,25 @@ impl Lab {
             if !raw.host.iter().any(|h| h.get_ref().name.get_ref() == v.host.get_ref()) {
                 err(v.host.span(), &key("host"), format!("no [[host]] is named {:?}", v.host.get_ref()));
             }
-            let address = v.address.get_ref().parse::<Ipv4Cidr>().map_err(|r| err(v.address.span(), &key("address"), r)).ok();
-            let gateway = v
-                .gateway
-                .get_ref()
-                .parse::<Ipv4Addr>()
-                .map_err(|_| err(v.gateway.span(), &key("gateway"), format!("{:?} is not an IPv4 address", v.gateway.get_ref())))
-                .ok();
-            if let (Some(a), Some(g)) = (address, gateway)
+            let dhcp = v.dhcp.as_ref().is_some_and(|d| *d.get_ref());
+            let (address, gateway) = match (&v.address, &v.gateway, dhcp) {
+                (Some(a), Some(g), false) => (
+                    a.get_ref().parse::<Ipv4Cidr>().map_err(|r| err(a.span(), &key("address"), r)).ok(),
+                    g.get_ref()
+                        .parse::<Ipv4Addr>()
+                        .map_err(|_| err(g.span(), &key("gateway"), format!("{:?} is not an IPv4 address", g.get_ref())))
+                        .ok(),
+                ),
+                (None, None, true) => (Some(Ipv4Cidr { addr: Ipv4Addr::UNSPECIFIED, prefix: 0 }), Some(Ipv4Addr::UNSPECIFIED)),
+                _ => {
+                    err(v.name.span(), &key("address"), "give a VM either `address` and `gateway`, or `dhcp = true`".into());
+                    (None, None)
+                }
+            };
+            if let (Some(a), Some(g), Some(gs)) = (address, gateway, &v.gateway)
                 && !a.contains(g)
             {
-                err(v.gateway.span(), &key("gateway"), format!("{g} is not inside {}", a.network()));
+                err(gs.span(), &key("gateway"), format!("{g} is not inside {}", a.network()));
             }
             let mtu = match &v.mtu {
                 Some(m) if !(68..=65535).contains(m.get_ref()) => {
@@ -250,6 +262,7 @@ impl Lab {
                     address,
                     gateway,
                     mtu,
+                    dhcp,
                 });
             }
         }

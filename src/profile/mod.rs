@@ -145,6 +145,18 @@ pub struct Leg {
     pub address: Ipv4Cidr,
     /// [bridge end, namespace end].
     pub veth: [String; 2],
+    /// DHCP for the segment's VMs (private legs only).
+    pub dhcp: Option<Dhcp>,
+    /// A DNS forwarder on the gateway address (private legs only).
+    pub dns: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Dhcp {
+    pub first: Ipv4Addr,
+    pub last: Ipv4Addr,
+    /// As dnsmasq takes it: "12h", "45m", "3600", "infinite".
+    pub lease: String,
 }
 
 impl Profile {

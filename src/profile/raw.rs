@@ -88,4 +88,13 @@ pub struct RawPrivate {
     pub bridge: S<String>,
     pub address: S<String>,
     pub veth: Option<S<Vec<S<String>>>>,
+    pub dhcp: Option<S<RawDhcp>>,
+    pub dns: Option<S<bool>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table { range = \"A-B\", lease = \"12h\" }")]
+pub struct RawDhcp {
+    pub range: S<String>,
+    pub lease: Option<S<String>>,
 }

@@ -8,10 +8,11 @@ use std::ops::Range;
 use toml::de::{DeTable, DeValue};
 
 use super::error::{Locator, ProfileError, ProfileErrors};
-use super::names::{check_ifname, check_plain_name, default_leg_names, default_vxlan_name};
+use super::names::{check_ifname, check_plain_name, default_leg_names, default_vxlan_name, shown};
 use super::raw::*;
 use super::{
-    DEFAULT_VXLAN_PORT, FirewallChoice, Flood, Forward, Ipv4Cidr, Leg, Nat, Profile, Proto, Public, Router, Segment, Underlay,
+    DEFAULT_VXLAN_PORT, Dhcp, FirewallChoice, Flood, Forward, Ipv4Cidr, Leg, Nat, Profile, Proto, Public, Router, Segment,
+    Underlay,
 };
 
 pub(super) fn parse(file: &str, bytes: &[u8]) -> Result<Profile, ProfileErrors> {
@@ -80,6 +81,13 @@ fn key_at(text: &str, span: &Range<usize>) -> String {
         Ok(doc) => search(doc.get_ref(), span.start, "").unwrap_or_default(),
         Err(_) => String::new(),
     }
+}
+
+/// A list for a message, cut after a few items: an error per item of a
+/// long list must not each repeat the whole list.
+fn listed(items: &[&str]) -> String {
+    const MAX: usize = 6;
+    if items.len() <= MAX { items.join(", ") } else { format!("{}, … {} more", items[..MAX].join(", "), items.len() - MAX) }
 }
 
 struct Validator<'a> {
@@ -382,7 +390,13 @@ impl Validator<'_> {
         let (veth, spans) = self.veth("router.public.veth", p.veth.as_ref(), &bridge);
         self.claim_leg("router.public.veth", &veth, spans, p.bridge.span(), host_names, ns_names);
         let public = Public {
-            leg: Leg { bridge, address: address.unwrap_or(Ipv4Cidr { addr: Ipv4Addr::UNSPECIFIED, prefix: 32 }), veth },
+            leg: Leg {
+                bridge,
+                address: address.unwrap_or(Ipv4Cidr { addr: Ipv4Addr::UNSPECIFIED, prefix: 32 }),
+                veth,
+                dhcp: None,
+                dns: false,
+            },
             uplink,
             gateway: gateway.unwrap_or(Ipv4Addr::UNSPECIFIED),
         };
@@ -402,7 +416,7 @@ impl Validator<'_> {
                 let reason = if known.is_empty() {
                     format!("{bridge:?} is not a segment bridge of this profile (it has no [[segment]])")
                 } else {
-                    format!("{bridge:?} is not a segment bridge of this profile (segments: {})", known.join(", "))
+                    format!("{bridge:?} is not a segment bridge of this profile (segments: {})", listed(&known))
                 };
                 self.err(leg.bridge.span(), &key("bridge"), reason);
             }
@@ -430,7 +444,15 @@ impl Validator<'_> {
             }
             let (veth, spans) = self.veth(&key("veth"), leg.veth.as_ref(), &bridge);
             self.claim_leg(&key("veth"), &veth, spans, leg.bridge.span(), host_names, ns_names);
-            private.push(Leg { bridge, address: address.unwrap_or(Ipv4Cidr { addr: Ipv4Addr::UNSPECIFIED, prefix: 32 }), veth });
+            let dhcp = leg.dhcp.as_ref().and_then(|d| self.dhcp(&key("dhcp"), d, address));
+            let dns = leg.dns.as_ref().is_some_and(|d| *d.get_ref());
+            private.push(Leg {
+                bridge,
+                address: address.unwrap_or(Ipv4Cidr { addr: Ipv4Addr::UNSPECIFIED, prefix: 32 }),
+                veth,
+                dhcp,
+                dns,
+            });
         }
 
         let nat = match r.nat.as_ref().map(|n| (n, n.get_ref().as_str())) {
@@ -461,6 +483,78 @@ impl Validator<'_> {
             private,
             forwards,
         }
+    }
+
+    /// A DHCP range inside the leg's subnet that leaves out the gateway, and
+    /// a lease time dnsmasq understands (at least 2 minutes).
+    fn dhcp(&mut self, key: &str, raw: &S<RawDhcp>, leg: Option<Ipv4Cidr>) -> Option<Dhcp> {
+        let d = raw.get_ref();
+        let range_key = format!("{key}.range");
+        let parsed = d
+            .range
+            .get_ref()
+            .split_once('-')
+            .and_then(|(a, b)| Some((a.trim().parse::<Ipv4Addr>().ok()?, b.trim().parse::<Ipv4Addr>().ok()?)));
+        let Some((first, last)) = parsed else {
+            self.err(
+                d.range.span(),
+                &range_key,
+                format!("{} is not FIRST-LAST (e.g. \"192.168.10.100-192.168.10.200\")", shown(d.range.get_ref())),
+            );
+            return None;
+        };
+        if u32::from(first) > u32::from(last) {
+            self.err(d.range.span(), &range_key, format!("{first} comes after {last}"));
+            return None;
+        }
+        if let Some(net) = leg {
+            let inside = |a: Ipv4Addr| net.contains(a) && (Ipv4Cidr { addr: a, prefix: net.prefix }).is_host_address();
+            if !inside(first) || !inside(last) {
+                self.err(d.range.span(), &range_key, format!("the range must be host addresses of {}", net.network()));
+                return None;
+            }
+            if (u32::from(first)..=u32::from(last)).contains(&u32::from(net.addr)) {
+                self.err(d.range.span(), &range_key, format!("the range includes the gateway {}", net.addr));
+                return None;
+            }
+        }
+        let lease = match &d.lease {
+            None => "12h".to_string(),
+            Some(l) => {
+                let text = l.get_ref().as_str();
+                let (num, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+                let factor = match unit {
+                    "" | "s" => Some(1u64),
+                    "m" => Some(60),
+                    "h" => Some(3600),
+                    "d" => Some(86_400),
+                    "w" => Some(604_800),
+                    _ => None,
+                };
+                let seconds = factor.and_then(|f| num.parse::<u64>().ok().map(|n| n.saturating_mul(f)));
+                match seconds {
+                    _ if text == "infinite" => text.to_string(),
+                    Some(s) if s >= 120 => text.to_string(),
+                    Some(_) => {
+                        self.err(
+                            l.span(),
+                            &format!("{key}.lease"),
+                            format!("{text} is shorter than dnsmasq's minimum of 2 minutes"),
+                        );
+                        return None;
+                    }
+                    None => {
+                        self.err(
+                            l.span(),
+                            &format!("{key}.lease"),
+                            format!("{} is not a duration like \"12h\", \"45m\", \"3600\" or \"infinite\"", shown(text)),
+                        );
+                        return None;
+                    }
+                }
+            }
+        };
+        Some(Dhcp { first, last, lease })
     }
 
     /// Port forwards: ports in range, `to` a host of a private subnet, one
@@ -502,7 +596,10 @@ impl Validator<'_> {
                         self.err(
                             f.to.span(),
                             &key("to"),
-                            format!("{ip} is not inside a private subnet of this router ({})", nets.join(", ")),
+                            format!(
+                                "{ip} is not inside a private subnet of this router ({})",
+                                listed(&nets.iter().map(String::as_str).collect::<Vec<_>>())
+                            ),
                         );
                         None
                     }
