@@ -86,9 +86,7 @@ fn dnsmasq_is_supervised_restarted_only_on_change_and_stopped_by_destroy() {
     let conf = stdout(&l.exec("host-a", &["cat", "/run/vxrouter/dnsmasq/host-a/ns1@veth17.1.conf"]));
     assert!(conf.contains(",2h\n"), "{conf}");
     // Destroy stops it and removes its files (VMs detached first).
-    for tap in ["vnet0"] {
-        let _ = l.exec("host-a", &["ip", "link", "del", tap]);
-    }
+    let _ = l.exec("host-a", &["ip", "link", "del", "vnet0"]);
     let o = l.vx("host-a", &["destroy", &p]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(!runs(&third), "dnsmasq still runs after destroy");
