@@ -12,6 +12,7 @@
 #   scripts/bench.sh               N = 1 10 100 1000, RUNS=3
 #   RUNS=5 scripts/bench.sh 10 100 custom sizes and runs
 #   SKIP_SEED_ABOVE=100            skip seed-style runs above that N (slow)
+#   VXROUTER_BIN=path              measure that binary instead of building
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" != 0 ]; then
@@ -23,9 +24,14 @@ SIZES=("$@")
 RUNS=${RUNS:-3}
 SKIP_SEED_ABOVE=${SKIP_SEED_ABOVE:-1000}
 
-scripts/deps.sh >/dev/null
-cargo build --release --locked -q
-VX=$PWD/target/release/vxrouter
+# VXROUTER_BIN: measure that binary (the test suite passes its own build).
+if [ -n "${VXROUTER_BIN:-}" ]; then
+  VX=$VXROUTER_BIN
+else
+  scripts/deps.sh >/dev/null
+  cargo build --release --locked -q
+  VX=$PWD/target/release/vxrouter
+fi
 WORK=$(mktemp -d /tmp/vxrouter-bench.XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
 

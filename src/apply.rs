@@ -47,8 +47,16 @@ pub struct Executor<'a> {
     index: HashMap<(Ns, String), u32>,
     /// Gratuitous ARPs to send once the run has succeeded.
     announcements: Vec<(Ns, String, std::net::Ipv4Addr)>,
+    /// Host ends of the veth pairs of namespaces this run deleted, which the
+    /// kernel removes on its own time (see `await_vanished`).
+    vanishing: Vec<String>,
+    /// Problems found after the last step that undoing would not fix.
+    pub warnings: Vec<String>,
     step: usize,
 }
+
+/// How long a deleted namespace may take to release its veth pairs.
+const VANISH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 fn nl(context: impl FnOnce() -> String) -> impl FnOnce(NlError) -> anyhow::Error {
     move |e| anyhow!("{}: {e}", context())
@@ -64,6 +72,8 @@ impl<'a> Executor<'a> {
             journal: Vec::new(),
             index: HashMap::new(),
             announcements: Vec::new(),
+            vanishing: Vec::new(),
+            warnings: Vec::new(),
             step: 0,
         }
     }
@@ -94,8 +104,55 @@ impl<'a> Executor<'a> {
             }
             progress(a);
         }
+        let gone = std::mem::take(&mut self.vanishing);
+        if let Err(e) = self.await_vanished(&gone) {
+            self.warnings.push(format!("{e:#}"));
+        }
         self.send_announcements();
         Ok(())
+    }
+
+    /// Waits until none of `names` is left in the host namespace. Deleting a
+    /// namespace only drops its name: the kernel tears it down, veth pairs
+    /// included, later on a workqueue, and not at all while a process (even
+    /// a short-lived helper) is still inside. Verification, or recreating
+    /// the pairs on undo, must not run before that.
+    fn await_vanished(&mut self, names: &[String]) -> Result<()> {
+        if names.is_empty() {
+            return Ok(());
+        }
+        let wanted: std::collections::HashSet<&str> = names.iter().map(String::as_str).collect();
+        let deadline = std::time::Instant::now() + VANISH_TIMEOUT;
+        let mut pause = std::time::Duration::from_millis(1);
+        loop {
+            let mut left: Vec<String> = Vec::new();
+            self.sock(&Ns::Host)?
+                .dump_map(
+                    msg::get_links(),
+                    |m| match m {
+                        RouteNetlinkMessage::NewLink(l) => {
+                            let name = msg::parse_link(&l).name;
+                            wanted.contains(name.as_str()).then_some(name)
+                        }
+                        _ => None,
+                    },
+                    &mut left,
+                )
+                .map_err(nl(|| "list links".to_string()))?;
+            if left.is_empty() {
+                return Ok(());
+            }
+            if std::time::Instant::now() >= deadline {
+                bail!(
+                    "a deleted namespace's veth pairs ({}) are still here after {} s: a process may still be \
+                     running inside that namespace (find it with `lsns -t net`)",
+                    left.join(", "),
+                    VANISH_TIMEOUT.as_secs()
+                );
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(std::time::Duration::from_millis(50));
+        }
     }
 
     /// Undoes every journaled step in reverse order; returns what failed.
@@ -148,6 +205,7 @@ impl<'a> Executor<'a> {
                 netns::delete(name).with_context(|| format!("delete namespace {name}"))?;
                 for leg in &contents.legs {
                     self.forget(&Ns::Host, &leg.link.name);
+                    self.vanishing.push(leg.link.name.clone());
                 }
                 self.journal.push(Undo::CreateNetns { name: name.clone(), contents: contents.clone() });
             }
@@ -164,7 +222,7 @@ impl<'a> Executor<'a> {
                 self.change_link(ns, name, change)?;
                 self.journal.push(Undo::ChangeLink { ns: ns.clone(), name: name.clone(), change: undo });
                 // A leg whose MAC came back or that came up: tell the segment.
-                if (change.mac.is_some() || change.up == Some(true)) && *ns != Ns::Host {
+                if (change.mac.is_some() || change.up == Some(true)) && *ns != Ns::Host && !old.loopback {
                     for a in self.addresses_of(ns, old.index) {
                         self.announce(ns, name, a);
                     }
@@ -254,8 +312,8 @@ impl<'a> Executor<'a> {
         }
         for c in changes {
             match c {
-                FwChange::NftReplace { table, .. } => nft::apply(self.session.file(ns)?, &where_, Some(table))?,
-                FwChange::NftDelete => nft::apply(self.session.file(ns)?, &where_, None)?,
+                FwChange::NftReplace { table, fresh, .. } => nft::apply(self.session.file(ns)?, &where_, Some(table), *fresh)?,
+                FwChange::NftDelete => nft::apply(self.session.file(ns)?, &where_, None, false)?,
                 _ => {}
             }
         }
@@ -473,6 +531,9 @@ impl<'a> Executor<'a> {
                 netns::delete(name).with_context(|| format!("undo: delete namespace {name}"))
             }
             Undo::CreateNetns { name, contents } => {
+                let legs: Vec<String> = contents.legs.iter().map(|l| l.link.name.clone()).collect();
+                self.await_vanished(&legs).context("undo")?;
+                self.vanishing.retain(|v| !legs.contains(v));
                 netns::create(name).with_context(|| format!("undo: recreate namespace {name}"))?;
                 self.session.attach(name)?;
                 let ns = Ns::Named(name.clone());
@@ -501,8 +562,9 @@ impl<'a> Executor<'a> {
                             }));
                         }
                     }
+                    // The namespace was just made again: it holds no table.
                     if let Some(t) = fw.nft.as_ref().and_then(|n| n.ours.clone()) {
-                        changes.push(FwChange::NftReplace { table: t, why: vec![] });
+                        changes.push(FwChange::NftReplace { table: t, why: vec![], fresh: true });
                     }
                     self.firewall(&ns, &changes).context("undo")?;
                 }
@@ -670,7 +732,7 @@ fn inverse_firewall(changes: &[FwChange], old: &FirewallState) -> Vec<FwChange> 
     for c in changes.iter().rev() {
         match c {
             FwChange::NftReplace { .. } | FwChange::NftDelete => match old.nft.as_ref().and_then(|n| n.ours.clone()) {
-                Some(t) => inv.push(FwChange::NftReplace { table: t, why: vec![] }),
+                Some(t) => inv.push(FwChange::NftReplace { table: t, why: vec![], fresh: false }),
                 None => inv.push(FwChange::NftDelete),
             },
             FwChange::SetChain { table, chain, .. } | FwChange::DelChain { table, chain } => {

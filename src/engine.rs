@@ -43,6 +43,21 @@ pub struct World {
     pub observed: Observed,
     pub desired: Desired,
     pub warnings: Vec<String>,
+    /// The br_netfilter warning needs the host's iptables FORWARD policy:
+    /// read by a thread alongside the rest of the run (an `iptables-save`
+    /// costs a few milliseconds) when the host firewall was not read anyway.
+    pending_warnings: Option<std::thread::JoinHandle<Vec<String>>>,
+}
+
+impl World {
+    /// All warnings, waiting for the ones still being worked out.
+    fn take_warnings(&mut self) -> Vec<String> {
+        let mut w = std::mem::take(&mut self.warnings);
+        if let Some(h) = self.pending_warnings.take() {
+            w.extend(h.join().unwrap_or_default());
+        }
+        w
+    }
 }
 
 fn lock(opts: &Opts) -> Result<HostLock> {
@@ -113,16 +128,14 @@ pub fn observe(
         host.fdb = observe::read_ns(session, &Ns::Host, &Wants { sysctls: &[], firewall: &[], fdb: true })?.fdb;
     }
     let full = depth == Depth::Full;
-    let mut host_reads = fw_reads(&Ns::Host, &desired, state, depth);
-    // The br_netfilter warning needs the host's FORWARD policy.
-    if full && preflight::bridge_nf_on(&host) && firewall::iptables::available() && !host_reads.contains(&Backend::Iptables) {
-        host_reads.push(Backend::Iptables);
-    }
+    let host_reads = fw_reads(&Ns::Host, &desired, state, depth);
     if !host_reads.is_empty() {
         host.firewall = Some(observe::read_firewall(None, "the host", &host_reads)?);
     }
     let mut warnings = warnings;
-    warnings.extend(preflight::host_firewall_warnings(&host));
+    if full {
+        warnings.extend(preflight::host_firewall_warnings(&host));
+    }
     let mut observed = Observed {
         host,
         netns: crate::netns::list()?.into_iter().collect(),
@@ -158,6 +171,9 @@ pub fn backend(choice: FirewallChoice) -> Backend {
 /// be in (skipped when verifying: see `Depth`), and every one vxrouter left
 /// rules in before (a backend switch removes those).
 fn fw_reads(ns: &Ns, desired: &Desired, state: &State, depth: Depth) -> Vec<Backend> {
+    if depth == Depth::Verify && desired.firewall.iter().any(|(n, _, _)| n == ns) {
+        return vec![];
+    }
     let mut out: Vec<Backend> =
         state.firewall.get(&crate::state::fw_key(ns)).map(|s| s.iter().copied().collect()).unwrap_or_default();
     if depth == Depth::Full
@@ -199,9 +215,21 @@ fn world(p: &Profile, destroy: bool, opts: &Opts) -> Result<World> {
     let mut session = Session::new()?;
     let state = State::load(&p.host)?;
     let (observed, desired, warnings) = observe(p, &mut session, &state, (!destroy).then_some(p), Depth::Full)?;
+    let host_fw_read = observed.host.firewall.as_ref().is_some_and(|f| f.ipt.is_some());
+    let pending_warnings =
+        (!destroy && !host_fw_read && preflight::bridge_nf_on(&observed.host) && firewall::iptables::available()).then(|| {
+            let mut host = crate::observe::NsView { sysctls: observed.host.sysctls.clone(), ..Default::default() };
+            std::thread::spawn(move || match firewall::iptables::observe(None, "the host") {
+                Ok(ipt) => {
+                    host.firewall = Some(firewall::FirewallState { ipt: Some(ipt), nft: None });
+                    preflight::host_firewall_warnings(&host)
+                }
+                Err(_) => vec![],
+            })
+        });
     let links: usize = observed.host.links.len() + observed.named.values().map(|v| v.links.len()).sum::<usize>();
     phase(opts, &format!("observed {} namespace(s), {links} link(s)", 1 + observed.named.len()), t);
-    Ok(World { session, state, observed, desired, warnings })
+    Ok(World { session, state, observed, desired, warnings, pending_warnings })
 }
 
 fn compute(w: &World, opts: &Opts) -> Result<Plan> {
@@ -272,9 +300,10 @@ pub fn plan(path: &Path, opts: &Opts) -> Result<u8> {
 }
 
 fn plan_locked(p: &Profile, opts: &Opts) -> Result<u8> {
-    let w = world(p, false, opts)?;
+    let mut w = world(p, false, opts)?;
     let plan = compute(&w, opts)?;
-    print_plan(p, &plan, &w.warnings, opts, "no changes: the host matches the profile")?;
+    let warnings = w.take_warnings();
+    print_plan(p, &plan, &warnings, opts, "no changes: the host matches the profile")?;
     Ok(0)
 }
 
@@ -284,8 +313,9 @@ pub fn check(path: &Path, opts: &Opts) -> Result<u8> {
 }
 
 fn check_locked(p: &Profile, opts: &Opts) -> Result<u8> {
-    let w = world(p, false, opts)?;
+    let mut w = world(p, false, opts)?;
     let plan = compute(&w, opts)?;
+    let warnings = w.take_warnings();
     if opts.json {
         #[derive(Serialize)]
         struct Difference {
@@ -297,11 +327,11 @@ fn check_locked(p: &Profile, opts: &Opts) -> Result<u8> {
             plan.actions.iter().map(|a| Difference { status: status(a), object: a.object(), detail: a.detail() }).collect();
         let doc = serde_json::json!({
             "profile": p.source, "host": p.host, "matches": diffs.is_empty(),
-            "differences": diffs, "notes": plan.notes, "warnings": w.warnings,
+            "differences": diffs, "notes": plan.notes, "warnings": warnings,
         });
         println!("{}", serde_json::to_string_pretty(&doc)?);
     } else {
-        for warn in &w.warnings {
+        for warn in &warnings {
             eprintln!("{}: {warn}", output::warning_word());
         }
         for a in &plan.actions {
@@ -393,12 +423,22 @@ fn execute(p: &Profile, mut w: World, plan: Plan, opts: &Opts, destroy: bool) ->
     let quiet = opts.quiet || opts.json;
     let t = std::time::Instant::now();
     let mut exec = Executor::new(&mut w.session, &w.desired.mark);
+    let verbose = opts.verbose;
+    let mut last = std::time::Instant::now();
     let run = exec.run(&plan.actions, |a| {
         if !quiet {
             println!("{}", painted_line(a));
         }
+        if verbose > 1 {
+            eprintln!("vxrouter:   {:.2} ms  {}", last.elapsed().as_secs_f64() * 1000.0, a.title());
+            last = std::time::Instant::now();
+        }
     });
+    let late_problems = std::mem::take(&mut exec.warnings);
     drop(exec);
+    for warn in &late_problems {
+        eprintln!("{}: {warn}", output::warning_word());
+    }
     if let Err(e) = run {
         before.save().context("restore state file after rollback")?;
         return Err(e);
@@ -454,12 +494,21 @@ pub fn apply(path: &Path, opts: &Opts) -> Result<u8> {
 }
 
 fn apply_locked(p: &Profile, opts: &Opts) -> Result<u8> {
-    let w = world(p, false, opts)?;
+    let mut w = world(p, false, opts)?;
     let plan = compute(&w, opts)?;
     for warn in &w.warnings {
         eprintln!("{}: {warn}", output::warning_word());
     }
+    // The slow warnings (host firewall) come when they are ready, after the
+    // steps: they never hold an apply up.
+    let late = w.pending_warnings.take();
+    let print_late = move || {
+        for warn in late.map(|h| h.join().unwrap_or_default()).unwrap_or_default() {
+            eprintln!("{}: {warn}", output::warning_word());
+        }
+    };
     if plan.actions.is_empty() {
+        print_late();
         // Still drop a stale `pending` left by an interrupted run.
         if w.state.pending.is_some() {
             let mut st = w.state.clone();
@@ -475,7 +524,9 @@ fn apply_locked(p: &Profile, opts: &Opts) -> Result<u8> {
         return Ok(0);
     }
     let notes = plan.notes.clone();
-    execute(p, w, plan, opts, false)?;
+    let result = execute(p, w, plan, opts, false);
+    print_late();
+    result?;
     for n in &notes {
         println!("note: {n}");
     }

@@ -32,6 +32,7 @@ fn shipped_seed_lab_passes() {
     assert_eq!(count(&checks, "inbound-blocked"), 2);
     assert_eq!(count(&checks, "bulk"), 3, "vm-a→vm-b across hosts and both VMs→internet");
     assert_eq!(count(&checks, "unfragmented"), 2);
+    assert_eq!(count(&checks, "pmtu"), 1, "vm-a→vm-b across VXLAN");
 }
 
 #[test]
@@ -72,6 +73,24 @@ fn broken_profiles_fail_their_cells() {
     assert!(checks.iter().filter(|c| c["from"] == "vm-a" || c["from"] == "vm-b").all(|c| c["ok"] == true), "{checks:#?}");
     let o = l.lab(&["check"]);
     assert!(text(&o).contains("✗ attached vm-x"), "{}", text(&o));
+}
+
+#[test]
+#[ignore = "needs root and the sandbox: scripts/test.sh"]
+fn a_vm_whose_mtu_is_below_the_segment_fails_the_path_mtu_cell() {
+    // vm-b's NIC (and its tap) at 1400 on a 1450 segment: small packets pass,
+    // a full-size frame for vm-b is dropped by host-b's bridge.
+    let lab = seed_lab("mtu", "host-a.toml", "host-b.toml") + "mtu = 1400\n";
+    assert!(lab.trim_end().ends_with("gateway = \"192.168.10.3\"\nmtu = 1400"), "vm-b is the last table: {lab}");
+    let l = TestLab::new("mtu", &lab, &[("host-a.toml", &seed_profile("host-a")), ("host-b.toml", &seed_profile("host-b"))]);
+    l.up();
+    let (ok, checks) = l.check();
+    assert!(!ok, "{checks:#?}");
+    let cell = checks.iter().find(|c| c["check"] == "pmtu").expect("pmtu cell");
+    assert_eq!(cell["ok"], false, "{cell}");
+    assert!(cell["detail"].as_str().unwrap().contains("1450-byte packets with DF set do not get across"), "{cell}");
+    let ping = checks.iter().find(|c| c["check"] == "ping" && c["from"] == "vm-a").unwrap();
+    assert_eq!(ping["ok"], true, "small packets still pass: {ping}");
 }
 
 #[test]

@@ -123,6 +123,24 @@ fn killed_runs_recover_at_every_point() {
 
 #[test]
 #[ignore = "needs root and the sandbox: scripts/test.sh"]
+fn destroy_waits_for_a_busy_router_namespace_to_release_its_legs() {
+    // The kernel removes a deleted namespace's veth pairs only once nothing
+    // is inside it: a process lingering there for a second (a helper, an
+    // operator's shell) must delay destroy, not fail its verification.
+    let l = TestLab::seed("safety-busy");
+    l.up_bare();
+    let p = host_a_profile(&l);
+    let o = l.vx("host-a", &["apply", "-q", &p]);
+    assert!(o.status.success(), "{}", text(&o));
+    let clean_after = || links(&l, "host-a", None).iter().all(|n| !n.starts_with("veth15") && !n.starts_with("veth17"));
+    let script = format!("ip netns exec ns1 sleep 1.5 & sleep 0.2; {} destroy -q {p}", vx());
+    let o = l.sh("host-a", &script);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(clean_after(), "the legs are gone when destroy returns: {:?}", links(&l, "host-a", None));
+}
+
+#[test]
+#[ignore = "needs root and the sandbox: scripts/test.sh"]
 fn every_kind_of_drift_is_reported_and_repaired_alone_iptables() {
     drift("iptables");
 }

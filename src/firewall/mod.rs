@@ -114,8 +114,10 @@ pub enum FwChange {
     DelJump { table: String, hook: String, rule: String },
     /// Remove an owned chain no longer wanted.
     DelChain { table: String, chain: String },
-    /// Replace vxrouter's nftables table with this one.
-    NftReplace { table: nft::NftTable, why: Vec<String> },
+    /// Replace vxrouter's nftables table with this one. `fresh`: no table is
+    /// there, so create it (failing if one appeared) rather than replace it:
+    /// deleting a table makes the kernel wait for an RCU grace period.
+    NftReplace { table: nft::NftTable, why: Vec<String>, fresh: bool },
     /// Remove vxrouter's nftables table.
     NftDelete,
 }
@@ -130,7 +132,7 @@ impl FwChange {
             FwChange::AddJump { table, hook, .. } => format!("{table}/{hook} jump"),
             FwChange::DelJump { table, hook, rule } => format!("{table}/{hook} stray jump `{rule}`"),
             FwChange::DelChain { table, chain } => format!("{table}/{chain}"),
-            FwChange::NftReplace { why, .. } if why.is_empty() => format!("nft table ip {}", nft::TABLE),
+            FwChange::NftReplace { fresh: true, .. } => format!("nft table ip {}", nft::TABLE),
             FwChange::NftReplace { why, .. } => format!("nft table ip {}: {}", nft::TABLE, why.join(", ")),
             FwChange::NftDelete => format!("nft table ip {}", nft::TABLE),
         }
@@ -143,7 +145,7 @@ impl FwChange {
     /// True when the change only adds what is missing.
     pub fn is_creation(&self) -> bool {
         matches!(self, FwChange::SetChain { found: None, .. } | FwChange::AddJump { .. })
-            || matches!(self, FwChange::NftReplace { why, .. } if why.is_empty())
+            || matches!(self, FwChange::NftReplace { fresh: true, .. })
     }
 }
 
@@ -173,9 +175,9 @@ pub fn changes(mark: &str, policy: &Policy, backend: Backend, have: &FirewallSta
         (Some(w), Some(h)) if &w == h => {}
         (Some(w), Some(h)) => {
             let why = nft::differing(&w, h);
-            out.push(FwChange::NftReplace { table: w, why });
+            out.push(FwChange::NftReplace { table: w, why, fresh: false });
         }
-        (Some(w), None) => out.push(FwChange::NftReplace { table: w, why: vec![] }),
+        (Some(w), None) => out.push(FwChange::NftReplace { table: w, why: vec![], fresh: true }),
         (None, Some(_)) => out.push(FwChange::NftDelete),
         (None, None) => {}
     }

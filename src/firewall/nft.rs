@@ -255,13 +255,32 @@ pub fn observe(ns: Option<&File>, where_: &str) -> Result<NftState> {
     Ok(parse_ruleset(&String::from_utf8_lossy(&out.stdout)))
 }
 
-/// Replaces vxrouter's table (or removes it, with `None`) in one transaction.
-pub fn apply(ns: Option<&File>, where_: &str, table: Option<&NftTable>) -> Result<()> {
-    // Declaring the table first makes the delete valid when it is absent.
-    let mut batch = format!("table ip {TABLE}\ndelete table ip {TABLE}\n");
-    if let Some(t) = table {
-        batch.push_str(&render(t));
+/// The `nft -f` transaction that makes vxrouter's table `table` (none:
+/// removes it). `fresh`: there is no table yet.
+pub fn batch(table: Option<&NftTable>, fresh: bool) -> String {
+    match table {
+        // `create` fails if a table appeared since it was observed. It must
+        // carry the comment itself: nft 1.0 drops the chains of a `create`
+        // block, and a later `table` block cannot set a comment.
+        Some(t) if fresh => {
+            let comment = t.comment.as_ref().map(|c| format!(" comment \"{c}\";")).unwrap_or_default();
+            let chains = NftTable { comment: None, chains: t.chains.clone() };
+            format!("create table ip {TABLE} {{{comment} }}\n{}", render(&chains))
+        }
+        // Declaring the table first makes the delete valid when it is absent.
+        _ => {
+            let mut batch = format!("table ip {TABLE}\ndelete table ip {TABLE}\n");
+            if let Some(t) = table {
+                batch.push_str(&render(t));
+            }
+            batch
+        }
     }
+}
+
+/// Replaces vxrouter's table (or removes it, with `None`) in one transaction.
+pub fn apply(ns: Option<&File>, where_: &str, table: Option<&NftTable>, fresh: bool) -> Result<()> {
+    let batch = batch(table, fresh);
     crate::testhooks::point();
     let mut child = command(ns)
         .args(["-f", "-"])
@@ -307,5 +326,18 @@ mod tests {
         assert_eq!(seen.ours.as_ref(), Some(&want));
         assert_eq!(seen.foreign, 1, "only the foreign rule counts");
         assert!(differing(&want, seen.ours.as_ref().unwrap()).is_empty());
+    }
+
+    #[test]
+    fn a_fresh_table_is_created_not_replaced() {
+        let p = Profile::parse("p.toml", include_str!("../../profiles/host-a.toml")).unwrap();
+        let want = desired("vxrouter:host-a", &router_policy(p.router.as_ref().unwrap()));
+        let fresh = batch(Some(&want), true);
+        assert!(fresh.starts_with("create table ip vxrouter { comment \"vxrouter:host-a\"; }\ntable ip vxrouter {\n"), "{fresh}");
+        assert!(!fresh.contains("delete"), "{fresh}");
+        assert_eq!(fresh.matches("comment").count(), 1, "{fresh}");
+        let replace = batch(Some(&want), false);
+        assert!(replace.starts_with("table ip vxrouter\ndelete table ip vxrouter\ntable ip vxrouter {\n\tcomment"), "{replace}");
+        assert_eq!(batch(None, false), "table ip vxrouter\ndelete table ip vxrouter\n");
     }
 }

@@ -100,6 +100,29 @@ fn ping(node: &Node, to: Ipv4Addr) -> (bool, String) {
     (false, format!("no reply to ping {to}"))
 }
 
+/// Full-size packets cross VXLAN unfragmented (`ping -M do` at the segment
+/// MTU, the bridge's on the sending host, works) and one byte more does not
+/// get through: refused by the VM's own interface or dropped on the way,
+/// never fragmented.
+fn path_mtu(node: &Node, to: Ipv4Addr, mtu: u32) -> (bool, String) {
+    if mtu < 68 {
+        return (false, format!("cannot read the segment MTU ({mtu})"));
+    }
+    let ping = |size: u32| {
+        let mut cmd = node.command("ping");
+        cmd.args(["-c", "1", "-W", "2", "-q", "-M", "do", "-s", &size.to_string(), &to.to_string()]);
+        run(cmd).0
+    };
+    let full = mtu.saturating_sub(28);
+    if !(ping(full) || ping(full)) {
+        return (false, format!("{mtu}-byte packets with DF set do not get across"));
+    }
+    if ping(full + 1) {
+        return (false, format!("{}-byte packets got through an MTU of {mtu}", mtu + 1));
+    }
+    (true, format!("{mtu} bytes unfragmented, {} refused", mtu + 1))
+}
+
 fn arping(node: &Node, to: Ipv4Addr) -> bool {
     let mut cmd = node.command("arping");
     cmd.args(["-f", "-c", "2", "-w", "2", "-I", "eth0", &to.to_string()]);
@@ -247,6 +270,7 @@ pub fn run_checks(lab: &Lab) -> Result<Vec<CheckResult>> {
     }
 
     let mut jobs: Vec<Box<dyn FnOnce() -> Vec<CheckResult> + Send + '_>> = Vec::new();
+    let dir = &dir;
     for (a, an) in &vms {
         // Control for the isolation checks: ARP works on the VM's own segment.
         let needs_control = vms.iter().any(|(b, _)| b.bridge != a.bridge);
@@ -272,6 +296,8 @@ pub fn run_checks(lab: &Lab) -> Result<Vec<CheckResult>> {
                             Ok((_, got)) => r("bulk", false, format!("{} of {} arrived", human(got), human(BULK_BYTES))),
                             Err(e) => r("bulk", false, e),
                         }
+                        let (ok, d) = path_mtu(an, b.address.addr, segment_mtu(dir, &a.host, &a.bridge));
+                        r("pmtu", ok, d);
                     }
                 } else {
                     if !gw_control {
@@ -389,6 +415,11 @@ pub fn run_checks(lab: &Lab) -> Result<Vec<CheckResult>> {
     Ok(results)
 }
 
+/// The MTU vxrouter gave a segment's bridge on a host (0: unknown).
+fn segment_mtu(dir: &LabDir, host: &str, bridge: &str) -> u32 {
+    dir.node(host).ok().and_then(|n| n.netlink().ok()).and_then(|mut s| super::mtu_of(&mut s, bridge).ok().flatten()).unwrap_or(0)
+}
+
 /// A DHCP VM's lease must come from its segment's router leg: an address in
 /// the leg's range, the leg as gateway, and the segment's MTU (option 26:
 /// the VM started at 1500).
@@ -407,12 +438,7 @@ fn dhcp_check(dir: &LabDir, lab: &Lab, vm: &LabVm, lease: &(String, String, u32)
     };
     let range = leg.dhcp.as_ref().map(|d| (u32::from(d.first), u32::from(d.last))).unwrap_or((0, 0));
     let ip: Option<crate::profile::Ipv4Cidr> = addr.parse().ok();
-    let bridge_mtu = dir
-        .node(&vm.host)
-        .ok()
-        .and_then(|n| n.netlink().ok())
-        .and_then(|mut s| super::mtu_of(&mut s, &vm.bridge).ok().flatten())
-        .unwrap_or(0);
+    let bridge_mtu = segment_mtu(dir, &vm.host, &vm.bridge);
     let in_range = ip.is_some_and(|c| (range.0..=range.1).contains(&u32::from(c.addr)) && c.prefix == leg.address.prefix);
     r.ok = in_range && *gw == leg.address.addr.to_string() && *mtu == bridge_mtu;
     r.detail = format!("{addr} via {gw}, mtu {mtu}");
@@ -463,6 +489,7 @@ pub fn print_matrix(lab: &Lab, results: &[CheckResult]) {
                         "routed-blocked" => "no-route",
                         "forward" => "forward",
                         "dhcp" => "dhcp",
+                        "pmtu" => "mtu",
                         other => other,
                     })
                     .collect();

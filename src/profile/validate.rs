@@ -748,6 +748,29 @@ veth = ["veth17.0", "veth17.1"]
     }
 
     #[test]
+    fn profile_errors_stay_small_for_huge_profiles() {
+        // 2,000 segments and 2,000 router legs on bridges that are not
+        // segments: each error names at most a few segments.
+        let n = 2000;
+        let mut t = String::from("[host]\nname = \"big\"\n[underlay]\ndevice = \"eth0\"\n");
+        for i in 0..n {
+            t.push_str(&format!(
+                "[[segment]]\nbridge = \"b{i}\"\nvni = {}\ngroup = \"239.1.{}.{}\"\n",
+                i + 1,
+                i / 250,
+                i % 250 + 1
+            ));
+        }
+        t.push_str("[router]\nnamespace = \"ns\"\n[router.public]\nbridge = \"pub\"\nuplink = \"up\"\naddress = \"203.0.113.2/24\"\ngateway = \"203.0.113.1\"\n");
+        for i in 0..n {
+            t.push_str(&format!("[[router.private]]\nbridge = \"x{i}\"\naddress = \"10.{}.{}.1/24\"\n", i / 250, i % 250));
+        }
+        let e = Profile::parse("p.toml", &t).unwrap_err().to_string();
+        assert!(e.len() < 300 * n, "{} bytes of errors for {n} bad legs", e.len());
+        assert!(e.contains("… 1994 more"), "{}", &e[..300]);
+    }
+
+    #[test]
     fn non_utf8_is_located() {
         let mut bytes = b"[host]\nname = \"a".to_vec();
         bytes.push(0xff);
