@@ -58,7 +58,9 @@ printf '  %-44s %7s %7s\n' path Gbit/s ratio
 printf '  %-44s %7s %7s\n' "VM→VM, one bridge on one host (baseline)" "$s" 1.00
 printf '  %-44s %7s %7.2f\n' "VM→VM across hosts (VXLAN)" "$a" "$(awk -v a="$a" -v s="$s" 'BEGIN { print a / s }')"
 printf '  %-44s %7s %7.2f\n' "VM→internet (VXLAN to the router, SNAT)" "$i" "$(awk -v a="$i" -v s="$s" 'BEGIN { print a / s }')"
-mtu=$(x vm-b -- cat /sys/class/net/eth0/mtu)
+# The segment MTU as vxrouter set it on host-b's bridge (netlink, not /sys:
+# sysfs shows the namespace it was mounted in, not the caller's).
+mtu=$(x host-b -- ip -o link show dev br-pr | sed -n 's/.* mtu \([0-9]*\) .*/\1/p')
 full=$((mtu - 28))
 echo
 if x vm-b -- ping -q -c 1 -W 2 -M do -s "$full" 192.168.10.10 >/dev/null; then
@@ -67,7 +69,7 @@ else
   echo "path MTU: ping -M do -s $full ($mtu-byte packets) vm-b → vm-a across VXLAN: FAILED"; exit 1
 fi
 if x vm-b -- ping -q -c 1 -W 2 -M do -s $((full + 1)) 192.168.10.10 >/dev/null 2>&1; then
-  echo "path MTU: one byte more ($((mtu + 1))-byte packets) got through: FAILED"; exit 1
+  echo "path MTU: one byte more ($((mtu + 1))-byte packets) got through (fragmented): FAILED"; exit 1
 else
   echo "path MTU: one byte more ($((mtu + 1))-byte packets) is refused (no fragmentation): ok"
 fi

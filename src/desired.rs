@@ -51,6 +51,23 @@ pub struct Desired {
 }
 
 impl Desired {
+    /// Nothing at all under this owner: what `destroy` converges to.
+    pub fn nothing(host: &str, mark: &str) -> Desired {
+        Desired {
+            host: host.to_string(),
+            mark: mark.to_string(),
+            router_ns: None,
+            links: vec![],
+            addrs: vec![],
+            routes: vec![],
+            sysctls: vec![],
+            firewall: vec![],
+            uplinks: vec![],
+            fdb: vec![],
+            dhcp: vec![],
+        }
+    }
+
     pub fn link(&self, ns: &Ns, name: &str) -> Option<&LinkSpec> {
         self.links.iter().find(|(n, l)| n == ns && l.name == name).map(|(_, l)| l)
     }

@@ -188,19 +188,7 @@ fn fw_reads(ns: &Ns, desired: &Desired, state: &State, depth: Depth) -> Vec<Back
 
 /// The desired state of `destroy`: nothing, under the same owner mark.
 fn empty_desired(p: &Profile) -> Desired {
-    Desired {
-        host: p.host.clone(),
-        mark: p.owner_mark(),
-        router_ns: None,
-        links: vec![],
-        addrs: vec![],
-        routes: vec![],
-        sysctls: vec![],
-        firewall: vec![],
-        uplinks: vec![],
-        fdb: vec![],
-        dhcp: vec![],
-    }
+    Desired::nothing(&p.host, &p.owner_mark())
 }
 
 /// With -v, says how long a phase took (on standard error).

@@ -1250,16 +1250,7 @@ pub(crate) mod tests {
     fn destroy_plan_releases_the_uplink_and_removes_everything_owned() {
         let d = desired(SEED_A);
         let o = converged(&d);
-        let empty = Desired {
-            router_ns: None,
-            links: vec![],
-            addrs: vec![],
-            routes: vec![],
-            sysctls: vec![],
-            firewall: vec![],
-            uplinks: vec![],
-            ..d.clone()
-        };
+        let empty = Desired::nothing(&d.host, &d.mark);
         let p = plan(&empty, &o, PlanOptions::default()).unwrap();
         assert_eq!(
             lines(&p),
@@ -1285,16 +1276,7 @@ pub(crate) mod tests {
             kind: Some("dummy".into()),
             ..Link::default()
         });
-        let empty = Desired {
-            router_ns: None,
-            links: vec![],
-            addrs: vec![],
-            routes: vec![],
-            sysctls: vec![],
-            firewall: vec![],
-            uplinks: vec![],
-            ..d.clone()
-        };
+        let empty = Desired::nothing(&d.host, &d.mark);
         let p = plan(&empty, &o, PlanOptions::default()).unwrap();
         assert!(!lines(&p).contains(&"remove namespace ns1".to_string()), "{:?}", lines(&p));
         assert!(
