@@ -116,3 +116,25 @@ fn colour_only_on_a_terminal_and_never_with_no_color() {
     assert!(on_tty(false).contains("\x1b[31merror\x1b[0m"), "{:?}", on_tty(false));
     assert!(!on_tty(true).contains('\x1b'), "{:?}", on_tty(true));
 }
+
+#[test]
+fn cargo_install_from_the_checkout_gives_a_working_binary() {
+    // Install item 6: `cargo install --path .` as the README says (offline,
+    // reusing this checkout's release build directory).
+    let root = tmp("install");
+    let repo = env!("CARGO_MANIFEST_DIR");
+    let o = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["install", "--path", ".", "--locked", "--offline", "--quiet", "--root"])
+        .arg(&root)
+        .arg("--target-dir")
+        .arg(Path::new(repo).join("target"))
+        .current_dir(repo)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let bin = root.join("bin/vxrouter");
+    let o = Command::new(&bin).arg("--version").output().unwrap();
+    assert!(o.status.success() && String::from_utf8_lossy(&o.stdout).starts_with("vxrouter "), "{}", text(&o));
+    let o = Command::new(&bin).args(["validate", "profiles/host-a.toml"]).current_dir(repo).output().unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+}
