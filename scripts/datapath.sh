@@ -38,12 +38,12 @@ vx=$1 lab=$2 rounds=$3 secs=$4
 x() { "$vx" lab exec "$lab" "$@"; }
 "$vx" lab up -q "$lab"
 trap '"$vx" lab down -q "$lab"' EXIT
-for node in vm-a2 vm-b server; do x "$node" -- iperf3 -s -D -1 >/dev/null 2>&1 || true; done
 gbps() { # node target
   x "$1" -- iperf3 -c "$2" -t "$secs" -J 2>/dev/null | awk -F'[:,]' '/"sum_received"/ { r = 1 } r && /"bits_per_second"/ { printf "%.2f", $2 / 1e9; exit }'
 }
 declare -A total
 for r in $(seq 1 "$rounds"); do
+  # One-shot servers (-1): each serves one test, so start them every round.
   for node in vm-a2 vm-b server; do x "$node" -- iperf3 -s -D -1 >/dev/null 2>&1 || true; done
   sleep 0.3
   same=$(gbps vm-a 192.168.10.11); across=$(gbps vm-a 192.168.10.20); inet=$(gbps vm-b 198.51.100.10)

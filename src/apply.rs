@@ -15,7 +15,7 @@ use crate::model::{BridgeSpec, Link, LinkKind, LinkSpec, Ns, Route, VxlanSpec};
 use crate::netlink::msg::{self, CreateCtx, SetLink};
 use crate::netlink::{Netlink, NlError};
 use crate::netns;
-use crate::observe::{Session, write_sysctl};
+use crate::observe::{self, Session, write_sysctl};
 use crate::plan::{Action, LinkChange, NsContents, Snapshot};
 use crate::profile::Ipv4Cidr;
 use crate::testhooks;
@@ -45,8 +45,8 @@ pub struct Executor<'a> {
     host: String,
     journal: Vec<Undo>,
     index: HashMap<(Ns, String), u32>,
-    /// Gratuitous ARPs to send once the run has succeeded.
-    announcements: Vec<(Ns, String, std::net::Ipv4Addr)>,
+    /// Links whose addresses get a gratuitous ARP once the run has succeeded.
+    announcements: std::collections::BTreeSet<(Ns, String)>,
     /// Host ends of the veth pairs of namespaces this run deleted, which the
     /// kernel removes on its own time (see `await_vanished`).
     vanishing: Vec<String>,
@@ -63,15 +63,14 @@ fn nl(context: impl FnOnce() -> String) -> impl FnOnce(NlError) -> anyhow::Error
 }
 
 impl<'a> Executor<'a> {
-    pub fn new(session: &'a mut Session, mark: &str) -> Executor<'a> {
-        let host = mark.strip_prefix("vxrouter:").unwrap_or(mark).to_string();
+    pub fn new(session: &'a mut Session, mark: &str, host: &str) -> Executor<'a> {
         Executor {
             session,
             mark: mark.to_string(),
-            host,
+            host: host.to_string(),
             journal: Vec::new(),
             index: HashMap::new(),
-            announcements: Vec::new(),
+            announcements: Default::default(),
             vanishing: Vec::new(),
             warnings: Vec::new(),
             step: 0,
@@ -125,20 +124,8 @@ impl<'a> Executor<'a> {
         let deadline = std::time::Instant::now() + VANISH_TIMEOUT;
         let mut pause = std::time::Duration::from_millis(1);
         loop {
-            let mut left: Vec<String> = Vec::new();
-            self.sock(&Ns::Host)?
-                .dump_map(
-                    msg::get_links(),
-                    |m| match m {
-                        RouteNetlinkMessage::NewLink(l) => {
-                            let name = msg::parse_link(&l).name;
-                            wanted.contains(name.as_str()).then_some(name)
-                        }
-                        _ => None,
-                    },
-                    &mut left,
-                )
-                .map_err(nl(|| "list links".to_string()))?;
+            let links = observe::read_links(self.sock(&Ns::Host)?).map_err(nl(|| "list links".to_string()))?;
+            let left: Vec<String> = links.into_iter().map(|l| l.name).filter(|n| wanted.contains(n.as_str())).collect();
             if left.is_empty() {
                 return Ok(());
             }
@@ -223,9 +210,7 @@ impl<'a> Executor<'a> {
                 self.journal.push(Undo::ChangeLink { ns: ns.clone(), name: name.clone(), change: undo });
                 // A leg whose MAC came back or that came up: tell the segment.
                 if (change.mac.is_some() || change.up == Some(true)) && *ns != Ns::Host && !old.loopback {
-                    for a in self.addresses_of(ns, old.index) {
-                        self.announce(ns, name, a);
-                    }
+                    self.announce(ns, name);
                 }
             }
             Action::AddAddr { ns, link, addr } => {
@@ -234,7 +219,7 @@ impl<'a> Executor<'a> {
                     .request(msg::add_addr(idx, *addr), NLM_F_CREATE | NLM_F_EXCL)
                     .map_err(nl(|| format!("add address {addr} to {link} in {ns}")))?;
                 self.journal.push(Undo::DelAddr { ns: ns.clone(), link: link.clone(), addr: *addr });
-                self.announce(ns, link, addr.addr);
+                self.announce(ns, link);
             }
             Action::DelAddr { ns, link, addr } => {
                 let idx = self.resolve(ns, link)?;
@@ -278,19 +263,6 @@ impl<'a> Executor<'a> {
         Ok(())
     }
 
-    fn addresses_of(&mut self, ns: &Ns, index: u32) -> Vec<std::net::Ipv4Addr> {
-        let Ok(sock) = self.sock(ns) else { return vec![] };
-        let Ok(all) = sock.dump(msg::get_addresses()) else { return vec![] };
-        all.iter()
-            .filter_map(|m| match m {
-                RouteNetlinkMessage::NewAddress(a) => msg::parse_addr(a),
-                _ => None,
-            })
-            .filter(|a| a.index == index)
-            .map(|a| a.cidr.addr)
-            .collect()
-    }
-
     /// (Re)starts a leg's dnsmasq with `config`, or stops it (None).
     fn dhcp(&mut self, ns: &str, leg: &str, config: Option<&str>) -> Result<()> {
         crate::dhcp::stop(&self.host, ns, leg)?;
@@ -320,37 +292,30 @@ impl<'a> Executor<'a> {
         Ok(())
     }
 
-    /// Queues a gratuitous ARP for `ip` on `link`; all are sent when the run
-    /// has succeeded, from one packet socket per namespace (closing a packet
-    /// socket waits for an RCU grace period: one per announcement would cost
-    /// ~15 ms each).
-    fn announce(&mut self, ns: &Ns, link: &str, ip: std::net::Ipv4Addr) {
-        self.announcements.push((ns.clone(), link.to_string(), ip));
+    /// Queues gratuitous ARPs for the addresses `link` holds when the run
+    /// has succeeded. They are sent from one packet socket per namespace
+    /// (closing a packet socket waits for an RCU grace period: one per
+    /// announcement would cost ~15 ms each).
+    fn announce(&mut self, ns: &Ns, link: &str) {
+        self.announcements.insert((ns.clone(), link.to_string()));
     }
 
     /// Best effort: an announcement that cannot be sent (link without
-    /// carrier yet) only delays neighbours until they ask.
+    /// carrier yet) only delays neighbours until they ask. One link dump and
+    /// one address dump per namespace.
     fn send_announcements(&mut self) {
-        let mut by_ns: std::collections::BTreeMap<Ns, Vec<(String, std::net::Ipv4Addr)>> = Default::default();
-        for (ns, link, ip) in std::mem::take(&mut self.announcements) {
-            by_ns.entry(ns).or_default().push((link, ip));
+        let mut by_ns: std::collections::BTreeMap<Ns, Vec<String>> = Default::default();
+        for (ns, link) in std::mem::take(&mut self.announcements) {
+            by_ns.entry(ns).or_default().push(link);
         }
-        for (ns, items) in by_ns {
+        for (ns, names) in by_ns {
             let Ok(sock) = self.sock(&ns) else { continue };
-            let Ok(dump) = sock.dump(msg::get_links()) else { continue };
-            let links: Vec<Link> = dump
+            let (Ok(links), Ok(addrs)) = (observe::read_links(sock), observe::read_addrs(sock)) else { continue };
+            let frames: Vec<(u32, [u8; 6], std::net::Ipv4Addr)> = links
                 .iter()
-                .filter_map(|m| match m {
-                    RouteNetlinkMessage::NewLink(l) => Some(msg::parse_link(l)),
-                    _ => None,
-                })
-                .collect();
-            let frames: Vec<(u32, [u8; 6], std::net::Ipv4Addr)> = items
-                .iter()
-                .filter_map(|(name, ip)| {
-                    let l = links.iter().find(|l| &l.name == name && l.up)?;
-                    Some((l.index, l.mac?, *ip))
-                })
+                .filter(|l| l.up && names.contains(&l.name))
+                .filter_map(|l| Some((l.index, l.mac?)))
+                .flat_map(|(index, mac)| addrs.iter().filter(move |a| a.index == index).map(move |a| (index, mac, a.cidr.addr)))
                 .collect();
             if let Ok(file) = self.session.file(&ns) {
                 let _ = crate::garp::announce_detached(file, &frames);
@@ -570,15 +535,7 @@ impl<'a> Executor<'a> {
                 }
                 Ok(())
             }
-            Undo::DeleteLink { ns, name } => {
-                let r = match self.sock(ns)?.request(msg::del_link(0, name), 0) {
-                    Ok(()) => Ok(()),
-                    Err(e) if e.is(libc::ENODEV) => Ok(()),
-                    Err(e) => Err(anyhow!("undo: delete {name} in {ns}: {e}")),
-                };
-                self.forget(ns, name);
-                r
-            }
+            Undo::DeleteLink { ns, name } => self.delete_link(ns, name, None).context("undo"),
             Undo::RestoreLink(snapshot) => self.restore_link(snapshot),
             Undo::ChangeLink { ns, name, change } => {
                 self.forget(ns, name);
@@ -628,7 +585,9 @@ impl<'a> Executor<'a> {
         let l = &s.link;
         let ns = &s.ns;
         let kind = match l.kind.as_deref() {
-            Some("bridge") => LinkKind::Bridge(l.bridge.clone().unwrap_or(BridgeSpec { stp: false, forward_delay: 1500 })),
+            Some("bridge") => LinkKind::Bridge(
+                l.bridge.clone().unwrap_or(BridgeSpec { stp: false, forward_delay: crate::desired::DEFAULT_FORWARD_DELAY_CS }),
+            ),
             Some("vxlan") => {
                 let v = l.vxlan.clone().unwrap_or_default();
                 LinkKind::Vxlan(VxlanSpec {

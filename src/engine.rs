@@ -105,7 +105,7 @@ pub fn observe(
     let mut host = observe::read_ns(
         session,
         &Ns::Host,
-        &Wants { sysctls: &[IP_FORWARD_SYSCTL, IGMP_MAX_SYSCTL, BRIDGE_NF_SYSCTL], firewall: &[], fdb: false },
+        &Wants { sysctls: &[IP_FORWARD_SYSCTL, IGMP_MAX_SYSCTL, BRIDGE_NF_SYSCTL], firewall: &[] },
     )?;
     let (desired, warnings) = match desired_for {
         Some(p) => {
@@ -125,7 +125,7 @@ pub fn observe(
         .iter()
         .any(|l| l.alias.as_deref() == Some(mark.as_str()) && l.vxlan.as_ref().is_some_and(|v| v.group.is_none()));
     if !desired.fdb.is_empty() || unicast_before {
-        host.fdb = observe::read_ns(session, &Ns::Host, &Wants { sysctls: &[], firewall: &[], fdb: true })?.fdb;
+        host.fdb = observe::read_fdb(session, &Ns::Host)?;
     }
     let full = depth == Depth::Full;
     let host_reads = fw_reads(&Ns::Host, &desired, state, depth);
@@ -152,7 +152,7 @@ pub fn observe(
         if session.attach(&name)? {
             let ns = Ns::Named(name.clone());
             let reads = fw_reads(&ns, &desired, state, depth);
-            let view = observe::read_ns(session, &ns, &Wants { sysctls: &[IP_FORWARD_SYSCTL], firewall: &reads, fdb: false })?;
+            let view = observe::read_ns(session, &ns, &Wants { sysctls: &[IP_FORWARD_SYSCTL], firewall: &reads })?;
             observed.named.insert(name, view);
         } else if observed.netns.contains(&name) && (state.namespaces.contains(&name) || state.pending_namespace(&name)) {
             observed.netns.remove(&name);
@@ -410,7 +410,7 @@ fn execute(p: &Profile, mut w: World, plan: Plan, opts: &Opts, destroy: bool) ->
 
     let quiet = opts.quiet || opts.json;
     let t = std::time::Instant::now();
-    let mut exec = Executor::new(&mut w.session, &w.desired.mark);
+    let mut exec = Executor::new(&mut w.session, &w.desired.mark, &w.desired.host);
     let verbose = opts.verbose;
     let mut last = std::time::Instant::now();
     let run = exec.run(&plan.actions, |a| {

@@ -108,10 +108,7 @@ pub fn announce(ns: Option<&File>, frames: &[(u32, [u8; 6], Ipv4Addr)]) -> Resul
         }
         Ok(())
     };
-    match ns {
-        None => send(),
-        Some(f) => netns::run_in(netns::as_fd(f), send)?,
-    }
+    netns::within(ns, send)?
 }
 
 #[cfg(test)]

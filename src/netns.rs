@@ -35,11 +35,6 @@ pub fn is_namespace(f: &File) -> bool {
     nix::sys::statfs::fstatfs(f).map(|s| s.filesystem_type().0 == NSFS_MAGIC).unwrap_or(false)
 }
 
-/// The calling thread's own network namespace.
-pub fn current() -> Result<File> {
-    File::open("/proc/thread-self/ns/net").context("open /proc/thread-self/ns/net")
-}
-
 /// Names under /run/netns.
 pub fn list() -> Result<Vec<String>> {
     let mut names = Vec::new();
@@ -150,14 +145,11 @@ pub fn command_in(cmd: &mut Command, ns: &File) {
     }
 }
 
-/// Namespace identity (device and inode of its nsfs file), to tell whether
-/// two handles name the same namespace.
-pub fn identity(ns: &File) -> Result<(u64, u64)> {
-    use std::os::unix::fs::MetadataExt;
-    let m = ns.metadata().context("stat namespace")?;
-    Ok((m.dev(), m.ino()))
-}
-
-pub fn as_fd(f: &File) -> BorrowedFd<'_> {
-    f.as_fd()
+/// Runs `f` inside the namespace `ns` (on a fresh thread), or right here
+/// when `ns` is None (the caller's own namespace).
+pub fn within<T: Send>(ns: Option<&File>, f: impl FnOnce() -> T + Send) -> io::Result<T> {
+    match ns {
+        None => Ok(f()),
+        Some(file) => run_in(file.as_fd(), f),
+    }
 }

@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
+use std::os::fd::AsFd;
 
 use anyhow::{Context, Result, anyhow};
 use netlink_packet_route::RouteNetlinkMessage;
@@ -33,7 +34,7 @@ impl Session {
         if !netns::is_namespace(&file) {
             return Ok(false);
         }
-        let sock = Netlink::open_in(netns::as_fd(&file)).with_context(|| format!("open netlink socket in namespace {name}"))?;
+        let sock = Netlink::open_in(file.as_fd()).with_context(|| format!("open netlink socket in namespace {name}"))?;
         self.named.insert(name.to_string(), (file, sock));
         Ok(true)
     }
@@ -111,36 +112,66 @@ impl Observed {
     }
 }
 
-/// What to read besides links, addresses and routes.
+/// What to read besides links, addresses and routes (the bridge FDB is
+/// read apart, by `read_fdb`, only where unicast peers are involved).
 pub struct Wants<'a> {
     pub sysctls: &'a [&'a str],
     /// Firewall backends to read.
     pub firewall: &'a [Backend],
-    /// The bridge FDB (for unicast VXLAN peers).
-    pub fdb: bool,
 }
 
-pub fn read_ns(session: &mut Session, ns: &Ns, wants: &Wants<'_>) -> Result<NsView> {
-    let sock = session.sock(ns)?;
-    let mut view = NsView::default();
+/// Every link of the socket's namespace, in one dump.
+pub fn read_links(sock: &mut Netlink) -> Result<Vec<Link>, crate::netlink::NlError> {
+    let mut links = Vec::new();
     sock.dump_map(
         msg::get_links(),
         |m| match m {
             RouteNetlinkMessage::NewLink(l) => Some(msg::parse_link(&l)),
             _ => None,
         },
-        &mut view.links,
-    )
-    .with_context(|| format!("list links in {ns}"))?;
+        &mut links,
+    )?;
+    Ok(links)
+}
+
+/// Every IPv4 address of the socket's namespace, in one dump.
+pub fn read_addrs(sock: &mut Netlink) -> Result<Vec<Addr>, crate::netlink::NlError> {
+    let mut addrs = Vec::new();
     sock.dump_map(
         msg::get_addresses(),
         |m| match m {
             RouteNetlinkMessage::NewAddress(a) => msg::parse_addr(&a),
             _ => None,
         },
-        &mut view.addrs,
-    )
-    .with_context(|| format!("list addresses in {ns}"))?;
+        &mut addrs,
+    )?;
+    Ok(addrs)
+}
+
+/// The bridge FDB entries of a namespace (head-end replication peers).
+pub fn read_fdb(session: &mut Session, ns: &Ns) -> Result<Vec<(u32, std::net::Ipv4Addr)>> {
+    let mut fdb = Vec::new();
+    session
+        .sock(ns)?
+        .dump_map(
+            msg::get_fdb(),
+            |m| match m {
+                RouteNetlinkMessage::NewNeighbour(n) => msg::parse_fdb(&n),
+                _ => None,
+            },
+            &mut fdb,
+        )
+        .with_context(|| format!("list bridge FDB in {ns}"))?;
+    Ok(fdb)
+}
+
+pub fn read_ns(session: &mut Session, ns: &Ns, wants: &Wants<'_>) -> Result<NsView> {
+    let sock = session.sock(ns)?;
+    let mut view = NsView {
+        links: read_links(sock).with_context(|| format!("list links in {ns}"))?,
+        addrs: read_addrs(sock).with_context(|| format!("list addresses in {ns}"))?,
+        ..NsView::default()
+    };
     sock.dump_map(
         msg::get_routes(),
         |m| match m {
@@ -150,18 +181,6 @@ pub fn read_ns(session: &mut Session, ns: &Ns, wants: &Wants<'_>) -> Result<NsVi
         &mut view.routes,
     )
     .with_context(|| format!("list routes in {ns}"))?;
-    if wants.fdb {
-        let sock = session.sock(ns)?;
-        sock.dump_map(
-            msg::get_fdb(),
-            |m| match m {
-                RouteNetlinkMessage::NewNeighbour(n) => msg::parse_fdb(&n),
-                _ => None,
-            },
-            &mut view.fdb,
-        )
-        .with_context(|| format!("list bridge FDB in {ns}"))?;
-    }
     let file = session.file(ns)?;
     view.sysctls = read_sysctls(file, wants.sysctls).with_context(|| format!("read sysctls in {ns}"))?;
     if !wants.firewall.is_empty() {
@@ -198,10 +217,7 @@ pub fn read_sysctls(ns: Option<&File>, keys: &[&str]) -> Result<BTreeMap<String,
         }
         Ok(out)
     };
-    match ns {
-        None => read(),
-        Some(f) => netns::run_in(netns::as_fd(f), read)?,
-    }
+    netns::within(ns, read)?
 }
 
 pub fn write_sysctl(ns: Option<&File>, key: &str, value: &str) -> Result<()> {
@@ -210,8 +226,5 @@ pub fn write_sysctl(ns: Option<&File>, key: &str, value: &str) -> Result<()> {
         let path = format!("/proc/sys/{key}");
         std::fs::write(&path, value).with_context(|| format!("write {value} to {path}"))
     };
-    match ns {
-        None => write(),
-        Some(f) => netns::run_in(netns::as_fd(f), write)?,
-    }
+    netns::within(ns, write)?
 }

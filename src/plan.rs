@@ -968,7 +968,8 @@ impl<'a> Planner<'a> {
         // Rules vxrouter no longer wants: in namespaces it keeps for their
         // foreign objects, and on the host when underlay protection is gone.
         todo.extend(self.kept_ns.iter().map(|n| (Ns::Named(n.clone()), &empty, Backend::Iptables)));
-        if self.o.state.firewall.contains_key("@host") && !todo.iter().any(|(ns, _, _)| *ns == Ns::Host) {
+        if self.o.state.firewall.contains_key(&crate::state::fw_key(&Ns::Host)) && !todo.iter().any(|(ns, _, _)| *ns == Ns::Host)
+        {
             todo.push((Ns::Host, &empty, Backend::Iptables));
         }
         for (ns, want, backend) in todo {

@@ -3,39 +3,21 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::Write;
-use std::process::{Command, Stdio};
 
-use anyhow::{Context, Result, bail};
+use anyhow::Result;
 
 use super::rules::{Hook, Match, Policy, Rule, Table, Verdict};
 use super::{CHAIN_PREFIX, Chain, FwChange, IptState, Ruleset};
-use crate::netns;
 use crate::profile::Proto;
-
-fn command(tool: &str, ns: Option<&File>) -> Command {
-    let mut cmd = Command::new(tool);
-    if let Some(f) = ns {
-        netns::command_in(&mut cmd, f);
-    }
-    cmd
-}
 
 /// True when `iptables-save` is installed.
 pub fn available() -> bool {
-    super::nft::in_path("iptables-save")
+    super::in_path("iptables-save")
 }
 
 /// Reads the owned chains, owner-marked jumps and a count of foreign rules.
 pub fn observe(ns: Option<&File>, where_: &str) -> Result<IptState> {
-    let out = command("iptables-save", ns)
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("run iptables-save in {where_} (is the iptables package installed?)"))?;
-    if !out.status.success() {
-        bail!("iptables-save in {where_} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
-    }
-    Ok(parse_save(&String::from_utf8_lossy(&out.stdout)))
+    Ok(parse_save(&super::tool::read("iptables-save", &[], ns, where_)?))
 }
 
 pub fn parse_save(text: &str) -> IptState {
@@ -191,27 +173,7 @@ pub fn render(changes: &[FwChange]) -> String {
 
 /// Applies a batch in one `iptables-restore` process.
 pub fn restore(ns: Option<&File>, where_: &str, batch: &str) -> Result<()> {
-    crate::testhooks::point();
-    let mut child = command("iptables-restore", ns)
-        .args(["--noflush", "--wait", "10"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("run iptables-restore in {where_} (is the iptables package installed?)"))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        // Tests die here with half a batch written (a crash inside the batch).
-        crate::testhooks::point_then(|| {
-            let _ = stdin.write_all(&batch.as_bytes()[..batch.len() / 2]);
-            let _ = stdin.flush();
-        });
-        stdin.write_all(batch.as_bytes()).with_context(|| format!("write rules to iptables-restore in {where_}"))?;
-    }
-    let out = child.wait_with_output().with_context(|| format!("wait for iptables-restore in {where_}"))?;
-    if !out.status.success() {
-        bail!("iptables-restore in {where_} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
-    }
-    Ok(())
+    super::tool::feed("iptables-restore", &["--noflush", "--wait", "10"], ns, where_, batch)
 }
 
 #[cfg(test)]

@@ -11,6 +11,9 @@
 pub mod iptables;
 pub mod nft;
 pub mod rules;
+mod tool;
+
+use tool::in_path;
 
 use std::collections::BTreeMap;
 

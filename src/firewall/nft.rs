@@ -6,14 +6,11 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::Write;
-use std::process::{Command, Stdio};
 
-use anyhow::{Context, Result, bail};
+use anyhow::Result;
 use serde::Serialize;
 
 use super::rules::{Chain, Hook, Match, Policy, Rule, Table, Verdict};
-use crate::netns;
 use crate::profile::Proto;
 
 pub const TABLE: &str = "vxrouter";
@@ -34,27 +31,10 @@ pub struct NftState {
     pub foreign: usize,
 }
 
-fn command(ns: Option<&File>) -> Command {
-    let mut cmd = Command::new("nft");
-    if let Some(f) = ns {
-        netns::command_in(&mut cmd, f);
-    }
-    cmd
-}
-
 /// True when the `nft` tool is installed (looked up once per process).
 pub fn available() -> bool {
     static FOUND: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *FOUND.get_or_init(|| in_path("nft"))
-}
-
-/// True when `tool` is an executable file in one of PATH's directories.
-pub fn in_path(tool: &str) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::env::var_os("PATH").is_some_and(|path| {
-        std::env::split_paths(&path)
-            .any(|d| std::fs::metadata(d.join(tool)).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
-    })
+    *FOUND.get_or_init(|| super::in_path("nft"))
 }
 
 /// nft chain names: the hook's own word ("fwd" etc. are nft keywords).
@@ -141,8 +121,13 @@ pub fn desired(mark: &str, p: &Policy) -> NftTable {
 
 /// The table as nft source text.
 pub fn render(t: &NftTable) -> String {
+    render_with(t, true)
+}
+
+/// `render`, with or without the table's comment line.
+fn render_with(t: &NftTable, comment: bool) -> String {
     let mut s = format!("table ip {TABLE} {{\n");
-    if let Some(c) = &t.comment {
+    if let Some(c) = t.comment.as_ref().filter(|_| comment) {
         s.push_str(&format!("\tcomment \"{c}\"\n"));
     }
     for (name, (head, rules)) in &t.chains {
@@ -244,15 +229,7 @@ pub fn parse_ruleset(text: &str) -> NftState {
 }
 
 pub fn observe(ns: Option<&File>, where_: &str) -> Result<NftState> {
-    let out = command(ns)
-        .args(["list", "ruleset"])
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("run nft in {where_} (is the nftables package installed?)"))?;
-    if !out.status.success() {
-        bail!("nft list ruleset in {where_} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
-    }
-    Ok(parse_ruleset(&String::from_utf8_lossy(&out.stdout)))
+    Ok(parse_ruleset(&super::tool::read("nft", &["list", "ruleset"], ns, where_)?))
 }
 
 /// The `nft -f` transaction that makes vxrouter's table `table` (none:
@@ -264,8 +241,7 @@ pub fn batch(table: Option<&NftTable>, fresh: bool) -> String {
         // block, and a later `table` block cannot set a comment.
         Some(t) if fresh => {
             let comment = t.comment.as_ref().map(|c| format!(" comment \"{c}\";")).unwrap_or_default();
-            let chains = NftTable { comment: None, chains: t.chains.clone() };
-            format!("create table ip {TABLE} {{{comment} }}\n{}", render(&chains))
+            format!("create table ip {TABLE} {{{comment} }}\n{}", render_with(t, false))
         }
         // Declaring the table first makes the delete valid when it is absent.
         _ => {
@@ -280,27 +256,7 @@ pub fn batch(table: Option<&NftTable>, fresh: bool) -> String {
 
 /// Replaces vxrouter's table (or removes it, with `None`) in one transaction.
 pub fn apply(ns: Option<&File>, where_: &str, table: Option<&NftTable>, fresh: bool) -> Result<()> {
-    let batch = batch(table, fresh);
-    crate::testhooks::point();
-    let mut child = command(ns)
-        .args(["-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("run nft in {where_} (is the nftables package installed?)"))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        crate::testhooks::point_then(|| {
-            let _ = stdin.write_all(&batch.as_bytes()[..batch.len() / 2]);
-            let _ = stdin.flush();
-        });
-        stdin.write_all(batch.as_bytes()).with_context(|| format!("write rules to nft in {where_}"))?;
-    }
-    let out = child.wait_with_output().with_context(|| format!("wait for nft in {where_}"))?;
-    if !out.status.success() {
-        bail!("nft -f in {where_} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
-    }
-    Ok(())
+    super::tool::feed("nft", &["-f", "-"], ns, where_, &batch(table, fresh))
 }
 
 #[cfg(test)]

@@ -213,13 +213,19 @@ pub fn run_checks(lab: &Lab) -> Result<Vec<CheckResult>> {
             v
         })
         .collect();
+    // The MTU of each segment bridge a VM sits on, read once per host.
+    let mut segment_mtus: BTreeMap<(String, String), u32> = BTreeMap::new();
+    for vm in &effective {
+        segment_mtus.entry((vm.host.clone(), vm.bridge.clone())).or_insert_with(|| segment_mtu(&dir, &vm.host, &vm.bridge));
+    }
+    let mtu_of = |vm: &LabVm| segment_mtus.get(&(vm.host.clone(), vm.bridge.clone())).copied().unwrap_or(0);
     let mut dhcp_cells = Vec::new();
     let mut vms: Vec<(&LabVm, Node)> = Vec::new();
     for vm in &effective {
         match state.vm(&vm.name) {
             Some(s) if s.ok => {
                 if let Some(lease) = &s.lease {
-                    dhcp_cells.push(dhcp_check(&dir, lab, vm, lease));
+                    dhcp_cells.push(dhcp_check(lab, vm, lease, mtu_of(vm)));
                 }
                 vms.push((vm, dir.vm(&vm.name, &vm.host)?))
             }
@@ -269,8 +275,8 @@ pub fn run_checks(lab: &Lab) -> Result<Vec<CheckResult>> {
         }
     }
 
+    let me = attacker_address(lab).addr.to_string();
     let mut jobs: Vec<Box<dyn FnOnce() -> Vec<CheckResult> + Send + '_>> = Vec::new();
-    let dir = &dir;
     for (a, an) in &vms {
         // Control for the isolation checks: ARP works on the VM's own segment.
         let needs_control = vms.iter().any(|(b, _)| b.bridge != a.bridge);
@@ -296,7 +302,7 @@ pub fn run_checks(lab: &Lab) -> Result<Vec<CheckResult>> {
                             Ok((_, got)) => r("bulk", false, format!("{} of {} arrived", human(got), human(BULK_BYTES))),
                             Err(e) => r("bulk", false, e),
                         }
-                        let (ok, d) = path_mtu(an, b.address.addr, segment_mtu(dir, &a.host, &a.bridge));
+                        let (ok, d) = path_mtu(an, b.address.addr, mtu_of(a));
                         r("pmtu", ok, d);
                     }
                 } else {
@@ -378,11 +384,10 @@ pub fn run_checks(lab: &Lab) -> Result<Vec<CheckResult>> {
             }
             let public = r.public.leg.address.addr;
             let (port, vm) = (f.port, &vm.name);
-            let attacker = &attacker;
+            let (attacker, me) = (&attacker, &me);
             jobs.push(Box::new(move || {
-                let me = attacker_address(lab).addr.to_string();
                 let (ok, detail) = match send(attacker, public, port, 16, 3) {
-                    Ok((peer, _)) if peer == me => (true, format!("{public}:{port}")),
+                    Ok((peer, _)) if &peer == me => (true, format!("{public}:{port}")),
                     Ok((peer, _)) => (false, format!("arrived from {peer}, expected the client's {me}")),
                     Err(e) => (false, format!("{public}:{port}: {e}")),
                 };
@@ -423,7 +428,7 @@ fn segment_mtu(dir: &LabDir, host: &str, bridge: &str) -> u32 {
 /// A DHCP VM's lease must come from its segment's router leg: an address in
 /// the leg's range, the leg as gateway, and the segment's MTU (option 26:
 /// the VM started at 1500).
-fn dhcp_check(dir: &LabDir, lab: &Lab, vm: &LabVm, lease: &(String, String, u32)) -> CheckResult {
+fn dhcp_check(lab: &Lab, vm: &LabVm, lease: &(String, String, u32), bridge_mtu: u32) -> CheckResult {
     let (addr, gw, mtu) = lease;
     let mut r = CheckResult { check: "dhcp", from: vm.name.clone(), to: vm.bridge.clone(), ok: false, detail: String::new() };
     let leg = lab
@@ -438,7 +443,6 @@ fn dhcp_check(dir: &LabDir, lab: &Lab, vm: &LabVm, lease: &(String, String, u32)
     };
     let range = leg.dhcp.as_ref().map(|d| (u32::from(d.first), u32::from(d.last))).unwrap_or((0, 0));
     let ip: Option<crate::profile::Ipv4Cidr> = addr.parse().ok();
-    let bridge_mtu = segment_mtu(dir, &vm.host, &vm.bridge);
     let in_range = ip.is_some_and(|c| (range.0..=range.1).contains(&u32::from(c.addr)) && c.prefix == leg.address.prefix);
     r.ok = in_range && *gw == leg.address.addr.to_string() && *mtu == bridge_mtu;
     r.detail = format!("{addr} via {gw}, mtu {mtu}");
@@ -453,7 +457,7 @@ fn dhcp_check(dir: &LabDir, lab: &Lab, vm: &LabVm, lease: &(String, String, u32)
 
 /// The IP FragCreates counter of a node's network namespace.
 fn frag_creates(node: &Node) -> Result<u64> {
-    let text = crate::netns::run_in(crate::netns::as_fd(&node.net), || std::fs::read_to_string("/proc/thread-self/net/snmp"))?
+    let text = crate::netns::within(Some(&node.net), || std::fs::read_to_string("/proc/thread-self/net/snmp"))?
         .with_context(|| format!("read IP counters of {}", node.name))?;
     let mut ip = text.lines().filter(|l| l.starts_with("Ip:"));
     let (Some(names), Some(values)) = (ip.next(), ip.next()) else { return Ok(0) };
@@ -480,15 +484,10 @@ pub fn print_matrix(lab: &Lab, results: &[CheckResult]) {
                 let what: Vec<&str> = rs
                     .iter()
                     .map(|r| match r.check {
-                        "ping" => "ping",
-                        "bulk" => "bulk",
                         "l2-isolated" => "isolated",
                         "egress-source" => "snat",
                         "inbound-blocked" => "blocked",
-                        "routed" => "routed",
                         "routed-blocked" => "no-route",
-                        "forward" => "forward",
-                        "dhcp" => "dhcp",
                         "pmtu" => "mtu",
                         other => other,
                     })

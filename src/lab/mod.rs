@@ -72,12 +72,13 @@ fn nlerr(what: String) -> impl FnOnce(NlError) -> anyhow::Error {
     move |e| anyhow!("{what}: {e}")
 }
 
-fn index_of(sock: &mut Netlink, name: &str) -> Result<Option<u32>> {
+/// A link by name in the socket's namespace (None: there is none).
+fn link_of(sock: &mut Netlink, name: &str) -> Result<Option<crate::model::Link>> {
     let mut m = LinkMessage::default();
     m.attributes.push(LinkAttribute::IfName(name.to_string()));
     match sock.get(RouteNetlinkMessage::GetLink(m)) {
         Ok(r) => Ok(r.iter().find_map(|x| match x {
-            RouteNetlinkMessage::NewLink(l) => Some(l.header.index),
+            RouteNetlinkMessage::NewLink(l) => Some(msg::parse_link(l)),
             _ => None,
         })),
         Err(e) if e.is(libc::ENODEV) => Ok(None),
@@ -85,17 +86,12 @@ fn index_of(sock: &mut Netlink, name: &str) -> Result<Option<u32>> {
     }
 }
 
+fn index_of(sock: &mut Netlink, name: &str) -> Result<Option<u32>> {
+    Ok(link_of(sock, name)?.map(|l| l.index))
+}
+
 fn mtu_of(sock: &mut Netlink, name: &str) -> Result<Option<u32>> {
-    let mut m = LinkMessage::default();
-    m.attributes.push(LinkAttribute::IfName(name.to_string()));
-    match sock.get(RouteNetlinkMessage::GetLink(m)) {
-        Ok(r) => Ok(r.iter().find_map(|x| match x {
-            RouteNetlinkMessage::NewLink(l) => Some(msg::parse_link(l).mtu),
-            _ => None,
-        })),
-        Err(e) if e.is(libc::ENODEV) => Ok(None),
-        Err(e) => Err(anyhow!("look up {name}: {e}")),
-    }
+    Ok(link_of(sock, name)?.map(|l| l.mtu))
 }
 
 /// A switch: a bridge in the fabric node. Without multicast snooping, so
@@ -284,13 +280,12 @@ fn attach_vm(dir: &LabDir, vm: &spec::LabVm, tap: &str) -> Result<Option<(String
     let mut hs = host.netlink()?;
     let bridge_mtu = mtu_of(&mut hs, &vm.bridge)?.ok_or_else(|| anyhow!("host {} has no bridge {}", vm.host, vm.bridge))?;
     let node = dir.new_netns(&vm.name)?;
+    cable(&host, tap, Some(&vm.bridge), &node, "eth0", None, Some(vm.mtu.unwrap_or(bridge_mtu)))?;
     if vm.dhcp {
-        cable(&host, tap, Some(&vm.bridge), &node, "eth0", None, Some(vm.mtu.unwrap_or(bridge_mtu)))?;
         // A stock guest's NIC: the lease must bring the segment MTU.
         nodes::set_mtu(&node, "eth0", 1500)?;
         return dhcp_client(dir, vm).map(Some);
     }
-    cable(&host, tap, Some(&vm.bridge), &node, "eth0", None, Some(vm.mtu.unwrap_or(bridge_mtu)))?;
     address(&node, "eth0", vm.address)?;
     route(&node, Ipv4Cidr { addr: Ipv4Addr::UNSPECIFIED, prefix: 0 }, vm.gateway)?;
     Ok(None)

@@ -18,7 +18,7 @@ use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sched::{CloneFlags, unshare};
 
 use crate::netlink::Netlink;
-use crate::netns;
+use std::os::fd::AsFd;
 
 pub const LAB_ROOT: &str = "/run/vxrouter-lab";
 
@@ -70,7 +70,7 @@ impl Node {
     }
 
     pub fn netlink(&self) -> Result<Netlink> {
-        Netlink::open_in(netns::as_fd(&self.net)).with_context(|| format!("open netlink socket in node {}", self.name))
+        Netlink::open_in(self.net.as_fd()).with_context(|| format!("open netlink socket in node {}", self.name))
     }
 }
 

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::profile::error::{Locator, ProfileError, ProfileErrors};
+use crate::profile::error::{Locator, ProfileErrors};
 use crate::profile::names::check_plain_name;
 use crate::profile::{Ipv4Cidr, Profile};
 
@@ -105,10 +105,6 @@ pub struct LabVm {
 }
 
 impl Lab {
-    pub fn host(&self, name: &str) -> Option<&LabHost> {
-        self.hosts.iter().find(|h| h.name == name)
-    }
-
     /// Public addresses of every router in the lab (the egress addresses
     /// the internet may see).
     pub fn router_addresses(&self) -> Vec<Ipv4Addr> {
@@ -117,15 +113,8 @@ impl Lab {
 
     pub fn load(path: &Path) -> Result<Lab, ProfileErrors> {
         let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            ProfileErrors(vec![ProfileError {
-                file: file.clone(),
-                line: 1,
-                column: 1,
-                key: String::new(),
-                reason: format!("cannot read lab file: {e}"),
-            }])
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ProfileErrors(vec![Locator::new("").error(&file, 0..0, "", format!("cannot read lab file: {e}"))]))?;
         let loc = Locator::new(&text);
         let raw: RawLab = toml::from_str(&text).map_err(|e| {
             let span = e.span().unwrap_or(0..0);

@@ -61,7 +61,7 @@ pub struct CreateCtx {
 
 /// RTM_NEWLINK for a new link. Links that must not get an IPv6 link-local
 /// address are created down: address generation can only be switched off
-/// before the link first comes up (see `mark_and_raise`).
+/// before the link first comes up (see `apply::Executor::mark_new`).
 pub fn create(spec: &LinkSpec, ctx: &CreateCtx) -> RouteNetlinkMessage {
     let mut msg = LinkMessage::default();
     up_flags(&mut msg, spec.up && !spec.no_ipv6);
@@ -157,7 +157,6 @@ pub struct SetLink {
     pub bridge: Option<BridgeSpec>,
     /// In-place VXLAN changes (group, ageing, ttl, local).
     pub vxlan: Option<Vec<InfoVxlan>>,
-    pub netns_fd: Option<RawFd>,
 }
 
 pub fn set_link(index: u32, name: &str, s: &SetLink) -> RouteNetlinkMessage {
@@ -180,9 +179,6 @@ pub fn set_link(index: u32, name: &str, s: &SetLink) -> RouteNetlinkMessage {
     }
     if let Some(mac) = s.mac {
         msg.attributes.push(LinkAttribute::Address(mac.to_vec()));
-    }
-    if let Some(fd) = s.netns_fd {
-        msg.attributes.push(LinkAttribute::NetNsFd(fd));
     }
     if let Some(off) = s.no_ipv6 {
         let mode = if off { In6AddrGenMode::None } else { In6AddrGenMode::Eui64 };

@@ -165,13 +165,7 @@ impl Profile {
     pub fn load(path: &Path) -> Result<Profile, ProfileErrors> {
         let file = path.display().to_string();
         let bytes = std::fs::read(path).map_err(|e| {
-            ProfileErrors(vec![ProfileError {
-                file: file.clone(),
-                line: 1,
-                column: 1,
-                key: String::new(),
-                reason: format!("cannot read profile: {e}"),
-            }])
+            ProfileErrors(vec![error::Locator::new("").error(&file, 0..0, "", format!("cannot read profile: {e}"))])
         })?;
         Self::parse_bytes(&file, &bytes)
     }

@@ -20,14 +20,7 @@ pub(super) fn parse(file: &str, bytes: &[u8]) -> Result<Profile, ProfileErrors> 
         let valid = &bytes[..e.valid_up_to()];
         // The prefix is valid UTF-8 by definition, so this cannot fail.
         let prefix = std::str::from_utf8(valid).unwrap_or_default();
-        let (line, column) = Locator::new(prefix).line_col(prefix.len());
-        ProfileErrors(vec![ProfileError {
-            file: file.to_string(),
-            line,
-            column,
-            key: String::new(),
-            reason: "profile is not valid UTF-8 text".into(),
-        }])
+        ProfileErrors(vec![Locator::new(prefix).error(file, prefix.len()..prefix.len(), "", "profile is not valid UTF-8 text")])
     })?;
     let loc = Locator::new(text);
     let raw: RawProfile = toml::from_str(text).map_err(|e| {
