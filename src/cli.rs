@@ -128,6 +128,14 @@ enum Hidden {
     /// Gratuitous ARPs: "ifindex,mac,ip" each (see garp::announce_detached).
     #[command(name = "__garp")]
     Garp { frames: Vec<String> },
+    /// What vxrouter sees on this host for a profile, as JSON (the
+    /// `observed.json` of the golden plan tests in tests/plan/).
+    #[command(name = "__observed")]
+    Observed {
+        profile: PathBuf,
+        #[arg(long)]
+        destroy: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -167,6 +175,7 @@ fn hidden() -> Option<anyhow::Result<()>> {
             let parsed: Vec<_> = frames.iter().filter_map(|f| crate::garp::parse_frame_arg(f)).collect();
             crate::garp::announce(None, &parsed)
         }
+        Hidden::Observed { profile, destroy } => engine::dump_observed(&profile, destroy),
         Hidden::Agent(AgentCommand::Listen { addr }) => lab::agent::listen(addr),
         Hidden::Agent(AgentCommand::VxlanInject { from, to, vni, sender, target }) => {
             lab::agent::vxlan_inject(from, to, vni, sender, target)

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result, bail};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::netns;
 use crate::profile::Leg;
@@ -26,7 +26,7 @@ pub struct Server {
 }
 
 /// A dnsmasq vxrouter started (its config file exists).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Running {
     pub ns: String,
     pub leg: String,

@@ -198,6 +198,19 @@ fn phase(opts: &Opts, what: &str, since: std::time::Instant) {
     }
 }
 
+/// `vxrouter __observed`: the observed state a plan would be computed from.
+pub fn dump_observed(path: &Path, destroy: bool) -> Result<()> {
+    let p = load(path)?;
+    let _lock = lock(&Opts { lock_timeout: Duration::from_secs(60), quiet: true, ..Opts::default() })?;
+    let mut session = Session::new()?;
+    let state = State::load(&p.host)?;
+    let (observed, _, _) = observe(&p, &mut session, &state, (!destroy).then_some(&p), Depth::Full)?;
+    let mut doc = serde_json::to_value(&observed)?;
+    doc["nft"] = serde_json::Value::Bool(firewall::nft::available());
+    println!("{}", serde_json::to_string_pretty(&doc)?);
+    Ok(())
+}
+
 fn world(p: &Profile, destroy: bool, opts: &Opts) -> Result<World> {
     let t = std::time::Instant::now();
     let mut session = Session::new()?;

@@ -8,6 +8,7 @@ pub mod dhcp;
 pub mod engine;
 pub mod firewall;
 pub mod garp;
+pub mod golden;
 pub mod lab;
 pub mod lock;
 pub mod model;

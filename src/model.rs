@@ -40,7 +40,7 @@ pub fn fmt_mac(m: &Mac) -> String {
 }
 
 /// A link vxrouter creates and owns.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LinkSpec {
     pub name: String,
     pub kind: LinkKind,
@@ -55,7 +55,7 @@ pub struct LinkSpec {
     pub no_ipv6: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum LinkKind {
     Bridge(BridgeSpec),
@@ -81,14 +81,14 @@ impl LinkKind {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BridgeSpec {
     pub stp: bool,
     /// Centiseconds, as the kernel stores it.
     pub forward_delay: u32,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VxlanSpec {
     pub vni: u32,
     /// Multicast group; None for unicast peers (FDB entries).
@@ -102,14 +102,15 @@ pub struct VxlanSpec {
     pub ttl: u8,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VethPeer {
     pub peer: String,
     pub peer_ns: Ns,
 }
 
 /// A link as the kernel reports it.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Link {
     pub index: u32,
     pub name: String,
@@ -129,7 +130,7 @@ pub struct Link {
 }
 
 /// VXLAN attributes as read back: `dev` is an ifindex here.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct ObservedVxlan {
     pub vni: u32,
     pub group: Option<Ipv4Addr>,
@@ -140,17 +141,39 @@ pub struct ObservedVxlan {
     pub ttl: u8,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Addr {
     pub index: u32,
     pub cidr: Ipv4Cidr,
 }
 
 /// An IPv4 route in the main table.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Route {
     pub dst: Ipv4Cidr,
     pub gateway: Option<Ipv4Addr>,
     pub oif: Option<u32>,
     pub protocol: u8,
+}
+
+/// Serde for maps keyed by a pair of strings (iptables table and chain), as
+/// a JSON object keyed "first/second".
+pub mod pair_keys {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<V: Serialize, S: Serializer>(m: &BTreeMap<(String, String), V>, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(m.iter().map(|((a, b), v)| (format!("{a}/{b}"), v)))
+    }
+
+    pub fn deserialize<'de, V: Deserialize<'de>, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<(String, String), V>, D::Error> {
+        let flat = BTreeMap::<String, V>::deserialize(d)?;
+        flat.into_iter()
+            .map(|(k, v)| match k.split_once('/') {
+                Some((a, b)) => Ok(((a.to_string(), b.to_string()), v)),
+                None => Err(serde::de::Error::custom(format!("key {k:?} is not \"table/chain\""))),
+            })
+            .collect()
+    }
 }

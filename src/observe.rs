@@ -60,7 +60,8 @@ impl Session {
 }
 
 /// One namespace as the kernel shows it.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct NsView {
     pub links: Vec<Link>,
     pub addrs: Vec<Addr>,
@@ -88,7 +89,8 @@ impl NsView {
     }
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct Observed {
     pub host: NsView,
     /// Named namespaces that exist and were looked into.

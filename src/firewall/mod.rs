@@ -68,11 +68,14 @@ pub struct Ruleset {
 }
 
 /// What `iptables-save` shows, as far as vxrouter cares.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct IptState {
     /// (table, chain) → rules, for chains with vxrouter's prefix.
+    #[serde(with = "crate::model::pair_keys")]
     pub chains: BTreeMap<(String, String), Vec<String>>,
     /// (table, hook) → jump rules carrying an owner comment (any owner).
+    #[serde(with = "crate::model::pair_keys")]
     pub jumps: BTreeMap<(String, String), Vec<String>>,
     /// Rules that are not vxrouter's, per table (to decide whether a
     /// namespace can be deleted without destroying someone else's rules).
@@ -83,7 +86,8 @@ pub struct IptState {
 
 /// A namespace's firewall as read through the backends that were looked at
 /// (None: not read).
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct FirewallState {
     pub ipt: Option<IptState>,
     pub nft: Option<nft::NftState>,

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::fs::File;
 
 use anyhow::Result;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::rules::{Chain, Hook, Match, Policy, Rule, Table, Verdict};
 use crate::profile::Proto;
@@ -16,7 +16,8 @@ use crate::profile::Proto;
 pub const TABLE: &str = "vxrouter";
 
 /// vxrouter's table as `nft list` shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct NftTable {
     pub comment: Option<String>,
     /// chain name → (header line "type … policy accept;", rules).
@@ -24,7 +25,8 @@ pub struct NftTable {
 }
 
 /// What `nft list ruleset` shows in a namespace, as far as vxrouter cares.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct NftState {
     pub ours: Option<NftTable>,
     /// Rules in other tables that are not vxrouter's iptables chains or jumps.
