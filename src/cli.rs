@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::{ArgAction, Args, CommandFactory, Parser, Subcommand};
 
 use crate::engine::{self, Opts};
-use crate::lab;
+use crate::error::{Error, Result};
 
 const AFTER_HELP: &str = "\
 Exit codes: 0 success (check: the host matches), 1 error (nothing half-done:
@@ -117,14 +117,10 @@ pub enum RenderCommand {
     },
 }
 
-/// Helpers the lab runs inside its nodes; not for people.
+/// Helpers vxrouter runs itself; not for people.
 #[derive(Parser)]
 #[command(name = "vxrouter")]
 enum Hidden {
-    #[command(name = "__lab-holder")]
-    LabHolder { label: Option<String> },
-    #[command(name = "__agent", subcommand)]
-    Agent(AgentCommand),
     /// Gratuitous ARPs: "ifindex,mac,ip" each (see garp::announce_detached).
     #[command(name = "__garp")]
     Garp { frames: Vec<String> },
@@ -138,76 +134,37 @@ enum Hidden {
     },
 }
 
-#[derive(Subcommand)]
-enum AgentCommand {
-    Listen {
-        addr: std::net::SocketAddr,
-    },
-    VxlanInject {
-        #[arg(long)]
-        from: std::net::Ipv4Addr,
-        #[arg(long)]
-        to: std::net::SocketAddr,
-        #[arg(long)]
-        vni: u32,
-        #[arg(long)]
-        sender: std::net::Ipv4Addr,
-        #[arg(long)]
-        target: std::net::Ipv4Addr,
-    },
-    Send {
-        addr: std::net::SocketAddr,
-        #[arg(long, default_value_t = 64)]
-        bytes: u64,
-        #[arg(long, default_value_t = 3)]
-        timeout: u64,
-    },
-}
-
-fn hidden() -> Option<anyhow::Result<()>> {
+fn hidden() -> Option<Result<()>> {
     let first = std::env::args().nth(1)?;
     if !first.starts_with("__") {
         return None;
     }
     Some(match Hidden::parse() {
-        Hidden::LabHolder { .. } => lab::nodes::holder_main(),
         Hidden::Garp { frames } => {
             let parsed: Vec<_> = frames.iter().filter_map(|f| crate::garp::parse_frame_arg(f)).collect();
             crate::garp::announce(None, &parsed)
         }
         Hidden::Observed { profile, destroy } => engine::dump_observed(&profile, destroy),
-        Hidden::Agent(AgentCommand::Listen { addr }) => lab::agent::listen(addr),
-        Hidden::Agent(AgentCommand::VxlanInject { from, to, vni, sender, target }) => {
-            lab::agent::vxlan_inject(from, to, vni, sender, target)
-        }
-        Hidden::Agent(AgentCommand::Send { addr, bytes, timeout }) => lab::agent::send(addr, bytes, Duration::from_secs(timeout)),
     })
 }
 
-fn lab_command(cmd: &LabCommand, g: &Global) -> anyhow::Result<u8> {
-    match cmd {
-        LabCommand::Up { lab, no_apply } => {
-            let l = lab::load(lab)?;
-            let state = lab::up(&l, &lab::UpOptions { apply: !no_apply, quiet: g.quiet })?;
-            // The lab stays up either way, so `lab check` can show the cells.
-            let failed = state.hosts.iter().chain(&state.vms).filter(|n| !n.ok).count();
-            if failed > 0 {
-                eprintln!("error: {failed} host(s) or VM(s) of lab {} did not come up as their profiles say (see above)", l.name);
-                return Ok(1);
-            }
-            Ok(0)
-        }
-        LabCommand::Check { lab } => lab::check(&lab::load(lab)?, g.json),
-        LabCommand::Exec { lab, node, command } => {
-            let code = lab::exec(&lab::load(lab)?, node, command)?;
-            Ok(u8::try_from(code).unwrap_or(1))
-        }
-        LabCommand::Down { lab } => {
-            lab::down(&lab::load(lab)?.name, g.quiet)?;
-            Ok(0)
-        }
-        LabCommand::Run { lab } => lab::run(&lab::load(lab)?, g.json, g.quiet),
+/// `vxrouter lab …` runs the lab, a program of its own (`vxrouter-lab`,
+/// the workspace crate in lab/) found beside this binary or on PATH, with the
+/// same arguments minus the word `lab`; it applies profiles with this binary.
+fn lab() -> Result<u8> {
+    use std::os::unix::process::CommandExt;
+    let me = std::env::current_exe()?;
+    let beside = me.with_file_name("vxrouter-lab");
+    let program = if beside.exists() { beside } else { PathBuf::from("vxrouter-lab") };
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    if let Some(i) = args.iter().position(|a| a == "lab") {
+        args.remove(i);
     }
+    let err = std::process::Command::new(&program).args(&args).env("VXROUTER_BIN", &me).exec();
+    Err(Error::from(err).context(format!(
+        "run {} (the lab is a separate program: build it with `cargo build -p vxrouter-lab`)",
+        program.display()
+    )))
 }
 
 fn opts(g: &Global, force: bool) -> Opts {
@@ -231,7 +188,7 @@ pub fn main() -> ExitCode {
         Command::Apply { profile } => engine::apply(profile, &opts(g, false)),
         Command::Check { profile } => engine::check(profile, &opts(g, false)),
         Command::Destroy { profile, force } => engine::destroy(profile, &opts(g, *force)),
-        Command::Lab(cmd) => lab_command(cmd, g),
+        Command::Lab(_) => lab(),
         Command::Render(RenderCommand::Systemd { bin }) => crate::render::systemd(bin.as_deref()).map(|t| {
             print!("{t}");
             0
@@ -247,19 +204,19 @@ pub fn main() -> ExitCode {
     finish(result)
 }
 
-fn finish(result: anyhow::Result<u8>) -> ExitCode {
+fn finish(result: Result<u8>) -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("{}: {e:#}", crate::output::error_word());
-            ExitCode::from(1)
+            eprintln!("{}: {e}", crate::output::error_word());
+            ExitCode::from(e.kind().exit_code())
         }
     }
 }
 
 /// The manual page, from the command definition (options, subcommands,
 /// exit codes).
-pub fn man(out: &mut dyn std::io::Write) -> anyhow::Result<()> {
+pub fn man(out: &mut dyn std::io::Write) -> Result<()> {
     clap_mangen::Man::new(Cli::command()).render(out)?;
     Ok(())
 }

@@ -1,26 +1,27 @@
-//! The commands: observe → plan → (apply → verify), with locking and state.
+//! The commands, each a straight pipeline: facts → desired (pure) → scope →
+//! observe → plan → apply (journal) → verify, under the host lock, with the
+//! state file kept in `state`.
 
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
 use serde::Serialize;
 
-use crate::apply::Executor;
-use crate::desired::{self, Desired};
-use crate::firewall::{self, Backend};
+use crate::apply::{self, Apply};
+use crate::desired::Desired;
+use crate::error::{Context, Result, exit};
+use crate::facts::{self, Facts};
+use crate::firewall;
 use crate::lock::HostLock;
 use crate::model::Ns;
-use crate::observe::{self, Observed, Session, Wants};
+use crate::netlink::Session;
+use crate::observe::{self, Observed};
 use crate::output;
-use crate::plan::{self, Action, Plan, PlanOptions, Verb};
-use crate::preflight::{self, BRIDGE_NF_SYSCTL, IGMP_MAX_SYSCTL, IP_FORWARD_SYSCTL};
-use crate::profile::FirewallChoice;
-use crate::profile::{Profile, ProfileErrors};
-use crate::state::{Pending, State};
-
-/// Exit codes: 0 success, 1 error, 2 drift (check).
-pub const EXIT_DRIFT: u8 = 2;
+use crate::plan::{self, Plan, PlanOptions, Step, Verb};
+use crate::preflight;
+use crate::profile::Profile;
+use crate::scope::{self, Depth};
+use crate::state::{self, State};
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Opts {
@@ -33,10 +34,10 @@ pub struct Opts {
 }
 
 pub fn load(path: &Path) -> Result<Profile> {
-    Profile::load(path).map_err(|e: ProfileErrors| anyhow::Error::new(e))
+    Ok(Profile::load(path)?)
 }
 
-/// Everything a command needs to decide: profile, state, kernel view.
+/// What a command decides from: the profile's wants and the host as found.
 pub struct World {
     pub session: Session,
     pub state: State,
@@ -45,7 +46,7 @@ pub struct World {
     pub warnings: Vec<String>,
     /// The br_netfilter warning needs the host's iptables FORWARD policy:
     /// read by a thread alongside the rest of the run (an `iptables-save`
-    /// costs a few milliseconds) when the host firewall was not read anyway.
+    /// costs a few milliseconds).
     pending_warnings: Option<std::thread::JoinHandle<Vec<String>>>,
 }
 
@@ -60,9 +61,43 @@ impl World {
     }
 }
 
-fn lock(opts: &Opts) -> Result<HostLock> {
+/// The desired state of a run and the preflight warnings, from the profile
+/// and the observed host (`destroy`: nothing, under the same owner). Pure:
+/// the golden plan tests run exactly this.
+pub fn desire(p: &Profile, facts: &Facts, host: &observe::NsView, destroy: bool) -> Result<(Desired, Vec<String>)> {
+    if destroy {
+        return Ok((Desired::nothing(&p.host, &p.owner_mark()), vec![]));
+    }
+    let pf = preflight::check(p, facts, host);
+    if !pf.errors.is_empty() {
+        crate::bail!(Conflict, "{}\nnothing was changed", pf.errors.join("\n"));
+    }
+    Ok((Desired::derive(p, facts), pf.warnings))
+}
+
+/// Observes the host for `desired` (the host's view `host`, already read).
+fn observe_for(
+    session: &mut Session,
+    facts: Facts,
+    host: observe::NsView,
+    state: &State,
+    desired: &Desired,
+    depth: Depth,
+) -> Result<Observed> {
+    let scope = scope::of(desired, state, depth);
+    observe::read(session, facts, host, state.clone(), &scope, desired)
+}
+
+/// The host's view and the facts (the first thing every run reads).
+fn host_facts(p: &Profile, session: &mut Session) -> Result<(observe::NsView, Facts)> {
+    let host = observe::read_view(session.sock(&Ns::Host)?, &Ns::Host)?;
+    let facts = facts::read(p, &host)?;
+    Ok((host, facts))
+}
+
+fn lock(dir: &Path, opts: &Opts) -> Result<HostLock> {
     let quiet = opts.quiet;
-    let lock = HostLock::acquire(opts.lock_timeout, |holder| {
+    let lock = HostLock::acquire(dir, opts.lock_timeout, |holder| {
         if !quiet {
             eprintln!("waiting for {holder} to finish…");
         }
@@ -74,209 +109,108 @@ fn lock(opts: &Opts) -> Result<HostLock> {
 /// Runs a command under the host lock. Afterwards, when this host has no
 /// state left (never applied, rolled back, destroyed), the lock file goes
 /// too, so an unused host keeps no vxrouter files.
-fn locked(p: &Profile, opts: &Opts, f: fn(&Profile, &Opts) -> Result<u8>) -> Result<u8> {
-    let lock = lock(opts)?;
-    let result = f(p, opts);
-    if State::load(&p.host).is_ok_and(|s| s.is_empty()) {
+fn locked(p: &Profile, opts: &Opts, f: fn(&Profile, &Opts, &Path) -> Result<u8>) -> Result<u8> {
+    let dir = state::run_dir();
+    let lock = lock(&dir, opts)?;
+    let result = f(p, opts, &dir);
+    if State::load(&dir, &p.host).is_ok_and(|s| s.is_empty()) {
         lock.remove_files();
     }
     result
 }
 
-/// Reads the host: the profile's namespaces plus any this host created.
-/// How much to read: everything (plan, check, apply), or what verification
-/// after an apply needs. Verification does not re-read firewalls: each batch
-/// was committed atomically by `iptables-restore` (a failure is an error
-/// with rollback), and re-reading costs a process per namespace on every
-/// apply; `check` reads them in full.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub enum Depth {
-    Full,
-    Verify,
-}
-
-pub fn observe(
-    p: &Profile,
-    session: &mut Session,
-    state: &State,
-    desired_for: Option<&Profile>,
-    depth: Depth,
-) -> Result<(Observed, Desired, Vec<String>)> {
-    let mut host = observe::read_ns(
-        session,
-        &Ns::Host,
-        &Wants { sysctls: &[IP_FORWARD_SYSCTL, IGMP_MAX_SYSCTL, BRIDGE_NF_SYSCTL], firewall: &[] },
-    )?;
-    let (desired, warnings) = match desired_for {
-        Some(p) => {
-            let pf = preflight::check(p, &host);
-            if !pf.errors.is_empty() {
-                bail!("{}\nnothing was changed", pf.errors.join("\n"));
-            }
-            (desired::derive(p, pf.underlay.as_ref()), pf.warnings)
-        }
-        None => (empty_desired(p), vec![]),
-    };
-    // The host's bridge FDB and firewall are read only when this profile
-    // uses them (unicast peers, underlay protection) or used them before.
-    let mark = p.owner_mark();
-    let unicast_before = host
-        .links
-        .iter()
-        .any(|l| l.alias.as_deref() == Some(mark.as_str()) && l.vxlan.as_ref().is_some_and(|v| v.group.is_none()));
-    if !desired.fdb.is_empty() || unicast_before {
-        host.fdb = observe::read_fdb(session, &Ns::Host)?;
-    }
-    let full = depth == Depth::Full;
-    let host_reads = fw_reads(&Ns::Host, &desired, state, depth);
-    if !host_reads.is_empty() {
-        host.firewall = Some(observe::read_firewall(None, "the host", &host_reads)?);
-    }
-    let mut warnings = warnings;
-    if full {
-        warnings.extend(preflight::host_firewall_warnings(&host));
-    }
-    let mut observed = Observed {
-        host,
-        netns: crate::netns::list()?.into_iter().collect(),
-        state: state.clone(),
-        dhcp: crate::dhcp::observe(&p.host)?,
-        ..Observed::default()
-    };
-    let mut names: Vec<String> = state.namespaces.iter().cloned().collect();
-    names.extend(state.pending.iter().flat_map(|p| p.namespaces.clone()));
-    names.extend(desired.router_ns.clone());
-    names.sort();
-    names.dedup();
-    for name in names {
-        if session.attach(&name)? {
-            let ns = Ns::Named(name.clone());
-            let reads = fw_reads(&ns, &desired, state, depth);
-            let view = observe::read_ns(session, &ns, &Wants { sysctls: &[IP_FORWARD_SYSCTL], firewall: &reads })?;
-            observed.named.insert(name, view);
-        } else if observed.netns.contains(&name) && (state.namespaces.contains(&name) || state.pending_namespace(&name)) {
-            observed.netns.remove(&name);
-            observed.stale_netns.insert(name);
-        }
-    }
-    Ok((observed, desired, warnings))
-}
-
-/// The backend a firewall choice means on this machine.
-pub fn backend(choice: FirewallChoice) -> Backend {
-    firewall::resolve(choice, firewall::nft::available())
-}
-
-/// Which firewall backends to read in a namespace: the one its rules should
-/// be in (skipped when verifying: see `Depth`), and every one vxrouter left
-/// rules in before (a backend switch removes those).
-fn fw_reads(ns: &Ns, desired: &Desired, state: &State, depth: Depth) -> Vec<Backend> {
-    if depth == Depth::Verify && desired.firewall.iter().any(|(n, _, _)| n == ns) {
-        return vec![];
-    }
-    let mut out: Vec<Backend> =
-        state.firewall.get(&crate::state::fw_key(ns)).map(|s| s.iter().copied().collect()).unwrap_or_default();
-    if depth == Depth::Full
-        && let Some((_, _, choice)) = desired.firewall.iter().find(|(n, _, _)| n == ns)
-    {
-        out.push(backend(*choice));
-    }
-    out.sort();
-    out.dedup();
-    out
-}
-
-/// The desired state of `destroy`: nothing, under the same owner mark.
-fn empty_desired(p: &Profile) -> Desired {
-    Desired::nothing(&p.host, &p.owner_mark())
-}
-
 /// With -v, says how long a phase took (on standard error).
-fn phase(opts: &Opts, what: &str, since: std::time::Instant) {
+fn phase(opts: &Opts, what: &str, since: Instant) {
     if opts.verbose > 0 {
         eprintln!("vxrouter: {what} in {:.1} ms", since.elapsed().as_secs_f64() * 1000.0);
     }
 }
 
-/// `vxrouter __observed`: the observed state a plan would be computed from.
-pub fn dump_observed(path: &Path, destroy: bool) -> Result<()> {
-    let p = load(path)?;
-    let _lock = lock(&Opts { lock_timeout: Duration::from_secs(60), quiet: true, ..Opts::default() })?;
+fn world(p: &Profile, dir: &Path, destroy: bool, opts: &Opts) -> Result<World> {
+    let t = Instant::now();
     let mut session = Session::new()?;
-    let state = State::load(&p.host)?;
-    let (observed, _, _) = observe(&p, &mut session, &state, (!destroy).then_some(&p), Depth::Full)?;
-    let mut doc = serde_json::to_value(&observed)?;
-    doc["nft"] = serde_json::Value::Bool(firewall::nft::available());
-    println!("{}", serde_json::to_string_pretty(&doc)?);
-    Ok(())
-}
-
-fn world(p: &Profile, destroy: bool, opts: &Opts) -> Result<World> {
-    let t = std::time::Instant::now();
-    let mut session = Session::new()?;
-    let state = State::load(&p.host)?;
-    let (observed, desired, warnings) = observe(p, &mut session, &state, (!destroy).then_some(p), Depth::Full)?;
-    let host_fw_read = observed.host.firewall.as_ref().is_some_and(|f| f.ipt.is_some());
-    let pending_warnings =
-        (!destroy && !host_fw_read && preflight::bridge_nf_on(&observed.host) && firewall::iptables::available()).then(|| {
-            let mut host = crate::observe::NsView { sysctls: observed.host.sysctls.clone(), ..Default::default() };
-            std::thread::spawn(move || match firewall::iptables::observe(None, "the host") {
-                Ok(ipt) => {
-                    host.firewall = Some(firewall::FirewallState { ipt: Some(ipt), nft: None });
-                    preflight::host_firewall_warnings(&host)
-                }
-                Err(_) => vec![],
-            })
-        });
+    let state = State::load(dir, &p.host)?;
+    let (host, facts) = host_facts(p, &mut session)?;
+    let (desired, warnings) = desire(p, &facts, &host, destroy)?;
+    let mut warnings = warnings;
+    let observed = observe_for(&mut session, facts, host, &state, &desired, Depth::Full)?;
+    let mut pending_warnings = None;
+    match crate::kinds::firewall::found(&observed, &Ns::Host).filter(|f| f.ipt.is_some()) {
+        Some(fw) => warnings.extend(preflight::host_firewall_warnings(&observed.facts, fw)),
+        None if !destroy && preflight::bridge_nf_on(&observed.facts) && firewall::iptables::available() => {
+            let facts = observed.facts.clone();
+            pending_warnings =
+                Some(std::thread::spawn(move || match firewall::read(None, "the host", &[firewall::Backend::Iptables]) {
+                    Ok(fw) => preflight::host_firewall_warnings(&facts, &fw),
+                    Err(_) => vec![],
+                }));
+        }
+        None => {}
+    }
     let links: usize = observed.host.links.len() + observed.named.values().map(|v| v.links.len()).sum::<usize>();
     phase(opts, &format!("observed {} namespace(s), {links} link(s)", 1 + observed.named.len()), t);
     Ok(World { session, state, observed, desired, warnings, pending_warnings })
 }
 
 fn compute(w: &World, opts: &Opts) -> Result<Plan> {
-    plan::plan(&w.desired, &w.observed, PlanOptions { force: opts.force, nft: firewall::nft::available() })
-        .map_err(|c| anyhow::anyhow!("{c}\nnothing was changed"))
+    plan::plan(&w.desired, &w.observed, PlanOptions { force: opts.force })
+        .map_err(|c| crate::error!(Conflict, "{c}\nnothing was changed"))
+}
+
+/// What `plan` and `destroy` print before acting: the warnings, the steps
+/// (or `empty`), the notes. The golden plan tests compare exactly this.
+pub fn plan_text(plan: &Plan, warnings: &[String], empty: &str) -> Vec<String> {
+    let mut out: Vec<String> = warnings.iter().map(|w| format!("warning: {w}")).collect();
+    if plan.steps.is_empty() {
+        out.push(empty.to_string());
+    }
+    out.extend(plan.steps.iter().map(|s| s.line()));
+    out.extend(plan.notes.iter().map(|n| format!("note: {n}")));
+    out
 }
 
 #[derive(Serialize)]
-struct JsonAction<'a> {
+struct JsonStep {
     verb: Verb,
     object: String,
     detail: String,
+    action: &'static str,
     #[serde(flatten)]
-    action: &'a Action,
+    fields: serde_json::Value,
 }
 
-#[derive(Serialize)]
-struct JsonPlan<'a> {
-    profile: &'a str,
-    host: &'a str,
-    changes: Vec<JsonAction<'a>>,
-    notes: &'a [String],
-    warnings: &'a [String],
+fn json_steps(plan: &Plan) -> Vec<JsonStep> {
+    plan.steps
+        .iter()
+        .map(|s| {
+            let fields = match s.fields() {
+                v @ serde_json::Value::Object(_) => v,
+                other => serde_json::json!({ "step": other }),
+            };
+            JsonStep { verb: s.verb(), object: s.object(), detail: s.detail(), action: s.action(), fields }
+        })
+        .collect()
 }
 
 fn print_plan(p: &Profile, plan: &Plan, warnings: &[String], opts: &Opts, empty_msg: &str) -> Result<()> {
     if opts.json {
-        let changes = plan
-            .actions
-            .iter()
-            .map(|a| JsonAction { verb: a.verb(), object: a.object(), detail: a.detail(), action: a })
-            .collect();
-        let doc = JsonPlan { profile: &p.source, host: &p.host, changes, notes: &plan.notes, warnings };
+        let doc = serde_json::json!({
+            "profile": p.source, "host": p.host, "changes": json_steps(plan),
+            "notes": plan.notes, "warnings": warnings,
+        });
         println!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(());
     }
     for w in warnings {
         eprintln!("{}: {w}", output::warning_word());
     }
-    if plan.actions.is_empty() {
+    if plan.steps.is_empty() {
         if !opts.quiet {
             println!("{empty_msg}");
         }
     } else {
-        for a in &plan.actions {
-            println!("{}", painted_line(a));
+        for s in &plan.steps {
+            println!("{}", painted_line(s.as_ref()));
         }
     }
     for n in &plan.notes {
@@ -292,20 +226,18 @@ pub fn validate(path: &Path, opts: &Opts) -> Result<u8> {
     } else if !opts.quiet {
         println!("{}: valid", p.source);
     }
-    Ok(0)
+    Ok(exit::OK)
 }
 
 pub fn plan(path: &Path, opts: &Opts) -> Result<u8> {
     let p = load(path)?;
-    locked(&p, opts, plan_locked)
-}
-
-fn plan_locked(p: &Profile, opts: &Opts) -> Result<u8> {
-    let mut w = world(p, false, opts)?;
-    let plan = compute(&w, opts)?;
-    let warnings = w.take_warnings();
-    print_plan(p, &plan, &warnings, opts, "no changes: the host matches the profile")?;
-    Ok(0)
+    locked(&p, opts, |p, opts, dir| {
+        let mut w = world(p, dir, false, opts)?;
+        let plan = compute(&w, opts)?;
+        let warnings = w.take_warnings();
+        print_plan(p, &plan, &warnings, opts, "no changes: the host matches the profile")?;
+        Ok(exit::OK)
+    })
 }
 
 pub fn check(path: &Path, opts: &Opts) -> Result<u8> {
@@ -313,8 +245,8 @@ pub fn check(path: &Path, opts: &Opts) -> Result<u8> {
     locked(&p, opts, check_locked)
 }
 
-fn check_locked(p: &Profile, opts: &Opts) -> Result<u8> {
-    let mut w = world(p, false, opts)?;
+fn check_locked(p: &Profile, opts: &Opts, dir: &Path) -> Result<u8> {
+    let mut w = world(p, dir, false, opts)?;
     let plan = compute(&w, opts)?;
     let warnings = w.take_warnings();
     if opts.json {
@@ -325,7 +257,7 @@ fn check_locked(p: &Profile, opts: &Opts) -> Result<u8> {
             detail: String,
         }
         let diffs: Vec<Difference> =
-            plan.actions.iter().map(|a| Difference { status: status(a), object: a.object(), detail: a.detail() }).collect();
+            plan.steps.iter().map(|s| Difference { status: s.verb().status(), object: s.object(), detail: s.detail() }).collect();
         let doc = serde_json::json!({
             "profile": p.source, "host": p.host, "matches": diffs.is_empty(),
             "differences": diffs, "notes": plan.notes, "warnings": warnings,
@@ -335,26 +267,25 @@ fn check_locked(p: &Profile, opts: &Opts) -> Result<u8> {
         for warn in &warnings {
             eprintln!("{}: {warn}", output::warning_word());
         }
-        for a in &plan.actions {
-            let d = a.detail();
-            if d.is_empty() {
-                println!("{}: {}", output::out(tone(a), status(a)), a.object());
-            } else {
-                println!("{}: {}: {d}", output::out(tone(a), status(a)), a.object());
+        for s in &plan.steps {
+            let status = output::out(tone(s.verb()), s.verb().status());
+            match s.detail() {
+                d if d.is_empty() => println!("{status}: {}", s.object()),
+                d => println!("{status}: {}: {d}", s.object()),
             }
         }
         for n in &plan.notes {
             println!("note: {n}");
         }
-        if plan.actions.is_empty() && !opts.quiet {
+        if plan.steps.is_empty() && !opts.quiet {
             println!("ok: the host matches {}", p.source);
         }
     }
-    Ok(if plan.actions.is_empty() { 0 } else { EXIT_DRIFT })
+    Ok(if plan.steps.is_empty() { exit::OK } else { exit::DRIFT })
 }
 
-fn tone(a: &Action) -> output::Tone {
-    match a.verb() {
+fn tone(v: Verb) -> output::Tone {
+    match v {
         Verb::Create => output::Tone::Good,
         Verb::Change | Verb::Recreate => output::Tone::Warn,
         Verb::Remove => output::Tone::Bad,
@@ -362,129 +293,56 @@ fn tone(a: &Action) -> output::Tone {
 }
 
 /// A plan line with its verb coloured (on a terminal).
-fn painted_line(a: &Action) -> String {
-    let line = a.line();
+fn painted_line(s: &dyn Step) -> String {
+    let line = s.line();
     match line.split_once(' ') {
-        Some((verb, rest)) => format!("{} {rest}", output::out(tone(a), verb)),
+        Some((verb, rest)) => format!("{} {rest}", output::out(tone(s.verb()), verb)),
         None => line,
     }
 }
 
-fn status(a: &Action) -> &'static str {
-    match a.verb() {
-        Verb::Create => "missing",
-        Verb::Change | Verb::Recreate => "different",
-        Verb::Remove => "extra",
-    }
-}
-
-/// Names a plan may create, recorded before it runs so that an interrupted
-/// run's half-made objects are recognised as ours next time.
-fn pending(plan: &Plan) -> Pending {
-    let mut p = Pending { pid: std::process::id(), links: vec![], namespaces: vec![] };
-    for a in &plan.actions {
-        match a {
-            Action::CreateNetns { name } => p.namespaces.push(name.clone()),
-            Action::CreateLink { ns, spec, peer, .. } => {
-                p.links.push((ns.clone(), spec.name.clone()));
-                if let Some((pns, ps)) = peer {
-                    p.links.push((pns.clone(), ps.name.clone()));
-                }
-            }
-            _ => {}
-        }
-    }
-    p
-}
-
 /// Executes a plan with state bookkeeping around it, then verifies.
-fn execute(p: &Profile, mut w: World, plan: Plan, opts: &Opts, destroy: bool) -> Result<()> {
+fn execute(p: &Profile, dir: &Path, mut w: World, plan: Plan, opts: &Opts) -> Result<()> {
     let before = w.state.clone();
-    let mut during = before.clone();
-    during.host = p.host.clone();
-    // Keep what an interrupted earlier run may have left unmarked: this run
-    // may be killed too before it has adopted those objects.
-    let mut pend = pending(&plan);
-    if let Some(old) = &before.pending {
-        pend.links.extend(old.links.iter().filter(|l| !pend.links.contains(l)).cloned().collect::<Vec<_>>());
-        pend.namespaces.extend(old.namespaces.iter().filter(|n| !pend.namespaces.contains(n)).cloned().collect::<Vec<_>>());
-    }
-    during.pending = Some(pend);
-    if let Some(ns) = &w.desired.router_ns {
-        during.namespaces.insert(ns.clone());
-    }
-    for (u, b) in &w.desired.uplinks {
-        during.uplinks.insert(u.clone(), b.clone());
-    }
-    for (ns, _, choice) in &w.desired.firewall {
-        during.firewall.entry(crate::state::fw_key(ns)).or_default().insert(backend(*choice));
-    }
-    during.save()?;
+    let during = state::during(&before, &p.host, &w.desired, &plan);
+    during.save(dir)?;
 
     let quiet = opts.quiet || opts.json;
-    let t = std::time::Instant::now();
-    let mut exec = Executor::new(&mut w.session, &w.desired.mark, &w.desired.host);
+    let t = Instant::now();
+    let mut cx = Apply::new(&mut w.session, &w.observed, &w.desired.mark, &w.desired.host);
     let verbose = opts.verbose;
-    let mut last = std::time::Instant::now();
-    let run = exec.run(&plan.actions, |a| {
+    let mut last = Instant::now();
+    let run = apply::run(&plan.steps, &mut cx, |s| {
         if !quiet {
-            println!("{}", painted_line(a));
+            println!("{}", painted_line(s));
         }
         if verbose > 1 {
-            eprintln!("vxrouter:   {:.2} ms  {}", last.elapsed().as_secs_f64() * 1000.0, a.title());
-            last = std::time::Instant::now();
+            eprintln!("vxrouter:   {:.2} ms  {}", last.elapsed().as_secs_f64() * 1000.0, s.title());
+            last = Instant::now();
         }
     });
-    let late_problems = std::mem::take(&mut exec.warnings);
-    drop(exec);
+    let late_problems = std::mem::take(&mut cx.warnings);
+    drop(cx);
     for warn in &late_problems {
         eprintln!("{}: {warn}", output::warning_word());
     }
     if let Err(e) = run {
-        before.save().context("restore state file after rollback")?;
+        before.save(dir).context("restore state file after rollback")?;
         return Err(e);
     }
 
-    phase(opts, &format!("applied {} step(s)", plan.actions.len()), t);
-    let t = std::time::Instant::now();
+    phase(opts, &format!("applied {} step(s)", plan.steps.len()), t);
+    let t = Instant::now();
     // Verify: the host must now match exactly.
-    let (observed, desired, _) = observe(p, &mut w.session, &during, (!destroy).then_some(p), Depth::Verify)?;
-    let again = plan::plan(&desired, &observed, PlanOptions { force: opts.force, nft: firewall::nft::available() })
-        .map_err(|c| anyhow::anyhow!("{c}"))?;
+    let (host, facts) = host_facts(p, &mut w.session)?;
+    let observed = observe_for(&mut w.session, facts, host, &during, &w.desired, Depth::Verify)?;
+    let again =
+        plan::plan(&w.desired, &observed, PlanOptions { force: opts.force }).map_err(|c| crate::error!(Verification, "{c}"))?;
     phase(opts, "verified", t);
-    let leftover: Vec<String> =
-        again.actions.iter().filter(|a| !matches!(a, Action::Firewall { .. })).map(|a| a.line()).collect();
-
-    let mut after = State { host: p.host.clone(), ..State::default() };
-    if let Some(ns) = &desired.router_ns {
-        after.namespaces.insert(ns.clone());
-    }
-    // Namespaces kept because they hold foreign objects stay recorded.
-    for name in &during.namespaces {
-        if observed.named.get(name).and_then(|v| v.loopback_mark()) == Some(desired.mark.as_str()) {
-            after.namespaces.insert(name.clone());
-        }
-    }
-    for (u, b) in &desired.uplinks {
-        after.uplinks.insert(u.clone(), b.clone());
-    }
-    for (ns, policy, choice) in &desired.firewall {
-        if !policy.chains.is_empty() {
-            after.firewall.entry(crate::state::fw_key(ns)).or_default().insert(backend(*choice));
-        }
-    }
-    // Kept namespaces keep their record (their rules were removed, but the
-    // next run looks again).
-    for name in &after.namespaces {
-        if Some(name) != desired.router_ns.as_ref()
-            && let Some(b) = during.firewall.get(name)
-        {
-            after.firewall.insert(name.clone(), b.clone());
-        }
-    }
-    after.save()?;
+    let leftover: Vec<String> = again.steps.iter().map(|s| s.line()).collect();
+    state::after(&w.desired, &observed, &during).save(dir)?;
     if !leftover.is_empty() {
-        bail!("verification failed: after applying, these differences remain:\n  {}", leftover.join("\n  "));
+        crate::bail!(Verification, "verification failed: after applying, these differences remain:\n  {}", leftover.join("\n  "));
     }
     Ok(())
 }
@@ -494,8 +352,8 @@ pub fn apply(path: &Path, opts: &Opts) -> Result<u8> {
     locked(&p, opts, apply_locked)
 }
 
-fn apply_locked(p: &Profile, opts: &Opts) -> Result<u8> {
-    let mut w = world(p, false, opts)?;
+fn apply_locked(p: &Profile, opts: &Opts, dir: &Path) -> Result<u8> {
+    let mut w = world(p, dir, false, opts)?;
     let plan = compute(&w, opts)?;
     for warn in &w.warnings {
         eprintln!("{}: {warn}", output::warning_word());
@@ -508,13 +366,13 @@ fn apply_locked(p: &Profile, opts: &Opts) -> Result<u8> {
             eprintln!("{}: {warn}", output::warning_word());
         }
     };
-    if plan.actions.is_empty() {
+    if plan.steps.is_empty() {
         print_late();
         // Still drop a stale `pending` left by an interrupted run.
         if w.state.pending.is_some() {
             let mut st = w.state.clone();
             st.pending = None;
-            st.save()?;
+            st.save(dir)?;
         }
         if !opts.quiet {
             println!("nothing to do: the host already matches {}", p.source);
@@ -522,10 +380,10 @@ fn apply_locked(p: &Profile, opts: &Opts) -> Result<u8> {
         for n in &plan.notes {
             println!("note: {n}");
         }
-        return Ok(0);
+        return Ok(exit::OK);
     }
     let notes = plan.notes.clone();
-    let result = execute(p, w, plan, opts, false);
+    let result = execute(p, dir, w, plan, opts);
     print_late();
     result?;
     for n in &notes {
@@ -534,7 +392,7 @@ fn apply_locked(p: &Profile, opts: &Opts) -> Result<u8> {
     if !opts.quiet {
         println!("applied {}", p.source);
     }
-    Ok(0)
+    Ok(exit::OK)
 }
 
 pub fn destroy(path: &Path, opts: &Opts) -> Result<u8> {
@@ -542,11 +400,11 @@ pub fn destroy(path: &Path, opts: &Opts) -> Result<u8> {
     locked(&p, opts, destroy_locked)
 }
 
-fn destroy_locked(p: &Profile, opts: &Opts) -> Result<u8> {
-    let w = world(p, true, opts)?;
+fn destroy_locked(p: &Profile, opts: &Opts, dir: &Path) -> Result<u8> {
+    let w = world(p, dir, true, opts)?;
     let plan = compute(&w, opts)?;
     let notes = plan.notes.clone();
-    if plan.actions.is_empty() {
+    if plan.steps.is_empty() {
         if !opts.quiet {
             println!("nothing to remove: no objects of {} on this host", p.host);
         }
@@ -557,9 +415,9 @@ fn destroy_locked(p: &Profile, opts: &Opts) -> Result<u8> {
             .filter(|n| w.observed.named.get(*n).and_then(|v| v.loopback_mark()) == Some(w.desired.mark.as_str()))
             .cloned()
             .collect();
-        State { host: p.host.clone(), namespaces: kept, ..State::default() }.save()?;
+        State { host: p.host.clone(), namespaces: kept, ..State::default() }.save(dir)?;
     } else {
-        execute(p, w, plan, opts, true)?;
+        execute(p, dir, w, plan, opts)?;
         if !opts.quiet {
             println!("destroyed what {} created", p.host);
         }
@@ -567,5 +425,41 @@ fn destroy_locked(p: &Profile, opts: &Opts) -> Result<u8> {
     for n in &notes {
         println!("note: {n}");
     }
-    Ok(0)
+    Ok(exit::OK)
+}
+
+/// `vxrouter __observed`: the observed state a plan would be computed from,
+/// as the golden plan tests' `observed.json`.
+pub fn dump_observed(path: &Path, destroy: bool) -> Result<()> {
+    let p = load(path)?;
+    let dir = state::run_dir();
+    let _lock = lock(&dir, &Opts { lock_timeout: Duration::from_secs(60), quiet: true, ..Opts::default() })?;
+    let mut session = Session::new()?;
+    let state = State::load(&dir, &p.host)?;
+    let (host, facts) = host_facts(&p, &mut session)?;
+    let desired = if destroy { Desired::nothing(&p.host, &p.owner_mark()) } else { Desired::derive(&p, &facts) };
+    let observed = observe_for(&mut session, facts, host, &state, &desired, Depth::Full)?;
+    println!("{}", serde_json::to_string_pretty(&observed.to_json()?)?);
+    Ok(())
+}
+
+/// The golden plan tests' run: a case directory's profile and observed host
+/// in, what the command on `command` ("$ vxrouter plan", "$ vxrouter destroy
+/// --force") prints before acting out.
+pub fn golden(dir: &Path, command: &str) -> String {
+    let result = (|| -> Result<Vec<String>> {
+        let p = load(&dir.join("profile.toml"))?;
+        let text = std::fs::read_to_string(dir.join("observed.json")).context("read observed.json")?;
+        let observed = Observed::from_json(serde_json::from_str(&text)?)?;
+        let words: Vec<&str> = command.split_whitespace().collect();
+        let destroy = words.contains(&"destroy");
+        let (desired, warnings) = desire(&p, &observed.facts, &observed.host, destroy)?;
+        let plan = plan::plan(&desired, &observed, PlanOptions { force: words.contains(&"--force") })
+            .map_err(|c| crate::error!(Conflict, "{c}\nnothing was changed"))?;
+        Ok(plan_text(&plan, &warnings, "no changes"))
+    })();
+    match result {
+        Ok(lines) => lines.iter().map(|l| format!("{l}\n")).collect(),
+        Err(e) => format!("error: {e}\n"),
+    }
 }

@@ -6,7 +6,7 @@
 use std::fs::File;
 use std::net::Ipv4Addr;
 
-use anyhow::{Context, Result, bail};
+use crate::error::{Context, Result};
 
 use crate::netns;
 
@@ -103,7 +103,7 @@ pub fn announce(ns: Option<&File>, frames: &[(u32, [u8; 6], Ipv4Addr)]) -> Resul
             }
             libc::close(fd);
             if let Some(e) = failed {
-                bail!(e);
+                crate::bail!(Kernel, "{e}");
             }
         }
         Ok(())

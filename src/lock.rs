@@ -1,41 +1,29 @@
-//! One vxrouter run at a time per host: an exclusive `flock` on
-//! /run/vxrouter/lock. A second run waits (saying for whom) up to a timeout.
-//! The kernel drops the lock when the holder exits, even on kill -9.
+//! One vxrouter run at a time per host: an exclusive lock (`flock`, through
+//! `File::try_lock`) on <run dir>/lock. A second run waits (saying for whom)
+//! up to a timeout. The kernel drops the lock when the holder exits, even on
+//! kill -9.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
-
-use crate::state::run_dir;
+use crate::error::{Context, Result};
 
 pub struct HostLock {
     file: File,
-    path: std::path::PathBuf,
-}
-
-fn try_lock(f: &File) -> std::io::Result<bool> {
-    // SAFETY: plain syscall on an fd we own.
-    let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc == 0 {
-        return Ok(true);
-    }
-    let e = std::io::Error::last_os_error();
-    if e.raw_os_error() == Some(libc::EWOULDBLOCK) { Ok(false) } else { Err(e) }
+    path: PathBuf,
 }
 
 impl HostLock {
-    /// Takes the host lock, waiting up to `timeout`. `on_wait` is called once
-    /// with the holder's description when the lock is busy.
-    pub fn acquire(timeout: Duration, mut on_wait: impl FnMut(&str)) -> Result<HostLock> {
-        let dir = run_dir();
+    /// Takes the host lock in `dir`, waiting up to `timeout`. `on_wait` is
+    /// called once with the holder's description when the lock is busy.
+    pub fn acquire(dir: &Path, timeout: Duration, mut on_wait: impl FnMut(&str)) -> Result<HostLock> {
         let path = dir.join("lock");
         let start = Instant::now();
         let mut told = false;
         let mut file = loop {
-            fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+            fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
             let file = OpenOptions::new()
                 .read(true)
                 .write(true)
@@ -43,13 +31,13 @@ impl HostLock {
                 .truncate(false)
                 .open(&path)
                 .with_context(|| format!("open {}", path.display()))?;
-            if try_lock(&file).with_context(|| format!("lock {}", path.display()))? {
+            match file.try_lock() {
                 // `destroy` removes the lock file when the host is clean; a
                 // lock taken on a file that was removed meanwhile is no lock.
-                if same_file(&file, &path) {
-                    break file;
-                }
-                continue;
+                Ok(()) if same_file(&file, &path) => break file,
+                Ok(()) => continue,
+                Err(TryLockError::WouldBlock) => {}
+                Err(TryLockError::Error(e)) => return Err(e).with_context(|| format!("lock {}", path.display())),
             }
             if !told {
                 let mut holder = String::new();
@@ -59,7 +47,8 @@ impl HostLock {
                 told = true;
             }
             if start.elapsed() >= timeout {
-                bail!(
+                crate::bail!(
+                    Conflict,
                     "another vxrouter run still holds {} after {}s; try again later or raise --lock-timeout",
                     path.display(),
                     timeout.as_secs()
@@ -74,8 +63,8 @@ impl HostLock {
         Ok(HostLock { file, path })
     }
 
-    /// Removes the lock file (and /run/vxrouter if empty) while still holding
-    /// the lock; waiters notice the file is gone and start over.
+    /// Removes the lock file (and the run directory if empty) while still
+    /// holding the lock; waiters notice the file is gone and start over.
     pub fn remove_files(self) {
         let _ = fs::remove_file(&self.path);
         if let Some(dir) = self.path.parent() {
@@ -85,7 +74,7 @@ impl HostLock {
     }
 }
 
-fn same_file(f: &File, path: &std::path::Path) -> bool {
+fn same_file(f: &File, path: &Path) -> bool {
     use std::os::unix::fs::MetadataExt;
     match (f.metadata(), fs::metadata(path)) {
         (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),

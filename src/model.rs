@@ -35,11 +35,16 @@ impl fmt::Display for Ns {
 
 pub type Mac = [u8; 6];
 
+/// rtm_protocol vxrouter stamps on its routes ('v'), so they are
+/// recognisable in `ip route` output as "proto 118".
+pub const RTPROT_VXROUTER: u8 = 118;
+
 pub fn fmt_mac(m: &Mac) -> String {
     m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
 }
 
-/// A link vxrouter creates and owns.
+/// A link vxrouter creates and owns (its kind-specific part comes from the
+/// link kind's own module under `kinds/`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LinkSpec {
     pub name: String,
@@ -55,6 +60,7 @@ pub struct LinkSpec {
     pub no_ipv6: bool,
 }
 
+/// The link kinds: one variant per kind module (`kinds/bridge.rs`, …).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum LinkKind {
@@ -145,6 +151,14 @@ pub struct ObservedVxlan {
 pub struct Addr {
     pub index: u32,
     pub cidr: Ipv4Cidr,
+}
+
+/// An all-zero-MAC bridge FDB entry: frames for unknown destinations on the
+/// VXLAN link `index` are also sent to `dst` (head-end replication).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FdbEntry {
+    pub index: u32,
+    pub dst: Ipv4Addr,
 }
 
 /// An IPv4 route in the main table.

@@ -9,7 +9,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use anyhow::{Context, Result};
+use crate::error::{Context, Result};
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sched::{CloneFlags, setns, unshare};
 
@@ -81,24 +81,31 @@ pub fn create(name: &str) -> Result<File> {
         fs::remove_file(&target).with_context(|| format!("remove stale {}", target.display()))?;
     }
     crate::testhooks::point();
-    OpenOptions::new().write(true).create_new(true).open(&target).with_context(|| format!("create {}", target.display()))?;
+    create_at(&target).with_context(|| format!("create network namespace {name}"))
+}
+
+/// Makes a new network namespace and pins it on `target` (a file that must
+/// not exist yet), as `ip netns add` does under /run/netns. The lab pins
+/// its nodes in a directory of its own the same way.
+pub fn create_at(target: &Path) -> Result<File> {
+    OpenOptions::new().write(true).create_new(true).open(target).with_context(|| format!("create {}", target.display()))?;
     crate::testhooks::point();
     // unshare(CLONE_NEWNET) affects only the calling thread, so a throwaway
     // thread makes the namespace and pins it with a bind mount.
     let made = std::thread::scope(|s| {
         s.spawn(|| -> Result<()> {
             unshare(CloneFlags::CLONE_NEWNET).context("unshare(CLONE_NEWNET)")?;
-            mount(Some("/proc/thread-self/ns/net"), &target, Some("none"), MsFlags::MS_BIND, None::<&str>)
+            mount(Some("/proc/thread-self/ns/net"), target, Some("none"), MsFlags::MS_BIND, None::<&str>)
                 .with_context(|| format!("bind-mount the new namespace on {}", target.display()))
         })
         .join()
-        .unwrap_or_else(|_| Err(anyhow::anyhow!("namespace thread panicked")))
+        .unwrap_or_else(|_| Err(crate::error!(Internal, "namespace thread panicked")))
     });
     if let Err(e) = made {
-        let _ = fs::remove_file(&target);
-        return Err(e.context(format!("create network namespace {name}")));
+        let _ = fs::remove_file(target);
+        return Err(e);
     }
-    File::open(&target).with_context(|| format!("open network namespace {name}"))
+    File::open(target).with_context(|| format!("open {}", target.display()))
 }
 
 /// Deletes a named namespace like `ip netns del`: the namespace itself goes
@@ -133,8 +140,10 @@ pub fn run_in<T: Send>(ns: BorrowedFd<'_>, f: impl FnOnce() -> T + Send) -> io::
 /// Makes `cmd` start inside the network namespace `ns`.
 pub fn command_in(cmd: &mut Command, ns: &File) {
     let fd = ns.as_raw_fd();
-    // SAFETY: setns is async-signal-safe; the fd is inherited from the parent
-    // by fork and stays open until exec (it is close-on-exec).
+    // SAFETY: the closure runs in the child between fork and exec, where only
+    // async-signal-safe calls are allowed: it makes one, setns(2), and reads
+    // errno. `fd` was inherited by fork and stays open until exec (it is
+    // close-on-exec); `ns` outlives the spawn because the caller holds it.
     unsafe {
         cmd.pre_exec(move || {
             if libc::setns(fd, libc::CLONE_NEWNET) != 0 {

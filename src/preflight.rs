@@ -5,30 +5,21 @@
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 
-use crate::desired::{UnderlayFacts, segment_mtu};
+use crate::desired::segment_mtu;
+use crate::facts::{BRIDGE_NF_SYSCTL, Facts, IGMP_MAX_SYSCTL, IP_FORWARD_SYSCTL};
+use crate::firewall::FirewallState;
 use crate::observe::NsView;
 use crate::profile::{Flood, Profile, VXLAN_OVERHEAD};
 
-pub const IGMP_MAX_SYSCTL: &str = "net/ipv4/igmp_max_memberships";
-pub const IP_FORWARD_SYSCTL: &str = "net/ipv4/ip_forward";
-/// Present only when br_netfilter is loaded.
-pub const BRIDGE_NF_SYSCTL: &str = "net/bridge/bridge-nf-call-iptables";
-
 /// br_netfilter is loaded and passes bridged IPv4 through iptables.
-pub fn bridge_nf_on(host: &NsView) -> bool {
-    host.sysctls.get(BRIDGE_NF_SYSCTL).map(String::as_str) == Some("1")
+pub fn bridge_nf_on(f: &Facts) -> bool {
+    f.sysctls.get(BRIDGE_NF_SYSCTL).map(String::as_str) == Some("1")
 }
 
 /// Warnings that need the host's firewall (read only when relevant).
-pub fn host_firewall_warnings(host: &NsView) -> Vec<String> {
+pub fn host_firewall_warnings(f: &Facts, host_fw: &FirewallState) -> Vec<String> {
     let mut out = Vec::new();
-    if bridge_nf_on(host)
-        && host
-            .firewall
-            .as_ref()
-            .and_then(|f| f.ipt.as_ref())
-            .is_some_and(|f| f.policies.get("FORWARD").map(String::as_str) == Some("DROP"))
-    {
+    if bridge_nf_on(f) && host_fw.ipt.as_ref().is_some_and(|i| i.policies.get("FORWARD").map(String::as_str) == Some("DROP")) {
         out.push(
             "br_netfilter is loaded with net.bridge.bridge-nf-call-iptables=1 and the host's FORWARD policy is DROP \
              (as Docker leaves it): frames bridged between VMs and VXLAN go through iptables FORWARD and are silently dropped. \
@@ -43,16 +34,15 @@ pub fn host_firewall_warnings(host: &NsView) -> Vec<String> {
 pub struct Preflight {
     pub errors: Vec<String>,
     pub warnings: Vec<String>,
-    pub underlay: Option<UnderlayFacts>,
 }
 
-pub fn check(p: &Profile, host: &NsView) -> Preflight {
+pub fn check(p: &Profile, f: &Facts, host: &NsView) -> Preflight {
     let mut out = Preflight::default();
     if let Some(u) = &p.underlay {
         match host.link(&u.device) {
             None => out.errors.push(format!("{}: underlay device {} does not exist on this host", p.source, u.device)),
             Some(dev) => {
-                let address = host.addrs_of(dev.index).map(|a| a.cidr.addr).next();
+                let address = host.addrs_of(dev.index).map(|a| a.cidr.addr()).next();
                 if u.local.is_none() && address.is_none() && !p.segments.is_empty() {
                     out.errors.push(format!(
                         "{}: underlay device {} has no IPv4 address to send VXLAN from; give it one or set underlay.local",
@@ -60,7 +50,7 @@ pub fn check(p: &Profile, host: &NsView) -> Preflight {
                     ));
                 }
                 if let Some(local) = u.local
-                    && !host.addrs.iter().any(|a| a.cidr.addr == local)
+                    && !host.addrs.iter().any(|a| a.cidr.addr() == local)
                 {
                     out.warnings.push(format!(
                         "underlay.local {local} is not an address of this host; VXLAN packets will carry it as source anyway"
@@ -80,7 +70,6 @@ pub fn check(p: &Profile, host: &NsView) -> Preflight {
                         ));
                     }
                 }
-                out.underlay = Some(UnderlayFacts { mtu: dev.mtu, address });
             }
         }
     }
@@ -109,7 +98,7 @@ pub fn check(p: &Profile, host: &NsView) -> Preflight {
             groups.insert(g);
         }
     }
-    let limit: usize = host.sysctls.get(IGMP_MAX_SYSCTL).and_then(|v| v.parse().ok()).unwrap_or(20);
+    let limit: usize = f.sysctls.get(IGMP_MAX_SYSCTL).and_then(|v| v.parse().ok()).unwrap_or(20);
     if groups.len() > limit {
         out.errors.push(format!(
             "{} distinct multicast groups are needed on this host but net.ipv4.igmp_max_memberships is {limit}; \
@@ -118,7 +107,7 @@ pub fn check(p: &Profile, host: &NsView) -> Preflight {
             groups.len().max(limit * 2)
         ));
     }
-    if host.sysctls.get(IP_FORWARD_SYSCTL).map(String::as_str) == Some("1") {
+    if f.sysctls.get(IP_FORWARD_SYSCTL).map(String::as_str) == Some("1") {
         out.warnings.push(
             "IP forwarding is enabled on the host itself (net.ipv4.ip_forward=1): vxrouter routes only inside its router \
              namespace and does not need it; make sure the host's own firewall does not route traffic it should not"
@@ -126,53 +115,4 @@ pub fn check(p: &Profile, host: &NsView) -> Preflight {
         );
     }
     out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::plan::tests::{SEED_A, bare};
-
-    fn profile(text: &str) -> Profile {
-        Profile::parse("p.toml", text).unwrap()
-    }
-
-    #[test]
-    fn seed_router_passes_on_a_host_with_its_nics() {
-        let pf = check(&profile(SEED_A), &bare().host);
-        assert!(pf.errors.is_empty(), "{:?}", pf.errors);
-        assert_eq!(pf.underlay, Some(UnderlayFacts { mtu: 1500, address: Some(Ipv4Addr::new(10, 0, 0, 1)) }));
-    }
-
-    #[test]
-    fn missing_nics_and_oversized_mtu_are_errors() {
-        let mut host = bare().host;
-        host.links.retain(|l| l.name != "eth1");
-        let pf = check(&profile(&SEED_A.replace("# mtu = 1450", "mtu = 1451")), &host);
-        assert!(pf.errors.iter().any(|e| e.contains("uplink eth1 does not exist")), "{:?}", pf.errors);
-        assert!(pf.errors.iter().any(|e| e.contains("mtu 1451") && e.contains("carries at most 1450")), "{:?}", pf.errors);
-        let pf = check(&profile(&SEED_A.replace("device = \"eth0\"", "device = \"eth7\"")), &host);
-        assert!(pf.errors.iter().any(|e| e.contains("underlay device eth7 does not exist")), "{:?}", pf.errors);
-    }
-
-    #[test]
-    fn multicast_groups_beyond_the_kernel_limit_name_the_sysctl() {
-        let mut text = SEED_A.to_string();
-        for i in 0..20 {
-            text = text.replace(
-                "[router]\n",
-                &format!("[[segment]]\nbridge = \"b{i}\"\nvni = {}\ngroup = \"239.1.1.{i}\"\n\n[router]\n", 3000 + i),
-            );
-        }
-        let mut host = bare().host;
-        host.sysctls.insert(IGMP_MAX_SYSCTL.into(), "20".into());
-        let pf = check(&profile(&text), &host);
-        assert!(
-            pf.errors.iter().any(|e| e.contains("21 distinct multicast groups") && e.contains("net.ipv4.igmp_max_memberships")),
-            "{:?}",
-            pf.errors
-        );
-        host.sysctls.insert(IGMP_MAX_SYSCTL.into(), "21".into());
-        assert!(check(&profile(&text), &host).errors.is_empty());
-    }
 }

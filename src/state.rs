@@ -3,20 +3,26 @@
 //!
 //! Links carry their ownership in the kernel (the alias mark). The state file
 //! holds what cannot be marked there: the router namespaces created, the
-//! uplinks enslaved (a foreign NIC must not get a mark), and, while a run is in
-//! progress, the names it may create — so a run killed between creating a
-//! link and marking it is recognised and finished by the next one.
+//! uplinks enslaved (a foreign NIC must not get a mark), the firewall
+//! backends used, and, while a run is in progress, the names it may create —
+//! so a run killed between creating a link and marking it is recognised and
+//! finished by the next one. What the file says before, during and after a
+//! run is computed here and nowhere else.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::desired::Desired;
+use crate::error::{Context, Result};
 use crate::firewall::Backend;
+use crate::kinds::{firewall::Firewall, uplink::Uplinks};
 use crate::model::Ns;
+use crate::observe::Observed;
+use crate::plan::Plan;
 
 /// The state file's key for a namespace's firewall.
 pub fn fw_key(ns: &Ns) -> String {
@@ -26,9 +32,10 @@ pub fn fw_key(ns: &Ns) -> String {
     }
 }
 
+/// Where vxrouter keeps its files. Tests and the lab point this elsewhere
+/// through a mount namespace; `VXROUTER_RUN_DIR` exists for unprivileged
+/// experiments. Read once per run, with the other facts.
 pub fn run_dir() -> PathBuf {
-    // Tests and the lab point this elsewhere only through a mount namespace;
-    // the override exists for unprivileged unit tests of this module.
     std::env::var_os("VXROUTER_RUN_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/run/vxrouter"))
 }
 
@@ -59,21 +66,14 @@ pub struct Pending {
 }
 
 impl State {
-    fn path_in(dir: &Path, host: &str) -> PathBuf {
+    pub fn path(dir: &Path, host: &str) -> PathBuf {
         dir.join(format!("{host}.state.json"))
     }
 
-    pub fn path(host: &str) -> PathBuf {
-        Self::path_in(&run_dir(), host)
-    }
-
-    pub fn load(host: &str) -> Result<State> {
-        let path = Self::path(host);
+    pub fn load(dir: &Path, host: &str) -> Result<State> {
+        let path = Self::path(dir, host);
         match fs::read(&path) {
-            Ok(bytes) => {
-                let st: State = serde_json::from_slice(&bytes).with_context(|| format!("parse {}", path.display()))?;
-                Ok(st)
-            }
+            Ok(bytes) => Ok(serde_json::from_slice(&bytes).with_context(|| format!("parse {}", path.display()))?),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(State { host: host.to_string(), ..State::default() }),
             Err(e) => Err(e).with_context(|| format!("read {}", path.display())),
         }
@@ -81,10 +81,9 @@ impl State {
 
     /// Writes atomically (temporary file + rename), or removes the file when
     /// there is nothing left to remember.
-    pub fn save(&self) -> Result<()> {
+    pub fn save(&self, dir: &Path) -> Result<()> {
         crate::testhooks::point();
-        let dir = run_dir();
-        let path = Self::path_in(&dir, &self.host);
+        let path = Self::path(dir, &self.host);
         if self.is_empty() {
             return match fs::remove_file(&path) {
                 Ok(()) => Ok(()),
@@ -92,9 +91,9 @@ impl State {
                 Err(e) => Err(e).with_context(|| format!("remove {}", path.display())),
             };
         }
-        fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+        fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
         let tmp = path.with_extension("json.tmp");
-        let bytes = serde_json::to_vec_pretty(self).context("encode state")?;
+        let bytes = serde_json::to_vec_pretty(self)?;
         fs::write(&tmp, bytes).with_context(|| format!("write {}", tmp.display()))?;
         fs::rename(&tmp, &path).with_context(|| format!("rename {} to {}", tmp.display(), path.display()))
     }
@@ -113,6 +112,64 @@ impl State {
     }
 }
 
+/// The state file while a run changes the host: what it said before, the
+/// names the plan may create (and those an interrupted earlier run may have
+/// left unmarked: this run may be killed too before it adopts them), and
+/// what the profile will own.
+pub fn during(before: &State, host: &str, desired: &Desired, plan: &Plan) -> State {
+    let mut st = before.clone();
+    st.host = host.to_string();
+    let mut pend = Pending { pid: std::process::id(), links: vec![], namespaces: vec![] };
+    for s in &plan.steps {
+        let (links, namespaces) = s.creates();
+        pend.links.extend(links);
+        pend.namespaces.extend(namespaces);
+    }
+    if let Some(old) = &before.pending {
+        pend.links.extend(old.links.iter().filter(|l| !pend.links.contains(l)).cloned().collect::<Vec<_>>());
+        pend.namespaces.extend(old.namespaces.iter().filter(|n| !pend.namespaces.contains(n)).cloned().collect::<Vec<_>>());
+    }
+    st.pending = Some(pend);
+    st.namespaces.extend(desired.router_ns().map(str::to_string));
+    for u in desired.of::<Uplinks>() {
+        st.uplinks.insert(u.uplink.clone(), u.bridge.clone());
+    }
+    for r in desired.of::<Firewall>() {
+        st.firewall.entry(fw_key(&r.ns)).or_default().insert(r.backend);
+    }
+    st
+}
+
+/// The state file after a run, from what is wanted and what verification
+/// observed: owned namespaces (also those kept for their foreign objects,
+/// whose firewall records stay so the next run looks again), uplinks, and
+/// the backends holding rules.
+pub fn after(desired: &Desired, observed: &Observed, during: &State) -> State {
+    let mut st = State { host: during.host.clone(), ..State::default() };
+    st.namespaces.extend(desired.router_ns().map(str::to_string));
+    for name in &during.namespaces {
+        if observed.named.get(name).and_then(|v| v.loopback_mark()) == Some(desired.mark.as_str()) {
+            st.namespaces.insert(name.clone());
+        }
+    }
+    for u in desired.of::<Uplinks>() {
+        st.uplinks.insert(u.uplink.clone(), u.bridge.clone());
+    }
+    for r in desired.of::<Firewall>() {
+        if !r.policy.chains.is_empty() {
+            st.firewall.entry(fw_key(&r.ns)).or_default().insert(r.backend);
+        }
+    }
+    for name in &st.namespaces.clone() {
+        if Some(name.as_str()) != desired.router_ns()
+            && let Some(b) = during.firewall.get(name)
+        {
+            st.firewall.insert(name.clone(), b.clone());
+        }
+    }
+    st
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -120,20 +177,19 @@ mod tests {
     #[test]
     fn save_load_roundtrip_and_empty_removes() {
         let dir = std::env::temp_dir().join(format!("vxr-state-{}", std::process::id()));
-        // SAFETY: single-threaded use of this variable within this test binary.
-        unsafe { std::env::set_var("VXROUTER_RUN_DIR", &dir) };
-        let mut st = State::load("h").unwrap();
+        let mut st = State::load(&dir, "h").unwrap();
         assert!(st.is_empty());
+        st.host = "h".into();
         st.namespaces.insert("ns1".into());
         st.pending = Some(Pending { pid: 1, links: vec![(Ns::Host, "br0".into())], namespaces: vec![] });
-        st.save().unwrap();
-        let back = State::load("h").unwrap();
+        st.save(&dir).unwrap();
+        let back = State::load(&dir, "h").unwrap();
         assert_eq!(back, st);
         assert!(back.pending_link(&Ns::Host, "br0"));
         assert!(!back.pending_link(&Ns::Named("ns1".into()), "br0"));
         let empty = State { host: "h".into(), ..State::default() };
-        empty.save().unwrap();
-        assert!(!State::path("h").exists());
+        empty.save(&dir).unwrap();
+        assert!(!State::path(&dir, "h").exists());
         let _ = fs::remove_dir_all(&dir);
     }
 }

@@ -2,7 +2,7 @@
 //! file in tests/fuzz-regressions/ is fed to `Profile::parse_bytes`, which
 //! must return (Ok or Err) without panicking. An `Err` must carry at least
 //! one error, each located at line >= 1, column >= 1. An accepted profile is
-//! also run through the pure `desired::derive`, as the fuzz target does.
+//! also run through the pure `Desired::derive`, as the fuzz target does.
 //!
 //! No root, no kernel: parsing and derivation are pure.
 
@@ -10,7 +10,8 @@ use std::any::Any;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 
-use vxrouter::desired::derive;
+use vxrouter::desired::Desired;
+use vxrouter::facts::Facts;
 use vxrouter::profile::Profile;
 
 fn regression_dir() -> PathBuf {
@@ -31,7 +32,7 @@ fn panic_message(payload: &(dyn Any + Send)) -> String {
 fn check(name: &str, bytes: &[u8]) -> Result<(), String> {
     let outcome = catch_unwind(AssertUnwindSafe(|| match Profile::parse_bytes(name, bytes) {
         Ok(profile) => {
-            let _ = derive(&profile, None);
+            let _ = Desired::derive(&profile, &Facts::default());
             Ok(())
         }
         Err(errors) => {

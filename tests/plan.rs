@@ -27,7 +27,7 @@ fn every_case_plans_as_recorded() {
     for dir in &cases {
         let expected = std::fs::read_to_string(dir.join("plan.txt")).unwrap();
         let command = expected.lines().next().unwrap_or("").to_string();
-        let got = format!("{command}\n{}", vxrouter::golden::plan_text(dir, &command));
+        let got = format!("{command}\n{}", vxrouter::engine::golden(dir, &command));
         if got == expected {
             continue;
         }

@@ -127,6 +127,7 @@ fn the_router_answers_ping_but_exposes_no_service_iptables() {
 fn router_exposes_nothing(backend: &str) {
     let l = TestLab::seed_with(&format!("sec-router-{backend}"), backend);
     l.up();
+    let agent = lab_bin().display().to_string();
     let o = l.exec("attacker", &["ping", "-c", "1", "-W", "2", "203.0.113.123"]);
     assert!(o.status.success(), "the public address answers ping: {}", text(&o));
     // A service listening in the router namespace: reachable inside it
@@ -134,16 +135,16 @@ fn router_exposes_nothing(backend: &str) {
     let mut listener = Command::new(vx())
         .args(["lab", "exec"])
         .arg(&l.file)
-        .args(["host-a", "--", "timeout", "20", "ip", "netns", "exec", "ns1", vx(), "__agent", "listen", "0.0.0.0:7005"])
+        .args(["host-a", "--", "timeout", "20", "ip", "netns", "exec", "ns1", &agent, "__agent", "listen", "0.0.0.0:7005"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(300));
     let inside =
-        l.exec("host-a", &["ip", "netns", "exec", "ns1", vx(), "__agent", "send", "203.0.113.123:7005", "--timeout", "2"]);
-    let outside = l.exec("attacker", &[vx(), "__agent", "send", "203.0.113.123:7005", "--timeout", "2"]);
-    let from_vm = l.exec("vm-b", &[vx(), "__agent", "send", "192.168.10.3:7005", "--timeout", "2"]);
+        l.exec("host-a", &["ip", "netns", "exec", "ns1", &agent, "__agent", "send", "203.0.113.123:7005", "--timeout", "2"]);
+    let outside = l.exec("attacker", &[&agent, "__agent", "send", "203.0.113.123:7005", "--timeout", "2"]);
+    let from_vm = l.exec("vm-b", &[&agent, "__agent", "send", "192.168.10.3:7005", "--timeout", "2"]);
     let _ = listener.kill();
     let _ = listener.wait();
     assert!(inside.status.success(), "control: {}", text(&inside));
@@ -161,11 +162,12 @@ fn vxlan_injected_from_outside_allow_never_reaches_a_vm() {
         "ip addr add 10.0.0.200/24 dev underlay && ip addr add 10.0.0.9/24 dev underlay && ip link set underlay up",
     );
     assert!(o.status.success(), "{}", text(&o));
+    let agent = lab_bin().display().to_string();
     let inject = |from: &str, sender: &str| {
         let o = l.exec(
             "fabric",
             &[
-                vx(),
+                &agent,
                 "__agent",
                 "vxlan-inject",
                 "--from",

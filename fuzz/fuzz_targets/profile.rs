@@ -5,20 +5,21 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use vxrouter::desired::{UnderlayFacts, derive};
+use vxrouter::desired::Desired;
+use vxrouter::facts::{Facts, UnderlayFacts};
 use vxrouter::profile::Profile;
 use vxrouter::profile::names::check_ifname;
 
 fuzz_target!(|data: &[u8]| {
     match Profile::parse_bytes("fuzz.toml", data) {
         Ok(profile) => {
-            let d = derive(&profile, None);
+            let d = Desired::derive(&profile, &Facts::default());
             // Also with host facts, so the underlay-MTU arithmetic is covered.
-            let facts = UnderlayFacts { mtu: 68, address: None };
-            let _ = derive(&profile, Some(&facts));
+            let facts = Facts { underlay: Some(UnderlayFacts { mtu: 68, address: None }), ..Facts::default() };
+            let _ = Desired::derive(&profile, &facts);
             // Every name vxrouter would create, derived ones included, must be
             // one the kernel accepts.
-            for (_, link) in &d.links {
+            for (_, link) in d.links() {
                 if let Err(reason) = check_ifname(&link.name) {
                     panic!("accepted profile derives an invalid link name: {reason}");
                 }

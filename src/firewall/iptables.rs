@@ -4,11 +4,11 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 
-use anyhow::Result;
-
-use super::rules::{Hook, Match, Policy, Rule, Table, Verdict};
-use super::{CHAIN_PREFIX, Chain, FwChange, IptState, Ruleset};
-use crate::profile::Proto;
+use super::render::{self, Syntax};
+use super::rules::{Hook, Policy, Rule, Table, Verdict};
+use super::{CHAIN_PREFIX, Chain, Driver, FirewallState, FwChange, IptState, Ruleset};
+use crate::error::Result;
+use crate::profile::{Ipv4Cidr, Proto};
 
 /// True when `iptables-save` is installed.
 pub fn available() -> bool {
@@ -51,56 +51,53 @@ pub fn parse_save(text: &str) -> IptState {
     st
 }
 
-/// A rule as `iptables-save` prints it (without "-A <chain> ").
-pub fn render_rule(r: &Rule) -> String {
-    let mut w: Vec<String> = Vec::new();
-    let net = |c: &crate::profile::Ipv4Cidr| c.to_string();
-    for m in &r.matches {
-        if let Match::Src(c) = m {
-            w.push(format!("-s {}", net(c)));
+/// iptables-save's words.
+pub struct IptSyntax;
+
+impl Syntax for IptSyntax {
+    fn src(&self, c: &Ipv4Cidr) -> String {
+        format!("-s {c}")
+    }
+    fn dst(&self, c: &Ipv4Cidr) -> String {
+        format!("-d {c}")
+    }
+    fn iif(&self, name: &str) -> String {
+        format!("-i {name}")
+    }
+    fn oif(&self, name: &str) -> String {
+        format!("-o {name}")
+    }
+    fn port(&self, proto: Proto, port: u16) -> String {
+        let p = proto.as_str();
+        format!("-p {p} -m {p} --dport {port}")
+    }
+    fn icmp_echo(&self) -> String {
+        "-p icmp -m icmp --icmp-type 8".into()
+    }
+    fn established(&self) -> String {
+        "-m conntrack --ctstate RELATED,ESTABLISHED".into()
+    }
+    fn invalid(&self) -> String {
+        "-m conntrack --ctstate INVALID".into()
+    }
+    fn dnatted(&self) -> String {
+        "-m conntrack --ctstate DNAT".into()
+    }
+    fn verdict(&self, v: &Verdict) -> String {
+        match v {
+            Verdict::Accept => "-j ACCEPT".into(),
+            Verdict::Drop => "-j DROP".into(),
+            Verdict::Return => "-j RETURN".into(),
+            Verdict::Snat(a) => format!("-j SNAT --to-source {a}"),
+            Verdict::Masquerade => "-j MASQUERADE".into(),
+            Verdict::Dnat(a, p) => format!("-j DNAT --to-destination {a}:{p}"),
         }
     }
-    for m in &r.matches {
-        if let Match::Dst(c) = m {
-            w.push(format!("-d {}", net(c)));
-        }
-    }
-    for m in &r.matches {
-        match m {
-            Match::In(i) => w.push(format!("-i {i}")),
-            Match::Out(o) => w.push(format!("-o {o}")),
-            _ => {}
-        }
-    }
-    for m in &r.matches {
-        match m {
-            Match::Port(Proto::Tcp, p) => w.push(format!("-p tcp -m tcp --dport {p}")),
-            Match::Port(Proto::Udp, p) => w.push(format!("-p udp -m udp --dport {p}")),
-            Match::IcmpEcho => w.push("-p icmp -m icmp --icmp-type 8".into()),
-            _ => {}
-        }
-    }
-    for m in &r.matches {
-        match m {
-            Match::Established => w.push("-m conntrack --ctstate RELATED,ESTABLISHED".into()),
-            Match::Invalid => w.push("-m conntrack --ctstate INVALID".into()),
-            Match::Dnatted => w.push("-m conntrack --ctstate DNAT".into()),
-            _ => {}
-        }
-    }
-    w.push(match &r.verdict {
-        Verdict::Accept => "-j ACCEPT".into(),
-        Verdict::Drop => "-j DROP".into(),
-        Verdict::Return => "-j RETURN".into(),
-        Verdict::Snat(a) => format!("-j SNAT --to-source {a}"),
-        Verdict::Masquerade => "-j MASQUERADE".into(),
-        Verdict::Dnat(a, p) => format!("-j DNAT --to-destination {a}:{p}"),
-    });
-    w.join(" ")
 }
 
+/// Rules as `iptables-save` prints them (without "-A <chain> ").
 pub fn render_rules(rules: &[Rule]) -> Vec<String> {
-    rules.iter().map(render_rule).collect()
+    render::rules(rules, &IptSyntax)
 }
 
 /// The owned chains for a policy: `VXROUTER-<NAME>`, hooked from the
@@ -176,9 +173,187 @@ pub fn restore(ns: Option<&File>, where_: &str, batch: &str) -> Result<()> {
     super::tool::feed("iptables-restore", &["--noflush", "--wait", "10"], ns, where_, batch)
 }
 
+pub fn jump_rule(mark: &str, chain: &str) -> String {
+    format!("-m comment --comment \"{mark}\" -j {chain}")
+}
+
+/// The iptables backend.
+pub struct Iptables;
+
+impl Driver for Iptables {
+    fn read(&self, ns: Option<&File>, where_: &str, st: &mut FirewallState) -> Result<()> {
+        st.ipt = Some(observe(ns, where_)?);
+        Ok(())
+    }
+
+    fn diff(&self, mark: &str, want: Option<&Policy>, have: &FirewallState) -> Result<Vec<FwChange>, String> {
+        let want_ipt = want.map(ruleset).unwrap_or_default();
+        Ok(match &have.ipt {
+            Some(ipt) => diff(mark, &want_ipt, ipt),
+            None if want.is_some() => diff(mark, &want_ipt, &IptState::default()),
+            None => vec![],
+        })
+    }
+
+    fn write(&self, ns: Option<&File>, where_: &str, changes: &[FwChange]) -> Result<()> {
+        restore(ns, where_, &render(changes))
+    }
+
+    fn inverse(&self, changes: &[FwChange], before: &FirewallState) -> Vec<FwChange> {
+        let mut inv = Vec::new();
+        let old = before.ipt.clone().unwrap_or_default();
+        for c in changes.iter().rev() {
+            match c {
+                FwChange::SetChain { table, chain, .. } | FwChange::DelChain { table, chain } => {
+                    match old.chains.get(&(table.clone(), chain.clone())) {
+                        Some(rules) => inv.push(FwChange::SetChain {
+                            table: table.clone(),
+                            chain: chain.clone(),
+                            rules: rules.clone(),
+                            found: None,
+                        }),
+                        None => inv.push(FwChange::DelChain { table: table.clone(), chain: chain.clone() }),
+                    }
+                }
+                FwChange::AddJump { table, hook, rule } => {
+                    inv.push(FwChange::DelJump { table: table.clone(), hook: hook.clone(), rule: rule.clone() })
+                }
+                FwChange::DelJump { table, hook, rule } => {
+                    inv.push(FwChange::AddJump { table: table.clone(), hook: hook.clone(), rule: rule.clone() })
+                }
+                FwChange::NftReplace { .. } | FwChange::NftDelete => {}
+            }
+        }
+        // Jumps must go before the chains they point to are deleted.
+        inv.sort_by_key(|c| matches!(c, FwChange::DelChain { .. }));
+        inv
+    }
+
+    fn recreate(&self, state: &FirewallState) -> Vec<FwChange> {
+        let Some(ipt) = &state.ipt else { return vec![] };
+        let mut out: Vec<FwChange> = ipt
+            .chains
+            .iter()
+            .map(|((table, chain), rules)| FwChange::SetChain {
+                table: table.clone(),
+                chain: chain.clone(),
+                rules: rules.clone(),
+                found: None,
+            })
+            .collect();
+        for ((table, hook), jumps) in &ipt.jumps {
+            out.extend(jumps.iter().map(|rule| FwChange::AddJump {
+                table: table.clone(),
+                hook: hook.clone(),
+                rule: rule.clone(),
+            }));
+        }
+        out
+    }
+}
+
+/// Diff desired owned iptables chains against what the namespace holds.
+pub fn diff(mark: &str, want: &Ruleset, have: &IptState) -> Vec<FwChange> {
+    let mut changes = Vec::new();
+    for c in &want.chains {
+        let key = (c.table.clone(), c.name.clone());
+        match have.chains.get(&key) {
+            Some(rules) if *rules == c.rules => {}
+            found => changes.push(FwChange::SetChain {
+                table: c.table.clone(),
+                chain: c.name.clone(),
+                rules: c.rules.clone(),
+                found: found.map(|r| r.len()),
+            }),
+        }
+        let jump = jump_rule(mark, &c.name);
+        let hook_key = (c.table.clone(), c.hook.clone());
+        let existing = have.jumps.get(&hook_key).map(|j| j.iter().filter(|r| **r == jump).count()).unwrap_or(0);
+        if existing == 0 {
+            changes.push(FwChange::AddJump { table: c.table.clone(), hook: c.hook.clone(), rule: jump.clone() });
+        }
+        for _ in 1..existing {
+            changes.push(FwChange::DelJump { table: c.table.clone(), hook: c.hook.clone(), rule: jump.clone() });
+        }
+    }
+    // Our jumps to chains we no longer want, and those chains.
+    let wanted = |t: &str, n: &str| want.chains.iter().any(|c| c.table == t && c.name == n);
+    let ours = format!("--comment \"{mark}\" ");
+    for ((table, hook), rules) in &have.jumps {
+        for r in rules {
+            let target = r.rsplit(" -j ").next().unwrap_or("");
+            if r.contains(&ours) && !wanted(table, target) {
+                changes.push(FwChange::DelJump { table: table.clone(), hook: hook.clone(), rule: r.clone() });
+            }
+        }
+    }
+    for (table, chain) in have.chains.keys() {
+        if !wanted(table, chain) && owned_chain_of(mark, have, table, chain) {
+            changes.push(FwChange::DelChain { table: table.clone(), chain: chain.clone() });
+        }
+    }
+    changes
+}
+
+/// A chain with our prefix is ours to delete when nothing but our own jumps
+/// lead to it (another owner's jump keeps it alive).
+fn owned_chain_of(mark: &str, have: &IptState, table: &str, chain: &str) -> bool {
+    let target = format!("-j {chain}");
+    let theirs = have
+        .jumps
+        .iter()
+        .filter(|((t, _), _)| t == table)
+        .flat_map(|(_, rules)| rules)
+        .any(|r| r.ends_with(&target) && !r.contains(&format!("\"{mark}\"")));
+    !theirs
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn one_chain() -> Ruleset {
+        Ruleset {
+            chains: vec![Chain {
+                table: "nat".into(),
+                name: "VXROUTER-POST".into(),
+                hook: "POSTROUTING".into(),
+                rules: vec!["-s 192.168.10.0/24 -o pub -j SNAT --to-source 203.0.113.123".into()],
+            }],
+        }
+    }
+
+    #[test]
+    fn empty_firewall_needs_chain_and_jump() {
+        let d = diff("vxrouter:a", &one_chain(), &IptState::default());
+        assert_eq!(d.len(), 2);
+        assert!(matches!(&d[0], FwChange::SetChain { found: None, .. }));
+        assert!(matches!(&d[1], FwChange::AddJump { hook, .. } if hook == "POSTROUTING"));
+    }
+
+    #[test]
+    fn matching_firewall_needs_nothing_and_extra_chains_go() {
+        let want = one_chain();
+        let mut have = IptState::default();
+        have.chains.insert(("nat".into(), "VXROUTER-POST".into()), want.chains[0].rules.clone());
+        have.jumps.insert(("nat".into(), "POSTROUTING".into()), vec![jump_rule("vxrouter:a", "VXROUTER-POST")]);
+        assert!(diff("vxrouter:a", &want, &have).is_empty());
+
+        have.chains.insert(("filter".into(), "VXROUTER-FWD".into()), vec!["-j DROP".into()]);
+        have.jumps.insert(("filter".into(), "FORWARD".into()), vec![jump_rule("vxrouter:a", "VXROUTER-FWD")]);
+        let d = diff("vxrouter:a", &want, &have);
+        assert_eq!(d.len(), 2, "{d:?}");
+        assert!(matches!(&d[0], FwChange::DelJump { hook, .. } if hook == "FORWARD"));
+        assert!(matches!(&d[1], FwChange::DelChain { chain, .. } if chain == "VXROUTER-FWD"));
+    }
+
+    #[test]
+    fn another_owners_chain_is_left_alone() {
+        let mut have = IptState::default();
+        have.chains.insert(("filter".into(), "VXROUTER-FWD".into()), vec!["-j DROP".into()]);
+        have.jumps.insert(("filter".into(), "FORWARD".into()), vec![jump_rule("vxrouter:b", "VXROUTER-FWD")]);
+        assert!(diff("vxrouter:a", &Ruleset::default(), &have).is_empty());
+    }
 
     const SAVE: &str = r#"# Generated by iptables-save v1.8.9 (nf_tables)
 *nat

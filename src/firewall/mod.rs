@@ -1,25 +1,32 @@
-//! Firewall rules vxrouter owns, with two backends:
+//! Firewall rules vxrouter owns, behind one [`Driver`] trait with two
+//! backends:
 //!
 //! - iptables: a few chains of its own per namespace (`VXROUTER-*`), each
 //!   hooked into a built-in chain by one jump rule carrying the owner comment;
-//!   nothing outside those chains and jumps is read for diffing or written.
+//!   nothing outside those chains and jumps is read for diffing or written;
+//!   changed by one `iptables-restore --noflush` batch per namespace.
 //! - nftables: one table of its own (`table ip vxrouter`), replaced as a
-//!   whole in one transaction.
+//!   whole in one `nft -f` transaction.
 //!
-//! `rules.rs` says what the rules are, independent of the backend.
+//! `rules.rs` says what the rules are, independent of the backend;
+//! `render.rs` writes a rule in either tool's canonical syntax (the form
+//! `iptables-save` and `nft list` print), so observed rules compare to
+//! wanted ones as plain strings.
 
 pub mod iptables;
 pub mod nft;
+pub mod render;
 pub mod rules;
 mod tool;
 
-use tool::in_path;
-
 use std::collections::BTreeMap;
+use std::fs::File;
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::Result;
 use rules::Policy;
+pub use tool::in_path;
 
 /// Which tool writes a namespace's rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -28,6 +35,8 @@ pub enum Backend {
     Iptables,
     Nftables,
 }
+
+pub const BACKENDS: [Backend; 2] = [Backend::Iptables, Backend::Nftables];
 
 /// What `[router] firewall` means here: auto is nftables when the `nft`
 /// tool can run, else iptables.
@@ -48,6 +57,28 @@ impl Backend {
             Backend::Nftables => "nftables",
         }
     }
+
+    pub fn driver(self) -> &'static dyn Driver {
+        match self {
+            Backend::Iptables => &iptables::Iptables,
+            Backend::Nftables => &nft::Nftables,
+        }
+    }
+}
+
+/// One firewall tool, as vxrouter uses it.
+pub trait Driver: Sync {
+    /// Reads what this backend holds in a namespace (None: here) into `st`.
+    fn read(&self, ns: Option<&File>, where_: &str, st: &mut FirewallState) -> Result<()>;
+    /// The changes that make this backend hold exactly `want` (None:
+    /// nothing of vxrouter's). Err: what stands in the way.
+    fn diff(&self, mark: &str, want: Option<&Policy>, have: &FirewallState) -> Result<Vec<FwChange>, String>;
+    /// Applies this backend's changes among `changes`, in one batch.
+    fn write(&self, ns: Option<&File>, where_: &str, changes: &[FwChange]) -> Result<()>;
+    /// The changes that put back what this backend's `changes` changed.
+    fn inverse(&self, changes: &[FwChange], before: &FirewallState) -> Vec<FwChange>;
+    /// The changes that make a namespace without rules hold `state`'s again.
+    fn recreate(&self, state: &FirewallState) -> Vec<FwChange>;
 }
 
 /// One owned iptables chain, rules in `iptables-save` canonical form.
@@ -106,14 +137,10 @@ impl FirewallState {
 /// Prefix of every chain vxrouter creates.
 pub const CHAIN_PREFIX: &str = "VXROUTER-";
 
-pub fn jump_rule(mark: &str, chain: &str) -> String {
-    format!("-m comment --comment \"{mark}\" -j {chain}")
-}
-
 /// One change to the firewall of one namespace.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub enum FwChange {
-    /// Create or refill a chain with these rules.
+    /// Create or refill an iptables chain with these rules.
     SetChain { table: String, chain: String, rules: Vec<String>, found: Option<usize> },
     /// Insert the jump at the top of the hook chain.
     AddJump { table: String, hook: String, rule: String },
@@ -145,8 +172,12 @@ impl FwChange {
         }
     }
 
-    pub fn is_nft(&self) -> bool {
-        matches!(self, FwChange::NftReplace { .. } | FwChange::NftDelete)
+    /// The backend whose tool carries out this change.
+    pub fn backend(&self) -> Backend {
+        match self {
+            FwChange::NftReplace { .. } | FwChange::NftDelete => Backend::Nftables,
+            _ => Backend::Iptables,
+        }
     }
 
     /// True when the change only adds what is missing.
@@ -157,140 +188,45 @@ impl FwChange {
 }
 
 /// The changes that make a namespace's firewall hold exactly `policy` (empty:
-/// nothing of vxrouter's) through `backend`, removing what the other backend
-/// holds. Err: the nftables table belongs to another owner.
+/// nothing of vxrouter's) through `backend`, removing what the other
+/// backend holds. Err: something of another owner stands in the way.
 pub fn changes(mark: &str, policy: &Policy, backend: Backend, have: &FirewallState) -> Result<Vec<FwChange>, String> {
     let mut out = Vec::new();
-    let want_ipt = match backend {
-        Backend::Iptables => iptables::ruleset(policy),
-        Backend::Nftables => Ruleset::default(),
-    };
-    if let Some(ipt) = &have.ipt {
-        out.extend(diff(mark, &want_ipt, ipt));
-    } else if backend == Backend::Iptables {
-        out.extend(diff(mark, &want_ipt, &IptState::default()));
-    }
-    let ours = have.nft.as_ref().and_then(|n| n.ours.as_ref());
-    if let Some(t) = ours
-        && t.comment.as_deref() != Some(mark)
-        && t.comment.is_some()
-    {
-        return Err(format!("nftables table ip {} belongs to {}", nft::TABLE, t.comment.as_deref().unwrap_or("someone else")));
-    }
-    let want_nft = (backend == Backend::Nftables && !policy.chains.is_empty()).then(|| nft::desired(mark, policy));
-    match (want_nft, ours) {
-        (Some(w), Some(h)) if &w == h => {}
-        (Some(w), Some(h)) => {
-            let why = nft::differing(&w, h);
-            out.push(FwChange::NftReplace { table: w, why, fresh: false });
-        }
-        (Some(w), None) => out.push(FwChange::NftReplace { table: w, why: vec![], fresh: true }),
-        (None, Some(_)) => out.push(FwChange::NftDelete),
-        (None, None) => {}
+    for b in BACKENDS {
+        let want = (b == backend && !policy.chains.is_empty()).then_some(policy);
+        out.extend(b.driver().diff(mark, want, have)?);
     }
     Ok(out)
 }
 
-/// Diff desired owned iptables chains against what the namespace holds.
-pub fn diff(mark: &str, want: &Ruleset, have: &IptState) -> Vec<FwChange> {
-    let mut changes = Vec::new();
-    for c in &want.chains {
-        let key = (c.table.clone(), c.name.clone());
-        match have.chains.get(&key) {
-            Some(rules) if *rules == c.rules => {}
-            found => changes.push(FwChange::SetChain {
-                table: c.table.clone(),
-                chain: c.name.clone(),
-                rules: c.rules.clone(),
-                found: found.map(|r| r.len()),
-            }),
-        }
-        let jump = jump_rule(mark, &c.name);
-        let hook_key = (c.table.clone(), c.hook.clone());
-        let existing = have.jumps.get(&hook_key).map(|j| j.iter().filter(|r| **r == jump).count()).unwrap_or(0);
-        if existing == 0 {
-            changes.push(FwChange::AddJump { table: c.table.clone(), hook: c.hook.clone(), rule: jump.clone() });
-        }
-        for _ in 1..existing {
-            changes.push(FwChange::DelJump { table: c.table.clone(), hook: c.hook.clone(), rule: jump.clone() });
+/// Applies changes backend by backend: one batch each.
+pub fn write(ns: Option<&File>, where_: &str, changes: &[FwChange]) -> Result<()> {
+    for b in BACKENDS {
+        let mine: Vec<FwChange> = changes.iter().filter(|c| c.backend() == b).cloned().collect();
+        if !mine.is_empty() {
+            b.driver().write(ns, where_, &mine)?;
         }
     }
-    // Our jumps to chains we no longer want, and those chains.
-    let wanted = |t: &str, n: &str| want.chains.iter().any(|c| c.table == t && c.name == n);
-    let ours = format!("--comment \"{mark}\" ");
-    for ((table, hook), rules) in &have.jumps {
-        for r in rules {
-            let target = r.rsplit(" -j ").next().unwrap_or("");
-            if r.contains(&ours) && !wanted(table, target) {
-                changes.push(FwChange::DelJump { table: table.clone(), hook: hook.clone(), rule: r.clone() });
-            }
-        }
-    }
-    for (table, chain) in have.chains.keys() {
-        if !wanted(table, chain) && owned_chain_of(mark, have, table, chain) {
-            changes.push(FwChange::DelChain { table: table.clone(), chain: chain.clone() });
-        }
-    }
-    changes
+    Ok(())
 }
 
-/// A chain with our prefix is ours to delete when nothing but our own jumps
-/// lead to it (another owner's jump keeps it alive).
-fn owned_chain_of(mark: &str, have: &IptState, table: &str, chain: &str) -> bool {
-    let target = format!("-j {chain}");
-    let theirs = have
-        .jumps
-        .iter()
-        .filter(|((t, _), _)| t == table)
-        .flat_map(|(_, rules)| rules)
-        .any(|r| r.ends_with(&target) && !r.contains(&format!("\"{mark}\"")));
-    !theirs
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn ruleset() -> Ruleset {
-        Ruleset {
-            chains: vec![Chain {
-                table: "nat".into(),
-                name: "VXROUTER-POST".into(),
-                hook: "POSTROUTING".into(),
-                rules: vec!["-s 192.168.10.0/24 -o pub -j SNAT --to-source 203.0.113.123".into()],
-            }],
+/// The changes that undo `changes`, given the state before them.
+pub fn inverse(changes: &[FwChange], before: &FirewallState) -> Vec<FwChange> {
+    let mut out = Vec::new();
+    for b in BACKENDS {
+        let mine: Vec<FwChange> = changes.iter().filter(|c| c.backend() == b).cloned().collect();
+        if !mine.is_empty() {
+            out.extend(b.driver().inverse(&mine, before));
         }
     }
+    out
+}
 
-    #[test]
-    fn empty_firewall_needs_chain_and_jump() {
-        let d = diff("vxrouter:a", &ruleset(), &IptState::default());
-        assert_eq!(d.len(), 2);
-        assert!(matches!(&d[0], FwChange::SetChain { found: None, .. }));
-        assert!(matches!(&d[1], FwChange::AddJump { hook, .. } if hook == "POSTROUTING"));
+/// Reads a namespace's firewall through the given backends.
+pub fn read(ns: Option<&File>, where_: &str, backends: &[Backend]) -> Result<FirewallState> {
+    let mut st = FirewallState::default();
+    for b in backends {
+        b.driver().read(ns, where_, &mut st)?;
     }
-
-    #[test]
-    fn matching_firewall_needs_nothing_and_extra_chains_go() {
-        let want = ruleset();
-        let mut have = IptState::default();
-        have.chains.insert(("nat".into(), "VXROUTER-POST".into()), want.chains[0].rules.clone());
-        have.jumps.insert(("nat".into(), "POSTROUTING".into()), vec![jump_rule("vxrouter:a", "VXROUTER-POST")]);
-        assert!(diff("vxrouter:a", &want, &have).is_empty());
-
-        have.chains.insert(("filter".into(), "VXROUTER-FWD".into()), vec!["-j DROP".into()]);
-        have.jumps.insert(("filter".into(), "FORWARD".into()), vec![jump_rule("vxrouter:a", "VXROUTER-FWD")]);
-        let d = diff("vxrouter:a", &want, &have);
-        assert_eq!(d.len(), 2, "{d:?}");
-        assert!(matches!(&d[0], FwChange::DelJump { hook, .. } if hook == "FORWARD"));
-        assert!(matches!(&d[1], FwChange::DelChain { chain, .. } if chain == "VXROUTER-FWD"));
-    }
-
-    #[test]
-    fn another_owners_chain_is_left_alone() {
-        let mut have = IptState::default();
-        have.chains.insert(("filter".into(), "VXROUTER-FWD".into()), vec!["-j DROP".into()]);
-        have.jumps.insert(("filter".into(), "FORWARD".into()), vec![jump_rule("vxrouter:b", "VXROUTER-FWD")]);
-        assert!(diff("vxrouter:a", &Ruleset::default(), &have).is_empty());
-    }
+    Ok(st)
 }

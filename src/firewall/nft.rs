@@ -7,11 +7,13 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 
-use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
-use super::rules::{Chain, Hook, Match, Policy, Rule, Table, Verdict};
-use crate::profile::Proto;
+use super::render::{self, Syntax};
+use super::rules::{Chain, Hook, Policy, Table, Verdict};
+use super::{Driver, FirewallState, FwChange};
+use crate::error::Result;
+use crate::profile::{Ipv4Cidr, Proto};
 
 pub const TABLE: &str = "vxrouter";
 
@@ -65,59 +67,59 @@ fn header(c: &Chain) -> String {
     format!("type {kind} hook {hook} priority {prio}; policy accept;")
 }
 
-/// A rule as `nft list` prints it.
-pub fn render_rule(r: &Rule) -> String {
-    let mut w: Vec<String> = Vec::new();
-    let net = |c: &crate::profile::Ipv4Cidr| if c.prefix == 32 { c.addr.to_string() } else { c.to_string() };
-    for m in &r.matches {
-        if let Match::Src(c) = m {
-            w.push(format!("ip saddr {}", net(c)));
+/// `nft list`'s words.
+pub struct NftSyntax;
+
+impl Syntax for NftSyntax {
+    fn src(&self, c: &Ipv4Cidr) -> String {
+        format!("ip saddr {}", net(c))
+    }
+    fn dst(&self, c: &Ipv4Cidr) -> String {
+        format!("ip daddr {}", net(c))
+    }
+    fn iif(&self, name: &str) -> String {
+        format!("iifname \"{name}\"")
+    }
+    fn oif(&self, name: &str) -> String {
+        format!("oifname \"{name}\"")
+    }
+    fn port(&self, proto: Proto, port: u16) -> String {
+        format!("{} dport {port}", proto.as_str())
+    }
+    fn icmp_echo(&self) -> String {
+        "icmp type echo-request".into()
+    }
+    fn established(&self) -> String {
+        "ct state established,related".into()
+    }
+    fn invalid(&self) -> String {
+        "ct state invalid".into()
+    }
+    fn dnatted(&self) -> String {
+        "ct status dnat".into()
+    }
+    fn verdict(&self, v: &Verdict) -> String {
+        match v {
+            Verdict::Accept => "accept".into(),
+            Verdict::Drop => "drop".into(),
+            Verdict::Return => "return".into(),
+            Verdict::Snat(a) => format!("snat to {a}"),
+            Verdict::Masquerade => "masquerade".into(),
+            Verdict::Dnat(a, p) => format!("dnat to {a}:{p}"),
         }
     }
-    for m in &r.matches {
-        if let Match::Dst(c) = m {
-            w.push(format!("ip daddr {}", net(c)));
-        }
-    }
-    for m in &r.matches {
-        match m {
-            Match::In(i) => w.push(format!("iifname \"{i}\"")),
-            Match::Out(o) => w.push(format!("oifname \"{o}\"")),
-            _ => {}
-        }
-    }
-    for m in &r.matches {
-        match m {
-            Match::Port(Proto::Tcp, p) => w.push(format!("tcp dport {p}")),
-            Match::Port(Proto::Udp, p) => w.push(format!("udp dport {p}")),
-            Match::IcmpEcho => w.push("icmp type echo-request".into()),
-            _ => {}
-        }
-    }
-    for m in &r.matches {
-        match m {
-            Match::Established => w.push("ct state established,related".into()),
-            Match::Invalid => w.push("ct state invalid".into()),
-            Match::Dnatted => w.push("ct status dnat".into()),
-            _ => {}
-        }
-    }
-    w.push(match &r.verdict {
-        Verdict::Accept => "accept".into(),
-        Verdict::Drop => "drop".into(),
-        Verdict::Return => "return".into(),
-        Verdict::Snat(a) => format!("snat to {a}"),
-        Verdict::Masquerade => "masquerade".into(),
-        Verdict::Dnat(a, p) => format!("dnat to {a}:{p}"),
-    });
-    w.join(" ")
+}
+
+/// nft prints a /32 as the bare address.
+fn net(c: &Ipv4Cidr) -> String {
+    if c.prefix_len() == 32 { c.addr().to_string() } else { c.to_string() }
 }
 
 /// The table vxrouter wants, in the form `nft list` shows.
 pub fn desired(mark: &str, p: &Policy) -> NftTable {
     NftTable {
         comment: Some(mark.to_string()),
-        chains: p.chains.iter().map(|c| (chain_name(c), (header(c), c.rules.iter().map(render_rule).collect()))).collect(),
+        chains: p.chains.iter().map(|c| (chain_name(c), (header(c), render::rules(&c.rules, &NftSyntax)))).collect(),
     }
 }
 
@@ -259,6 +261,70 @@ pub fn batch(table: Option<&NftTable>, fresh: bool) -> String {
 /// Replaces vxrouter's table (or removes it, with `None`) in one transaction.
 pub fn apply(ns: Option<&File>, where_: &str, table: Option<&NftTable>, fresh: bool) -> Result<()> {
     super::tool::feed("nft", &["-f", "-"], ns, where_, &batch(table, fresh))
+}
+
+/// The nftables backend.
+pub struct Nftables;
+
+impl Driver for Nftables {
+    fn read(&self, ns: Option<&File>, where_: &str, st: &mut FirewallState) -> Result<()> {
+        st.nft = Some(observe(ns, where_)?);
+        Ok(())
+    }
+
+    fn diff(&self, mark: &str, want: Option<&Policy>, have: &FirewallState) -> Result<Vec<FwChange>, String> {
+        let ours = have.nft.as_ref().and_then(|n| n.ours.as_ref());
+        if let Some(t) = ours
+            && let Some(owner) = t.comment.as_deref()
+            && owner != mark
+        {
+            return Err(format!("nftables table ip {TABLE} belongs to {owner}"));
+        }
+        let want = want.map(|p| desired(mark, p));
+        Ok(match (want, ours) {
+            (Some(w), Some(h)) if &w == h => vec![],
+            (Some(w), Some(h)) => {
+                let why = differing(&w, h);
+                vec![FwChange::NftReplace { table: w, why, fresh: false }]
+            }
+            (Some(w), None) => vec![FwChange::NftReplace { table: w, why: vec![], fresh: true }],
+            (None, Some(_)) => vec![FwChange::NftDelete],
+            (None, None) => vec![],
+        })
+    }
+
+    /// Replacing the table is one transaction; at most one change is nft's.
+    fn write(&self, ns: Option<&File>, where_: &str, changes: &[FwChange]) -> Result<()> {
+        for c in changes {
+            match c {
+                FwChange::NftReplace { table, fresh, .. } => apply(ns, where_, Some(table), *fresh)?,
+                FwChange::NftDelete => apply(ns, where_, None, false)?,
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn inverse(&self, changes: &[FwChange], before: &FirewallState) -> Vec<FwChange> {
+        if !changes.iter().any(|c| matches!(c, FwChange::NftReplace { .. } | FwChange::NftDelete)) {
+            return vec![];
+        }
+        match before.nft.as_ref().and_then(|n| n.ours.clone()) {
+            Some(t) => vec![FwChange::NftReplace { table: t, why: vec![], fresh: false }],
+            None => vec![FwChange::NftDelete],
+        }
+    }
+
+    /// The namespace was just made again: it holds no table, so create it.
+    fn recreate(&self, state: &FirewallState) -> Vec<FwChange> {
+        state
+            .nft
+            .as_ref()
+            .and_then(|n| n.ours.clone())
+            .map(|t| FwChange::NftReplace { table: t, why: vec![], fresh: true })
+            .into_iter()
+            .collect()
+    }
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use std::net::Ipv4Addr;
 
 use serde::Serialize;
 
-use crate::profile::{Ipv4Cidr, Nat, Proto, Router};
+use crate::profile::{Ipv4Cidr, Nat, Proto, Router, cidr};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -88,14 +88,14 @@ pub struct Policy {
 
 pub fn router_policy(r: &Router) -> Policy {
     let public = r.public.leg.veth[1].clone();
-    let public_addr = r.public.leg.address.addr;
-    let host = |a: Ipv4Addr| Ipv4Cidr { addr: a, prefix: 32 };
+    let public_addr = r.public.leg.address.addr();
+    let host = cidr::host;
 
     let nat: Vec<Rule> = r
         .private
         .iter()
         .filter_map(|leg| {
-            let m = vec![Match::Src(leg.address.network()), Match::Out(public.clone())];
+            let m = vec![Match::Src(leg.address.trunc()), Match::Out(public.clone())];
             match r.nat {
                 Nat::Snat => Some(rule(m, Verdict::Snat(public_addr))),
                 Nat::Masquerade => Some(rule(m, Verdict::Masquerade)),
@@ -117,7 +117,7 @@ pub fn router_policy(r: &Router) -> Policy {
 
     let mut forward = vec![rule(vec![Match::Established], Verdict::Accept), rule(vec![Match::Invalid], Verdict::Drop)];
     for f in &r.forwards {
-        if let Some(leg) = r.private.iter().find(|l| l.address.contains(f.to)) {
+        if let Some(leg) = r.private.iter().find(|l| l.address.contains(&f.to)) {
             forward.push(rule(
                 vec![
                     Match::Dst(host(f.to)),
@@ -132,7 +132,7 @@ pub fn router_policy(r: &Router) -> Policy {
     }
     for leg in &r.private {
         forward.push(rule(
-            vec![Match::Src(leg.address.network()), Match::In(leg.veth[1].clone()), Match::Out(public.clone())],
+            vec![Match::Src(leg.address.trunc()), Match::In(leg.veth[1].clone()), Match::Out(public.clone())],
             Verdict::Accept,
         ));
     }
@@ -140,7 +140,7 @@ pub fn router_policy(r: &Router) -> Policy {
         for a in &r.private {
             for b in r.private.iter().filter(|b| b.bridge != a.bridge) {
                 forward.push(rule(
-                    vec![Match::Src(a.address.network()), Match::In(a.veth[1].clone()), Match::Out(b.veth[1].clone())],
+                    vec![Match::Src(a.address.trunc()), Match::In(a.veth[1].clone()), Match::Out(b.veth[1].clone())],
                     Verdict::Accept,
                 ));
             }
@@ -187,7 +187,7 @@ pub fn underlay_policy(device: &str, ports: &[u16], allow: &[Ipv4Cidr]) -> Polic
     for port in ports {
         for a in allow {
             rules.push(rule(
-                vec![Match::Src(a.network()), Match::In(device.into()), Match::Port(Proto::Udp, port)],
+                vec![Match::Src(a.trunc()), Match::In(device.into()), Match::Port(Proto::Udp, port)],
                 Verdict::Return,
             ));
         }
@@ -258,7 +258,7 @@ mod tests {
 
     #[test]
     fn underlay_protection_returns_allowed_sources_then_drops() {
-        let r = underlay_policy("eth0", &[4789, 4789], &["10.0.0.0/24".parse().unwrap()]);
+        let r = underlay_policy("eth0", &[4789, 4789], &[cidr::parse("10.0.0.0/24").unwrap()]);
         assert_eq!(
             rules(&r, Hook::Input),
             ["-s 10.0.0.0/24 -i eth0 -p udp -m udp --dport 4789 -j RETURN", "-i eth0 -p udp -m udp --dport 4789 -j DROP"]

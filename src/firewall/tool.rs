@@ -6,7 +6,7 @@ use std::fs::File;
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use anyhow::{Context, Result, bail};
+use crate::error::{Context, Result};
 
 use crate::netns;
 
@@ -36,7 +36,7 @@ pub fn read(tool: &str, args: &[&str], ns: Option<&File>, where_: &str) -> Resul
         .output()
         .with_context(|| format!("run {tool} in {where_} (is the {} package installed?)", package(tool)))?;
     if !out.status.success() {
-        bail!("{} in {where_} failed: {}", label(tool, args), String::from_utf8_lossy(&out.stderr).trim());
+        crate::bail!(Tool, "{} in {where_} failed: {}", label(tool, args), String::from_utf8_lossy(&out.stderr).trim());
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -61,7 +61,7 @@ pub fn feed(tool: &str, args: &[&str], ns: Option<&File>, where_: &str, batch: &
     }
     let out = child.wait_with_output().with_context(|| format!("wait for {tool} in {where_}"))?;
     if !out.status.success() {
-        bail!("{} in {where_} failed: {}", label(tool, args), String::from_utf8_lossy(&out.stderr).trim());
+        crate::bail!(Tool, "{} in {where_} failed: {}", label(tool, args), String::from_utf8_lossy(&out.stderr).trim());
     }
     Ok(())
 }

@@ -1,6 +1,12 @@
-//! rtnetlink transport (`socket`) and message encoding (`msg`).
+//! Kernel access over rtnetlink: the synchronous transport (`socket`), the
+//! typed operations everything else uses (`ops`), message encoding
+//! (`msg`, private) and one socket per namespace a run touches (`session`).
 
-pub mod msg;
+mod msg;
+pub mod ops;
+pub mod session;
 pub mod socket;
 
+pub use ops::{CreateCtx, IfExists, LinkRef, SetLink};
+pub use session::Session;
 pub use socket::{Netlink, NlError};

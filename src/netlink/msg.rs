@@ -1,8 +1,8 @@
 //! Encoding vxrouter's model into rtnetlink messages and decoding the
-//! kernel's replies back into it.
+//! kernel's replies back into it. Private to the netlink layer: everything
+//! else goes through the typed operations in `ops.rs`.
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::os::fd::RawFd;
 
 use netlink_packet_route::address::{AddressAttribute, AddressMessage, AddressScope};
 use netlink_packet_route::link::{
@@ -15,17 +15,24 @@ use netlink_packet_route::route::{
 };
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 
-use crate::model::{Addr, BridgeSpec, Link, LinkKind, LinkSpec, Mac, ObservedVxlan, Route};
+use super::ops::{CreateCtx, SetLink};
+use crate::model::{Addr, BridgeSpec, FdbEntry, Link, LinkKind, LinkSpec, ObservedVxlan, Route};
 use crate::profile::Ipv4Cidr;
+use crate::profile::cidr;
 
-/// rtm_protocol vxrouter stamps on its routes ('v'), so they are
-/// recognisable in `ip route` output as "proto 118".
-pub const RTPROT_VXROUTER: u8 = 118;
-
-/// A link dump without per-link statistics (smaller replies: vxrouter
-/// never reads counters).
+/// A link dump. IFLA_EXT_MASK with RTEXT_FILTER_SKIP_STATS only drops the
+/// statistics of SR-IOV virtual functions: the kernel always includes
+/// IFLA_STATS and IFLA_STATS64 in link dumps.
 pub fn get_links() -> RouteNetlinkMessage {
     let mut m = LinkMessage::default();
+    m.attributes.push(LinkAttribute::ExtMask(vec![LinkExtentMask::SkipStats]));
+    RouteNetlinkMessage::GetLink(m)
+}
+
+/// One link by name (RTM_GETLINK with IFLA_IFNAME).
+pub fn get_link(name: &str) -> RouteNetlinkMessage {
+    let mut m = LinkMessage::default();
+    m.attributes.push(LinkAttribute::IfName(name.to_string()));
     m.attributes.push(LinkAttribute::ExtMask(vec![LinkExtentMask::SkipStats]));
     RouteNetlinkMessage::GetLink(m)
 }
@@ -49,21 +56,12 @@ fn up_flags(msg: &mut LinkMessage, up: bool) {
     }
 }
 
-/// Everything `create` needs that is not in the spec: indexes of the master
-/// and underlay device, and the peer namespace.
-pub struct CreateCtx {
-    pub master: Option<u32>,
-    pub vxlan_dev: Option<u32>,
-    /// Namespace of a veth peer; None keeps it in the same namespace.
-    pub peer_ns: Option<RawFd>,
-    pub peer: Option<LinkSpec>,
-}
-
 /// RTM_NEWLINK for a new link. Links that must not get an IPv6 link-local
 /// address are created down: address generation can only be switched off
-/// before the link first comes up (see `apply::Executor::mark_new`).
+/// before the link first comes up (see `kinds::link::create`).
 pub fn create(spec: &LinkSpec, ctx: &CreateCtx) -> RouteNetlinkMessage {
     let mut msg = LinkMessage::default();
+    msg.header.index = ctx.index.unwrap_or(0);
     up_flags(&mut msg, spec.up && !spec.no_ipv6);
     msg.attributes.push(LinkAttribute::IfName(spec.name.clone()));
     if let Some(mtu) = spec.mtu {
@@ -110,6 +108,7 @@ pub fn create(spec: &LinkSpec, ctx: &CreateCtx) -> RouteNetlinkMessage {
             if let Some(fd) = ctx.peer_ns {
                 peer.attributes.push(LinkAttribute::NetNsFd(fd));
             }
+            peer.header.index = ctx.peer_index.unwrap_or(0);
             (InfoKind::Veth, Some(InfoData::Veth(InfoVeth::Peer(peer))))
         }
         // Loopback and peers are never created on their own.
@@ -130,33 +129,16 @@ fn bridge_attrs(b: &BridgeSpec) -> Vec<InfoBridge> {
     ]
 }
 
-/// Asks for a veth peer's ifindex (used to restore a deleted pair as it was).
-pub fn set_peer_index(m: &mut LinkMessage, index: u32) {
-    for a in &mut m.attributes {
-        if let LinkAttribute::LinkInfo(infos) = a {
-            for i in infos {
-                if let LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(p))) = i {
-                    p.header.index = index;
-                }
-            }
-        }
-    }
-}
-
-/// Which attributes a RTM_SETLINK should change. Links are addressed by
-/// name, so a request can follow the create in the same pipelined batch.
-#[derive(Debug, Default, Clone)]
-pub struct SetLink {
-    pub alias: Option<String>,
-    pub mtu: Option<u32>,
-    /// Some(0) releases the link from its master.
-    pub master: Option<u32>,
-    pub up: Option<bool>,
-    pub mac: Option<Mac>,
-    pub no_ipv6: Option<bool>,
-    pub bridge: Option<BridgeSpec>,
-    /// In-place VXLAN changes (group, ageing, ttl, local).
-    pub vxlan: Option<Vec<InfoVxlan>>,
+/// A bridge without multicast snooping: group traffic floods as on a dumb
+/// switch (the lab's underlay and public segments).
+pub fn create_switch(name: &str) -> RouteNetlinkMessage {
+    let mut m = LinkMessage::default();
+    m.attributes.push(LinkAttribute::IfName(name.to_string()));
+    m.attributes.push(LinkAttribute::LinkInfo(vec![
+        LinkInfo::Kind(InfoKind::Bridge),
+        LinkInfo::Data(InfoData::Bridge(vec![InfoBridge::MulticastSnooping(false)])),
+    ]));
+    RouteNetlinkMessage::NewLink(m)
 }
 
 pub fn set_link(index: u32, name: &str, s: &SetLink) -> RouteNetlinkMessage {
@@ -184,9 +166,19 @@ pub fn set_link(index: u32, name: &str, s: &SetLink) -> RouteNetlinkMessage {
         let mode = if off { In6AddrGenMode::None } else { In6AddrGenMode::Eui64 };
         msg.attributes.push(LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(vec![AfSpecInet6::AddrGenMode(mode)])]));
     }
-    let data = match (&s.bridge, &s.vxlan) {
+    let mut vx = Vec::new();
+    if let Some(g) = s.vxlan_group {
+        vx.push(InfoVxlan::Group(g));
+    }
+    if let Some(a) = s.vxlan_ageing {
+        vx.push(InfoVxlan::Ageing(a));
+    }
+    if let Some(t) = s.vxlan_ttl {
+        vx.push(InfoVxlan::Ttl(t));
+    }
+    let data = match (&s.bridge, vx.is_empty()) {
         (Some(b), _) => Some((InfoKind::Bridge, InfoData::Bridge(bridge_attrs(b)))),
-        (None, Some(v)) => Some((InfoKind::Vxlan, InfoData::Vxlan(v.clone()))),
+        (None, false) => Some((InfoKind::Vxlan, InfoData::Vxlan(vx))),
         _ => None,
     };
     if let Some((kind, data)) = data {
@@ -210,12 +202,12 @@ pub fn del_link(index: u32, name: &str) -> RouteNetlinkMessage {
 fn addr_msg(index: u32, cidr: Ipv4Cidr) -> AddressMessage {
     let mut m = AddressMessage::default();
     m.header.family = AddressFamily::Inet;
-    m.header.prefix_len = cidr.prefix;
+    m.header.prefix_len = cidr.prefix_len();
     m.header.index = index;
     m.header.scope = AddressScope::Universe;
-    m.attributes.push(AddressAttribute::Local(IpAddr::V4(cidr.addr)));
-    m.attributes.push(AddressAttribute::Address(IpAddr::V4(cidr.addr)));
-    if cidr.prefix < 31 {
+    m.attributes.push(AddressAttribute::Local(IpAddr::V4(cidr.addr())));
+    m.attributes.push(AddressAttribute::Address(IpAddr::V4(cidr.addr())));
+    if cidr.prefix_len() < 31 {
         m.attributes.push(AddressAttribute::Broadcast(cidr.broadcast()));
     }
     m
@@ -232,13 +224,13 @@ pub fn del_addr(index: u32, cidr: Ipv4Cidr) -> RouteNetlinkMessage {
 fn route_msg(r: &Route) -> RouteMessage {
     let mut m = RouteMessage::default();
     m.header.address_family = AddressFamily::Inet;
-    m.header.destination_prefix_length = r.dst.prefix;
+    m.header.destination_prefix_length = r.dst.prefix_len();
     m.header.table = RouteHeader::RT_TABLE_MAIN;
     m.header.protocol = RouteProtocol::from(r.protocol);
     m.header.scope = if r.gateway.is_some() { RouteScope::Universe } else { RouteScope::Link };
     m.header.kind = RouteType::Unicast;
-    if r.dst.prefix > 0 {
-        m.attributes.push(RouteAttribute::Destination(RouteAddress::Inet(r.dst.network().addr)));
+    if r.dst.prefix_len() > 0 {
+        m.attributes.push(RouteAttribute::Destination(RouteAddress::Inet(r.dst.network())));
     }
     if let Some(g) = r.gateway {
         m.attributes.push(RouteAttribute::Gateway(RouteAddress::Inet(g)));
@@ -260,7 +252,8 @@ pub fn del_route(r: &Route) -> RouteNetlinkMessage {
 
 /// A head-end replication entry: frames for unknown destinations on the
 /// VXLAN link are also sent to `dst` (all-zero MAC, NTF_SELF, permanent).
-fn fdb_msg(vxlan_index: u32, dst: Ipv4Addr) -> NeighbourMessage {
+fn fdb_msg(e: FdbEntry) -> NeighbourMessage {
+    let (vxlan_index, dst) = (e.index, e.dst);
     let mut m = NeighbourMessage::default();
     m.header.family = AddressFamily::Bridge;
     m.header.ifindex = vxlan_index;
@@ -273,12 +266,12 @@ fn fdb_msg(vxlan_index: u32, dst: Ipv4Addr) -> NeighbourMessage {
 
 /// RTM_NEWNEIGH; send with NLM_F_CREATE|NLM_F_APPEND (several entries share
 /// the all-zero MAC).
-pub fn add_fdb(vxlan_index: u32, dst: Ipv4Addr) -> RouteNetlinkMessage {
-    RouteNetlinkMessage::NewNeighbour(fdb_msg(vxlan_index, dst))
+pub fn add_fdb(e: FdbEntry) -> RouteNetlinkMessage {
+    RouteNetlinkMessage::NewNeighbour(fdb_msg(e))
 }
 
-pub fn del_fdb(vxlan_index: u32, dst: Ipv4Addr) -> RouteNetlinkMessage {
-    RouteNetlinkMessage::DelNeighbour(fdb_msg(vxlan_index, dst))
+pub fn del_fdb(e: FdbEntry) -> RouteNetlinkMessage {
+    RouteNetlinkMessage::DelNeighbour(fdb_msg(e))
 }
 
 pub fn get_fdb() -> RouteNetlinkMessage {
@@ -287,8 +280,8 @@ pub fn get_fdb() -> RouteNetlinkMessage {
     RouteNetlinkMessage::GetNeighbour(m)
 }
 
-/// An all-zero-MAC FDB entry with a remote: (link index, remote).
-pub fn parse_fdb(m: &NeighbourMessage) -> Option<(u32, Ipv4Addr)> {
+/// An all-zero-MAC FDB entry with a remote.
+pub fn parse_fdb(m: &NeighbourMessage) -> Option<FdbEntry> {
     if m.header.family != AddressFamily::Bridge {
         return None;
     }
@@ -306,7 +299,7 @@ pub fn parse_fdb(m: &NeighbourMessage) -> Option<(u32, Ipv4Addr)> {
             _ => {}
         }
     }
-    if zero { dst.map(|d| (m.header.ifindex, d)) } else { None }
+    if zero { dst.map(|d| FdbEntry { index: m.header.ifindex, dst: d }) } else { None }
 }
 
 // ---- decoding -------------------------------------------------------------
@@ -396,7 +389,7 @@ pub fn parse_addr(m: &AddressMessage) -> Option<Addr> {
         }
     }
     let addr: Ipv4Addr = local.or(address)?;
-    Some(Addr { index: m.header.index, cidr: Ipv4Cidr::new(addr, m.header.prefix_len)? })
+    Some(Addr { index: m.header.index, cidr: Ipv4Cidr::new(addr, m.header.prefix_len).ok()? })
 }
 
 /// Main-table IPv4 unicast routes only: the ones vxrouter may manage.
@@ -408,7 +401,7 @@ pub fn parse_route(m: &RouteMessage) -> Option<Route> {
         return None;
     }
     let mut dst = Ipv4Addr::UNSPECIFIED;
-    let mut r = Route { dst: Ipv4Cidr { addr: dst, prefix: 0 }, gateway: None, oif: None, protocol: u8::from(m.header.protocol) };
+    let mut r = Route { dst: cidr::any(), gateway: None, oif: None, protocol: u8::from(m.header.protocol) };
     for a in &m.attributes {
         match a {
             RouteAttribute::Destination(RouteAddress::Inet(d)) => dst = *d,
@@ -417,6 +410,6 @@ pub fn parse_route(m: &RouteMessage) -> Option<Route> {
             _ => {}
         }
     }
-    r.dst = Ipv4Cidr::new(dst, m.header.destination_prefix_length)?;
+    r.dst = Ipv4Cidr::new(dst, m.header.destination_prefix_length).ok()?;
     Some(r)
 }

@@ -1,82 +1,54 @@
-//! IPv4 address-with-prefix, as written in profiles ("192.168.10.3/24").
-//!
-//! Unlike a network type, the address part is kept as written: a router leg's
-//! `address` is the gateway's own address, and its subnet is derived from it.
+//! IPv4 address-with-prefix, as written in profiles ("192.168.10.3/24"):
+//! `ipnet::Ipv4Net`, which keeps the address as written (a router leg's
+//! `address` is the gateway's own address; its subnet is `trunc()`), with
+//! the profile's own parse messages and the few questions ipnet does not
+//! answer directly.
 
-use std::fmt;
 use std::net::Ipv4Addr;
-use std::str::FromStr;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Ipv4Cidr {
-    pub addr: Ipv4Addr,
-    pub prefix: u8,
+pub use ipnet::Ipv4Net as Ipv4Cidr;
+
+/// Parses "A.B.C.D/N", saying what is wrong in the profile's words.
+pub fn parse(s: &str) -> Result<Ipv4Cidr, String> {
+    let (addr, prefix) =
+        s.split_once('/').ok_or_else(|| format!("{s:?} is not in CIDR form (expected e.g. \"192.168.10.3/24\")"))?;
+    let addr: Ipv4Addr = addr.parse().map_err(|_| format!("{addr:?} is not an IPv4 address"))?;
+    let prefix: u8 =
+        prefix.parse().ok().filter(|p| *p <= 32).ok_or_else(|| format!("prefix length {prefix:?} is not a number 0-32"))?;
+    Ipv4Cidr::new(addr, prefix).map_err(|e| e.to_string())
 }
 
-impl Ipv4Cidr {
-    pub fn new(addr: Ipv4Addr, prefix: u8) -> Option<Self> {
-        (prefix <= 32).then_some(Self { addr, prefix })
-    }
-
-    pub fn mask(&self) -> u32 {
-        if self.prefix == 0 { 0 } else { u32::MAX << (32 - u32::from(self.prefix)) }
-    }
-
-    /// The network this address belongs to ("192.168.10.0/24").
-    pub fn network(&self) -> Ipv4Cidr {
-        Ipv4Cidr { addr: Ipv4Addr::from(u32::from(self.addr) & self.mask()), prefix: self.prefix }
-    }
-
-    pub fn broadcast(&self) -> Ipv4Addr {
-        Ipv4Addr::from(u32::from(self.addr) | !self.mask())
-    }
-
-    pub fn contains(&self, ip: Ipv4Addr) -> bool {
-        u32::from(ip) & self.mask() == u32::from(self.addr) & self.mask()
-    }
-
-    pub fn overlaps(&self, other: &Ipv4Cidr) -> bool {
-        let shorter = self.prefix.min(other.prefix);
-        let mask = Ipv4Cidr { addr: self.addr, prefix: shorter }.mask();
-        u32::from(self.addr) & mask == u32::from(other.addr) & mask
-    }
-
-    /// True when the address is usable by a host on its subnet: neither the
-    /// network nor the broadcast address (both are usable on /31 and /32).
-    pub fn is_host_address(&self) -> bool {
-        self.prefix >= 31 || (self.addr != self.network().addr && self.addr != self.broadcast())
-    }
+/// `addr/prefix` for a prefix known to be valid (0-32).
+pub fn cidr(addr: Ipv4Addr, prefix: u8) -> Ipv4Cidr {
+    Ipv4Cidr::new(addr, prefix.min(32)).unwrap_or_else(|_| host(addr))
 }
 
-impl fmt::Display for Ipv4Cidr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.addr, self.prefix)
-    }
+/// A single address (/32).
+pub fn host(addr: Ipv4Addr) -> Ipv4Cidr {
+    Ipv4Cidr::from(addr)
 }
 
-impl FromStr for Ipv4Cidr {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (addr, prefix) =
-            s.split_once('/').ok_or_else(|| format!("{s:?} is not in CIDR form (expected e.g. \"192.168.10.3/24\")"))?;
-        let addr: Ipv4Addr = addr.parse().map_err(|_| format!("{addr:?} is not an IPv4 address"))?;
-        let prefix: u8 =
-            prefix.parse().ok().filter(|p| *p <= 32).ok_or_else(|| format!("prefix length {prefix:?} is not a number 0-32"))?;
-        Ok(Ipv4Cidr { addr, prefix })
-    }
+/// 0.0.0.0/0, the default route's destination.
+pub fn any() -> Ipv4Cidr {
+    Ipv4Cidr::default()
 }
 
-impl<'de> serde::Deserialize<'de> for Ipv4Cidr {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
+/// Questions about subnets the profile rules ask.
+pub trait CidrExt {
+    /// The two subnets share at least one address.
+    fn overlaps(&self, other: &Ipv4Cidr) -> bool;
+    /// The address is usable by a host on its subnet: neither the network
+    /// nor the broadcast address (both are usable on /31 and /32).
+    fn is_host_address(&self) -> bool;
 }
 
-impl serde::Serialize for Ipv4Cidr {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
+impl CidrExt for Ipv4Cidr {
+    fn overlaps(&self, other: &Ipv4Cidr) -> bool {
+        self.contains(&other.network()) || other.contains(&self.network())
+    }
+
+    fn is_host_address(&self) -> bool {
+        self.prefix_len() >= 31 || (self.addr() != self.network() && self.addr() != self.broadcast())
     }
 }
 
@@ -85,24 +57,25 @@ mod tests {
     use super::*;
 
     fn c(s: &str) -> Ipv4Cidr {
-        s.parse().unwrap()
+        parse(s).unwrap()
     }
 
     #[test]
     fn parses_and_derives_network() {
         let a = c("192.168.10.3/24");
-        assert_eq!(a.network().to_string(), "192.168.10.0/24");
+        assert_eq!(a.addr(), Ipv4Addr::new(192, 168, 10, 3));
+        assert_eq!(a.trunc().to_string(), "192.168.10.0/24");
         assert_eq!(a.broadcast(), Ipv4Addr::new(192, 168, 10, 255));
-        assert!(a.contains(Ipv4Addr::new(192, 168, 10, 200)));
-        assert!(!a.contains(Ipv4Addr::new(192, 168, 11, 1)));
-        assert_eq!(c("10.0.0.1/0").mask(), 0);
-        assert_eq!(c("10.0.0.1/32").mask(), u32::MAX);
+        assert!(a.contains(&Ipv4Addr::new(192, 168, 10, 200)));
+        assert!(!a.contains(&Ipv4Addr::new(192, 168, 11, 1)));
+        assert_eq!(u32::from(c("10.0.0.1/0").netmask()), 0);
+        assert_eq!(u32::from(c("10.0.0.1/32").netmask()), u32::MAX);
     }
 
     #[test]
     fn rejects_malformed() {
         for bad in ["192.168.10.3", "192.168.10.3/33", "192.168.10/24", "x/24", "1.2.3.4/-1", "1.2.3.4/"] {
-            assert!(bad.parse::<Ipv4Cidr>().is_err(), "{bad} should not parse");
+            assert!(parse(bad).is_err(), "{bad} should not parse");
         }
     }
 

@@ -7,6 +7,7 @@ use std::ops::Range;
 
 use toml::de::{DeTable, DeValue};
 
+use super::cidr::{self, CidrExt};
 use super::error::{Locator, ProfileError, ProfileErrors};
 use super::names::{check_ifname, check_plain_name, default_leg_names, default_vxlan_name, shown};
 use super::raw::*;
@@ -125,23 +126,23 @@ impl Validator<'_> {
     }
 
     fn cidr(&mut self, key: &str, s: &S<String>) -> Option<Ipv4Cidr> {
-        match s.get_ref().parse::<Ipv4Cidr>() {
+        match cidr::parse(s.get_ref()) {
             Ok(c) if !c.is_host_address() => {
-                let which = if c.addr == c.network().addr { "network" } else { "broadcast" };
-                self.err(s.span(), key, format!("{c} is the {which} address of {}; use a host address", c.network()));
+                let which = if c.addr() == c.network() { "network" } else { "broadcast" };
+                self.err(s.span(), key, format!("{c} is the {which} address of {}; use a host address", c.trunc()));
                 None
             }
             Ok(c)
-                if c.addr.is_loopback()
-                    || c.addr.is_multicast()
-                    || c.addr.is_broadcast()
-                    || c.addr.octets()[0] == 0
-                    || c.addr.octets()[0] >= 240 =>
+                if c.addr().is_loopback()
+                    || c.addr().is_multicast()
+                    || c.addr().is_broadcast()
+                    || c.addr().octets()[0] == 0
+                    || c.addr().octets()[0] >= 240 =>
             {
-                self.err(s.span(), key, format!("{} is not a unicast address a router interface can hold", c.addr));
+                self.err(s.span(), key, format!("{} is not a unicast address a router interface can hold", c.addr()));
                 None
             }
-            Ok(c) if c.prefix == 0 => {
+            Ok(c) if c.prefix_len() == 0 => {
                 self.err(s.span(), key, format!("{c}: a /0 prefix leaves no room for a subnet"));
                 None
             }
@@ -181,8 +182,8 @@ impl Validator<'_> {
         }
         let mut out = Vec::new();
         for (i, r) in list.get_ref().iter().enumerate() {
-            match r.get_ref().parse::<Ipv4Cidr>() {
-                Ok(c) => out.push(c.network()),
+            match cidr::parse(r.get_ref()) {
+                Ok(c) => out.push(c.trunc()),
                 Err(reason) => self.err(r.span(), &format!("{key}[{i}]"), reason),
             }
         }
@@ -364,32 +365,22 @@ impl Validator<'_> {
         let address = self.cidr("router.public.address", &p.address);
         let gateway = self.ipv4("router.public.gateway", &p.gateway);
         if let (Some(a), Some(g)) = (address, gateway) {
-            if !a.contains(g) {
-                self.err(
-                    p.gateway.span(),
-                    "router.public.gateway",
-                    format!("{g} is not inside the public subnet {}", a.network()),
-                );
-            } else if g == a.addr {
+            if !a.contains(&g) {
+                self.err(p.gateway.span(), "router.public.gateway", format!("{g} is not inside the public subnet {}", a.trunc()));
+            } else if g == a.addr() {
                 self.err(p.gateway.span(), "router.public.gateway", format!("{g} is the router's own public address"));
-            } else if !(Ipv4Cidr { addr: g, prefix: a.prefix }).is_host_address() {
+            } else if !cidr::cidr(g, a.prefix_len()).is_host_address() {
                 self.err(
                     p.gateway.span(),
                     "router.public.gateway",
-                    format!("{g} is the network or broadcast address of {}", a.network()),
+                    format!("{g} is the network or broadcast address of {}", a.trunc()),
                 );
             }
         }
         let (veth, spans) = self.veth("router.public.veth", p.veth.as_ref(), &bridge);
         self.claim_leg("router.public.veth", &veth, spans, p.bridge.span(), host_names, ns_names);
         let public = Public {
-            leg: Leg {
-                bridge,
-                address: address.unwrap_or(Ipv4Cidr { addr: Ipv4Addr::UNSPECIFIED, prefix: 32 }),
-                veth,
-                dhcp: None,
-                dns: false,
-            },
+            leg: Leg { bridge, address: address.unwrap_or(cidr::host(Ipv4Addr::UNSPECIFIED)), veth, dhcp: None, dns: false },
             uplink,
             gateway: gateway.unwrap_or(Ipv4Addr::UNSPECIFIED),
         };
@@ -420,16 +411,16 @@ impl Validator<'_> {
                 served.insert(bridge.clone(), format!("router.private[{i}]"));
             }
             let address = self.cidr(&key("address"), &leg.address).filter(|a| {
-                if a.prefix > 30 {
+                if a.prefix_len() > 30 {
                     let reason = format!("{a} leaves no addresses for VMs on the segment; use /30 or shorter");
                     self.err(leg.address.span(), &key("address"), reason);
                 }
-                a.prefix <= 30
+                a.prefix_len() <= 30
             });
             if let Some(a) = address {
                 for (other_key, other) in &subnets {
                     if a.overlaps(other) {
-                        let reason = format!("subnet {} overlaps {} ({other_key})", a.network(), other.network());
+                        let reason = format!("subnet {} overlaps {} ({other_key})", a.trunc(), other.trunc());
                         self.err(leg.address.span(), &key("address"), reason);
                     }
                 }
@@ -439,13 +430,7 @@ impl Validator<'_> {
             self.claim_leg(&key("veth"), &veth, spans, leg.bridge.span(), host_names, ns_names);
             let dhcp = leg.dhcp.as_ref().and_then(|d| self.dhcp(&key("dhcp"), d, address));
             let dns = leg.dns.as_ref().is_some_and(|d| *d.get_ref());
-            private.push(Leg {
-                bridge,
-                address: address.unwrap_or(Ipv4Cidr { addr: Ipv4Addr::UNSPECIFIED, prefix: 32 }),
-                veth,
-                dhcp,
-                dns,
-            });
+            private.push(Leg { bridge, address: address.unwrap_or(cidr::host(Ipv4Addr::UNSPECIFIED)), veth, dhcp, dns });
         }
 
         let nat = match r.nat.as_ref().map(|n| (n, n.get_ref().as_str())) {
@@ -501,13 +486,13 @@ impl Validator<'_> {
             return None;
         }
         if let Some(net) = leg {
-            let inside = |a: Ipv4Addr| net.contains(a) && (Ipv4Cidr { addr: a, prefix: net.prefix }).is_host_address();
+            let inside = |a: Ipv4Addr| net.contains(&a) && cidr::cidr(a, net.prefix_len()).is_host_address();
             if !inside(first) || !inside(last) {
-                self.err(d.range.span(), &range_key, format!("the range must be host addresses of {}", net.network()));
+                self.err(d.range.span(), &range_key, format!("the range must be host addresses of {}", net.trunc()));
                 return None;
             }
-            if (u32::from(first)..=u32::from(last)).contains(&u32::from(net.addr)) {
-                self.err(d.range.span(), &range_key, format!("the range includes the gateway {}", net.addr));
+            if (u32::from(first)..=u32::from(last)).contains(&u32::from(net.addr())) {
+                self.err(d.range.span(), &range_key, format!("the range includes the gateway {}", net.addr()));
                 return None;
             }
         }
@@ -583,9 +568,9 @@ impl Validator<'_> {
                     );
                     None
                 }
-                Some((ip, p)) => match private.iter().find(|l| l.address.contains(ip)) {
+                Some((ip, p)) => match private.iter().find(|l| l.address.contains(&ip)) {
                     None => {
-                        let nets: Vec<String> = private.iter().map(|l| l.address.network().to_string()).collect();
+                        let nets: Vec<String> = private.iter().map(|l| l.address.trunc().to_string()).collect();
                         self.err(
                             f.to.span(),
                             &key("to"),
@@ -596,7 +581,7 @@ impl Validator<'_> {
                         );
                         None
                     }
-                    Some(l) if ip == l.address.addr || !(Ipv4Cidr { addr: ip, prefix: l.address.prefix }).is_host_address() => {
+                    Some(l) if ip == l.address.addr() || !cidr::cidr(ip, l.address.prefix_len()).is_host_address() => {
                         self.err(f.to.span(), &key("to"), format!("{ip} is the router's own, network or broadcast address"));
                         None
                     }

@@ -14,6 +14,12 @@ pub fn vx() -> &'static str {
     env!("CARGO_BIN_EXE_vxrouter")
 }
 
+/// The lab program (`vxrouter lab` runs it): it carries the lab's helpers,
+/// e.g. `__agent`, which the hypervisor binary does not.
+pub fn lab_bin() -> PathBuf {
+    Path::new(vx()).with_file_name("vxrouter-lab")
+}
+
 pub fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }

@@ -10,9 +10,9 @@ use std::process::{Child, Command, Stdio};
 use anyhow::{Context, Result, anyhow};
 use serde::Serialize;
 
-use super::nodes::{LabDir, Node};
-use super::spec::{Lab, LabVm};
-use super::{LabState, attacker_address};
+use crate::lab::{LabState, attacker_address};
+use crate::nodes::{LabDir, Node};
+use crate::spec::{Lab, LabVm};
 
 pub const SERVER_PORT: u16 = 7000;
 pub const VM_PORT: u16 = 7001;
@@ -57,7 +57,7 @@ impl Drop for Listener {
 }
 
 fn exe() -> &'static str {
-    super::nodes::SELF_EXE
+    crate::nodes::SELF_EXE
 }
 
 fn listen(node: &Node, addr: Ipv4Addr, port: u16) -> Result<Listener> {
@@ -150,11 +150,10 @@ fn send(node: &Node, to: Ipv4Addr, port: u16, bytes: u64, timeout_s: u32) -> Res
 }
 
 /// The router serving both VMs' segments (their gateways are its legs).
-fn shared_router<'a>(lab: &'a Lab, a: &LabVm, b: &LabVm) -> Option<&'a crate::profile::Router> {
-    lab.hosts
-        .iter()
-        .filter_map(|h| h.profile.router.as_ref())
-        .find(|r| r.private.iter().any(|l| l.address.addr == a.gateway) && r.private.iter().any(|l| l.address.addr == b.gateway))
+fn shared_router<'a>(lab: &'a Lab, a: &LabVm, b: &LabVm) -> Option<&'a vxrouter::profile::Router> {
+    lab.hosts.iter().filter_map(|h| h.profile.router.as_ref()).find(|r| {
+        r.private.iter().any(|l| l.address.addr() == a.gateway) && r.private.iter().any(|l| l.address.addr() == b.gateway)
+    })
 }
 
 /// The public address a VM is expected to leave through: that of the
@@ -162,9 +161,9 @@ fn shared_router<'a>(lab: &'a Lab, a: &LabVm, b: &LabVm) -> Option<&'a crate::pr
 fn expected_source(lab: &Lab, vm: &LabVm) -> Vec<Ipv4Addr> {
     for h in &lab.hosts {
         if let Some(r) = &h.profile.router
-            && r.private.iter().any(|l| l.address.addr == vm.gateway)
+            && r.private.iter().any(|l| l.address.addr() == vm.gateway)
         {
-            return vec![r.public.leg.address.addr];
+            return vec![r.public.leg.address.addr()];
         }
     }
     lab.router_addresses()
@@ -251,15 +250,15 @@ pub fn run_checks(lab: &Lab) -> Result<Vec<CheckResult>> {
     let _server_l = listen(&server, lab.server, SERVER_PORT)?;
     let mut vm_listeners = Vec::new();
     for (vm, node) in &vms {
-        vm_listeners.push(listen(node, vm.address.addr, VM_PORT)?);
+        vm_listeners.push(listen(node, vm.address.addr(), VM_PORT)?);
     }
     // The attacker routes the private subnets through each router's public
     // address, as anyone on the public segment can.
     for h in &lab.hosts {
         if let Some(r) = &h.profile.router {
             for leg in &r.private {
-                let dst = leg.address.network();
-                super::route(&attacker, dst, r.public.leg.address.addr)?;
+                let dst = leg.address.trunc();
+                crate::lab::route(&attacker, dst, r.public.leg.address.addr())?;
             }
         }
     }
@@ -275,14 +274,14 @@ pub fn run_checks(lab: &Lab) -> Result<Vec<CheckResult>> {
         }
     }
 
-    let me = attacker_address(lab).addr.to_string();
+    let me = attacker_address(lab).addr().to_string();
     let mut jobs: Vec<Box<dyn FnOnce() -> Vec<CheckResult> + Send + '_>> = Vec::new();
     for (a, an) in &vms {
         // Control for the isolation checks: ARP works on the VM's own segment.
         let needs_control = vms.iter().any(|(b, _)| b.bridge != a.bridge);
         let gw_control = needs_control
             && (arping(an, a.gateway)
-                || vms.iter().any(|(b, _)| b.bridge == a.bridge && b.name != a.name && arping(an, b.address.addr)));
+                || vms.iter().any(|(b, _)| b.bridge == a.bridge && b.name != a.name && arping(an, b.address.addr())));
         for (b, _) in &vms {
             if a.name == b.name {
                 continue;
@@ -294,15 +293,15 @@ pub fn run_checks(lab: &Lab) -> Result<Vec<CheckResult>> {
                     out.push(CheckResult { check, from: a.name.clone(), to: b.name.clone(), ok, detail })
                 };
                 if same_segment {
-                    let (ok, d) = ping(an, b.address.addr);
+                    let (ok, d) = ping(an, b.address.addr());
                     r("ping", ok, d);
                     if a.host != b.host && a.name < b.name {
-                        match send(an, b.address.addr, VM_PORT, BULK_BYTES, 3) {
+                        match send(an, b.address.addr(), VM_PORT, BULK_BYTES, 3) {
                             Ok((_, got)) if got == BULK_BYTES => r("bulk", true, human(got)),
                             Ok((_, got)) => r("bulk", false, format!("{} of {} arrived", human(got), human(BULK_BYTES))),
                             Err(e) => r("bulk", false, e),
                         }
-                        let (ok, d) = path_mtu(an, b.address.addr, mtu_of(a));
+                        let (ok, d) = path_mtu(an, b.address.addr(), mtu_of(a));
                         r("pmtu", ok, d);
                     }
                 } else {
@@ -312,7 +311,7 @@ pub fn run_checks(lab: &Lab) -> Result<Vec<CheckResult>> {
                             false,
                             format!("control failed: {} gets no ARP reply on its own segment either", a.name),
                         );
-                    } else if arping(an, b.address.addr) {
+                    } else if arping(an, b.address.addr()) {
                         r("l2-isolated", false, format!("{} answered ARP from {}: the segments share L2", b.name, a.name));
                     } else {
                         r("l2-isolated", true, "isolated".into());
@@ -320,7 +319,7 @@ pub fn run_checks(lab: &Lab) -> Result<Vec<CheckResult>> {
                     // Routed between segments of one router: only when the
                     // profile says so.
                     if let Some(allowed) = shared_router(lab, a, b).map(|r| r.route_between_segments) {
-                        match (allowed, send(an, b.address.addr, VM_PORT, 16, 2)) {
+                        match (allowed, send(an, b.address.addr(), VM_PORT, 16, 2)) {
                             (true, Ok(_)) => r("routed", true, "routed between segments".into()),
                             (true, Err(e)) => r("routed", false, format!("route_between_segments is on, but: {e}")),
                             (false, Ok(_)) => {
@@ -362,10 +361,10 @@ pub fn run_checks(lab: &Lab) -> Result<Vec<CheckResult>> {
                 vec![CheckResult { check: "inbound-blocked", from: "internet".into(), to: a.name.clone(), ok, detail }]
             };
             // Positive control: the listener answers from inside the segment.
-            if let Err(e) = send(peer, a.address.addr, VM_PORT, 16, 3) {
+            if let Err(e) = send(peer, a.address.addr(), VM_PORT, 16, 3) {
                 return r(false, format!("control failed: {}'s listener unreachable from its own segment: {e}", a.name));
             }
-            match send(attacker, a.address.addr, VM_PORT, 16, 2) {
+            match send(attacker, a.address.addr(), VM_PORT, 16, 2) {
                 Ok((peer, _)) => r(false, format!("a new connection from the internet reached {} (seen from {peer})", a.name)),
                 Err(_) => r(true, "blocked".into()),
             }
@@ -376,13 +375,13 @@ pub fn run_checks(lab: &Lab) -> Result<Vec<CheckResult>> {
     let mut forward_listeners = Vec::new();
     for h in &lab.hosts {
         let Some(r) = &h.profile.router else { continue };
-        for f in r.forwards.iter().filter(|f| f.proto == crate::profile::Proto::Tcp) {
-            let target = vms.iter().find(|(v, _)| v.address.addr == f.to);
+        for f in r.forwards.iter().filter(|f| f.proto == vxrouter::profile::Proto::Tcp) {
+            let target = vms.iter().find(|(v, _)| v.address.addr() == f.to);
             let Some((vm, node)) = target else { continue };
             if f.to_port != VM_PORT {
-                forward_listeners.push(listen(node, vm.address.addr, f.to_port)?);
+                forward_listeners.push(listen(node, vm.address.addr(), f.to_port)?);
             }
-            let public = r.public.leg.address.addr;
+            let public = r.public.leg.address.addr();
             let (port, vm) = (f.port, &vm.name);
             let (attacker, me) = (&attacker, &me);
             jobs.push(Box::new(move || {
@@ -422,7 +421,11 @@ pub fn run_checks(lab: &Lab) -> Result<Vec<CheckResult>> {
 
 /// The MTU vxrouter gave a segment's bridge on a host (0: unknown).
 fn segment_mtu(dir: &LabDir, host: &str, bridge: &str) -> u32 {
-    dir.node(host).ok().and_then(|n| n.netlink().ok()).and_then(|mut s| super::mtu_of(&mut s, bridge).ok().flatten()).unwrap_or(0)
+    dir.node(host)
+        .ok()
+        .and_then(|n| n.netlink().ok())
+        .and_then(|mut s| crate::lab::mtu_of(&mut s, bridge).ok().flatten())
+        .unwrap_or(0)
 }
 
 /// A DHCP VM's lease must come from its segment's router leg: an address in
@@ -442,14 +445,16 @@ fn dhcp_check(lab: &Lab, vm: &LabVm, lease: &(String, String, u32), bridge_mtu: 
         return r;
     };
     let range = leg.dhcp.as_ref().map(|d| (u32::from(d.first), u32::from(d.last))).unwrap_or((0, 0));
-    let ip: Option<crate::profile::Ipv4Cidr> = addr.parse().ok();
-    let in_range = ip.is_some_and(|c| (range.0..=range.1).contains(&u32::from(c.addr)) && c.prefix == leg.address.prefix);
-    r.ok = in_range && *gw == leg.address.addr.to_string() && *mtu == bridge_mtu;
+    let ip: Option<vxrouter::profile::Ipv4Cidr> = addr.parse().ok();
+    let in_range =
+        ip.is_some_and(|c| (range.0..=range.1).contains(&u32::from(c.addr())) && c.prefix_len() == leg.address.prefix_len());
+    r.ok = in_range && *gw == leg.address.addr().to_string() && *mtu == bridge_mtu;
     r.detail = format!("{addr} via {gw}, mtu {mtu}");
     if !r.ok {
         r.detail.push_str(&format!(
             " (expected an address in the range of {}, gateway {}, mtu {bridge_mtu})",
-            leg.bridge, leg.address.addr
+            leg.bridge,
+            leg.address.addr()
         ));
     }
     r
@@ -457,7 +462,7 @@ fn dhcp_check(lab: &Lab, vm: &LabVm, lease: &(String, String, u32), bridge_mtu: 
 
 /// The IP FragCreates counter of a node's network namespace.
 fn frag_creates(node: &Node) -> Result<u64> {
-    let text = crate::netns::within(Some(&node.net), || std::fs::read_to_string("/proc/thread-self/net/snmp"))?
+    let text = vxrouter::netns::within(Some(&node.net), || std::fs::read_to_string("/proc/thread-self/net/snmp"))?
         .with_context(|| format!("read IP counters of {}", node.name))?;
     let mut ip = text.lines().filter(|l| l.starts_with("Ip:"));
     let (Some(names), Some(values)) = (ip.next(), ip.next()) else { return Ok(0) };

@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::profile::error::{Locator, ProfileErrors};
-use crate::profile::names::check_plain_name;
-use crate::profile::{Ipv4Cidr, Profile};
+use vxrouter::profile::error::{Locator, ProfileErrors};
+use vxrouter::profile::names::check_plain_name;
+use vxrouter::profile::{Ipv4Cidr, Profile, cidr};
 
 type S<T> = Spanned<T>;
 
@@ -108,7 +108,7 @@ impl Lab {
     /// Public addresses of every router in the lab (the egress addresses
     /// the internet may see).
     pub fn router_addresses(&self) -> Vec<Ipv4Addr> {
-        self.hosts.iter().filter_map(|h| h.profile.router.as_ref()).map(|r| r.public.leg.address.addr).collect()
+        self.hosts.iter().filter_map(|h| h.profile.router.as_ref()).map(|r| r.public.leg.address.addr()).collect()
     }
 
     pub fn load(path: &Path) -> Result<Lab, ProfileErrors> {
@@ -130,9 +130,9 @@ impl Lab {
             err(raw.lab.get_ref().name.span(), "lab.name", r);
         }
         let u = raw.underlay.get_ref();
-        let underlay = u.subnet.get_ref().parse::<Ipv4Cidr>().map_err(|r| err(u.subnet.span(), "underlay.subnet", r)).ok();
+        let underlay = cidr::parse(u.subnet.get_ref()).map_err(|r| err(u.subnet.span(), "underlay.subnet", r)).ok();
         let i = raw.internet.get_ref();
-        let gateway = i.gateway.get_ref().parse::<Ipv4Cidr>().map_err(|r| err(i.gateway.span(), "internet.gateway", r)).ok();
+        let gateway = cidr::parse(i.gateway.get_ref()).map_err(|r| err(i.gateway.span(), "internet.gateway", r)).ok();
         let server = i
             .server
             .get_ref()
@@ -154,7 +154,7 @@ impl Lab {
             }
             let addr = h.underlay.get_ref().parse::<Ipv4Addr>();
             let addr = match addr {
-                Ok(a) if underlay.is_some_and(|u| !u.contains(a)) => {
+                Ok(a) if underlay.is_some_and(|u| !u.contains(&a)) => {
                     err(h.underlay.span(), &key("underlay"), format!("{a} is not inside underlay.subnet"));
                     None
                 }
@@ -218,22 +218,22 @@ impl Lab {
             let dhcp = v.dhcp.as_ref().is_some_and(|d| *d.get_ref());
             let (address, gateway) = match (&v.address, &v.gateway, dhcp) {
                 (Some(a), Some(g), false) => (
-                    a.get_ref().parse::<Ipv4Cidr>().map_err(|r| err(a.span(), &key("address"), r)).ok(),
+                    cidr::parse(a.get_ref()).map_err(|r| err(a.span(), &key("address"), r)).ok(),
                     g.get_ref()
                         .parse::<Ipv4Addr>()
                         .map_err(|_| err(g.span(), &key("gateway"), format!("{:?} is not an IPv4 address", g.get_ref())))
                         .ok(),
                 ),
-                (None, None, true) => (Some(Ipv4Cidr { addr: Ipv4Addr::UNSPECIFIED, prefix: 0 }), Some(Ipv4Addr::UNSPECIFIED)),
+                (None, None, true) => (Some(cidr::any()), Some(Ipv4Addr::UNSPECIFIED)),
                 _ => {
                     err(v.name.span(), &key("address"), "give a VM either `address` and `gateway`, or `dhcp = true`".into());
                     (None, None)
                 }
             };
             if let (Some(a), Some(g), Some(gs)) = (address, gateway, &v.gateway)
-                && !a.contains(g)
+                && !a.contains(&g)
             {
-                err(gs.span(), &key("gateway"), format!("{g} is not inside {}", a.network()));
+                err(gs.span(), &key("gateway"), format!("{g} is not inside {}", a.trunc()));
             }
             let mtu = match &v.mtu {
                 Some(m) if !(68..=65535).contains(m.get_ref()) => {
@@ -266,9 +266,9 @@ impl Lab {
         Ok(Lab {
             file: std::fs::canonicalize(path).unwrap_or(path.to_path_buf()),
             name,
-            underlay: underlay.unwrap_or(Ipv4Cidr { addr: Ipv4Addr::UNSPECIFIED, prefix: 0 }),
+            underlay: underlay.unwrap_or(cidr::any()),
             multicast: u.multicast.as_ref().map(|m| *m.get_ref()).unwrap_or(true),
-            gateway: gateway.unwrap_or(Ipv4Cidr { addr: Ipv4Addr::UNSPECIFIED, prefix: 0 }),
+            gateway: gateway.unwrap_or(cidr::any()),
             server: server.unwrap_or(Ipv4Addr::UNSPECIFIED),
             hosts,
             vms,

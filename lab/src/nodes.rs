@@ -15,16 +15,28 @@ use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result, anyhow, bail};
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
-use nix::sched::{CloneFlags, unshare};
 
-use crate::netlink::Netlink;
 use std::os::fd::AsFd;
+use vxrouter::netlink::{LinkRef, Netlink, SetLink};
 
 pub const LAB_ROOT: &str = "/run/vxrouter-lab";
 
 /// This very program, also when its file was replaced or removed since it
 /// started (a rebuild during a long lab run), and from any mount namespace.
 pub const SELF_EXE: &str = "/proc/self/exe";
+
+/// The vxrouter binary the lab's hosts run: the one that started the lab
+/// (`vxrouter lab …` sets VXROUTER_BIN), else the one beside this program,
+/// else vxrouter on PATH.
+pub fn vxrouter_bin() -> PathBuf {
+    if let Some(b) = std::env::var_os("VXROUTER_BIN") {
+        return PathBuf::from(b);
+    }
+    match std::env::current_exe() {
+        Ok(me) if me.with_file_name("vxrouter").exists() => me.with_file_name("vxrouter"),
+        _ => PathBuf::from("vxrouter"),
+    }
+}
 
 /// A running (or half-built) lab's directory of pinned namespaces.
 pub struct LabDir {
@@ -45,7 +57,7 @@ impl Node {
         let program = program.as_ref();
         let mut cmd = Command::new(program);
         if program == SELF_EXE {
-            cmd.arg0("vxrouter");
+            cmd.arg0("vxrouter-lab");
         }
         let net = self.net.as_raw_fd();
         let mnt = self.mnt.as_ref().map(|m| m.as_raw_fd());
@@ -141,20 +153,11 @@ impl LabDir {
         Ok(n)
     }
 
-    /// A network-only node.
+    /// A network-only node, pinned in the lab directory the way vxrouter
+    /// pins its router namespaces under /run/netns.
     pub fn new_netns(&self, name: &str) -> Result<Node> {
         if !self.has(name) {
-            let target = self.file(name, "net");
-            File::create(&target).with_context(|| format!("create {}", target.display()))?;
-            std::thread::scope(|s| {
-                s.spawn(|| -> Result<()> {
-                    unshare(CloneFlags::CLONE_NEWNET).context("unshare(CLONE_NEWNET)")?;
-                    mount(Some("/proc/thread-self/ns/net"), &target, None::<&str>, MsFlags::MS_BIND, None::<&str>)
-                        .with_context(|| format!("pin namespace on {}", target.display()))
-                })
-                .join()
-                .unwrap_or_else(|_| Err(anyhow!("namespace thread panicked")))
-            })?;
+            vxrouter::netns::create_at(&self.file(name, "net"))?;
         }
         let node = self.node(name)?;
         set_up(&node, "lo")?;
@@ -169,7 +172,7 @@ impl LabDir {
     pub fn new_host(&self, name: &str) -> Result<Node> {
         if !self.has(name) {
             let mut cmd = Command::new(SELF_EXE);
-            cmd.arg0("vxrouter");
+            cmd.arg0("vxrouter-lab");
             let lab = self.path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
             // The label only tells `ps` readers which lab and host this is.
             cmd.args(["__lab-holder", &format!("{lab}/{name}")])
@@ -274,16 +277,14 @@ impl LabDir {
 
 /// Sets a link's MTU through the node's own socket.
 pub fn set_mtu(node: &Node, link: &str, mtu: u32) -> Result<()> {
-    use crate::netlink::msg::{SetLink, set_link};
     let set = SetLink { mtu: Some(mtu), ..SetLink::default() };
-    node.netlink()?.request(set_link(0, link, &set), 0).map_err(|e| anyhow!("set mtu of {link} in {}: {e}", node.name))
+    node.netlink()?.set_link(LinkRef::Name(link), &set).map_err(|e| anyhow!("set mtu of {link} in {}: {e}", node.name))
 }
 
 /// Brings a link up through the node's own socket.
 pub fn set_up(node: &Node, link: &str) -> Result<()> {
-    use crate::netlink::msg::{SetLink, set_link};
     let set = SetLink { up: Some(true), ..SetLink::default() };
-    node.netlink()?.request(set_link(0, link, &set), 0).map_err(|e| anyhow!("set {link} up in {}: {e}", node.name))
+    node.netlink()?.set_link(LinkRef::Name(link), &set).map_err(|e| anyhow!("set {link} up in {}: {e}", node.name))
 }
 
 fn is_mount_point(path: &Path) -> bool {

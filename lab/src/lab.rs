@@ -1,26 +1,18 @@
 //! `vxrouter lab`: a whole multi-host deployment simulated on one machine,
 //! each host applying its real profile, checked by a connectivity matrix.
 
-pub mod agent;
-pub mod checks;
-pub mod nodes;
-pub mod spec;
-
 use std::net::Ipv4Addr;
 use std::path::Path;
 
 use anyhow::{Context, Result, anyhow, bail};
-use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
-use netlink_packet_route::RouteNetlinkMessage;
-use netlink_packet_route::link::{InfoBridge, InfoData, InfoKind, InfoVeth, LinkAttribute, LinkInfo, LinkMessage};
 use serde::{Deserialize, Serialize};
+use vxrouter::model::Route;
+use vxrouter::netlink::{CreateCtx, IfExists, LinkRef, Netlink, SetLink};
+use vxrouter::profile::{Ipv4Cidr, cidr};
 
-use crate::model::Route;
-use crate::netlink::msg::{self, SetLink};
-use crate::netlink::{Netlink, NlError};
-use crate::profile::Ipv4Cidr;
-use nodes::{LabDir, Node};
-pub use spec::Lab;
+use crate::checks;
+use crate::nodes::{self, LabDir, Node};
+use crate::spec::{self, Lab};
 
 /// What `up` achieved per host and VM, kept in the lab directory for `check`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -68,29 +60,16 @@ fn say(quiet: bool, msg: impl AsRef<str>) {
     }
 }
 
-fn nlerr(what: String) -> impl FnOnce(NlError) -> anyhow::Error {
-    move |e| anyhow!("{what}: {e}")
-}
-
 /// A link by name in the socket's namespace (None: there is none).
-fn link_of(sock: &mut Netlink, name: &str) -> Result<Option<crate::model::Link>> {
-    let mut m = LinkMessage::default();
-    m.attributes.push(LinkAttribute::IfName(name.to_string()));
-    match sock.get(RouteNetlinkMessage::GetLink(m)) {
-        Ok(r) => Ok(r.iter().find_map(|x| match x {
-            RouteNetlinkMessage::NewLink(l) => Some(msg::parse_link(l)),
-            _ => None,
-        })),
-        Err(e) if e.is(libc::ENODEV) => Ok(None),
-        Err(e) => Err(anyhow!("look up {name}: {e}")),
-    }
+fn link_of(sock: &mut Netlink, name: &str) -> Result<Option<vxrouter::model::Link>> {
+    sock.link(name).map_err(|e| anyhow!("look up {name}: {e}"))
 }
 
 fn index_of(sock: &mut Netlink, name: &str) -> Result<Option<u32>> {
     Ok(link_of(sock, name)?.map(|l| l.index))
 }
 
-fn mtu_of(sock: &mut Netlink, name: &str) -> Result<Option<u32>> {
+pub fn mtu_of(sock: &mut Netlink, name: &str) -> Result<Option<u32>> {
     Ok(link_of(sock, name)?.map(|l| l.mtu))
 }
 
@@ -101,13 +80,7 @@ fn switch(fabric: &Node, name: &str) -> Result<()> {
     if index_of(&mut sock, name)?.is_some() {
         return Ok(());
     }
-    let mut m = LinkMessage::default();
-    m.attributes.push(LinkAttribute::IfName(name.to_string()));
-    m.attributes.push(LinkAttribute::LinkInfo(vec![
-        LinkInfo::Kind(InfoKind::Bridge),
-        LinkInfo::Data(InfoData::Bridge(vec![InfoBridge::MulticastSnooping(false)])),
-    ]));
-    sock.request(RouteNetlinkMessage::NewLink(m), NLM_F_CREATE | NLM_F_EXCL).map_err(nlerr(format!("create switch {name}")))?;
+    sock.create_switch(name).map_err(|e| anyhow!("create switch {name}: {e}"))?;
     nodes::set_up(fabric, name)
 }
 
@@ -124,21 +97,25 @@ fn cable(
 ) -> Result<()> {
     let mut sa = a.netlink()?;
     if index_of(&mut sa, a_name)?.is_none() {
-        let mut peer = LinkMessage::default();
-        peer.attributes.push(LinkAttribute::IfName(b_name.to_string()));
-        peer.attributes.push(LinkAttribute::NetNsFd(std::os::fd::AsRawFd::as_raw_fd(&b.net)));
-        let mut m = LinkMessage::default();
-        m.attributes.push(LinkAttribute::IfName(a_name.to_string()));
-        if let Some(mtu) = mtu {
-            m.attributes.push(LinkAttribute::Mtu(mtu));
-            peer.attributes.push(LinkAttribute::Mtu(mtu));
-        }
-        m.attributes.push(LinkAttribute::LinkInfo(vec![
-            LinkInfo::Kind(InfoKind::Veth),
-            LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer))),
-        ]));
-        sa.request(RouteNetlinkMessage::NewLink(m), NLM_F_CREATE | NLM_F_EXCL)
-            .map_err(nlerr(format!("connect {}:{a_name} to {}:{b_name}", a.name, b.name)))?;
+        let end = |name: &str, kind| vxrouter::model::LinkSpec {
+            name: name.to_string(),
+            kind,
+            mtu,
+            master: None,
+            up: false,
+            mac: None,
+            no_ipv6: false,
+        };
+        let peer = end(b_name, vxrouter::model::LinkKind::VethPeer { peer: a_name.to_string() });
+        let this = end(
+            a_name,
+            vxrouter::model::LinkKind::Veth(vxrouter::model::VethPeer {
+                peer: b_name.to_string(),
+                peer_ns: vxrouter::model::Ns::Host,
+            }),
+        );
+        let ctx = CreateCtx { peer_ns: Some(std::os::fd::AsRawFd::as_raw_fd(&b.net)), peer: Some(peer), ..CreateCtx::default() };
+        sa.create_link(&this, &ctx).map_err(|e| anyhow!("connect {}:{a_name} to {}:{b_name}: {e}", a.name, b.name))?;
     }
     for (node, name, master) in [(a, a_name, a_master), (b, b_name, b_master)] {
         let mut s = node.netlink()?;
@@ -147,7 +124,7 @@ fn cable(
             None => None,
         };
         let set = SetLink { master, up: Some(true), ..SetLink::default() };
-        s.request(msg::set_link(0, name, &set), 0).map_err(nlerr(format!("plug {}:{name}", node.name)))?;
+        s.set_link(LinkRef::Name(name), &set).map_err(|e| anyhow!("plug {}:{name}: {e}", node.name))?;
     }
     Ok(())
 }
@@ -155,40 +132,35 @@ fn cable(
 fn address(node: &Node, link: &str, cidr: Ipv4Cidr) -> Result<()> {
     let mut s = node.netlink()?;
     let idx = index_of(&mut s, link)?.ok_or_else(|| anyhow!("{} has no link {link}", node.name))?;
-    match s.request(msg::add_addr(idx, cidr), NLM_F_CREATE | NLM_F_EXCL) {
-        Ok(()) => Ok(()),
-        Err(e) if e.is(libc::EEXIST) => Ok(()),
-        Err(e) => Err(anyhow!("add {cidr} to {}:{link}: {e}", node.name)),
-    }
+    s.add_addr(idx, cidr, IfExists::Keep).map_err(|e| anyhow!("add {cidr} to {}:{link}: {e}", node.name))
 }
 
-fn route(node: &Node, dst: Ipv4Cidr, via: Ipv4Addr) -> Result<()> {
+/// A static route (rtm_protocol 4).
+pub fn route(node: &Node, dst: Ipv4Cidr, via: Ipv4Addr) -> Result<()> {
     let mut s = node.netlink()?;
     let r = Route { dst, gateway: Some(via), oif: None, protocol: 4 };
-    s.request(msg::new_route(&r), NLM_F_CREATE | netlink_packet_core::NLM_F_REPLACE)
-        .map_err(nlerr(format!("add route {dst} via {via} in {}", node.name)))
+    s.replace_route(&r).map_err(|e| anyhow!("add route {dst} via {via} in {}: {e}", node.name))
 }
 
 fn forwarding(node: &Node) -> Result<()> {
-    crate::observe::write_sysctl(Some(&node.net), "net/ipv4/ip_forward", "1")
+    Ok(vxrouter::kinds::sysctl::write(Some(&node.net), "net/ipv4/ip_forward", "1")?)
 }
 
 /// The address the upstream router uses towards the server.
 fn server_side(server: Ipv4Addr) -> (Ipv4Cidr, Ipv4Cidr) {
-    let net = Ipv4Cidr { addr: server, prefix: 24 }.network();
-    let base = u32::from(net.addr);
+    let base = u32::from(cidr::cidr(server, 24).network());
     let gw = if u32::from(server) == base + 1 { base + 2 } else { base + 1 };
-    (Ipv4Cidr { addr: Ipv4Addr::from(gw), prefix: 24 }, Ipv4Cidr { addr: server, prefix: 24 })
+    (cidr::cidr(Ipv4Addr::from(gw), 24), cidr::cidr(server, 24))
 }
 
 /// An address on the public segment for the attacker, taken by nobody else.
 pub fn attacker_address(lab: &Lab) -> Ipv4Cidr {
-    let net = lab.gateway.network();
-    let taken: Vec<Ipv4Addr> = lab.router_addresses().into_iter().chain([lab.gateway.addr]).collect();
+    let net = lab.gateway.trunc();
+    let taken: Vec<Ipv4Addr> = lab.router_addresses().into_iter().chain([lab.gateway.addr()]).collect();
     let top = u32::from(lab.gateway.broadcast());
     let addr =
-        (1..64).map(|i| Ipv4Addr::from(top - i)).find(|a| !taken.contains(a) && net.contains(*a)).unwrap_or(lab.gateway.addr);
-    Ipv4Cidr { addr, prefix: lab.gateway.prefix }
+        (1..64).map(|i| Ipv4Addr::from(top - i)).find(|a| !taken.contains(a) && net.contains(a)).unwrap_or(lab.gateway.addr());
+    cidr::cidr(addr, lab.gateway.prefix_len())
 }
 
 /// Builds (or completes) the lab and applies each host's profile inside it.
@@ -214,7 +186,7 @@ pub fn up(lab: &Lab, opts: &UpOptions) -> Result<LabState> {
     cable(&internet, "eth1", None, &server, "eth0", None, None)?;
     address(&internet, "eth1", upstream)?;
     address(&server, "eth0", server_addr)?;
-    route(&server, Ipv4Cidr { addr: Ipv4Addr::UNSPECIFIED, prefix: 0 }, upstream.addr)?;
+    route(&server, cidr::any(), upstream.addr())?;
     forwarding(&internet)?;
     let attacker = dir.new_netns("attacker")?;
     cable(&attacker, "eth0", None, &fabric, "atk", Some("public"), None)?;
@@ -224,7 +196,7 @@ pub fn up(lab: &Lab, opts: &UpOptions) -> Result<LabState> {
         let node = dir.new_host(&h.name)?;
         let dev = h.profile.underlay.as_ref().map(|u| u.device.clone()).unwrap_or_else(|| "eth0".into());
         cable(&node, &dev, None, &fabric, &format!("u{i}"), Some("underlay"), None)?;
-        address(&node, &dev, Ipv4Cidr { addr: h.underlay, prefix: lab.underlay.prefix })?;
+        address(&node, &dev, cidr::cidr(h.underlay, lab.underlay.prefix_len()))?;
         if h.uplink
             && let Some(r) = &h.profile.router
         {
@@ -234,7 +206,7 @@ pub fn up(lab: &Lab, opts: &UpOptions) -> Result<LabState> {
         if opts.apply {
             say(q, format!("{}: vxrouter apply {}", h.name, h.profile_path.display()));
             let out = node
-                .command(nodes::SELF_EXE)
+                .command(nodes::vxrouter_bin())
                 .args(["apply", "--quiet"])
                 .arg(&h.profile_path)
                 .output()
@@ -287,7 +259,7 @@ fn attach_vm(dir: &LabDir, vm: &spec::LabVm, tap: &str) -> Result<Option<(String
         return dhcp_client(dir, vm).map(Some);
     }
     address(&node, "eth0", vm.address)?;
-    route(&node, Ipv4Cidr { addr: Ipv4Addr::UNSPECIFIED, prefix: 0 }, vm.gateway)?;
+    route(&node, cidr::any(), vm.gateway)?;
     Ok(None)
 }
 

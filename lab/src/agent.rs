@@ -69,7 +69,7 @@ pub fn vxlan_inject(
     let mac = [0x02, 0xde, 0xad, 0xbe, 0xef, 0x01];
     let mut pkt = vec![0x08, 0, 0, 0];
     pkt.extend_from_slice(&(vni << 8).to_be_bytes());
-    let mut arp = crate::garp::frame(mac, sender).to_vec();
+    let mut arp = vxrouter::garp::frame(mac, sender).to_vec();
     arp[38..42].copy_from_slice(&target.octets());
     pkt.extend_from_slice(&arp);
     let sock = std::net::UdpSocket::bind((from, 0)).with_context(|| format!("bind {from}"))?;

@@ -1,0 +1,60 @@
+//! What the host says that the profile leaves open: read once, before
+//! anything is derived, so that deriving the desired state stays pure.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Context, Result};
+use crate::model::Ns;
+use crate::observe::NsView;
+use crate::profile::Profile;
+
+pub const IGMP_MAX_SYSCTL: &str = "net/ipv4/igmp_max_memberships";
+pub const IP_FORWARD_SYSCTL: &str = "net/ipv4/ip_forward";
+/// Present only when br_netfilter is loaded.
+pub const BRIDGE_NF_SYSCTL: &str = "net/bridge/bridge-nf-call-iptables";
+
+/// The host's sysctls that preflight looks at.
+const HOST_SYSCTLS: &[&str] = &[IP_FORWARD_SYSCTL, IGMP_MAX_SYSCTL, BRIDGE_NF_SYSCTL];
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Facts {
+    /// The profile's underlay device as found here (None: no underlay, or
+    /// the device is missing — preflight says so).
+    pub underlay: Option<UnderlayFacts>,
+    /// The `nft` tool is installed: `firewall = "auto"` means nftables.
+    pub nft: bool,
+    /// Where vxrouter keeps its files (/run/vxrouter).
+    pub run_dir: PathBuf,
+    /// Host sysctls under /proc/sys that preflight checks.
+    pub sysctls: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnderlayFacts {
+    pub mtu: u32,
+    /// First IPv4 address of the underlay device, if any.
+    pub address: Option<Ipv4Addr>,
+}
+
+impl Facts {
+    /// The facts for `p`, given the host's view and its sysctls.
+    pub fn of(p: &Profile, host: &NsView, sysctls: BTreeMap<String, String>, nft: bool, run_dir: PathBuf) -> Facts {
+        let underlay = p
+            .underlay
+            .as_ref()
+            .and_then(|u| host.link(&u.device))
+            .map(|dev| UnderlayFacts { mtu: dev.mtu, address: host.addrs_of(dev.index).map(|a| a.cidr.addr()).next() });
+        Facts { underlay, nft, run_dir, sysctls }
+    }
+}
+
+/// Reads the facts from this host.
+pub fn read(p: &Profile, host: &NsView) -> Result<Facts> {
+    let sysctls = crate::kinds::sysctl::read(None, HOST_SYSCTLS).with_context(|| format!("read sysctls in {}", Ns::Host))?;
+    Ok(Facts::of(p, host, sysctls, crate::firewall::nft::available(), crate::state::run_dir()))
+}

@@ -1,0 +1,57 @@
+//! One rule renderer for both backends: the matches of a rule in the fixed
+//! order both tools print them (sources, destinations, interfaces, protocol,
+//! connection state, verdict), each word in the backend's [`Syntax`].
+
+use super::rules::{Match, Rule, Verdict};
+use crate::profile::{Ipv4Cidr, Proto};
+
+/// How one backend writes each part of a rule.
+pub trait Syntax {
+    fn src(&self, c: &Ipv4Cidr) -> String;
+    fn dst(&self, c: &Ipv4Cidr) -> String;
+    fn iif(&self, name: &str) -> String;
+    fn oif(&self, name: &str) -> String;
+    fn port(&self, proto: Proto, port: u16) -> String;
+    fn icmp_echo(&self) -> String;
+    fn established(&self) -> String;
+    fn invalid(&self) -> String;
+    fn dnatted(&self) -> String;
+    fn verdict(&self, v: &Verdict) -> String;
+}
+
+/// Which of the printed groups a match belongs to.
+fn group(m: &Match) -> u8 {
+    match m {
+        Match::Src(_) => 0,
+        Match::Dst(_) => 1,
+        Match::In(_) | Match::Out(_) => 2,
+        Match::Port(..) | Match::IcmpEcho => 3,
+        Match::Established | Match::Invalid | Match::Dnatted => 4,
+    }
+}
+
+/// A rule as the backend's tool prints it.
+pub fn rule(r: &Rule, s: &dyn Syntax) -> String {
+    let mut matches: Vec<&Match> = r.matches.iter().collect();
+    matches.sort_by_key(|m| group(m));
+    let mut words: Vec<String> = matches
+        .into_iter()
+        .map(|m| match m {
+            Match::Src(c) => s.src(c),
+            Match::Dst(c) => s.dst(c),
+            Match::In(i) => s.iif(i),
+            Match::Out(o) => s.oif(o),
+            Match::Port(proto, p) => s.port(*proto, *p),
+            Match::IcmpEcho => s.icmp_echo(),
+            Match::Established => s.established(),
+            Match::Invalid => s.invalid(),
+            Match::Dnatted => s.dnatted(),
+        })
+        .collect();
+    words.push(s.verdict(&r.verdict));
+    words.join(" ")
+}
+
+pub fn rules(rs: &[Rule], s: &dyn Syntax) -> Vec<String> {
+    rs.iter().map(|r| rule(r, s)).collect()
+}

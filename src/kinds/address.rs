@@ -1,0 +1,144 @@
+//! Addresses of the router legs, inside the router namespace: the public
+//! address and each segment's gateway address. A leg that gets its address
+//! announces it (gratuitous ARP) once the run has succeeded.
+
+use serde::Serialize;
+
+use super::Kind;
+use crate::apply::Apply;
+use crate::error::{Context, Result};
+use crate::facts::Facts;
+use crate::journal::Undo;
+use crate::model::Ns;
+use crate::netlink::IfExists;
+use crate::plan::{Order, Planner, Step, Verb, in_ns};
+use crate::profile::{Ipv4Cidr, Profile};
+
+pub struct Addresses;
+
+/// An address wanted on a link.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Address {
+    pub ns: Ns,
+    pub link: String,
+    pub addr: Ipv4Cidr,
+}
+
+impl Kind for Addresses {
+    const NAME: &'static str = "addresses";
+    type Item = Address;
+    type Seen = ();
+
+    fn desire(p: &Profile, _f: &Facts) -> Vec<Address> {
+        let Some(r) = &p.router else { return vec![] };
+        let ns = Ns::Named(r.namespace.clone());
+        std::iter::once(&r.public.leg)
+            .chain(&r.private)
+            .map(|l| Address { ns: ns.clone(), link: l.veth[1].clone(), addr: l.address })
+            .collect()
+    }
+
+    /// Per link: addresses it has that are not wanted go, wanted ones come.
+    fn plan(p: &mut Planner<'_>, want: &[Address], _: &()) {
+        let mut per_link: Vec<(&Ns, &str, Vec<Ipv4Cidr>)> = Vec::new();
+        for a in want {
+            match per_link.iter_mut().find(|(n, l, _)| **n == a.ns && *l == a.link) {
+                Some(e) => e.2.push(a.addr),
+                None => per_link.push((&a.ns, &a.link, vec![a.addr])),
+            }
+        }
+        for (ns, link, wanted) in per_link {
+            let have: Vec<Ipv4Cidr> = match (p.live(ns, link), p.view(ns)) {
+                (Some(l), Some(v)) => v.addrs_of(l.index).map(|a| a.cidr).collect(),
+                _ => vec![],
+            };
+            for a in have.iter().filter(|a| !wanted.contains(a)) {
+                p.readdressed.insert((ns.clone(), link.to_string()));
+                p.push(Order::Late, DelAddr(Address { ns: ns.clone(), link: link.to_string(), addr: *a }));
+            }
+            for a in wanted.iter().filter(|a| !have.contains(a)) {
+                p.push(Order::Late, AddAddr(Address { ns: ns.clone(), link: link.to_string(), addr: *a }));
+            }
+        }
+    }
+}
+
+impl Address {
+    fn object(&self) -> String {
+        format!("address {} on {}{}", self.addr, self.link, in_ns(&self.ns))
+    }
+
+    fn add(&self, cx: &mut Apply<'_>, if_exists: IfExists) -> Result<()> {
+        let index = cx.resolve(&self.ns, &self.link)?;
+        cx.sock(&self.ns)?
+            .add_addr(index, self.addr, if_exists)
+            .with_context(|| format!("add address {} to {} in {}", self.addr, self.link, self.ns))
+    }
+
+    fn remove(&self, cx: &mut Apply<'_>) -> Result<bool> {
+        let index = cx.resolve(&self.ns, &self.link)?;
+        cx.sock(&self.ns)?
+            .del_addr(index, self.addr)
+            .with_context(|| format!("remove address {} from {} in {}", self.addr, self.link, self.ns))
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct AddAddr(pub Address);
+
+impl Step for AddAddr {
+    fn action(&self) -> &'static str {
+        "add_addr"
+    }
+    fn verb(&self) -> Verb {
+        Verb::Create
+    }
+    fn object(&self) -> String {
+        self.0.object()
+    }
+    fn apply(&self, cx: &mut Apply<'_>) -> Result<()> {
+        self.0.add(cx, IfExists::Fail)?;
+        cx.undo_with(Remove(self.0.clone()));
+        cx.announce(&self.0.ns, &self.0.link);
+        Ok(())
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct DelAddr(pub Address);
+
+impl Step for DelAddr {
+    fn action(&self) -> &'static str {
+        "del_addr"
+    }
+    fn verb(&self) -> Verb {
+        Verb::Remove
+    }
+    fn object(&self) -> String {
+        self.0.object()
+    }
+    fn apply(&self, cx: &mut Apply<'_>) -> Result<()> {
+        if self.0.remove(cx)? {
+            cx.undo_with(Add(self.0.clone()));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug)]
+struct Remove(Address);
+
+impl Undo for Remove {
+    fn undo(&self, cx: &mut Apply<'_>) -> Result<()> {
+        self.0.remove(cx).map(drop)
+    }
+}
+
+#[derive(Debug)]
+struct Add(Address);
+
+impl Undo for Add {
+    fn undo(&self, cx: &mut Apply<'_>) -> Result<()> {
+        self.0.add(cx, IfExists::Replace)
+    }
+}

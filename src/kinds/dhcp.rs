@@ -1,0 +1,314 @@
+//! DHCP and DNS for the VMs of a segment: one dnsmasq per router leg that
+//! asks for it, running inside the router namespace, with its own config,
+//! pid and lease files under <run dir>/dnsmasq/<host>/. vxrouter starts it,
+//! restarts it only when its config changes, starts it again if it died,
+//! and stops it when the profile no longer asks for it (first of all, before
+//! its namespace may go) and on destroy. A process is recognised by its pid
+//! file plus its command line (`--conf-file=PATH`), so a recycled pid is
+//! never mistaken for it.
+
+use std::fs::{self, File};
+use std::io;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use serde::{Deserialize, Serialize};
+
+use super::{Kind, ObserveCx};
+use crate::apply::Apply;
+use crate::desired::{segment_mtu, underlay_mtu};
+use crate::error::{Context, Result};
+use crate::facts::Facts;
+use crate::journal::Undo;
+use crate::model::Ns;
+use crate::netns;
+use crate::plan::{Order, Planner, Step, Verb};
+use crate::profile::{Leg, Profile};
+
+pub struct Dhcp;
+
+/// A dnsmasq the profile asks for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Server {
+    pub ns: String,
+    /// The router leg (namespace end) it serves.
+    pub leg: String,
+    pub config: String,
+}
+
+/// A dnsmasq vxrouter started (its config file exists).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Running {
+    pub ns: String,
+    pub leg: String,
+    pub config: String,
+    /// Its process, if it is alive.
+    pub pid: Option<u32>,
+}
+
+impl Kind for Dhcp {
+    const NAME: &'static str = "dhcp";
+    type Item = Server;
+    type Seen = Vec<Running>;
+
+    fn desire(p: &Profile, f: &Facts) -> Vec<Server> {
+        let Some(r) = &p.router else { return vec![] };
+        let files = Files::new(&f.run_dir, &p.host);
+        r.private
+            .iter()
+            .filter(|l| l.dhcp.is_some() || l.dns)
+            .map(|l| {
+                let mtu = p.segments.iter().find(|s| s.bridge == l.bridge).map(|s| segment_mtu(s.mtu, underlay_mtu(f)));
+                Server {
+                    ns: r.namespace.clone(),
+                    leg: l.veth[1].clone(),
+                    config: config(&files, &p.host, &r.namespace, l, mtu.unwrap_or(1500)),
+                }
+            })
+            .collect()
+    }
+
+    fn observe(cx: &mut ObserveCx<'_>) -> Result<Vec<Running>> {
+        let o = cx.observed;
+        observe(&Files::new(&o.facts.run_dir, &cx.desired.host))
+    }
+
+    fn plan(p: &mut Planner<'_>, want: &[Server], seen: &Vec<Running>) {
+        for r in seen {
+            if !want.iter().any(|s| s.ns == r.ns && s.leg == r.leg) {
+                let running = r.pid.map(|_| r.config.clone());
+                p.push(Order::StopDaemons, Supervise { ns: r.ns.clone(), leg: r.leg.clone(), config: None, running });
+            }
+        }
+        for s in want {
+            let found = seen.iter().find(|r| r.ns == s.ns && r.leg == s.leg);
+            // A namespace or leg made in this run has no server yet.
+            let fresh = p.fresh_ns.contains(&s.ns) || p.live(&Ns::Named(s.ns.clone()), &s.leg).is_none();
+            let running = found.filter(|r| r.pid.is_some() && !fresh).map(|r| r.config.clone());
+            if running.as_deref() != Some(s.config.as_str()) {
+                p.push(Order::Late, Supervise { ns: s.ns.clone(), leg: s.leg.clone(), config: Some(s.config.clone()), running });
+            }
+        }
+    }
+}
+
+/// Start, restart (new config) or stop (`config` None) the dnsmasq of a
+/// router leg; `running` is the config it runs with now, if it runs.
+#[derive(Debug, Serialize)]
+pub struct Supervise {
+    pub ns: String,
+    pub leg: String,
+    pub config: Option<String>,
+    pub running: Option<String>,
+}
+
+impl Step for Supervise {
+    fn action(&self) -> &'static str {
+        "dhcp"
+    }
+    fn verb(&self) -> Verb {
+        match (&self.config, &self.running) {
+            (None, _) => Verb::Remove,
+            (Some(_), None) => Verb::Create,
+            (Some(_), Some(_)) => Verb::Change,
+        }
+    }
+    fn object(&self) -> String {
+        format!("dhcp/dns server on {} in {}", self.leg, self.ns)
+    }
+    fn detail(&self) -> String {
+        if self.config.is_some() && self.running.is_some() { "config changed: restart".into() } else { String::new() }
+    }
+    fn apply(&self, cx: &mut Apply<'_>) -> Result<()> {
+        run(cx, &self.ns, &self.leg, self.config.as_deref())?;
+        cx.undo_with(Revert { ns: self.ns.clone(), leg: self.leg.clone(), config: self.running.clone() });
+        Ok(())
+    }
+}
+
+#[derive(Debug)]
+struct Revert {
+    ns: String,
+    leg: String,
+    config: Option<String>,
+}
+
+impl Undo for Revert {
+    fn undo(&self, cx: &mut Apply<'_>) -> Result<()> {
+        run(cx, &self.ns, &self.leg, self.config.as_deref())
+    }
+}
+
+/// (Re)starts a leg's dnsmasq with `config`, or stops it (None).
+fn run(cx: &mut Apply<'_>, ns: &str, leg: &str, config: Option<&str>) -> Result<()> {
+    let files = Files::new(&cx.run_dir, &cx.host);
+    stop(&files, ns, leg)?;
+    if let Some(c) = config {
+        cx.session.attach(ns)?;
+        let file = cx.file(&Ns::Named(ns.to_string()))?.ok_or_else(|| crate::error!(Internal, "namespace {ns} is not open"))?;
+        start(&files, ns, file, leg, c)?;
+    }
+    Ok(())
+}
+
+/// Where a host's dnsmasq files live.
+struct Files {
+    dir: PathBuf,
+}
+
+impl Files {
+    fn new(run_dir: &Path, host: &str) -> Files {
+        Files { dir: run_dir.join("dnsmasq").join(host) }
+    }
+    /// '@' occurs in neither namespace nor interface names.
+    fn path(&self, ns: &str, leg: &str, ext: &str) -> PathBuf {
+        self.dir.join(format!("{ns}@{leg}.{ext}"))
+    }
+    fn conf(&self, ns: &str, leg: &str) -> PathBuf {
+        self.path(ns, leg, "conf")
+    }
+    fn pid(&self, ns: &str, leg: &str) -> PathBuf {
+        self.path(ns, leg, "pid")
+    }
+    fn leases(&self, ns: &str, leg: &str) -> PathBuf {
+        self.path(ns, leg, "leases")
+    }
+}
+
+/// The dnsmasq configuration for one private leg: DHCP with the gateway,
+/// the segment MTU (option 26) and, with `dns`, the gateway as DNS server;
+/// DNS off otherwise.
+fn config(files: &Files, host: &str, ns: &str, leg: &Leg, mtu: u32) -> String {
+    let name = &leg.veth[1];
+    let mut c = format!(
+        "# vxrouter:{host}: DHCP/DNS for segment bridge {} (written by vxrouter; edits are replaced)\n\
+         interface={name}\nbind-interfaces\nexcept-interface=lo\nno-hosts\n\
+         pid-file={}\n",
+        leg.bridge,
+        files.pid(ns, name).display()
+    );
+    if leg.dns {
+        c.push_str("domain-needed\nbogus-priv\n");
+    } else {
+        c.push_str("port=0\n");
+    }
+    if let Some(d) = &leg.dhcp {
+        let mask: Ipv4Addr = leg.address.netmask();
+        c.push_str(&format!(
+            "dhcp-authoritative\ndhcp-leasefile={}\ndhcp-range={},{},{mask},{}\n\
+             dhcp-option=option:router,{}\ndhcp-option=option:mtu,{mtu}\n",
+            files.leases(ns, name).display(),
+            d.first,
+            d.last,
+            d.lease,
+            leg.address.addr()
+        ));
+        if leg.dns {
+            c.push_str(&format!("dhcp-option=option:dns-server,{}\n", leg.address.addr()));
+        } else {
+            c.push_str("dhcp-option=option:dns-server\n");
+        }
+    }
+    c
+}
+
+fn alive(pid: u32, conf: &Path) -> bool {
+    let Ok(cmdline) = fs::read(format!("/proc/{pid}/cmdline")) else { return false };
+    let want = format!("--conf-file={}", conf.display());
+    cmdline.split(|b| *b == 0).any(|arg| arg == want.as_bytes())
+}
+
+/// The dnsmasq instances this host's vxrouter started.
+fn observe(files: &Files) -> Result<Vec<Running>> {
+    let entries = match fs::read_dir(&files.dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(vec![]),
+        Err(e) => return Err(e).with_context(|| format!("read {}", files.dir.display())),
+    };
+    let mut out = Vec::new();
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(stem) = name.strip_suffix(".conf") else { continue };
+        let Some((ns, leg)) = stem.split_once('@') else { continue };
+        let conf = e.path();
+        let config = fs::read_to_string(&conf).with_context(|| format!("read {}", conf.display()))?;
+        let pid = fs::read_to_string(files.pid(ns, leg)).ok().and_then(|p| p.trim().parse().ok()).filter(|p| alive(*p, &conf));
+        out.push(Running { ns: ns.to_string(), leg: leg.to_string(), config, pid });
+    }
+    out.sort_by(|a, b| (&a.ns, &a.leg).cmp(&(&b.ns, &b.leg)));
+    Ok(out)
+}
+
+/// Writes the config and starts dnsmasq in the namespace; returns when it
+/// has started serving (dnsmasq's parent exits after its daemon is ready).
+fn start(files: &Files, ns: &str, ns_file: &File, leg: &str, config: &str) -> Result<()> {
+    crate::testhooks::point();
+    let conf = files.conf(ns, leg);
+    fs::create_dir_all(&files.dir).with_context(|| format!("create {}", files.dir.display()))?;
+    fs::write(&conf, config).with_context(|| format!("write {}", conf.display()))?;
+    let mut cmd = Command::new("dnsmasq");
+    cmd.arg(format!("--conf-file={}", conf.display())).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+    netns::command_in(&mut cmd, ns_file);
+    let out = cmd.output().with_context(|| format!("run dnsmasq in {ns} (is dnsmasq-base installed?)"))?;
+    if !out.status.success() {
+        crate::bail!(Tool, "dnsmasq for {leg} in {ns} did not start: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(())
+}
+
+/// Stops the dnsmasq of a leg (if it runs) and removes its files.
+fn stop(files: &Files, ns: &str, leg: &str) -> Result<()> {
+    crate::testhooks::point();
+    let conf = files.conf(ns, leg);
+    if let Some(pid) = fs::read_to_string(files.pid(ns, leg)).ok().and_then(|p| p.trim().parse::<u32>().ok())
+        && alive(pid, &conf)
+    {
+        let pid = nix::unistd::Pid::from_raw(pid as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        // dnsmasq exits at once on SIGTERM; wait a little for the sockets.
+        for _ in 0..100 {
+            if nix::sys::signal::kill(pid, None).is_err() || !alive(pid.as_raw() as u32, &conf) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+    for p in [conf, files.pid(ns, leg), files.leases(ns, leg)] {
+        match fs::remove_file(&p) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("remove {}", p.display())),
+        }
+    }
+    let _ = fs::remove_dir(&files.dir);
+    let _ = files.dir.parent().map(fs::remove_dir);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_hands_out_gateway_mtu_and_dns() {
+        let text = include_str!("../../profiles/host-a.toml").replace(
+            "veth = [\"veth17.0\", \"veth17.1\"]  # optional, as above",
+            "veth = [\"veth17.0\", \"veth17.1\"]\ndhcp = { range = \"192.168.10.100-192.168.10.200\", lease = \"1h\" }\ndns = true",
+        );
+        let p = Profile::parse("p.toml", &text).unwrap();
+        let leg = &p.router.as_ref().unwrap().private[0];
+        let c = config(&Files::new(Path::new("/run/vxrouter"), "host-a"), "host-a", "ns1", leg, 1450);
+        for line in [
+            "interface=veth17.1",
+            "dhcp-range=192.168.10.100,192.168.10.200,255.255.255.0,1h",
+            "dhcp-option=option:router,192.168.10.3",
+            "dhcp-option=option:mtu,1450",
+            "dhcp-option=option:dns-server,192.168.10.3",
+            "pid-file=/run/vxrouter/dnsmasq/host-a/ns1@veth17.1.pid",
+        ] {
+            assert!(c.lines().any(|l| l == line), "{line} missing from:\n{c}");
+        }
+        assert!(!c.contains("port=0"));
+    }
+}

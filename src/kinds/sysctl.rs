@@ -1,0 +1,142 @@
+//! Sysctls of the router namespace (forwarding), read and written through
+//! /proc/sys by a thread inside the namespace: they are per namespace, and
+//! nothing in the host's own settings changes.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+
+use serde::Serialize;
+
+use super::{Kind, ObserveCx};
+use crate::apply::Apply;
+use crate::error::{Context, Result};
+use crate::facts::{Facts, IP_FORWARD_SYSCTL};
+use crate::journal::Undo;
+use crate::model::Ns;
+use crate::netns;
+use crate::observe::Observed;
+use crate::plan::{Order, Planner, Step, Verb, in_ns};
+use crate::profile::Profile;
+
+pub struct Sysctls;
+
+/// The sysctls vxrouter sets in a router namespace (and reads in every
+/// namespace it looks into).
+const ROUTER_SYSCTLS: &[&str] = &[IP_FORWARD_SYSCTL];
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Sysctl {
+    pub ns: Ns,
+    /// Under /proc/sys, with slashes ("net/ipv4/ip_forward").
+    pub key: String,
+    pub value: String,
+}
+
+impl Kind for Sysctls {
+    const NAME: &'static str = "sysctl";
+    type Item = Sysctl;
+    /// Per namespace looked into: key → value.
+    type Seen = Vec<(Ns, BTreeMap<String, String>)>;
+
+    fn desire(p: &Profile, _f: &Facts) -> Vec<Sysctl> {
+        p.router
+            .iter()
+            .map(|r| Sysctl { ns: Ns::Named(r.namespace.clone()), key: IP_FORWARD_SYSCTL.into(), value: "1".into() })
+            .collect()
+    }
+
+    fn observe(cx: &mut ObserveCx<'_>) -> Result<Self::Seen> {
+        let mut out = Vec::new();
+        for name in cx.observed.named.keys() {
+            let ns = Ns::Named(name.clone());
+            let values = read(cx.session.file(&ns)?, ROUTER_SYSCTLS).with_context(|| format!("read sysctls in {ns}"))?;
+            out.push((ns, values));
+        }
+        Ok(out)
+    }
+
+    fn plan(p: &mut Planner<'_>, want: &[Sysctl], seen: &Self::Seen) {
+        for s in want {
+            let old = p
+                .view(&s.ns)
+                .and_then(|_| seen.iter().find(|(n, _)| *n == s.ns))
+                .and_then(|(_, values)| values.get(&s.key))
+                .cloned();
+            if old.as_deref() != Some(s.value.as_str()) {
+                p.push(Order::Late, SetSysctl { sysctl: s.clone(), old });
+            }
+        }
+    }
+}
+
+/// The sysctls seen in a namespace.
+pub fn found(o: &Observed, ns: &Ns) -> BTreeMap<String, String> {
+    o.seen::<Sysctls>().and_then(|s| s.iter().find(|(n, _)| n == ns)).map(|(_, v)| v.clone()).unwrap_or_default()
+}
+
+#[derive(Debug, Serialize)]
+pub struct SetSysctl {
+    pub sysctl: Sysctl,
+    pub old: Option<String>,
+}
+
+impl Step for SetSysctl {
+    fn action(&self) -> &'static str {
+        "set_sysctl"
+    }
+    fn verb(&self) -> Verb {
+        Verb::Change
+    }
+    fn object(&self) -> String {
+        format!("sysctl {}{}", self.sysctl.key.replace('/', "."), in_ns(&self.sysctl.ns))
+    }
+    fn detail(&self) -> String {
+        format!("{} (found {})", self.sysctl.value, self.old.as_deref().unwrap_or("none"))
+    }
+    fn apply(&self, cx: &mut Apply<'_>) -> Result<()> {
+        let s = &self.sysctl;
+        write(cx.file(&s.ns)?, &s.key, &s.value).with_context(|| format!("in {}", s.ns))?;
+        if let Some(old) = &self.old {
+            cx.undo_with(Restore(Sysctl { value: old.clone(), ..s.clone() }));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug)]
+struct Restore(Sysctl);
+
+impl Undo for Restore {
+    fn undo(&self, cx: &mut Apply<'_>) -> Result<()> {
+        write(cx.file(&self.0.ns)?, &self.0.key, &self.0.value)
+    }
+}
+
+/// Reads `/proc/sys/<key>` as seen from the namespace (None: here); keys
+/// that do not exist there are left out.
+pub fn read(ns: Option<&File>, keys: &[&str]) -> Result<BTreeMap<String, String>> {
+    let read = || -> Result<BTreeMap<String, String>> {
+        let mut out = BTreeMap::new();
+        for k in keys {
+            let path = format!("/proc/sys/{k}");
+            match std::fs::read_to_string(&path) {
+                Ok(v) => {
+                    out.insert(k.to_string(), v.trim().to_string());
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e).with_context(|| format!("read {path}")),
+            }
+        }
+        Ok(out)
+    };
+    netns::within(ns, read)?
+}
+
+pub fn write(ns: Option<&File>, key: &str, value: &str) -> Result<()> {
+    crate::testhooks::point();
+    let write = || -> Result<()> {
+        let path = format!("/proc/sys/{key}");
+        std::fs::write(&path, value).with_context(|| format!("write {value} to {path}"))
+    };
+    netns::within(ns, write)?
+}

@@ -1,0 +1,122 @@
+//! VXLAN links: one per segment, a port of its bridge, on the underlay
+//! device. VNI, port, device, local address and the flood mode (multicast
+//! group or unicast peers) cannot change in place: the link is recreated.
+//! Group, ageing and TTL change in place (a group change flaps the link so
+//! the new group is joined).
+
+use std::net::Ipv4Addr;
+
+use crate::desired::{segment_mtu, underlay_mtu};
+use crate::facts::Facts;
+use crate::model::{Link, LinkKind, LinkSpec, Ns, VxlanSpec};
+use crate::observe::Observed;
+use crate::plan::Diff;
+use crate::profile::names::stable_mac;
+use crate::profile::{Flood, Profile};
+
+use super::link::LinkChange;
+
+/// The address VXLAN packets leave from: the profile's, or the underlay
+/// device's first.
+pub fn local_address(p: &Profile, f: &Facts) -> Ipv4Addr {
+    p.underlay
+        .as_ref()
+        .and_then(|u| u.local)
+        .or_else(|| f.underlay.as_ref().and_then(|u| u.address))
+        .unwrap_or(Ipv4Addr::UNSPECIFIED)
+}
+
+pub fn desire(p: &Profile, f: &Facts, out: &mut Vec<(Ns, LinkSpec)>) {
+    let dev = p.underlay.as_ref().map(|u| u.device.clone()).unwrap_or_default();
+    let local = local_address(p, f);
+    for s in &p.segments {
+        let group = match &s.flood {
+            Flood::Multicast(g) => Some(*g),
+            Flood::Unicast(_) => None,
+        };
+        let spec =
+            VxlanSpec { vni: s.vni, group, dev: dev.clone(), local, port: s.port, ageing: s.ageing, ttl: s.ttl.unwrap_or(0) };
+        out.push((
+            Ns::Host,
+            LinkSpec {
+                name: s.vxlan.clone(),
+                kind: LinkKind::Vxlan(spec),
+                mtu: Some(segment_mtu(s.mtu, underlay_mtu(f))),
+                master: Some(s.bridge.clone()),
+                up: true,
+                mac: Some(stable_mac(&p.host, "", &s.vxlan)),
+                no_ipv6: false,
+            },
+        ));
+    }
+}
+
+/// Why the link must be deleted and created again, if it must.
+pub fn recreate_reason(want: &VxlanSpec, found: &Link, o: &Observed) -> Option<String> {
+    let f = found.vxlan.clone().unwrap_or_default();
+    if f.vni != want.vni {
+        return Some(format!("vni {} (found {}) cannot change in place", want.vni, f.vni));
+    }
+    if f.port != want.port {
+        return Some(format!("port {} (found {}) cannot change in place", want.port, f.port));
+    }
+    let dev = o.host.link(&want.dev).map(|l| l.index);
+    if f.dev != dev {
+        let found_dev = f.dev.and_then(|i| o.host.by_index(i)).map(|l| l.name.clone()).unwrap_or("none".into());
+        return Some(format!("dev {} (found {found_dev})", want.dev));
+    }
+    match (want.group, f.group) {
+        (None, Some(g)) => return Some(format!("unicast peers (found multicast group {g})")),
+        (Some(g), None) => return Some(format!("multicast group {g} (found unicast peers)")),
+        _ => {}
+    }
+    if f.local.unwrap_or(Ipv4Addr::UNSPECIFIED) != want.local {
+        return Some(format!("local {} (found {})", want.local, f.local.map(|a| a.to_string()).unwrap_or("none".into())));
+    }
+    None
+}
+
+/// Group, ageing and TTL change in place.
+pub fn diff(want: &VxlanSpec, found: &Link, change: &mut LinkChange, diffs: &mut Vec<Diff>) {
+    let f = found.vxlan.clone().unwrap_or_default();
+    if let (Some(w), Some(h)) = (want.group, f.group)
+        && w != h
+    {
+        change.vxlan_group = Some(w);
+        diffs.push(Diff { field: "group", expected: w.to_string(), found: h.to_string() });
+    }
+    if f.ageing != want.ageing {
+        change.vxlan_ageing = Some(want.ageing);
+        diffs.push(Diff { field: "ageing", expected: want.ageing.to_string(), found: f.ageing.to_string() });
+    }
+    if f.ttl != want.ttl {
+        change.vxlan_ttl = Some(want.ttl);
+        diffs.push(Diff { field: "ttl", expected: want.ttl.to_string(), found: f.ttl.to_string() });
+    }
+}
+
+pub fn describe(v: &VxlanSpec) -> String {
+    format!(
+        "vni {}, {}, dev {}, local {}, port {}",
+        v.vni,
+        v.group.map(|g| format!("group {g}")).unwrap_or("unicast peers".into()),
+        v.dev,
+        v.local,
+        v.port
+    )
+}
+
+/// The specification to recreate a deleted VXLAN link as it was (its
+/// underlay device is given by index when it is created).
+pub fn as_found(l: &Link) -> LinkKind {
+    let v = l.vxlan.clone().unwrap_or_default();
+    LinkKind::Vxlan(VxlanSpec {
+        vni: v.vni,
+        group: v.group,
+        dev: String::new(),
+        local: v.local.unwrap_or(Ipv4Addr::UNSPECIFIED),
+        port: v.port,
+        ageing: v.ageing,
+        ttl: v.ttl,
+    })
+}

@@ -1,0 +1,33 @@
+//! What to observe: which named namespaces to look into, and how deeply.
+
+use crate::desired::Desired;
+use crate::state::State;
+
+/// How much to read: everything (plan, check, apply), or what verification
+/// after an apply needs. Verification does not re-read firewalls: each batch
+/// was committed atomically by its tool (a failure is an error with
+/// rollback), and re-reading costs a process per namespace on every apply;
+/// `check` reads them in full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Depth {
+    #[default]
+    Full,
+    Verify,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Scope {
+    pub depth: Depth,
+    /// Named namespaces to look into: the profile's, and every one this
+    /// host's vxrouter created or was creating.
+    pub namespaces: Vec<String>,
+}
+
+pub fn of(desired: &Desired, state: &State, depth: Depth) -> Scope {
+    let mut namespaces: Vec<String> = state.namespaces.iter().cloned().collect();
+    namespaces.extend(state.pending.iter().flat_map(|p| p.namespaces.clone()));
+    namespaces.extend(desired.router_ns().map(str::to_string));
+    namespaces.sort();
+    namespaces.dedup();
+    Scope { depth, namespaces }
+}
