@@ -74,7 +74,9 @@ pub fn announce(ns: Option<&File>, frames: &[(u32, [u8; 6], Ipv4Addr)]) -> Resul
         return Ok(());
     }
     let send = move || -> Result<()> {
-        // SAFETY: plain socket syscalls on an fd we own and close.
+        // SAFETY: `fd` is a socket this closure opens and closes and nothing
+        // else sees; `sockaddr_ll` is plain old data, valid all-zero; sendto
+        // gets a pointer and length of the live `f` array and of `addr`.
         unsafe {
             let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, i32::from(ETH_P_ARP.to_be()));
             if fd < 0 {

@@ -238,3 +238,6 @@ pub fn in_ns(ns: &Ns) -> String {
         Ns::Named(n) => format!(" in {n}"),
     }
 }
+
+#[cfg(test)]
+pub(crate) mod tests;

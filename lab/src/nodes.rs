@@ -179,7 +179,8 @@ impl LabDir {
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::null());
-            // SAFETY: setsid and unshare are async-signal-safe.
+            // SAFETY: runs in the child between fork and exec: setsid(2) and
+            // unshare(2) are async-signal-safe and touch no Rust state.
             unsafe {
                 cmd.pre_exec(|| {
                     libc::setsid();
@@ -323,7 +324,9 @@ pub fn holder_main() -> Result<()> {
     let mut out = io::stdout();
     writeln!(out, "ready")?;
     out.flush()?;
-    // SAFETY: closing our own stdout, so the parent's read ends.
+    // SAFETY: fd 1 is this process's stdout, flushed just above; nothing
+    // writes to it afterwards (the holder only waits for a signal), so no
+    // Rust handle is left using a closed or reused descriptor.
     unsafe { libc::close(1) };
     loop {
         nix::unistd::pause();

@@ -20,9 +20,10 @@ use crate::model::{Addr, BridgeSpec, FdbEntry, Link, LinkKind, LinkSpec, Observe
 use crate::profile::Ipv4Cidr;
 use crate::profile::cidr;
 
-/// A link dump. IFLA_EXT_MASK with RTEXT_FILTER_SKIP_STATS only drops the
-/// statistics of SR-IOV virtual functions: the kernel always includes
-/// IFLA_STATS and IFLA_STATS64 in link dumps.
+/// A link dump. IFLA_EXT_MASK with RTEXT_FILTER_SKIP_STATS drops the IPv6
+/// statistics in IFLA_AF_SPEC (measured here: 101 links, 151 kB → 114 kB of
+/// replies); IFLA_STATS and IFLA_STATS64 (~300 bytes a link) are sent
+/// whatever the mask says.
 pub fn get_links() -> RouteNetlinkMessage {
     let mut m = LinkMessage::default();
     m.attributes.push(LinkAttribute::ExtMask(vec![LinkExtentMask::SkipStats]));

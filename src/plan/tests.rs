@@ -1,0 +1,459 @@
+//! Planner unit tests on hand-built hosts (the golden tests in tests/plan/
+//! use hosts captured from a real kernel).
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use super::*;
+use crate::facts::{Facts, UnderlayFacts};
+use crate::firewall::iptables::{self, jump_rule};
+use crate::firewall::{Backend, FirewallState, IptState};
+use crate::kinds::Kind;
+use crate::kinds::fdb::{Fdb, Peer};
+use crate::kinds::firewall::{self as fwkind, Firewall};
+use crate::kinds::sysctl::Sysctls;
+use crate::kinds::uplink::{Uplink, Uplinks};
+use crate::model::{Addr, FdbEntry, Link, LinkKind, ObservedVxlan, Route};
+use crate::profile::Profile;
+use crate::state::{Pending, State};
+
+pub const SEED_A: &str = include_str!("../../profiles/host-a.toml");
+
+pub fn facts(nft: bool) -> Facts {
+    Facts {
+        underlay: Some(UnderlayFacts { mtu: 1500, address: Some(Ipv4Addr::new(10, 0, 0, 1)) }),
+        nft,
+        run_dir: "/run/vxrouter".into(),
+        sysctls: BTreeMap::new(),
+    }
+}
+
+pub fn desired_with(text: &str, nft: bool) -> Desired {
+    Desired::derive(&Profile::parse("p.toml", text).unwrap(), &facts(nft))
+}
+
+pub fn desired(text: &str) -> Desired {
+    desired_with(text, false)
+}
+
+/// A bare host: loopback, eth0 (10.0.0.1/24), eth1.
+pub fn bare() -> Observed {
+    let mut o = Observed { facts: facts(false), ..Observed::default() };
+    o.host.links = vec![
+        Link { index: 1, name: "lo".into(), loopback: true, mtu: 65536, up: true, ..Link::default() },
+        Link { index: 2, name: "eth0".into(), mtu: 1500, up: true, ..Link::default() },
+        Link { index: 3, name: "eth1".into(), mtu: 1500, up: true, ..Link::default() },
+    ];
+    o.host.addrs = vec![Addr { index: 2, cidr: "10.0.0.1/24".parse().unwrap() }];
+    o
+}
+
+/// Replaces what kind `K` saw.
+fn set_seen<K: Kind>(o: &mut Observed, seen: K::Seen) {
+    o.parts.insert::<K, K::Seen>(seen);
+}
+
+fn seen<K: Kind>(o: &Observed) -> K::Seen {
+    o.seen::<K>().cloned().unwrap_or_default()
+}
+
+/// What the kernel shows after `d` was applied to `bare()`.
+pub fn converged(d: &Desired) -> Observed {
+    let mut o = bare();
+    let mut next: BTreeMap<Ns, u32> = BTreeMap::new();
+    next.insert(Ns::Host, 10);
+    let mut sysctls = Vec::new();
+    if let Some(r) = d.router_ns() {
+        o.netns.insert(r.to_string());
+        o.state.namespaces.insert(r.to_string());
+        o.named.insert(r.to_string(), NsView::default());
+        next.insert(Ns::Named(r.to_string()), 2);
+    }
+    fn view<'a>(o: &'a mut Observed, ns: &Ns) -> &'a mut NsView {
+        match ns {
+            Ns::Host => &mut o.host,
+            Ns::Named(n) => o.named.get_mut(n).unwrap(),
+        }
+    }
+    for (ns, spec) in d.links() {
+        let index = if spec.kind == LinkKind::Loopback {
+            1
+        } else {
+            let n = next.get_mut(ns).unwrap();
+            *n += 1;
+            *n
+        };
+        let v = view(&mut o, ns);
+        let master = spec.master.as_ref().map(|m| v.link(m).unwrap().index);
+        let mut l = Link {
+            index,
+            name: spec.name.clone(),
+            kind: Some(spec.kind.name().to_string()),
+            mtu: spec.mtu.unwrap_or(1500),
+            master,
+            up: spec.up,
+            alias: Some(d.mark.clone()),
+            mac: spec.mac,
+            no_ipv6: spec.no_ipv6,
+            loopback: spec.kind == LinkKind::Loopback,
+            ..Link::default()
+        };
+        match &spec.kind {
+            LinkKind::Bridge(b) => l.bridge = Some(b.clone()),
+            LinkKind::Vxlan(x) => {
+                l.vxlan = Some(ObservedVxlan {
+                    vni: x.vni,
+                    group: x.group,
+                    dev: Some(2),
+                    local: Some(x.local),
+                    port: x.port,
+                    ageing: x.ageing,
+                    ttl: x.ttl,
+                })
+            }
+            LinkKind::Loopback => l.kind = None,
+            _ => {}
+        }
+        v.links.push(l);
+    }
+    // Pair veth ends.
+    for (ns, spec) in d.links() {
+        if let LinkKind::Veth(p) = &spec.kind {
+            let a = o.view(ns).unwrap().link(&spec.name).unwrap().index;
+            let b = o.view(&p.peer_ns).unwrap().link(&p.peer).unwrap().index;
+            view(&mut o, ns).links.iter_mut().find(|l| l.index == a).unwrap().link = Some(b);
+            view(&mut o, &p.peer_ns).links.iter_mut().find(|l| l.index == b).unwrap().link = Some(a);
+        }
+    }
+    for a in d.of::<crate::kinds::address::Addresses>() {
+        let v = view(&mut o, &a.ns);
+        let index = v.link(&a.link).unwrap().index;
+        v.addrs.push(Addr { index, cidr: a.addr });
+    }
+    for r in d.of::<crate::kinds::route::Routes>() {
+        let v = view(&mut o, &r.ns);
+        let oif = v.link(&r.dev).map(|l| l.index);
+        v.routes.push(Route { dst: r.dst, gateway: Some(r.gateway), oif, protocol: r.protocol });
+    }
+    for s in d.of::<Sysctls>() {
+        sysctls.push((s.ns.clone(), BTreeMap::from([(s.key.clone(), s.value.clone())])));
+    }
+    set_seen::<Sysctls>(&mut o, sysctls);
+    let mut fw = fwkind::Seen::default();
+    for r in d.of::<Firewall>() {
+        let mut ipt = IptState::default();
+        for c in &iptables::ruleset(&r.policy).chains {
+            ipt.chains.insert((c.table.clone(), c.name.clone()), c.rules.clone());
+            ipt.jumps.entry((c.table.clone(), c.hook.clone())).or_default().push(jump_rule(&d.mark, &c.name));
+        }
+        fw.namespaces.push((r.ns.clone(), FirewallState { ipt: Some(ipt), nft: None }));
+        o.state.firewall.entry(crate::state::fw_key(&r.ns)).or_default().insert(Backend::Iptables);
+    }
+    set_seen::<Firewall>(&mut o, fw);
+    let mut fdb = Vec::new();
+    for p in d.of::<Fdb>() {
+        fdb.push(FdbEntry { index: o.host.link(&p.vxlan).unwrap().index, dst: p.peer });
+    }
+    set_seen::<Fdb>(&mut o, Some(fdb));
+    for u in d.of::<Uplinks>() {
+        let bi = o.host.link(&u.bridge).unwrap().index;
+        o.host.links.iter_mut().find(|l| l.name == u.uplink).unwrap().master = Some(bi);
+        o.state.uplinks.insert(u.uplink.clone(), u.bridge.clone());
+    }
+    o
+}
+
+fn lines(p: &Plan) -> Vec<String> {
+    p.steps.iter().map(|s| s.title()).collect()
+}
+
+fn host_link<'a>(o: &'a mut Observed, name: &str) -> &'a mut Link {
+    o.host.links.iter_mut().find(|l| l.name == name).unwrap()
+}
+
+#[test]
+fn bare_host_gets_everything_in_dependency_order() {
+    let d = desired(SEED_A);
+    let p = plan(&d, &bare(), PlanOptions::default()).unwrap();
+    assert_eq!(
+        lines(&p),
+        [
+            "create namespace ns1",
+            "create bridge br-pr",
+            "create bridge br-pu",
+            "create vxlan vxlan1070",
+            "change loopback lo in ns1",
+            "create veth veth15.0",
+            "create veth veth17.0",
+            "change uplink eth1 in br-pu",
+            "create address 203.0.113.123/24 on veth15.1 in ns1",
+            "create address 192.168.10.3/24 on veth17.1 in ns1",
+            "create route default via 203.0.113.1 dev veth15.1 in ns1",
+            "change sysctl net.ipv4.ip_forward in ns1",
+            "create firewall in ns1 (iptables)",
+        ]
+    );
+}
+
+#[test]
+fn converged_host_needs_nothing() {
+    let d = desired(SEED_A);
+    let p = plan(&d, &converged(&d), PlanOptions::default()).unwrap();
+    assert!(p.steps.is_empty(), "{:#?}", p.steps);
+    assert!(p.notes.is_empty());
+}
+
+#[test]
+fn an_unowned_name_is_a_conflict_and_nothing_is_planned() {
+    let d = desired(SEED_A);
+    let mut o = bare();
+    o.host.links.push(Link { index: 9, name: "br-pr".into(), kind: Some("bridge".into()), ..Link::default() });
+    let err = plan(&d, &o, PlanOptions::default()).unwrap_err();
+    assert!(err.to_string().contains("bridge br-pr exists but is not owned by vxrouter for host-a"), "{err}");
+    // A namespace of the same name, not made by us, is refused too.
+    let mut o = bare();
+    o.netns.insert("ns1".into());
+    o.named.insert("ns1".into(), NsView::default());
+    assert!(plan(&d, &o, PlanOptions::default()).unwrap_err().to_string().contains("namespace ns1 exists but was not created"));
+}
+
+#[test]
+fn an_interrupted_run_is_finished_by_adopting_its_unmarked_links() {
+    let d = desired(SEED_A);
+    let mut o = converged(&d);
+    host_link(&mut o, "br-pr").alias = None;
+    let p = plan(&d, &o, PlanOptions::default());
+    assert!(p.is_err(), "without a pending record, an unmarked link is foreign");
+    o.state.pending = Some(Pending { pid: 1, links: vec![(Ns::Host, "br-pr".into())], namespaces: vec![] });
+    let p = plan(&d, &o, PlanOptions::default()).unwrap();
+    assert_eq!(p.steps.len(), 1);
+    assert_eq!(p.steps[0].line(), "change bridge br-pr: alias vxrouter:host-a (found none)");
+}
+
+#[test]
+fn drift_is_reported_per_attribute_and_immutable_ones_recreate() {
+    let d = desired(SEED_A);
+    let mut o = converged(&d);
+    host_link(&mut o, "br-pr").mtu = 1500;
+    host_link(&mut o, "vxlan1070").up = false;
+    let p = plan(&d, &o, PlanOptions::default()).unwrap();
+    let l: Vec<String> = p.steps.iter().map(|a| a.line()).collect();
+    assert_eq!(l, ["change bridge br-pr: mtu 1450 (found 1500)", "change vxlan vxlan1070: state up (found down)"]);
+
+    let mut o = converged(&d);
+    host_link(&mut o, "vxlan1070").vxlan.as_mut().unwrap().vni = 99;
+    let p = plan(&d, &o, PlanOptions::default()).unwrap();
+    assert_eq!(p.steps.len(), 1);
+    assert_eq!(p.steps[0].verb(), Verb::Recreate);
+    assert!(p.steps[0].line().contains("vni 1070 (found 99) cannot change in place"), "{}", p.steps[0].line());
+
+    let mut o = converged(&d);
+    host_link(&mut o, "vxlan1070").vxlan.as_mut().unwrap().group = Some(Ipv4Addr::new(239, 9, 9, 9));
+    let p = plan(&d, &o, PlanOptions::default()).unwrap();
+    assert_eq!(p.steps[0].line(), "change vxlan vxlan1070: group 239.0.4.46 (found 239.9.9.9)");
+}
+
+#[test]
+fn a_veth_without_its_peer_is_recreated() {
+    let d = desired(SEED_A);
+    let mut o = converged(&d);
+    o.named.get_mut("ns1").unwrap().links.retain(|l| l.name != "veth17.1");
+    let p = plan(&d, &o, PlanOptions::default()).unwrap();
+    assert_eq!(lines(&p), ["recreate veth veth17.0", "create address 192.168.10.3/24 on veth17.1 in ns1"]);
+}
+
+#[test]
+fn removing_a_segment_removes_its_owned_links_only() {
+    let two = SEED_A.replace("[router]", "[[segment]]\nbridge = \"br-x\"\nvni = 2000\ngroup = \"239.0.4.47\"\n\n[router]");
+    let mut o = converged(&desired(&two));
+    // A VM tap in br-x keeps that bridge alive; the VXLAN link goes.
+    let bx = host_link(&mut o, "br-x").index;
+    o.host.links.push(Link { index: 99, name: "vnet0".into(), kind: Some("tun".into()), master: Some(bx), ..Link::default() });
+    let p = plan(&desired(SEED_A), &o, PlanOptions::default()).unwrap();
+    assert_eq!(lines(&p), ["remove vxlan vxlan2000"]);
+    assert!(p.notes[0].contains("kept bridge br-x") && p.notes[0].contains("vnet0"), "{:?}", p.notes);
+    let p = plan(&desired(SEED_A), &o, PlanOptions { force: true }).unwrap();
+    assert_eq!(lines(&p), ["remove vxlan vxlan2000", "remove bridge br-x"]);
+}
+
+#[test]
+fn destroy_plan_releases_the_uplink_and_removes_everything_owned() {
+    let d = desired(SEED_A);
+    let o = converged(&d);
+    let empty = Desired::nothing(&d.host, &d.mark);
+    let p = plan(&empty, &o, PlanOptions::default()).unwrap();
+    assert_eq!(
+        lines(&p),
+        [
+            "remove namespace ns1",
+            "remove uplink eth1 in br-pu",
+            "remove vxlan vxlan1070",
+            "remove bridge br-pr",
+            "remove bridge br-pu",
+        ]
+    );
+    assert_eq!(p.steps[0].line(), "remove namespace ns1: with the veth pairs of veth15.0, veth17.0");
+    assert_eq!(lines(&p).len(), 5);
+}
+
+#[test]
+fn a_namespace_with_foreign_objects_is_emptied_not_deleted() {
+    let d = desired(SEED_A);
+    let mut o = converged(&d);
+    o.named.get_mut("ns1").unwrap().links.push(Link {
+        index: 50,
+        name: "mine0".into(),
+        kind: Some("dummy".into()),
+        ..Link::default()
+    });
+    let empty = Desired::nothing(&d.host, &d.mark);
+    let p = plan(&empty, &o, PlanOptions::default()).unwrap();
+    assert!(!lines(&p).contains(&"remove namespace ns1".to_string()), "{:?}", lines(&p));
+    assert!(
+        lines(&p).contains(&"remove veth veth17.1 in ns1".to_string()) || lines(&p).contains(&"remove veth veth17.0".to_string())
+    );
+    assert!(lines(&p).contains(&"change firewall in ns1 (iptables)".to_string()), "{:?}", lines(&p));
+    assert!(p.notes.iter().any(|n| n.contains("kept namespace ns1") && n.contains("mine0")), "{:?}", p.notes);
+}
+
+const UNICAST: &str =
+    "[[segment]]\nbridge = \"br-u\"\nvni = 3000\npeers = [\"10.0.0.1\", \"10.0.0.2\", \"10.0.0.3\"]\n\n[router]";
+
+#[test]
+fn unicast_peers_become_fdb_entries_without_the_own_address() {
+    let d = desired(&SEED_A.replace("[router]", UNICAST));
+    let peer = |a| Peer { vxlan: "vxlan3000".to_string(), peer: a };
+    assert_eq!(d.of::<Fdb>(), [peer(Ipv4Addr::new(10, 0, 0, 2)), peer(Ipv4Addr::new(10, 0, 0, 3))]);
+    let mut o = converged(&d);
+    assert!(plan(&d, &o, PlanOptions::default()).unwrap().steps.is_empty());
+    // A peer removed by hand comes back; a stray one goes.
+    let vx = o.host.link("vxlan3000").unwrap().index;
+    let mut fdb = seen::<Fdb>(&o).unwrap();
+    fdb.retain(|e| e.dst != Ipv4Addr::new(10, 0, 0, 3));
+    fdb.push(FdbEntry { index: vx, dst: Ipv4Addr::new(10, 0, 0, 9) });
+    set_seen::<Fdb>(&mut o, Some(fdb));
+    let p = plan(&d, &o, PlanOptions::default()).unwrap();
+    assert_eq!(lines(&p), ["remove peer 10.0.0.9 on vxlan3000", "create peer 10.0.0.3 on vxlan3000"]);
+}
+
+#[test]
+fn switching_a_segment_from_multicast_to_unicast_recreates_its_vxlan() {
+    let multicast = SEED_A.replace("[router]", "[[segment]]\nbridge = \"br-u\"\nvni = 3000\ngroup = \"239.1.1.1\"\n\n[router]");
+    let o = converged(&desired(&multicast));
+    let d = desired(&SEED_A.replace("[router]", UNICAST));
+    let p = plan(&d, &o, PlanOptions::default()).unwrap();
+    assert_eq!(p.steps[0].line().split(':').next().unwrap(), "recreate vxlan vxlan3000");
+    assert!(p.steps[0].line().contains("unicast peers (found multicast group 239.1.1.1)"));
+    assert_eq!(lines(&p)[1..], ["create peer 10.0.0.2 on vxlan3000", "create peer 10.0.0.3 on vxlan3000"]);
+}
+
+#[test]
+fn switching_to_nftables_replaces_the_iptables_chains_by_one_table() {
+    let d = desired_with(SEED_A, true);
+    let mut o = converged(&desired(SEED_A));
+    // auto with nft available: the chains go, the table comes.
+    let mut fw = seen::<Firewall>(&o);
+    fw.namespaces[0].1.nft = Some(crate::firewall::nft::NftState::default());
+    set_seen::<Firewall>(&mut o, fw.clone());
+    let p = plan(&d, &o, PlanOptions::default()).unwrap();
+    let step = p.steps[0].fields();
+    assert_eq!(step["backend"], "nftables", "{step}");
+    let changes = step["changes"].to_string();
+    assert!(changes.contains("NftReplace"), "{changes}");
+    assert!(changes.contains("\"DelChain\":{\"chain\":\"VXROUTER-FWD\""), "{changes}");
+    // Once the table is there and the chains gone, nothing is left to do.
+    let table = crate::firewall::nft::desired(&d.mark, &d.of::<Firewall>()[0].policy);
+    fw.namespaces[0].1.ipt = Some(IptState::default());
+    fw.namespaces[0].1.nft = Some(crate::firewall::nft::NftState { ours: Some(table), foreign: 0 });
+    set_seen::<Firewall>(&mut o, fw);
+    assert!(plan(&d, &o, PlanOptions::default()).unwrap().steps.is_empty());
+}
+
+#[test]
+fn state_default_is_empty() {
+    assert!(State::default().is_empty());
+}
+
+#[test]
+fn seed_router_derives_the_seed_topology_with_safe_defaults() {
+    let d = desired(SEED_A);
+    let names: Vec<String> = d.links().iter().map(|(ns, l)| format!("{ns}/{}", l.name)).collect();
+    assert_eq!(
+        names,
+        [
+            "host/br-pr",
+            "host/br-pu",
+            "host/vxlan1070",
+            "ns1/lo",
+            "host/veth15.0",
+            "ns1/veth15.1",
+            "host/veth17.0",
+            "ns1/veth17.1"
+        ]
+    );
+    let vx = d.link(&Ns::Host, "vxlan1070").unwrap();
+    assert_eq!(vx.mtu, Some(1450));
+    assert_eq!(vx.master.as_deref(), Some("br-pr"));
+    let LinkKind::Vxlan(v) = &vx.kind else { panic!() };
+    assert_eq!((v.vni, v.port, v.dev.as_str(), v.local), (1070, 4789, "eth0", Ipv4Addr::new(10, 0, 0, 1)));
+    // The seed's mistake: the private leg goes into the private bridge.
+    assert_eq!(d.link(&Ns::Host, "veth17.0").unwrap().master.as_deref(), Some("br-pr"));
+    assert_eq!(d.link(&Ns::Host, "veth15.0").unwrap().master.as_deref(), Some("br-pu"));
+    assert_eq!(d.link(&Ns::Named("ns1".into()), "veth17.1").unwrap().mtu, Some(1450));
+    assert_eq!(d.of::<Uplinks>(), [Uplink { uplink: "eth1".to_string(), bridge: "br-pu".to_string() }]);
+    // NAT names the namespace end of the public leg, which exists.
+    let nat = iptables::ruleset(&d.of::<Firewall>()[0].policy);
+    let post = &nat.chains.iter().find(|c| c.table == "nat").unwrap().rules;
+    assert_eq!(post, &vec!["-s 192.168.10.0/24 -o veth15.1 -j SNAT --to-source 203.0.113.123".to_string()]);
+}
+
+mod preflight {
+    use super::*;
+    use crate::facts::IGMP_MAX_SYSCTL;
+    use crate::preflight::check;
+
+    fn profile(text: &str) -> Profile {
+        Profile::parse("p.toml", text).unwrap()
+    }
+
+    #[test]
+    fn seed_router_passes_on_a_host_with_its_nics() {
+        let o = bare();
+        let pf = check(&profile(SEED_A), &o.facts, &o.host);
+        assert!(pf.errors.is_empty(), "{:?}", pf.errors);
+        let f = Facts::of(&profile(SEED_A), &o.host, BTreeMap::new(), false, "/run/vxrouter".into());
+        assert_eq!(f.underlay, Some(UnderlayFacts { mtu: 1500, address: Some(Ipv4Addr::new(10, 0, 0, 1)) }));
+    }
+
+    #[test]
+    fn missing_nics_and_oversized_mtu_are_errors() {
+        let mut o = bare();
+        o.host.links.retain(|l| l.name != "eth1");
+        let pf = check(&profile(&SEED_A.replace("# mtu = 1450", "mtu = 1451")), &o.facts, &o.host);
+        assert!(pf.errors.iter().any(|e| e.contains("uplink eth1 does not exist")), "{:?}", pf.errors);
+        assert!(pf.errors.iter().any(|e| e.contains("mtu 1451") && e.contains("carries at most 1450")), "{:?}", pf.errors);
+        let pf = check(&profile(&SEED_A.replace("device = \"eth0\"", "device = \"eth7\"")), &o.facts, &o.host);
+        assert!(pf.errors.iter().any(|e| e.contains("underlay device eth7 does not exist")), "{:?}", pf.errors);
+    }
+
+    #[test]
+    fn multicast_groups_beyond_the_kernel_limit_name_the_sysctl() {
+        let mut text = SEED_A.to_string();
+        for i in 0..20 {
+            text = text.replace(
+                "[router]\n",
+                &format!("[[segment]]\nbridge = \"b{i}\"\nvni = {}\ngroup = \"239.1.1.{i}\"\n\n[router]\n", 3000 + i),
+            );
+        }
+        let mut o = bare();
+        o.facts.sysctls.insert(IGMP_MAX_SYSCTL.into(), "20".into());
+        let pf = check(&profile(&text), &o.facts, &o.host);
+        assert!(
+            pf.errors.iter().any(|e| e.contains("21 distinct multicast groups") && e.contains("net.ipv4.igmp_max_memberships")),
+            "{:?}",
+            pf.errors
+        );
+        o.facts.sysctls.insert(IGMP_MAX_SYSCTL.into(), "21".into());
+        assert!(check(&profile(&text), &o.facts, &o.host).errors.is_empty());
+    }
+}
