@@ -162,7 +162,12 @@ impl<'a> Apply<'a> {
                 .iter()
                 .filter(|l| l.up && names.contains(&l.name))
                 .filter_map(|l| Some((l.index, l.mac?)))
-                .flat_map(|(index, mac)| addrs.iter().filter(move |a| a.index == index).map(move |a| (index, mac, a.cidr.addr())))
+                .flat_map(|(index, mac)| {
+                    addrs.iter().filter(move |a| a.index == index).filter_map(move |a| match a.cidr.addr() {
+                        std::net::IpAddr::V4(ip) => Some((index, mac, ip)),
+                        std::net::IpAddr::V6(_) => None,
+                    })
+                })
                 .collect();
             if let Ok(file) = self.file(&ns) {
                 let _ = crate::garp::announce_detached(file, &frames);

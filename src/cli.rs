@@ -52,7 +52,13 @@ pub enum Command {
     /// Show what `apply` would do, one line per object.
     Plan { profile: PathBuf },
     /// Converge the host to the profile.
-    Apply { profile: PathBuf },
+    Apply {
+        profile: PathBuf,
+        /// Apply although another profile owns this host name (it is
+        /// replaced: what it created and this profile does not name goes).
+        #[arg(long)]
+        take_over: bool,
+    },
     /// Exit 0 when the host matches the profile, 2 when it does not.
     Check { profile: PathBuf },
     /// Remove everything this profile's `apply` created.
@@ -62,6 +68,9 @@ pub enum Command {
         /// released, never deleted).
         #[arg(long)]
         force: bool,
+        /// Destroy although another profile owns this host name.
+        #[arg(long)]
+        take_over: bool,
     },
     /// Simulate a multi-host deployment on this machine and check it.
     #[command(subcommand)]
@@ -167,8 +176,15 @@ fn lab() -> Result<u8> {
     )))
 }
 
-fn opts(g: &Global, force: bool) -> Opts {
-    Opts { json: g.json, quiet: g.quiet, verbose: g.verbose, lock_timeout: Duration::from_secs(g.lock_timeout), force }
+fn opts(g: &Global, force: bool, take_over: bool) -> Opts {
+    Opts {
+        json: g.json,
+        quiet: g.quiet,
+        verbose: g.verbose,
+        lock_timeout: Duration::from_secs(g.lock_timeout),
+        force,
+        take_over,
+    }
 }
 
 /// Everything `main` does; returns the process exit code.
@@ -183,11 +199,11 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let g = &cli.global;
     let result = match &cli.command {
-        Command::Validate { profile } => engine::validate(profile, &opts(g, false)),
-        Command::Plan { profile } => engine::plan(profile, &opts(g, false)),
-        Command::Apply { profile } => engine::apply(profile, &opts(g, false)),
-        Command::Check { profile } => engine::check(profile, &opts(g, false)),
-        Command::Destroy { profile, force } => engine::destroy(profile, &opts(g, *force)),
+        Command::Validate { profile } => engine::validate(profile, &opts(g, false, false)),
+        Command::Plan { profile } => engine::plan(profile, &opts(g, false, false)),
+        Command::Apply { profile, take_over } => engine::apply(profile, &opts(g, false, *take_over)),
+        Command::Check { profile } => engine::check(profile, &opts(g, false, false)),
+        Command::Destroy { profile, force, take_over } => engine::destroy(profile, &opts(g, *force, *take_over)),
         Command::Lab(_) => lab(),
         Command::Render(RenderCommand::Systemd { bin }) => crate::render::systemd(bin.as_deref()).map(|t| {
             print!("{t}");

@@ -52,6 +52,12 @@ impl Desired {
         self.links().iter().find(|(n, l)| n == ns && l.name == name).map(|(_, l)| l)
     }
 
+    /// The router's public address, if the profile has a router.
+    pub fn public_address(&self) -> Option<std::net::IpAddr> {
+        let legs = self.of::<crate::kinds::route::Routes>().first()?;
+        self.of::<crate::kinds::address::Addresses>().iter().find(|a| a.ns == legs.ns && a.link == legs.dev).map(|a| a.addr.addr())
+    }
+
     /// The router namespace, if the profile has a router.
     pub fn router_ns(&self) -> Option<&str> {
         self.of::<Namespace>().first().map(String::as_str)

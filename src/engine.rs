@@ -31,6 +31,16 @@ pub struct Opts {
     pub quiet: bool,
     pub lock_timeout: Duration,
     pub force: bool,
+    /// Apply or destroy even though another profile owns this host name.
+    pub take_over: bool,
+}
+
+/// Whether a command changes the host (exclusive lock, state written) or
+/// only reads it (shared lock, if any; nothing written).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    Read,
+    Write,
 }
 
 pub fn load(path: &Path) -> Result<Profile> {
@@ -41,6 +51,8 @@ pub fn load(path: &Path) -> Result<Profile> {
 pub struct World {
     pub session: Session,
     pub state: State,
+    /// The state was rebuilt from the kernel and should be written back.
+    pub state_recovered: bool,
     pub observed: Observed,
     pub desired: Desired,
     pub warnings: Vec<String>,
@@ -95,28 +107,93 @@ fn host_facts(p: &Profile, session: &mut Session) -> Result<(observe::NsView, Fa
     Ok((host, facts))
 }
 
-fn lock(dir: &Path, opts: &Opts) -> Result<HostLock> {
+fn lock(dir: &Path, opts: &Opts, access: Access) -> Result<Option<HostLock>> {
     let quiet = opts.quiet;
-    let lock = HostLock::acquire(dir, opts.lock_timeout, |holder| {
+    let on_wait = |holder: &str| {
         if !quiet {
             eprintln!("waiting for {holder} to finish…");
         }
-    })?;
+    };
+    let lock = match access {
+        Access::Write => Some(HostLock::acquire(dir, opts.lock_timeout, on_wait)?),
+        Access::Read => HostLock::acquire_shared(dir, opts.lock_timeout, on_wait)?,
+    };
     crate::testhooks::hold();
     Ok(lock)
 }
 
-/// Runs a command under the host lock. Afterwards, when this host has no
-/// state left (never applied, rolled back, destroyed), the lock file goes
-/// too, so an unused host keeps no vxrouter files.
-fn locked(p: &Profile, opts: &Opts, f: fn(&Profile, &Opts, &Path) -> Result<u8>) -> Result<u8> {
+/// Runs a command under the host lock: exclusive for commands that change
+/// the host, shared (when there is a lock file at all) for those that only
+/// read it, so they also work on a read-only /run. Afterwards, when no host
+/// name has state left (never applied, rolled back, destroyed), the lock
+/// file goes too, so an unused machine keeps no vxrouter files.
+fn locked(p: &Profile, opts: &Opts, access: Access, f: fn(&Profile, &Opts, &Path) -> Result<u8>) -> Result<u8> {
     let dir = state::run_dir();
-    let lock = lock(&dir, opts)?;
+    let lock = lock(&dir, opts, access)?;
     let result = f(p, opts, &dir);
-    if State::load(&dir, &p.host).is_ok_and(|s| s.is_empty()) {
+    if let Some(lock) = lock
+        && access == Access::Write
+        && State::read(&dir, &p.host).is_ok_and(|s| s.is_none_or(|s| s.is_empty()))
+        && State::others(&dir, &p.host).is_empty()
+    {
         lock.remove_files();
     }
     result
+}
+
+/// The state of this host: the file, or — when it is missing or cannot be
+/// parsed — what the kernel shows (see `recover`). Returns notes on what was
+/// recovered. A file that cannot be parsed is moved aside when `access`
+/// allows writing.
+fn load_state(
+    p: &Profile,
+    dir: &Path,
+    session: &mut Session,
+    host: &observe::NsView,
+    access: Access,
+) -> Result<(State, Vec<String>)> {
+    let why = match State::read(dir, &p.host) {
+        Ok(Some(st)) => return Ok((st, vec![])),
+        Ok(None) => format!("no state file for {}", p.host),
+        Err(e) if e.kind() == crate::error::ErrorKind::Conflict => {
+            let path = State::path(dir, &p.host);
+            if access == Access::Write {
+                let aside = path.with_extension("json.unreadable");
+                std::fs::rename(&path, &aside).with_context(|| format!("move {} aside", path.display()))?;
+                format!("{e}; moved to {}", aside.display())
+            } else {
+                e.to_string()
+            }
+        }
+        Err(e) => {
+            return Err(e.context(format!("read the state of {} (kept under {}; run as root)", p.host, dir.display())));
+        }
+    };
+    let (st, found) = crate::recover::rediscover(session, &p.host, Some(p), host)?;
+    let notes =
+        if found.is_empty() { vec![] } else { vec![format!("{why}: rediscovered from the kernel: {}", found.join("; "))] };
+    Ok((st, notes))
+}
+
+/// Another profile owns this host name (the state file says which): refused
+/// for commands that change the host, unless `--take-over`.
+fn check_owner(p: &Profile, state: &State, opts: &Opts, access: Access) -> Result<Option<String>> {
+    let me = profile_path(p);
+    let Some(owner) = state.profile.as_deref().filter(|o| *o != me) else { return Ok(None) };
+    let msg = format!(
+        "host name {} is owned by the profile {owner}; {me} uses the same host.name, and would take over (and remove) \
+         what {owner} created",
+        p.host
+    );
+    if access == Access::Write && !opts.take_over {
+        crate::bail!(Conflict, "{msg}; give it another host.name, or pass --take-over\nnothing was changed");
+    }
+    Ok(Some(msg))
+}
+
+/// The profile's absolute path, as the state file records it.
+fn profile_path(p: &Profile) -> String {
+    std::fs::canonicalize(&p.source).map(|x| x.display().to_string()).unwrap_or_else(|_| p.source.clone())
 }
 
 /// With -v, says how long a phase took (on standard error).
@@ -126,13 +203,18 @@ fn phase(opts: &Opts, what: &str, since: Instant) {
     }
 }
 
-fn world(p: &Profile, dir: &Path, destroy: bool, opts: &Opts) -> Result<World> {
+fn world(p: &Profile, dir: &Path, destroy: bool, opts: &Opts, access: Access) -> Result<World> {
     let t = Instant::now();
     let mut session = Session::new()?;
-    let state = State::load(dir, &p.host)?;
     let (host, facts) = host_facts(p, &mut session)?;
-    let (desired, warnings) = desire(p, &facts, &host, destroy)?;
-    let mut warnings = warnings;
+    let (state, recovered) = load_state(p, dir, &mut session, &host, access)?;
+    let (desired, mut warnings) = desire(p, &facts, &host, destroy)?;
+    warnings.extend(check_owner(p, &state, opts, access)?);
+    if !destroy {
+        claims(p, dir, &desired)?;
+    }
+    let state_recovered = state.recovered && !state.is_empty();
+    warnings.extend(recovered);
     let observed = observe_for(&mut session, facts, host, &state, &desired, Depth::Full)?;
     let mut pending_warnings = None;
     match crate::kinds::firewall::found(&observed, &Ns::Host).filter(|f| f.ipt.is_some()) {
@@ -149,7 +231,25 @@ fn world(p: &Profile, dir: &Path, destroy: bool, opts: &Opts) -> Result<World> {
     }
     let links: usize = observed.host.links.len() + observed.named.values().map(|v| v.links.len()).sum::<usize>();
     phase(opts, &format!("observed {} namespace(s), {links} link(s)", 1 + observed.named.len()), t);
-    Ok(World { session, state, observed, desired, warnings, pending_warnings })
+    Ok(World { session, state, state_recovered, observed, desired, warnings, pending_warnings })
+}
+
+/// Refuses a public address another host name's router on this machine
+/// already holds (two routers answering for one address).
+fn claims(p: &Profile, dir: &Path, desired: &Desired) -> Result<()> {
+    let Some(public) = desired.public_address() else { return Ok(()) };
+    for other in State::others(dir, &p.host) {
+        if other.public.as_deref() == Some(public.to_string().as_str()) {
+            crate::bail!(
+                Conflict,
+                "{}: router.public.address {public} is already the public address of host {} ({}) on this machine\nnothing was changed",
+                p.source,
+                other.host,
+                other.profile.as_deref().unwrap_or("profile unknown")
+            );
+        }
+    }
+    Ok(())
 }
 
 fn compute(w: &World, opts: &Opts) -> Result<Plan> {
@@ -231,8 +331,8 @@ pub fn validate(path: &Path, opts: &Opts) -> Result<u8> {
 
 pub fn plan(path: &Path, opts: &Opts) -> Result<u8> {
     let p = load(path)?;
-    locked(&p, opts, |p, opts, dir| {
-        let mut w = world(p, dir, false, opts)?;
+    locked(&p, opts, Access::Read, |p, opts, dir| {
+        let mut w = world(p, dir, false, opts, Access::Read)?;
         let plan = compute(&w, opts)?;
         let warnings = w.take_warnings();
         print_plan(p, &plan, &warnings, opts, "no changes: the host matches the profile")?;
@@ -242,11 +342,11 @@ pub fn plan(path: &Path, opts: &Opts) -> Result<u8> {
 
 pub fn check(path: &Path, opts: &Opts) -> Result<u8> {
     let p = load(path)?;
-    locked(&p, opts, check_locked)
+    locked(&p, opts, Access::Read, check_locked)
 }
 
 fn check_locked(p: &Profile, opts: &Opts, dir: &Path) -> Result<u8> {
-    let mut w = world(p, dir, false, opts)?;
+    let mut w = world(p, dir, false, opts, Access::Read)?;
     let plan = compute(&w, opts)?;
     let warnings = w.take_warnings();
     if opts.json {
@@ -304,7 +404,7 @@ fn painted_line(s: &dyn Step) -> String {
 /// Executes a plan with state bookkeeping around it, then verifies.
 fn execute(p: &Profile, dir: &Path, mut w: World, plan: Plan, opts: &Opts) -> Result<()> {
     let before = w.state.clone();
-    let during = state::during(&before, &p.host, &w.desired, &plan);
+    let during = state::during(&before, &p.host, Some(&profile_path(p)), &w.desired, &plan);
     during.save(dir)?;
 
     let quiet = opts.quiet || opts.json;
@@ -321,39 +421,60 @@ fn execute(p: &Profile, dir: &Path, mut w: World, plan: Plan, opts: &Opts) -> Re
             last = Instant::now();
         }
     });
-    let late_problems = std::mem::take(&mut cx.warnings);
-    drop(cx);
-    for warn in &late_problems {
+    for warn in std::mem::take(&mut cx.warnings) {
         eprintln!("{}: {warn}", output::warning_word());
     }
     if let Err(e) = run {
+        drop(cx);
         before.save(dir).context("restore state file after rollback")?;
         return Err(e);
     }
 
     phase(opts, &format!("applied {} step(s)", plan.steps.len()), t);
     let t = Instant::now();
-    // Verify: the host must now match exactly.
-    let (host, facts) = host_facts(p, &mut w.session)?;
-    let observed = observe_for(&mut w.session, facts, host, &during, &w.desired, Depth::Verify)?;
-    let again =
-        plan::plan(&w.desired, &observed, PlanOptions { force: opts.force }).map_err(|c| crate::error!(Verification, "{c}"))?;
+    // Verify: the host must now match exactly. If it does not (or cannot be
+    // read), the run is rolled back like any failed step.
+    let verified = (|| -> Result<Observed> {
+        let (host, facts) = host_facts(p, cx.session)?;
+        let observed = observe_for(cx.session, facts, host, &during, &w.desired, Depth::Verify)?;
+        let again = plan::plan(&w.desired, &observed, PlanOptions { force: opts.force })
+            .map_err(|c| crate::error!(Verification, "verification failed: {c}"))?;
+        let leftover: Vec<String> = again.steps.iter().map(|s| s.line()).collect();
+        if !leftover.is_empty() {
+            crate::bail!(
+                Verification,
+                "verification failed: after applying, these differences remain:\n  {}",
+                leftover.join("\n  ")
+            );
+        }
+        Ok(observed)
+    })();
     phase(opts, "verified", t);
-    let leftover: Vec<String> = again.steps.iter().map(|s| s.line()).collect();
-    state::after(&w.desired, &observed, &during).save(dir)?;
-    if !leftover.is_empty() {
-        crate::bail!(Verification, "verification failed: after applying, these differences remain:\n  {}", leftover.join("\n  "));
+    match verified {
+        Ok(observed) => {
+            drop(cx);
+            state::after(&w.desired, &observed, &during).save(dir)
+        }
+        Err(e) => {
+            let undo_errors = cx.rollback();
+            drop(cx);
+            let complete = undo_errors.is_empty();
+            let e = apply::rolled_back(e, undo_errors);
+            if complete {
+                before.save(dir).context("restore state file after rollback")?;
+            }
+            Err(e)
+        }
     }
-    Ok(())
 }
 
 pub fn apply(path: &Path, opts: &Opts) -> Result<u8> {
     let p = load(path)?;
-    locked(&p, opts, apply_locked)
+    locked(&p, opts, Access::Write, apply_locked)
 }
 
 fn apply_locked(p: &Profile, opts: &Opts, dir: &Path) -> Result<u8> {
-    let mut w = world(p, dir, false, opts)?;
+    let mut w = world(p, dir, false, opts, Access::Write)?;
     let plan = compute(&w, opts)?;
     for warn in &w.warnings {
         eprintln!("{}: {warn}", output::warning_word());
@@ -368,10 +489,15 @@ fn apply_locked(p: &Profile, opts: &Opts, dir: &Path) -> Result<u8> {
     };
     if plan.steps.is_empty() {
         print_late();
-        // Still drop a stale `pending` left by an interrupted run.
-        if w.state.pending.is_some() {
+        // Still drop a stale `pending` left by an interrupted run, write back
+        // a state rebuilt from the kernel, and record the owning profile.
+        let me = profile_path(p);
+        if w.state.pending.is_some() || w.state_recovered || (!w.state.is_empty() && w.state.profile.as_deref() != Some(&me))
+        {
             let mut st = w.state.clone();
             st.pending = None;
+            st.profile = Some(me);
+            st.public = w.desired.public_address().map(|a| a.to_string());
             st.save(dir)?;
         }
         if !opts.quiet {
@@ -397,11 +523,14 @@ fn apply_locked(p: &Profile, opts: &Opts, dir: &Path) -> Result<u8> {
 
 pub fn destroy(path: &Path, opts: &Opts) -> Result<u8> {
     let p = load(path)?;
-    locked(&p, opts, destroy_locked)
+    locked(&p, opts, Access::Write, destroy_locked)
 }
 
 fn destroy_locked(p: &Profile, opts: &Opts, dir: &Path) -> Result<u8> {
-    let w = world(p, dir, true, opts)?;
+    let mut w = world(p, dir, true, opts, Access::Write)?;
+    for warn in w.take_warnings() {
+        eprintln!("{}: {warn}", output::warning_word());
+    }
     let plan = compute(&w, opts)?;
     let notes = plan.notes.clone();
     if plan.steps.is_empty() {
@@ -433,10 +562,10 @@ fn destroy_locked(p: &Profile, opts: &Opts, dir: &Path) -> Result<u8> {
 pub fn dump_observed(path: &Path, destroy: bool) -> Result<()> {
     let p = load(path)?;
     let dir = state::run_dir();
-    let _lock = lock(&dir, &Opts { lock_timeout: Duration::from_secs(60), quiet: true, ..Opts::default() })?;
+    let _lock = lock(&dir, &Opts { lock_timeout: Duration::from_secs(60), quiet: true, ..Opts::default() }, Access::Read)?;
     let mut session = Session::new()?;
-    let state = State::load(&dir, &p.host)?;
     let (host, facts) = host_facts(&p, &mut session)?;
+    let (state, _) = load_state(&p, &dir, &mut session, &host, Access::Read)?;
     let desired = if destroy { Desired::nothing(&p.host, &p.owner_mark()) } else { Desired::derive(&p, &facts) };
     let observed = observe_for(&mut session, facts, host, &state, &desired, Depth::Full)?;
     println!("{}", serde_json::to_string_pretty(&observed.to_json()?)?);

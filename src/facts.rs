@@ -48,8 +48,15 @@ impl Facts {
             .underlay
             .as_ref()
             .and_then(|u| host.link(&u.device))
-            .map(|dev| UnderlayFacts { mtu: dev.mtu, address: host.addrs_of(dev.index).map(|a| a.cidr.addr()).next() });
+            .map(|dev| UnderlayFacts { mtu: dev.mtu, address: host.addrs_of(dev.index).find_map(|a| v4(a.cidr.addr())) });
         Facts { underlay, nft, run_dir, sysctls }
+    }
+}
+
+fn v4(a: std::net::IpAddr) -> Option<Ipv4Addr> {
+    match a {
+        std::net::IpAddr::V4(a) => Some(a),
+        std::net::IpAddr::V6(_) => None,
     }
 }
 

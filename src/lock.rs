@@ -5,6 +5,7 @@
 
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -23,12 +24,14 @@ impl HostLock {
         let start = Instant::now();
         let mut told = false;
         let mut file = loop {
-            fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+            crate::fsutil::private_dir(dir)?;
             let file = OpenOptions::new()
                 .read(true)
                 .write(true)
                 .create(true)
                 .truncate(false)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW)
                 .open(&path)
                 .with_context(|| format!("open {}", path.display()))?;
             match file.try_lock() {
@@ -61,6 +64,46 @@ impl HostLock {
         let _ = file.seek(SeekFrom::Start(0));
         let _ = file.write_all(me.as_bytes());
         Ok(HostLock { file, path })
+    }
+
+    /// Takes the host lock shared, for commands that only read the host:
+    /// they wait for a run that changes it, not for each other. The lock
+    /// file is opened read-only and never created, so they work on a
+    /// read-only run directory; None when there is no lock file (nothing
+    /// was ever applied, so there is nothing to wait for).
+    pub fn acquire_shared(dir: &Path, timeout: Duration, mut on_wait: impl FnMut(&str)) -> Result<Option<HostLock>> {
+        let path = dir.join("lock");
+        let start = Instant::now();
+        let mut told = false;
+        loop {
+            let file = match OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(&path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(e).with_context(|| format!("open {}", path.display())),
+            };
+            match file.try_lock_shared() {
+                Ok(()) if same_file(&file, &path) => return Ok(Some(HostLock { file, path })),
+                Ok(()) => continue,
+                Err(TryLockError::WouldBlock) => {}
+                Err(TryLockError::Error(e)) => return Err(e).with_context(|| format!("lock {}", path.display())),
+            }
+            if !told {
+                let mut holder = String::new();
+                let _ = (&file).read_to_string(&mut holder);
+                let holder = holder.trim();
+                on_wait(if holder.is_empty() { "another vxrouter run" } else { holder });
+                told = true;
+            }
+            if start.elapsed() >= timeout {
+                crate::bail!(
+                    Conflict,
+                    "another vxrouter run still holds {} after {}s; try again later or raise --lock-timeout",
+                    path.display(),
+                    timeout.as_secs()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Removes the lock file (and the run directory if empty) while still

@@ -150,7 +150,7 @@ pub struct ObservedVxlan {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Addr {
     pub index: u32,
-    pub cidr: Ipv4Cidr,
+    pub cidr: ipnet::IpNet,
 }
 
 /// An all-zero-MAC bridge FDB entry: frames for unknown destinations on the

@@ -42,7 +42,7 @@ pub fn check(p: &Profile, f: &Facts, host: &NsView) -> Preflight {
         match host.link(&u.device) {
             None => out.errors.push(format!("{}: underlay device {} does not exist on this host", p.source, u.device)),
             Some(dev) => {
-                let address = host.addrs_of(dev.index).map(|a| a.cidr.addr()).next();
+                let address = host.addrs_of(dev.index).find(|a| a.cidr.addr().is_ipv4());
                 if u.local.is_none() && address.is_none() && !p.segments.is_empty() {
                     out.errors.push(format!(
                         "{}: underlay device {} has no IPv4 address to send VXLAN from; give it one or set underlay.local",
@@ -50,7 +50,7 @@ pub fn check(p: &Profile, f: &Facts, host: &NsView) -> Preflight {
                     ));
                 }
                 if let Some(local) = u.local
-                    && !host.addrs.iter().any(|a| a.cidr.addr() == local)
+                    && !host.addrs.iter().any(|a| a.cidr.addr() == std::net::IpAddr::V4(local))
                 {
                     out.warnings.push(format!(
                         "underlay.local {local} is not an address of this host; VXLAN packets will carry it as source anyway"
@@ -79,33 +79,47 @@ pub fn check(p: &Profile, f: &Facts, host: &NsView) -> Preflight {
         out.errors.push(format!("{}: uplink {} does not exist on this host", p.source, r.public.uplink));
     }
 
-    // The kernel's VXLAN driver joins each group once per namespace; past
-    // igmp_max_memberships the join fails with ENOBUFS.
-    let mut groups: BTreeSet<Ipv4Addr> = p
-        .segments
-        .iter()
-        .filter_map(|s| match s.flood {
-            Flood::Multicast(g) => Some(g),
-            Flood::Unicast(_) => None,
-        })
-        .collect();
-    let ours: BTreeSet<&str> = p.segments.iter().map(|s| s.vxlan.as_str()).collect();
-    for l in &host.links {
-        if let Some(v) = &l.vxlan
-            && !ours.contains(l.name.as_str())
-            && let Some(g) = v.group.filter(|g| g.is_multicast())
-        {
-            groups.insert(g);
-        }
-    }
+    // Each VXLAN UDP port has one socket per namespace, which joins the
+    // groups of the up links on that port; past igmp_max_memberships (a
+    // per-socket limit) a join fails with ENOBUFS. Groups already joined (by
+    // up links, ours included) need nothing new: a lowered limit then only
+    // threatens the next re-join, which is a warning.
     let limit: usize = f.sysctls.get(IGMP_MAX_SYSCTL).and_then(|v| v.parse().ok()).unwrap_or(20);
-    if groups.len() > limit {
-        out.errors.push(format!(
-            "{} distinct multicast groups are needed on this host but net.ipv4.igmp_max_memberships is {limit}; \
-             raise it first (sysctl -w net.ipv4.igmp_max_memberships={}) or share groups between segments",
-            groups.len(),
-            groups.len().max(limit * 2)
-        ));
+    let ports: BTreeSet<u16> = p.segments.iter().map(|s| s.port).collect();
+    for port in ports {
+        let joined: BTreeSet<Ipv4Addr> = host
+            .links
+            .iter()
+            .filter(|l| l.up)
+            .filter_map(|l| l.vxlan.as_ref())
+            .filter(|v| v.port == port)
+            .filter_map(|v| v.group.filter(|g| g.is_multicast()))
+            .collect();
+        let wanted: BTreeSet<Ipv4Addr> = p
+            .segments
+            .iter()
+            .filter(|s| s.port == port)
+            .filter_map(|s| match s.flood {
+                Flood::Multicast(g) => Some(g),
+                Flood::Unicast(_) => None,
+            })
+            .collect();
+        let needed = joined.union(&wanted).count();
+        if needed <= limit {
+            continue;
+        }
+        if wanted.is_subset(&joined) {
+            out.warnings.push(format!(
+                "{needed} multicast groups are joined on VXLAN port {port} but net.ipv4.igmp_max_memberships is {limit}: \
+                 a VXLAN link that is set down and up again will fail to rejoin; raise it (sysctl -w net.ipv4.igmp_max_memberships={needed})"
+            ));
+        } else {
+            out.errors.push(format!(
+                "{needed} distinct multicast groups are needed on VXLAN port {port} on this host but net.ipv4.igmp_max_memberships is {limit}; \
+                 raise it first (sysctl -w net.ipv4.igmp_max_memberships={}) or share groups between segments",
+                needed.max(limit * 2)
+            ));
+        }
     }
     if f.sysctls.get(IP_FORWARD_SYSCTL).map(String::as_str) == Some("1") {
         out.warnings.push(

@@ -55,6 +55,18 @@ pub struct State {
     /// Set while a run is changing the host; cleared when it finishes.
     #[serde(default)]
     pub pending: Option<Pending>,
+    /// The profile (absolute path) that owns this host name: another
+    /// profile with the same `host.name` is refused (`--take-over`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
+    /// The router's public address, so that another profile on this
+    /// machine cannot claim the same one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public: Option<String>,
+    /// This state was rebuilt from the kernel (the file was missing or
+    /// unreadable), not read from the file.
+    #[serde(skip)]
+    pub recovered: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,13 +82,36 @@ impl State {
         dir.join(format!("{host}.state.json"))
     }
 
+    /// The state file; an empty state when there is none.
     pub fn load(dir: &Path, host: &str) -> Result<State> {
+        Ok(Self::read(dir, host)?.unwrap_or_else(|| State { host: host.to_string(), ..State::default() }))
+    }
+
+    /// The state file, None when there is none. An unparsable file is an
+    /// error of kind `Conflict` (see `engine` for what is done about it).
+    pub fn read(dir: &Path, host: &str) -> Result<Option<State>> {
         let path = Self::path(dir, host);
         match fs::read(&path) {
-            Ok(bytes) => Ok(serde_json::from_slice(&bytes).with_context(|| format!("parse {}", path.display()))?),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(State { host: host.to_string(), ..State::default() }),
+            Ok(bytes) => match serde_json::from_slice(&bytes) {
+                Ok(st) => Ok(Some(st)),
+                Err(e) => crate::bail!(Conflict, "{} is not a vxrouter state file: {e}", path.display()),
+            },
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e).with_context(|| format!("read {}", path.display())),
         }
+    }
+
+    /// The state files of the other host names applied on this machine.
+    pub fn others(dir: &Path, host: &str) -> Vec<State> {
+        let Ok(entries) = fs::read_dir(dir) else { return vec![] };
+        let mut out: Vec<State> = entries
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.strip_suffix(".state.json").map(str::to_string))
+            .filter(|h| h != host)
+            .filter_map(|h| Self::read(dir, &h).ok().flatten())
+            .collect();
+        out.sort_by(|a, b| a.host.cmp(&b.host));
+        out
     }
 
     /// Writes atomically (temporary file + rename), or removes the file when
@@ -91,13 +126,12 @@ impl State {
                 Err(e) => Err(e).with_context(|| format!("remove {}", path.display())),
             };
         }
-        fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
-        let tmp = path.with_extension("json.tmp");
-        let bytes = serde_json::to_vec_pretty(self)?;
-        fs::write(&tmp, bytes).with_context(|| format!("write {}", tmp.display()))?;
-        fs::rename(&tmp, &path).with_context(|| format!("rename {} to {}", tmp.display(), path.display()))
+        crate::fsutil::private_dir(dir)?;
+        crate::fsutil::write_private(&path, &serde_json::to_vec_pretty(self)?)
     }
 
+    /// Nothing of this host is left to remember (the profile and public
+    /// address are only claims on behalf of what is there).
     pub fn is_empty(&self) -> bool {
         self.namespaces.is_empty() && self.uplinks.is_empty() && self.pending.is_none() && self.firewall.is_empty()
     }
@@ -116,9 +150,11 @@ impl State {
 /// names the plan may create (and those an interrupted earlier run may have
 /// left unmarked: this run may be killed too before it adopts them), and
 /// what the profile will own.
-pub fn during(before: &State, host: &str, desired: &Desired, plan: &Plan) -> State {
+pub fn during(before: &State, host: &str, profile: Option<&str>, desired: &Desired, plan: &Plan) -> State {
     let mut st = before.clone();
     st.host = host.to_string();
+    st.profile = profile.map(str::to_string).or(st.profile);
+    st.public = desired.public_address().map(|a| a.to_string()).or(st.public);
     let mut pend = Pending { pid: std::process::id(), links: vec![], namespaces: vec![] };
     for s in &plan.steps {
         let (links, namespaces) = s.creates();
@@ -145,7 +181,8 @@ pub fn during(before: &State, host: &str, desired: &Desired, plan: &Plan) -> Sta
 /// whose firewall records stay so the next run looks again), uplinks, and
 /// the backends holding rules.
 pub fn after(desired: &Desired, observed: &Observed, during: &State) -> State {
-    let mut st = State { host: during.host.clone(), ..State::default() };
+    let mut st = State { host: during.host.clone(), profile: during.profile.clone(), ..State::default() };
+    st.public = desired.public_address().map(|a| a.to_string());
     st.namespaces.extend(desired.router_ns().map(str::to_string));
     for name in &during.namespaces {
         if observed.named.get(name).and_then(|v| v.loopback_mark()) == Some(desired.mark.as_str()) {

@@ -191,6 +191,16 @@ fn drift(backend: &str) {
         (format!("{ns} ip route del default"), "missing: route default via 203.0.113.1 dev veth15.1 in ns1", &[]),
         (format!("{ns} ip route replace default via 203.0.113.9"), "different: route default via 203.0.113.1 dev veth15.1 in ns1: found via 203.0.113.9", &[]),
         (format!("{ns} sysctl -qw net.ipv4.ip_forward=0"), "different: sysctl net.ipv4.ip_forward in ns1: 1 (found 0)", &[]),
+        (format!("{ns} sysctl -qw net.ipv4.conf.all.arp_ignore=0"), "different: sysctl net.ipv4.conf.all.arp_ignore in ns1: 1 (found 0)", &[]),
+        (
+            format!("{ns} sysctl -qw net.ipv4.conf.veth15/1.send_redirects=1"),
+            "different: sysctl net.ipv4.conf.veth15.1.send_redirects in ns1: 0 (found 1)",
+            &[],
+        ),
+        (format!("{ns} sysctl -qw net.ipv6.conf.all.disable_ipv6=0"), "different: sysctl net.ipv6.conf.all.disable_ipv6 in ns1: 1 (found 0)", &[]),
+        // The hypervisor holds no address on the segments or the public bridge.
+        ("ip addr add 192.168.10.250/24 dev br-pr".into(), "extra: address 192.168.10.250/24 on br-pr", &[]),
+        ("ip addr add 2001:db8:9::1/64 dev br-pu".into(), "extra: address 2001:db8:9::1/64 on br-pu", &[]),
 
         ("ip link set eth1 nomaster".into(), "different: uplink eth1 in br-pu", &[]),
         ("ip netns del ns1".into(), "missing: namespace ns1", &["veth15.0", "veth17.0"]),
@@ -208,6 +218,17 @@ fn drift(backend: &str) {
                 "nat/POSTROUTING jump",
                 &[],
             ));
+            // A rule placed above vxrouter's jump decides first.
+            cases.push((
+                format!("{ns} iptables -I FORWARD 1 -j ACCEPT"),
+                "different: firewall in ns1 (iptables): filter/FORWARD: `-j ACCEPT` was placed before vxrouter's jump",
+                &[],
+            ));
+            cases.push((
+                format!("{ns} ip6tables -F VXROUTER-IN"),
+                "different: firewall in ns1 (iptables): ip6 filter/VXROUTER-IN: expected 2 rule(s), found 0",
+                &[],
+            ));
         }
         _ => {
             cases.push((
@@ -216,6 +237,7 @@ fn drift(backend: &str) {
                 &[],
             ));
             cases.push((format!("{ns} nft delete table ip vxrouter"), "missing: firewall in ns1 (nftables)", &[]));
+            cases.push((format!("{ns} nft delete table ip6 vxrouter"), "missing: firewall in ns1 (nftables): nft table ip6 vxrouter", &[]));
         }
     }
     for (break_it, expect, recreated) in &cases {

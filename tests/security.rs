@@ -194,7 +194,27 @@ fn vxlan_injected_from_outside_allow_never_reaches_a_vm() {
     let seen = inject("10.0.0.200", "192.168.10.99");
     assert!(seen.trim().is_empty(), "a frame from outside allow reached web-b: {seen:?}");
     let rules = owned_rules(&l, "host-b", None);
-    assert!(rules.contains("ip saddr 10.0.0.0/28 iifname \"eth0\" udp dport 4789 return"), "{rules}");
+    assert!(rules.contains("ip saddr 10.0.0.0/28 udp dport 4789 return"), "{rules}");
+
+    // A second NIC on host-b (eth2, 10.9.9.2/24) with the fabric as the
+    // attacker behind it, who routes host-b's underlay address through it:
+    // Linux accepts packets for 10.0.0.2 on any NIC, and the VXLAN socket
+    // listens on every address.
+    let dir = format!("/run/vxrouter-lab/{}", l.name);
+    let holder = std::fs::read_to_string(format!("{dir}/host-b.pid")).unwrap();
+    let fabric = |cmd: &str| {
+        let o = Command::new("nsenter").arg(format!("--net={dir}/fabric.net")).args(["sh", "-c", cmd]).output().unwrap();
+        assert!(o.status.success(), "{cmd}: {}", text(&o));
+    };
+    fabric(&format!("ip link add atk2 type veth peer name eth2 netns {}", holder.trim()));
+    fabric("ip addr add 10.9.9.1/24 dev atk2 && ip link set atk2 up && ip route add 10.0.0.2/32 dev atk2");
+    let o = l.sh("host-b", "ip addr add 10.9.9.2/24 dev eth2 && ip link set eth2 up");
+    assert!(o.status.success(), "{}", text(&o));
+    // Control: an allowed source through eth2 reaches web-b.
+    let seen = inject("10.0.0.9", "192.168.10.96");
+    assert!(seen.contains("192.168.10.96"), "control failed, nothing arrived through eth2: {seen:?}");
+    let seen = inject("10.9.9.1", "192.168.10.95");
+    assert!(seen.trim().is_empty(), "a frame from outside allow reached web-b through host-b's second NIC: {seen:?}");
 }
 
 #[test]
@@ -219,4 +239,40 @@ fn preflight_warns_about_br_netfilter_with_forward_drop_and_host_forwarding() {
     // The warning is about a real outage: the VMs lose each other.
     let (ok, checks) = l.check();
     assert!(!ok, "bridged traffic should be dropped: {checks:#?}");
+}
+
+/// The EUI-64 link-local address a MAC would get ("fe80::…").
+fn link_local_of(mac: &str) -> String {
+    let b: Vec<u8> = mac.split(':').map(|x| u8::from_str_radix(x, 16).unwrap()).collect();
+    let groups = [
+        u16::from_be_bytes([b[0] ^ 2, b[1]]),
+        u16::from_be_bytes([b[2], 0xff]),
+        u16::from_be_bytes([0xfe, b[3]]),
+        u16::from_be_bytes([b[4], b[5]]),
+    ];
+    format!("fe80::{:x}:{:x}:{:x}:{:x}", groups[0], groups[1], groups[2], groups[3])
+}
+
+#[test]
+#[ignore = "needs root and the sandbox: scripts/test.sh"]
+fn the_public_side_learns_nothing_of_the_private_gateways_and_no_ipv6() {
+    let l = TestLab::seed("sec-public-side");
+    l.up();
+    let atk = |cmd: &str| l.sh("attacker", cmd);
+    // ARP: the public address answers (control), a private gateway does not.
+    assert!(atk("arping -c 2 -w 2 -I eth0 203.0.113.123").status.success(), "control: the public address answers ARP");
+    let o = atk("arping -c 2 -w 2 -I eth0 192.168.10.3");
+    assert!(!o.status.success(), "the public leg answered ARP for the private gateway: {}", text(&o));
+    // Routed through the public address, as anyone on the public segment can.
+    assert!(atk("ip route add 192.168.10.0/24 via 203.0.113.123").status.success());
+    assert!(atk("ping -c 1 -W 2 203.0.113.123").status.success(), "control: the public address answers ping");
+    let o = atk("ping -c 2 -W 1 192.168.10.3");
+    assert!(!o.status.success(), "the private gateway answered ping from the public side: {}", text(&o));
+    // IPv6: whoever answers all-nodes on the public segment, the router does not.
+    let mac = stdout(&l.exec("host-a", &["ip", "netns", "exec", "ns1", "cat", "/sys/class/net/veth15.1/address"]));
+    let router = link_local_of(mac.trim());
+    let o = atk("ping -6 -c 3 -i 0.3 -W 1 ff02::1%eth0; ip -6 neigh show dev eth0");
+    let seen = stdout(&o);
+    assert!(seen.contains("fe80::"), "control: something on the public segment answers IPv6 all-nodes: {seen}");
+    assert!(!seen.contains(&router), "the router ({router}) answered IPv6 on the public segment: {seen}");
 }

@@ -1,23 +1,40 @@
-//! iptables backend: read with one `iptables-save`, write with one
-//! `iptables-restore --noflush` batch per namespace (atomic per table).
+//! iptables backend: IPv4 through `iptables-save`/`iptables-restore`, IPv6
+//! through `ip6tables-save`/`ip6tables-restore`; read with one save per
+//! family, written with one `restore --noflush` batch per family and
+//! namespace (atomic per table).
+//!
+//! vxrouter's chains are reached through one jump per hooked built-in chain,
+//! inserted first. A rule someone places above that jump (`iptables -I
+//! FORWARD 1 -j ACCEPT`) would decide before vxrouter's policy is ever
+//! consulted, so a jump that is not first is drift, and repair moves it back
+//! to the top.
 
 use std::collections::BTreeMap;
 use std::fs::File;
 
+use ipnet::IpNet;
+
 use super::render::{self, Syntax};
-use super::rules::{Hook, Policy, Rule, Table, Verdict};
+use super::rules::{Family, Hook, Policy, Rule, Table, Verdict};
 use super::{CHAIN_PREFIX, Chain, Driver, FirewallState, FwChange, IptState, Ruleset};
 use crate::error::Result;
-use crate::profile::{Ipv4Cidr, Proto};
+use crate::profile::Proto;
 
 /// True when `iptables-save` is installed.
 pub fn available() -> bool {
     super::in_path("iptables-save")
 }
 
+fn tool(family: Family, what: &str) -> String {
+    match family {
+        Family::V4 => format!("iptables-{what}"),
+        Family::V6 => format!("ip6tables-{what}"),
+    }
+}
+
 /// Reads the owned chains, owner-marked jumps and a count of foreign rules.
-pub fn observe(ns: Option<&File>, where_: &str) -> Result<IptState> {
-    Ok(parse_save(&super::tool::read("iptables-save", &[], ns, where_)?))
+pub fn observe(family: Family, ns: Option<&File>, where_: &str) -> Result<IptState> {
+    Ok(parse_save(&super::tool::read(&tool(family, "save"), &[], ns, where_)?))
 }
 
 pub fn parse_save(text: &str) -> IptState {
@@ -39,6 +56,9 @@ pub fn parse_save(text: &str) -> IptState {
             }
         } else if let Some(rest) = line.strip_prefix("-A ") {
             let (chain, rule) = rest.split_once(' ').unwrap_or((rest, ""));
+            if !chain.starts_with(CHAIN_PREFIX) {
+                st.heads.entry((table.clone(), chain.to_string())).or_insert_with(|| rule.to_string());
+            }
             if chain.starts_with(CHAIN_PREFIX) {
                 st.chains.entry((table.clone(), chain.to_string())).or_default().push(rule.to_string());
             } else if rule.contains("--comment \"vxrouter:") && rule.contains(&format!("-j {CHAIN_PREFIX}")) {
@@ -55,10 +75,10 @@ pub fn parse_save(text: &str) -> IptState {
 pub struct IptSyntax;
 
 impl Syntax for IptSyntax {
-    fn src(&self, c: &Ipv4Cidr) -> String {
+    fn src(&self, c: &IpNet) -> String {
         format!("-s {c}")
     }
-    fn dst(&self, c: &Ipv4Cidr) -> String {
+    fn dst(&self, c: &IpNet) -> String {
         format!("-d {c}")
     }
     fn iif(&self, name: &str) -> String {
@@ -71,8 +91,11 @@ impl Syntax for IptSyntax {
         let p = proto.as_str();
         format!("-p {p} -m {p} --dport {port}")
     }
-    fn icmp_echo(&self) -> String {
-        "-p icmp -m icmp --icmp-type 8".into()
+    fn icmp_echo(&self, family: Family) -> String {
+        match family {
+            Family::V4 => "-p icmp -m icmp --icmp-type 8".into(),
+            Family::V6 => "-p ipv6-icmp -m icmp6 --icmpv6-type 128".into(),
+        }
     }
     fn established(&self) -> String {
         "-m conntrack --ctstate RELATED,ESTABLISHED".into()
@@ -96,17 +119,18 @@ impl Syntax for IptSyntax {
 }
 
 /// Rules as `iptables-save` prints them (without "-A <chain> ").
-pub fn render_rules(rules: &[Rule]) -> Vec<String> {
-    render::rules(rules, &IptSyntax)
+pub fn render_rules(rules: &[Rule], family: Family) -> Vec<String> {
+    render::rules(rules, family, &IptSyntax)
 }
 
-/// The owned chains for a policy: `VXROUTER-<NAME>`, hooked from the
-/// built-in chain of its table and hook.
-pub fn ruleset(p: &Policy) -> Ruleset {
+/// The owned chains of one family: `VXROUTER-<NAME>`, hooked from the
+/// built-in chain of their table and hook.
+pub fn ruleset(p: &Policy, family: Family) -> Ruleset {
     Ruleset {
         chains: p
             .chains
             .iter()
+            .filter(|c| c.family == family)
             .map(|c| Chain {
                 table: match c.table {
                     Table::Filter => "filter",
@@ -121,7 +145,7 @@ pub fn ruleset(p: &Policy) -> Ruleset {
                     Hook::Postrouting => "POSTROUTING",
                 }
                 .into(),
-                rules: render_rules(&c.rules),
+                rules: render_rules(&c.rules, family),
             })
             .collect(),
     }
@@ -130,30 +154,35 @@ pub fn ruleset(p: &Policy) -> Ruleset {
 /// Lines of one table's batch: chain declarations, rules, deletions.
 type TableBatch = (Vec<String>, Vec<String>, Vec<String>);
 
-/// The `iptables-restore --noflush` input for a set of changes (nftables
-/// changes among them are ignored).
-pub fn render(changes: &[FwChange]) -> String {
+/// The `restore --noflush` input for the changes of one family (others
+/// among them are ignored).
+pub fn render(family: Family, changes: &[FwChange]) -> String {
     let mut by_table: BTreeMap<&str, TableBatch> = BTreeMap::new();
-    for c in changes {
+    for c in changes.iter().filter(|c| c.ipt_family() == Some(family)) {
         match c {
-            FwChange::NftReplace { .. } | FwChange::NftDelete => {}
             FwChange::SetChain { table, chain, rules, .. } => {
                 let (decl, body, _) = by_table.entry(table).or_default();
                 // Declaring a chain under --noflush creates or empties it.
                 decl.push(format!(":{chain} - [0:0]"));
                 body.extend(rules.iter().map(|r| format!("-A {chain} {r}")));
             }
-            FwChange::AddJump { table, hook, rule } => {
+            FwChange::AddJump { table, hook, rule, .. } => {
                 by_table.entry(table).or_default().1.push(format!("-I {hook} 1 {rule}"));
             }
-            FwChange::DelJump { table, hook, rule } => {
+            FwChange::RaiseJump { table, hook, rule, .. } => {
+                let body = &mut by_table.entry(table).or_default().1;
+                body.push(format!("-D {hook} {rule}"));
+                body.push(format!("-I {hook} 1 {rule}"));
+            }
+            FwChange::DelJump { table, hook, rule, .. } => {
                 by_table.entry(table).or_default().1.push(format!("-D {hook} {rule}"));
             }
-            FwChange::DelChain { table, chain } => {
+            FwChange::DelChain { table, chain, .. } => {
                 let tail = &mut by_table.entry(table).or_default().2;
                 tail.push(format!("-F {chain}"));
                 tail.push(format!("-X {chain}"));
             }
+            FwChange::NftReplace { .. } | FwChange::NftDelete { .. } => {}
         }
     }
     let mut out = String::new();
@@ -168,9 +197,9 @@ pub fn render(changes: &[FwChange]) -> String {
     out
 }
 
-/// Applies a batch in one `iptables-restore` process.
-pub fn restore(ns: Option<&File>, where_: &str, batch: &str) -> Result<()> {
-    super::tool::feed("iptables-restore", &["--noflush", "--wait", "10"], ns, where_, batch)
+/// Applies a batch in one `iptables-restore` (or `ip6tables-restore`) process.
+pub fn restore(family: Family, ns: Option<&File>, where_: &str, batch: &str) -> Result<()> {
+    super::tool::feed(&tool(family, "restore"), &["--noflush", "--wait", "10"], ns, where_, batch)
 }
 
 pub fn jump_rule(mark: &str, chain: &str) -> String {
@@ -182,46 +211,61 @@ pub struct Iptables;
 
 impl Driver for Iptables {
     fn read(&self, ns: Option<&File>, where_: &str, st: &mut FirewallState) -> Result<()> {
-        st.ipt = Some(observe(ns, where_)?);
+        st.ipt = Some(observe(Family::V4, ns, where_)?);
+        st.ip6t = Some(observe(Family::V6, ns, where_)?);
         Ok(())
     }
 
     fn diff(&self, mark: &str, want: Option<&Policy>, have: &FirewallState) -> Result<Vec<FwChange>, String> {
-        let want_ipt = want.map(ruleset).unwrap_or_default();
-        Ok(match &have.ipt {
-            Some(ipt) => diff(mark, &want_ipt, ipt),
-            None if want.is_some() => diff(mark, &want_ipt, &IptState::default()),
-            None => vec![],
-        })
+        let mut out = Vec::new();
+        for family in Family::ALL {
+            let want_ipt = want.map(|p| ruleset(p, family)).unwrap_or_default();
+            match have.ipt_of(family) {
+                Some(ipt) => out.extend(diff(family, mark, &want_ipt, ipt)),
+                None if want.is_some() => out.extend(diff(family, mark, &want_ipt, &IptState::default())),
+                None => {}
+            }
+        }
+        Ok(out)
     }
 
     fn write(&self, ns: Option<&File>, where_: &str, changes: &[FwChange]) -> Result<()> {
-        restore(ns, where_, &render(changes))
+        for family in Family::ALL {
+            let batch = render(family, changes);
+            if !batch.is_empty() {
+                restore(family, ns, where_, &batch)?;
+            }
+        }
+        Ok(())
     }
 
     fn inverse(&self, changes: &[FwChange], before: &FirewallState) -> Vec<FwChange> {
         let mut inv = Vec::new();
-        let old = before.ipt.clone().unwrap_or_default();
         for c in changes.iter().rev() {
+            let Some(family) = c.ipt_family() else { continue };
+            let old = before.ipt_of(family).cloned().unwrap_or_default();
             match c {
-                FwChange::SetChain { table, chain, .. } | FwChange::DelChain { table, chain } => {
+                FwChange::SetChain { table, chain, .. } | FwChange::DelChain { table, chain, .. } => {
                     match old.chains.get(&(table.clone(), chain.clone())) {
                         Some(rules) => inv.push(FwChange::SetChain {
+                            family,
                             table: table.clone(),
                             chain: chain.clone(),
                             rules: rules.clone(),
                             found: None,
                         }),
-                        None => inv.push(FwChange::DelChain { table: table.clone(), chain: chain.clone() }),
+                        None => inv.push(FwChange::DelChain { family, table: table.clone(), chain: chain.clone() }),
                     }
                 }
-                FwChange::AddJump { table, hook, rule } => {
-                    inv.push(FwChange::DelJump { table: table.clone(), hook: hook.clone(), rule: rule.clone() })
+                FwChange::AddJump { table, hook, rule, .. } => {
+                    inv.push(FwChange::DelJump { family, table: table.clone(), hook: hook.clone(), rule: rule.clone() })
                 }
-                FwChange::DelJump { table, hook, rule } => {
-                    inv.push(FwChange::AddJump { table: table.clone(), hook: hook.clone(), rule: rule.clone() })
+                FwChange::DelJump { table, hook, rule, .. } => {
+                    inv.push(FwChange::AddJump { family, table: table.clone(), hook: hook.clone(), rule: rule.clone() })
                 }
-                FwChange::NftReplace { .. } | FwChange::NftDelete => {}
+                // Moving vxrouter's own jump back under a foreign rule would
+                // only reopen what it closes: undo leaves it first.
+                FwChange::RaiseJump { .. } | FwChange::NftReplace { .. } | FwChange::NftDelete { .. } => {}
             }
         }
         // Jumps must go before the chains they point to are deleted.
@@ -230,36 +274,38 @@ impl Driver for Iptables {
     }
 
     fn recreate(&self, state: &FirewallState) -> Vec<FwChange> {
-        let Some(ipt) = &state.ipt else { return vec![] };
-        let mut out: Vec<FwChange> = ipt
-            .chains
-            .iter()
-            .map(|((table, chain), rules)| FwChange::SetChain {
+        let mut out = Vec::new();
+        for family in Family::ALL {
+            let Some(ipt) = state.ipt_of(family) else { continue };
+            out.extend(ipt.chains.iter().map(|((table, chain), rules)| FwChange::SetChain {
+                family,
                 table: table.clone(),
                 chain: chain.clone(),
                 rules: rules.clone(),
                 found: None,
-            })
-            .collect();
-        for ((table, hook), jumps) in &ipt.jumps {
-            out.extend(jumps.iter().map(|rule| FwChange::AddJump {
-                table: table.clone(),
-                hook: hook.clone(),
-                rule: rule.clone(),
             }));
+            for ((table, hook), jumps) in &ipt.jumps {
+                out.extend(jumps.iter().map(|rule| FwChange::AddJump {
+                    family,
+                    table: table.clone(),
+                    hook: hook.clone(),
+                    rule: rule.clone(),
+                }));
+            }
         }
         out
     }
 }
 
-/// Diff desired owned iptables chains against what the namespace holds.
-pub fn diff(mark: &str, want: &Ruleset, have: &IptState) -> Vec<FwChange> {
+/// Diff desired owned chains of one family against what the namespace holds.
+pub fn diff(family: Family, mark: &str, want: &Ruleset, have: &IptState) -> Vec<FwChange> {
     let mut changes = Vec::new();
     for c in &want.chains {
         let key = (c.table.clone(), c.name.clone());
         match have.chains.get(&key) {
             Some(rules) if *rules == c.rules => {}
             found => changes.push(FwChange::SetChain {
+                family,
                 table: c.table.clone(),
                 chain: c.name.clone(),
                 rules: c.rules.clone(),
@@ -269,11 +315,20 @@ pub fn diff(mark: &str, want: &Ruleset, have: &IptState) -> Vec<FwChange> {
         let jump = jump_rule(mark, &c.name);
         let hook_key = (c.table.clone(), c.hook.clone());
         let existing = have.jumps.get(&hook_key).map(|j| j.iter().filter(|r| **r == jump).count()).unwrap_or(0);
+        let (table, hook) = (c.table.clone(), c.hook.clone());
         if existing == 0 {
-            changes.push(FwChange::AddJump { table: c.table.clone(), hook: c.hook.clone(), rule: jump.clone() });
+            changes.push(FwChange::AddJump { family, table: table.clone(), hook: hook.clone(), rule: jump.clone() });
+        } else if let Some(first) = have.heads.get(&hook_key).filter(|first| **first != jump) {
+            changes.push(FwChange::RaiseJump {
+                family,
+                table: table.clone(),
+                hook: hook.clone(),
+                rule: jump.clone(),
+                above: first.clone(),
+            });
         }
         for _ in 1..existing {
-            changes.push(FwChange::DelJump { table: c.table.clone(), hook: c.hook.clone(), rule: jump.clone() });
+            changes.push(FwChange::DelJump { family, table: table.clone(), hook: hook.clone(), rule: jump.clone() });
         }
     }
     // Our jumps to chains we no longer want, and those chains.
@@ -283,13 +338,13 @@ pub fn diff(mark: &str, want: &Ruleset, have: &IptState) -> Vec<FwChange> {
         for r in rules {
             let target = r.rsplit(" -j ").next().unwrap_or("");
             if r.contains(&ours) && !wanted(table, target) {
-                changes.push(FwChange::DelJump { table: table.clone(), hook: hook.clone(), rule: r.clone() });
+                changes.push(FwChange::DelJump { family, table: table.clone(), hook: hook.clone(), rule: r.clone() });
             }
         }
     }
     for (table, chain) in have.chains.keys() {
         if !wanted(table, chain) && owned_chain_of(mark, have, table, chain) {
-            changes.push(FwChange::DelChain { table: table.clone(), chain: chain.clone() });
+            changes.push(FwChange::DelChain { family, table: table.clone(), chain: chain.clone() });
         }
     }
     changes
@@ -312,6 +367,8 @@ fn owned_chain_of(mark: &str, have: &IptState, table: &str, chain: &str) -> bool
 mod tests {
     use super::*;
 
+    const V4: Family = Family::V4;
+
     fn one_chain() -> Ruleset {
         Ruleset {
             chains: vec![Chain {
@@ -325,7 +382,7 @@ mod tests {
 
     #[test]
     fn empty_firewall_needs_chain_and_jump() {
-        let d = diff("vxrouter:a", &one_chain(), &IptState::default());
+        let d = diff(V4, "vxrouter:a", &one_chain(), &IptState::default());
         assert_eq!(d.len(), 2);
         assert!(matches!(&d[0], FwChange::SetChain { found: None, .. }));
         assert!(matches!(&d[1], FwChange::AddJump { hook, .. } if hook == "POSTROUTING"));
@@ -337,11 +394,11 @@ mod tests {
         let mut have = IptState::default();
         have.chains.insert(("nat".into(), "VXROUTER-POST".into()), want.chains[0].rules.clone());
         have.jumps.insert(("nat".into(), "POSTROUTING".into()), vec![jump_rule("vxrouter:a", "VXROUTER-POST")]);
-        assert!(diff("vxrouter:a", &want, &have).is_empty());
+        assert!(diff(V4, "vxrouter:a", &want, &have).is_empty());
 
         have.chains.insert(("filter".into(), "VXROUTER-FWD".into()), vec!["-j DROP".into()]);
         have.jumps.insert(("filter".into(), "FORWARD".into()), vec![jump_rule("vxrouter:a", "VXROUTER-FWD")]);
-        let d = diff("vxrouter:a", &want, &have);
+        let d = diff(V4, "vxrouter:a", &want, &have);
         assert_eq!(d.len(), 2, "{d:?}");
         assert!(matches!(&d[0], FwChange::DelJump { hook, .. } if hook == "FORWARD"));
         assert!(matches!(&d[1], FwChange::DelChain { chain, .. } if chain == "VXROUTER-FWD"));
@@ -352,7 +409,22 @@ mod tests {
         let mut have = IptState::default();
         have.chains.insert(("filter".into(), "VXROUTER-FWD".into()), vec!["-j DROP".into()]);
         have.jumps.insert(("filter".into(), "FORWARD".into()), vec![jump_rule("vxrouter:b", "VXROUTER-FWD")]);
-        assert!(diff("vxrouter:a", &Ruleset::default(), &have).is_empty());
+        assert!(diff(V4, "vxrouter:a", &Ruleset::default(), &have).is_empty());
+    }
+
+    #[test]
+    fn a_rule_above_the_jump_is_drift_and_repair_moves_the_jump_first() {
+        let save = "*nat\n:POSTROUTING ACCEPT [0:0]\n:VXROUTER-POST - [0:0]\n-A POSTROUTING -j ACCEPT\n\
+                    -A POSTROUTING -m comment --comment \"vxrouter:a\" -j VXROUTER-POST\n\
+                    -A VXROUTER-POST -s 192.168.10.0/24 -o pub -j SNAT --to-source 203.0.113.123\nCOMMIT\n";
+        let d = diff(V4, "vxrouter:a", &one_chain(), &parse_save(save));
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert_eq!(d[0].describe(), "nat/POSTROUTING: `-j ACCEPT` was placed before vxrouter's jump");
+        assert_eq!(
+            render(V4, &d),
+            "*nat\n-D POSTROUTING -m comment --comment \"vxrouter:a\" -j VXROUTER-POST\n\
+             -I POSTROUTING 1 -m comment --comment \"vxrouter:a\" -j VXROUTER-POST\nCOMMIT\n"
+        );
     }
 
     const SAVE: &str = r#"# Generated by iptables-save v1.8.9 (nf_tables)
@@ -381,16 +453,20 @@ COMMIT
 
     #[test]
     fn renders_declarations_before_rules_and_deletions_last() {
-        let batch = render(&[
-            FwChange::DelChain { table: "nat".into(), chain: "VXROUTER-OLD".into() },
-            FwChange::AddJump { table: "nat".into(), hook: "POSTROUTING".into(), rule: "-j VXROUTER-POST".into() },
-            FwChange::SetChain {
-                table: "nat".into(),
-                chain: "VXROUTER-POST".into(),
-                rules: vec!["-j MASQUERADE".into()],
-                found: None,
-            },
-        ]);
+        let batch = render(
+            V4,
+            &[
+                FwChange::DelChain { family: V4, table: "nat".into(), chain: "VXROUTER-OLD".into() },
+                FwChange::AddJump { family: V4, table: "nat".into(), hook: "POSTROUTING".into(), rule: "-j VXROUTER-POST".into() },
+                FwChange::SetChain {
+                    family: V4,
+                    table: "nat".into(),
+                    chain: "VXROUTER-POST".into(),
+                    rules: vec!["-j MASQUERADE".into()],
+                    found: None,
+                },
+            ],
+        );
         assert_eq!(
             batch,
             "*nat\n:VXROUTER-POST - [0:0]\n-I POSTROUTING 1 -j VXROUTER-POST\n-A VXROUTER-POST -j MASQUERADE\n-F VXROUTER-OLD\n-X VXROUTER-OLD\nCOMMIT\n"

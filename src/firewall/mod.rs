@@ -25,7 +25,7 @@ use std::fs::File;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
-use rules::Policy;
+use rules::{Family, Policy};
 pub use tool::in_path;
 
 /// Which tool writes a namespace's rules.
@@ -113,6 +113,10 @@ pub struct IptState {
     pub foreign: BTreeMap<String, usize>,
     /// Policies of the filter table's built-in chains ("FORWARD" → "DROP").
     pub policies: BTreeMap<String, String>,
+    /// (table, built-in chain) → its first rule, whoever's: vxrouter's jump
+    /// must be it.
+    #[serde(with = "crate::model::pair_keys")]
+    pub heads: BTreeMap<(String, String), String>,
 }
 
 /// A namespace's firewall as read through the backends that were looked at
@@ -120,14 +124,24 @@ pub struct IptState {
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct FirewallState {
+    /// IPv4 (iptables-save).
     pub ipt: Option<IptState>,
+    /// IPv6 (ip6tables-save).
+    pub ip6t: Option<IptState>,
     pub nft: Option<nft::NftState>,
 }
 
 impl FirewallState {
+    pub fn ipt_of(&self, family: Family) -> Option<&IptState> {
+        match family {
+            Family::V4 => self.ipt.as_ref(),
+            Family::V6 => self.ip6t.as_ref(),
+        }
+    }
+
     /// Rules someone else put in this namespace.
     pub fn foreign(&self) -> usize {
-        let ipt: usize = self.ipt.as_ref().map(|i| i.foreign.values().sum()).unwrap_or(0);
+        let ipt: usize = [&self.ipt, &self.ip6t].iter().filter_map(|i| i.as_ref()).map(|i| i.foreign.values().sum::<usize>()).sum();
         // iptables-nft rules show up in `nft list ruleset` too: count once.
         let nft = self.nft.as_ref().map(|n| n.foreign).unwrap_or(0);
         ipt.max(nft)
@@ -141,42 +155,65 @@ pub const CHAIN_PREFIX: &str = "VXROUTER-";
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub enum FwChange {
     /// Create or refill an iptables chain with these rules.
-    SetChain { table: String, chain: String, rules: Vec<String>, found: Option<usize> },
+    SetChain { family: Family, table: String, chain: String, rules: Vec<String>, found: Option<usize> },
     /// Insert the jump at the top of the hook chain.
-    AddJump { table: String, hook: String, rule: String },
+    AddJump { family: Family, table: String, hook: String, rule: String },
+    /// Move vxrouter's jump back to the top: `above` was placed before it.
+    RaiseJump { family: Family, table: String, hook: String, rule: String, above: String },
     /// Remove one jump rule.
-    DelJump { table: String, hook: String, rule: String },
+    DelJump { family: Family, table: String, hook: String, rule: String },
     /// Remove an owned chain no longer wanted.
-    DelChain { table: String, chain: String },
-    /// Replace vxrouter's nftables table with this one. `fresh`: no table is
-    /// there, so create it (failing if one appeared) rather than replace it:
-    /// deleting a table makes the kernel wait for an RCU grace period.
+    DelChain { family: Family, table: String, chain: String },
+    /// Replace vxrouter's nftables table of the table's family with this one.
+    /// `fresh`: no table is there, so create it (failing if one appeared)
+    /// rather than replace it: deleting a table makes the kernel wait for an
+    /// RCU grace period.
     NftReplace { table: nft::NftTable, why: Vec<String>, fresh: bool },
-    /// Remove vxrouter's nftables table.
-    NftDelete,
+    /// Remove vxrouter's nftables table of that family.
+    NftDelete { family: Family },
 }
 
 impl FwChange {
     pub fn describe(&self) -> String {
+        let f = |family: &Family| if *family == Family::V6 { "ip6 " } else { "" };
         match self {
-            FwChange::SetChain { table, chain, rules, found: None } => format!("{table}/{chain} with {} rule(s)", rules.len()),
-            FwChange::SetChain { table, chain, rules, found: Some(n) } => {
-                format!("{table}/{chain}: expected {} rule(s), found {n} that differ", rules.len())
+            FwChange::SetChain { family, table, chain, rules, found: None } => {
+                format!("{}{table}/{chain} with {} rule(s)", f(family), rules.len())
             }
-            FwChange::AddJump { table, hook, .. } => format!("{table}/{hook} jump"),
-            FwChange::DelJump { table, hook, rule } => format!("{table}/{hook} stray jump `{rule}`"),
-            FwChange::DelChain { table, chain } => format!("{table}/{chain}"),
-            FwChange::NftReplace { fresh: true, .. } => format!("nft table ip {}", nft::TABLE),
-            FwChange::NftReplace { why, .. } => format!("nft table ip {}: {}", nft::TABLE, why.join(", ")),
-            FwChange::NftDelete => format!("nft table ip {}", nft::TABLE),
+            FwChange::SetChain { family, table, chain, rules, found: Some(n) } => {
+                format!("{}{table}/{chain}: expected {} rule(s), found {n} that differ", f(family), rules.len())
+            }
+            FwChange::AddJump { family, table, hook, .. } => format!("{}{table}/{hook} jump", f(family)),
+            FwChange::RaiseJump { family, table, hook, above, .. } => {
+                format!("{}{table}/{hook}: `{above}` was placed before vxrouter's jump", f(family))
+            }
+            FwChange::DelJump { family, table, hook, rule } => format!("{}{table}/{hook} stray jump `{rule}`", f(family)),
+            FwChange::DelChain { family, table, chain } => format!("{}{table}/{chain}", f(family)),
+            FwChange::NftReplace { table, fresh: true, .. } => format!("nft table {} {}", table.family_word(), nft::TABLE),
+            FwChange::NftReplace { table, why, .. } => {
+                format!("nft table {} {}: {}", table.family_word(), nft::TABLE, why.join(", "))
+            }
+            FwChange::NftDelete { family } => format!("nft table {} {}", nft::family_word(*family), nft::TABLE),
         }
     }
 
     /// The backend whose tool carries out this change.
     pub fn backend(&self) -> Backend {
         match self {
-            FwChange::NftReplace { .. } | FwChange::NftDelete => Backend::Nftables,
+            FwChange::NftReplace { .. } | FwChange::NftDelete { .. } => Backend::Nftables,
             _ => Backend::Iptables,
+        }
+    }
+
+    /// The family of an iptables change (None: an nftables change).
+    pub fn ipt_family(&self) -> Option<Family> {
+        match self {
+            FwChange::SetChain { family, .. }
+            | FwChange::AddJump { family, .. }
+            | FwChange::RaiseJump { family, .. }
+            | FwChange::DelJump { family, .. }
+            | FwChange::DelChain { family, .. } => Some(*family),
+            FwChange::NftReplace { .. } | FwChange::NftDelete { .. } => None,
         }
     }
 

@@ -1,19 +1,23 @@
-//! nftables backend: vxrouter's rules are one table of its own per
-//! namespace (`table ip vxrouter`, commented with the owner mark), written
-//! as a whole in one atomic `nft -f` transaction and read back with one
-//! `nft list ruleset`. Its base chains hook in directly; a `drop` there is
-//! final whatever other tables say.
+//! nftables backend: vxrouter's rules are a table of its own per family and
+//! namespace (`table ip vxrouter`, `table ip6 vxrouter`, commented with the
+//! owner mark), written in one atomic `nft -f` transaction per namespace and
+//! read back with one `nft list ruleset`. Its base chains hook in directly: a
+//! `drop` there is final whatever other tables say, and an `accept` in
+//! another table cannot let past what vxrouter drops (unlike iptables, where
+//! a rule inserted before vxrouter's jump decides first).
 
 use std::collections::BTreeMap;
 use std::fs::File;
 
 use serde::{Deserialize, Serialize};
 
+use ipnet::IpNet;
+
 use super::render::{self, Syntax};
-use super::rules::{Chain, Hook, Policy, Table, Verdict};
+use super::rules::{Chain, Family, Hook, Policy, Table, Verdict};
 use super::{Driver, FirewallState, FwChange};
 use crate::error::Result;
-use crate::profile::{Ipv4Cidr, Proto};
+use crate::profile::Proto;
 
 pub const TABLE: &str = "vxrouter";
 
@@ -21,6 +25,7 @@ pub const TABLE: &str = "vxrouter";
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct NftTable {
+    pub family: Family,
     pub comment: Option<String>,
     /// chain name → (header line "type … policy accept;", rules).
     pub chains: BTreeMap<String, (String, Vec<String>)>,
@@ -30,9 +35,35 @@ pub struct NftTable {
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct NftState {
+    /// `table ip vxrouter`.
     pub ours: Option<NftTable>,
+    /// `table ip6 vxrouter`.
+    pub ours6: Option<NftTable>,
     /// Rules in other tables that are not vxrouter's iptables chains or jumps.
     pub foreign: usize,
+}
+
+impl NftState {
+    pub fn table(&self, family: Family) -> Option<&NftTable> {
+        match family {
+            Family::V4 => self.ours.as_ref(),
+            Family::V6 => self.ours6.as_ref(),
+        }
+    }
+}
+
+/// nft's word for a family.
+pub fn family_word(f: Family) -> &'static str {
+    match f {
+        Family::V4 => "ip",
+        Family::V6 => "ip6",
+    }
+}
+
+impl NftTable {
+    pub fn family_word(&self) -> &'static str {
+        family_word(self.family)
+    }
 }
 
 /// True when the `nft` tool is installed (looked up once per process).
@@ -71,11 +102,11 @@ fn header(c: &Chain) -> String {
 pub struct NftSyntax;
 
 impl Syntax for NftSyntax {
-    fn src(&self, c: &Ipv4Cidr) -> String {
-        format!("ip saddr {}", net(c))
+    fn src(&self, c: &IpNet) -> String {
+        format!("{} saddr {}", addr_word(c), render::net(c))
     }
-    fn dst(&self, c: &Ipv4Cidr) -> String {
-        format!("ip daddr {}", net(c))
+    fn dst(&self, c: &IpNet) -> String {
+        format!("{} daddr {}", addr_word(c), render::net(c))
     }
     fn iif(&self, name: &str) -> String {
         format!("iifname \"{name}\"")
@@ -86,8 +117,11 @@ impl Syntax for NftSyntax {
     fn port(&self, proto: Proto, port: u16) -> String {
         format!("{} dport {port}", proto.as_str())
     }
-    fn icmp_echo(&self) -> String {
-        "icmp type echo-request".into()
+    fn icmp_echo(&self, family: Family) -> String {
+        match family {
+            Family::V4 => "icmp type echo-request".into(),
+            Family::V6 => "icmpv6 type echo-request".into(),
+        }
     }
     fn established(&self) -> String {
         "ct state established,related".into()
@@ -110,17 +144,23 @@ impl Syntax for NftSyntax {
     }
 }
 
-/// nft prints a /32 as the bare address.
-fn net(c: &Ipv4Cidr) -> String {
-    if c.prefix_len() == 32 { c.addr().to_string() } else { c.to_string() }
+fn addr_word(c: &IpNet) -> &'static str {
+    match c {
+        IpNet::V4(_) => "ip",
+        IpNet::V6(_) => "ip6",
+    }
 }
 
-/// The table vxrouter wants, in the form `nft list` shows.
-pub fn desired(mark: &str, p: &Policy) -> NftTable {
-    NftTable {
-        comment: Some(mark.to_string()),
-        chains: p.chains.iter().map(|c| (chain_name(c), (header(c), render::rules(&c.rules, &NftSyntax)))).collect(),
-    }
+/// The table of one family vxrouter wants, in the form `nft list` shows
+/// (None: the policy has no chains of that family).
+pub fn desired(mark: &str, p: &Policy, family: Family) -> Option<NftTable> {
+    let chains: BTreeMap<String, (String, Vec<String>)> = p
+        .chains
+        .iter()
+        .filter(|c| c.family == family)
+        .map(|c| (chain_name(c), (header(c), render::rules(&c.rules, family, &NftSyntax))))
+        .collect();
+    (!chains.is_empty()).then(|| NftTable { family, comment: Some(mark.to_string()), chains })
 }
 
 /// The table as nft source text.
@@ -130,7 +170,7 @@ pub fn render(t: &NftTable) -> String {
 
 /// `render`, with or without the table's comment line.
 fn render_with(t: &NftTable, comment: bool) -> String {
-    let mut s = format!("table ip {TABLE} {{\n");
+    let mut s = format!("table {} {TABLE} {{\n", t.family_word());
     if let Some(c) = t.comment.as_ref().filter(|_| comment) {
         s.push_str(&format!("\tcomment \"{c}\"\n"));
     }
@@ -172,7 +212,7 @@ pub fn differing(want: &NftTable, have: &NftTable) -> Vec<String> {
 
 pub fn parse_ruleset(text: &str) -> NftState {
     let mut st = NftState::default();
-    let mut in_ours = false;
+    let mut in_ours: Option<Family> = None;
     let mut table_depth = 0usize;
     let mut chain: Option<(String, String, Vec<String>, bool)> = None; // name, header, rules, is_vxrouter_ipt_chain
     let mut ours = NftTable::default();
@@ -182,7 +222,8 @@ pub fn parse_ruleset(text: &str) -> NftState {
             continue;
         }
         if let Some(rest) = line.strip_prefix("table ") {
-            in_ours = rest.trim_end_matches(" {").trim() == format!("ip {TABLE}");
+            let name = rest.trim_end_matches(" {").trim();
+            in_ours = Family::ALL.into_iter().find(|f| name == format!("{} {TABLE}", family_word(*f)));
             table_depth = 1;
             continue;
         }
@@ -198,16 +239,20 @@ pub fn parse_ruleset(text: &str) -> NftState {
         if line == "}" {
             match chain.take() {
                 Some((name, head, rules, _)) => {
-                    if in_ours {
+                    if in_ours.is_some() {
                         ours.chains.insert(name, (head, rules));
                     }
                 }
                 None => {
                     table_depth = 0;
-                    if in_ours {
-                        st.ours = Some(std::mem::take(&mut ours));
+                    if let Some(family) = in_ours {
+                        let table = NftTable { family, ..std::mem::take(&mut ours) };
+                        match family {
+                            Family::V4 => st.ours = Some(table),
+                            Family::V6 => st.ours6 = Some(table),
+                        }
                     }
-                    in_ours = false;
+                    in_ours = None;
                 }
             }
             continue;
@@ -216,14 +261,20 @@ pub fn parse_ruleset(text: &str) -> NftState {
             Some((_, head, rules, ipt_ours)) => {
                 if line.starts_with("type ") && head.is_empty() && rules.is_empty() {
                     *head = line.to_string();
-                } else if in_ours {
+                } else if in_ours.is_some() {
                     rules.push(line.to_string());
-                } else if !*ipt_ours && !line.contains("\"vxrouter:") && !line.starts_with("policy ") {
+                } else if !*ipt_ours
+                    && !line.contains("\"vxrouter:")
+                    && !line.contains(&format!("jump {}", super::CHAIN_PREFIX))
+                    && !line.starts_with("policy ")
+                {
+                    // nft shows iptables-nft's jumps without their comment:
+                    // a jump to a VXROUTER- chain is vxrouter's.
                     st.foreign += 1;
                 }
             }
             None => {
-                if in_ours && let Some(c) = line.strip_prefix("comment ") {
+                if in_ours.is_some() && let Some(c) = line.strip_prefix("comment ") {
                     ours.comment = Some(c.trim_matches('"').to_string());
                 }
             }
@@ -236,20 +287,21 @@ pub fn observe(ns: Option<&File>, where_: &str) -> Result<NftState> {
     Ok(parse_ruleset(&super::tool::read("nft", &["list", "ruleset"], ns, where_)?))
 }
 
-/// The `nft -f` transaction that makes vxrouter's table `table` (none:
-/// removes it). `fresh`: there is no table yet.
-pub fn batch(table: Option<&NftTable>, fresh: bool) -> String {
+/// The part of an `nft -f` transaction that makes vxrouter's table of
+/// `family` be `table` (None: removes it). `fresh`: there is no table yet.
+pub fn batch(family: Family, table: Option<&NftTable>, fresh: bool) -> String {
+    let f = family_word(family);
     match table {
         // `create` fails if a table appeared since it was observed. It must
         // carry the comment itself: nft 1.0 drops the chains of a `create`
         // block, and a later `table` block cannot set a comment.
         Some(t) if fresh => {
             let comment = t.comment.as_ref().map(|c| format!(" comment \"{c}\";")).unwrap_or_default();
-            format!("create table ip {TABLE} {{{comment} }}\n{}", render_with(t, false))
+            format!("create table {f} {TABLE} {{{comment} }}\n{}", render_with(t, false))
         }
         // Declaring the table first makes the delete valid when it is absent.
         _ => {
-            let mut batch = format!("table ip {TABLE}\ndelete table ip {TABLE}\n");
+            let mut batch = format!("table {f} {TABLE}\ndelete table {f} {TABLE}\n");
             if let Some(t) = table {
                 batch.push_str(&render(t));
             }
@@ -258,9 +310,20 @@ pub fn batch(table: Option<&NftTable>, fresh: bool) -> String {
     }
 }
 
-/// Replaces vxrouter's table (or removes it, with `None`) in one transaction.
-pub fn apply(ns: Option<&File>, where_: &str, table: Option<&NftTable>, fresh: bool) -> Result<()> {
-    super::tool::feed("nft", &["-f", "-"], ns, where_, &batch(table, fresh))
+/// Applies nftables changes in one transaction (one `nft -f` process).
+pub fn apply(ns: Option<&File>, where_: &str, changes: &[FwChange]) -> Result<()> {
+    let mut text = String::new();
+    for c in changes {
+        match c {
+            FwChange::NftReplace { table, fresh, .. } => text.push_str(&batch(table.family, Some(table), *fresh)),
+            FwChange::NftDelete { family } => text.push_str(&batch(*family, None, false)),
+            _ => {}
+        }
+    }
+    if text.is_empty() {
+        return Ok(());
+    }
+    super::tool::feed("nft", &["-f", "-"], ns, where_, &text)
 }
 
 /// The nftables backend.
@@ -273,56 +336,56 @@ impl Driver for Nftables {
     }
 
     fn diff(&self, mark: &str, want: Option<&Policy>, have: &FirewallState) -> Result<Vec<FwChange>, String> {
-        let ours = have.nft.as_ref().and_then(|n| n.ours.as_ref());
-        if let Some(t) = ours
-            && let Some(owner) = t.comment.as_deref()
-            && owner != mark
-        {
-            return Err(format!("nftables table ip {TABLE} belongs to {owner}"));
-        }
-        let want = want.map(|p| desired(mark, p));
-        Ok(match (want, ours) {
-            (Some(w), Some(h)) if &w == h => vec![],
-            (Some(w), Some(h)) => {
-                let why = differing(&w, h);
-                vec![FwChange::NftReplace { table: w, why, fresh: false }]
+        let mut out = Vec::new();
+        for family in Family::ALL {
+            let ours = have.nft.as_ref().and_then(|n| n.table(family));
+            if let Some(t) = ours
+                && let Some(owner) = t.comment.as_deref()
+                && owner != mark
+            {
+                return Err(format!("nftables table {} {TABLE} belongs to {owner}", family_word(family)));
             }
-            (Some(w), None) => vec![FwChange::NftReplace { table: w, why: vec![], fresh: true }],
-            (None, Some(_)) => vec![FwChange::NftDelete],
-            (None, None) => vec![],
-        })
+            match (want.and_then(|p| desired(mark, p, family)), ours) {
+                (Some(w), Some(h)) if &w == h => {}
+                (Some(w), Some(h)) => {
+                    let why = differing(&w, h);
+                    out.push(FwChange::NftReplace { table: w, why, fresh: false });
+                }
+                (Some(w), None) => out.push(FwChange::NftReplace { table: w, why: vec![], fresh: true }),
+                (None, Some(_)) => out.push(FwChange::NftDelete { family }),
+                (None, None) => {}
+            }
+        }
+        Ok(out)
     }
 
-    /// Replacing the table is one transaction; at most one change is nft's.
     fn write(&self, ns: Option<&File>, where_: &str, changes: &[FwChange]) -> Result<()> {
-        for c in changes {
-            match c {
-                FwChange::NftReplace { table, fresh, .. } => apply(ns, where_, Some(table), *fresh)?,
-                FwChange::NftDelete => apply(ns, where_, None, false)?,
-                _ => {}
-            }
-        }
-        Ok(())
+        apply(ns, where_, changes)
     }
 
     fn inverse(&self, changes: &[FwChange], before: &FirewallState) -> Vec<FwChange> {
-        if !changes.iter().any(|c| matches!(c, FwChange::NftReplace { .. } | FwChange::NftDelete)) {
-            return vec![];
+        let mut inv = Vec::new();
+        for c in changes {
+            let family = match c {
+                FwChange::NftReplace { table, .. } => table.family,
+                FwChange::NftDelete { family } => *family,
+                _ => continue,
+            };
+            match before.nft.as_ref().and_then(|n| n.table(family)).cloned() {
+                Some(t) => inv.push(FwChange::NftReplace { table: t, why: vec![], fresh: false }),
+                None => inv.push(FwChange::NftDelete { family }),
+            }
         }
-        match before.nft.as_ref().and_then(|n| n.ours.clone()) {
-            Some(t) => vec![FwChange::NftReplace { table: t, why: vec![], fresh: false }],
-            None => vec![FwChange::NftDelete],
-        }
+        inv
     }
 
     /// The namespace was just made again: it holds no table, so create it.
     fn recreate(&self, state: &FirewallState) -> Vec<FwChange> {
-        state
-            .nft
-            .as_ref()
-            .and_then(|n| n.ours.clone())
-            .map(|t| FwChange::NftReplace { table: t, why: vec![], fresh: true })
+        let Some(n) = &state.nft else { return vec![] };
+        [&n.ours, &n.ours6]
             .into_iter()
+            .flatten()
+            .map(|t| FwChange::NftReplace { table: t.clone(), why: vec![], fresh: true })
             .collect()
     }
 }
@@ -336,7 +399,7 @@ mod tests {
     #[test]
     fn render_then_parse_round_trips() {
         let p = Profile::parse("p.toml", include_str!("../../profiles/unicast/host-a.toml")).unwrap();
-        let want = desired("vxrouter:host-a", &router_policy(p.router.as_ref().unwrap()));
+        let want = desired("vxrouter:host-a", &router_policy(p.router.as_ref().unwrap()), Family::V4).unwrap();
         let text = render(&want);
         assert!(
             text.contains("\t\tip daddr 203.0.113.123 iifname \"gw-br-pu\" tcp dport 2222 dnat to 192.168.10.12:22\n"),
@@ -349,19 +412,23 @@ mod tests {
         );
         assert_eq!(seen.ours.as_ref(), Some(&want));
         assert_eq!(seen.foreign, 1, "only the foreign rule counts");
+        // As iptables-nft rules really show in nft: the comment is not shown.
         assert!(differing(&want, seen.ours.as_ref().unwrap()).is_empty());
+        let ipt_nft = parse_ruleset("table ip filter {\n\tchain INPUT {\n\t\ttype filter hook input priority filter; policy accept;\n\t\t counter packets 0 bytes 0 jump VXROUTER-IN\n\t}\n}\n");
+        assert_eq!(ipt_nft.foreign, 0);
     }
 
     #[test]
     fn a_fresh_table_is_created_not_replaced() {
         let p = Profile::parse("p.toml", include_str!("../../profiles/host-a.toml")).unwrap();
-        let want = desired("vxrouter:host-a", &router_policy(p.router.as_ref().unwrap()));
-        let fresh = batch(Some(&want), true);
+        let want = desired("vxrouter:host-a", &router_policy(p.router.as_ref().unwrap()), Family::V4).unwrap();
+        let fresh = batch(Family::V4, Some(&want), true);
         assert!(fresh.starts_with("create table ip vxrouter { comment \"vxrouter:host-a\"; }\ntable ip vxrouter {\n"), "{fresh}");
         assert!(!fresh.contains("delete"), "{fresh}");
         assert_eq!(fresh.matches("comment").count(), 1, "{fresh}");
-        let replace = batch(Some(&want), false);
+        let replace = batch(Family::V4, Some(&want), false);
         assert!(replace.starts_with("table ip vxrouter\ndelete table ip vxrouter\ntable ip vxrouter {\n\tcomment"), "{replace}");
-        assert_eq!(batch(None, false), "table ip vxrouter\ndelete table ip vxrouter\n");
+        assert_eq!(batch(Family::V4, None, false), "table ip vxrouter\ndelete table ip vxrouter\n");
+        assert_eq!(batch(Family::V6, None, false), "table ip6 vxrouter\ndelete table ip6 vxrouter\n");
     }
 }

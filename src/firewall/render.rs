@@ -2,17 +2,19 @@
 //! order both tools print them (sources, destinations, interfaces, protocol,
 //! connection state, verdict), each word in the backend's [`Syntax`].
 
-use super::rules::{Match, Rule, Verdict};
-use crate::profile::{Ipv4Cidr, Proto};
+use ipnet::IpNet;
+
+use super::rules::{Family, Match, Rule, Verdict};
+use crate::profile::Proto;
 
 /// How one backend writes each part of a rule.
 pub trait Syntax {
-    fn src(&self, c: &Ipv4Cidr) -> String;
-    fn dst(&self, c: &Ipv4Cidr) -> String;
+    fn src(&self, c: &IpNet) -> String;
+    fn dst(&self, c: &IpNet) -> String;
     fn iif(&self, name: &str) -> String;
     fn oif(&self, name: &str) -> String;
     fn port(&self, proto: Proto, port: u16) -> String;
-    fn icmp_echo(&self) -> String;
+    fn icmp_echo(&self, family: Family) -> String;
     fn established(&self) -> String;
     fn invalid(&self) -> String;
     fn dnatted(&self) -> String;
@@ -30,8 +32,8 @@ fn group(m: &Match) -> u8 {
     }
 }
 
-/// A rule as the backend's tool prints it.
-pub fn rule(r: &Rule, s: &dyn Syntax) -> String {
+/// A rule of a `family` chain as the backend's tool prints it.
+pub fn rule(r: &Rule, family: Family, s: &dyn Syntax) -> String {
     let mut matches: Vec<&Match> = r.matches.iter().collect();
     matches.sort_by_key(|m| group(m));
     let mut words: Vec<String> = matches
@@ -42,7 +44,7 @@ pub fn rule(r: &Rule, s: &dyn Syntax) -> String {
             Match::In(i) => s.iif(i),
             Match::Out(o) => s.oif(o),
             Match::Port(proto, p) => s.port(*proto, *p),
-            Match::IcmpEcho => s.icmp_echo(),
+            Match::IcmpEcho => s.icmp_echo(family),
             Match::Established => s.established(),
             Match::Invalid => s.invalid(),
             Match::Dnatted => s.dnatted(),
@@ -52,6 +54,11 @@ pub fn rule(r: &Rule, s: &dyn Syntax) -> String {
     words.join(" ")
 }
 
-pub fn rules(rs: &[Rule], s: &dyn Syntax) -> Vec<String> {
-    rs.iter().map(|r| rule(r, s)).collect()
+pub fn rules(rs: &[Rule], family: Family, s: &dyn Syntax) -> Vec<String> {
+    rs.iter().map(|r| rule(r, family, s)).collect()
+}
+
+/// A network as both tools print it: a lone address (/32, /128) bare.
+pub fn net(c: &IpNet) -> String {
+    if c.prefix_len() == c.max_prefix_len() { c.addr().to_string() } else { c.to_string() }
 }

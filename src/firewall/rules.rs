@@ -6,15 +6,35 @@
 //! out of the public leg (with the segment's own source addresses only), port
 //! forwards, replies, and — only with `route_between_segments` — traffic
 //! between private segments; everything else forwarded is dropped. The router
-//! itself answers ping and nothing else. Private subnets leave with SNAT to
-//! the public address (or MASQUERADE, or no NAT).
+//! itself answers ping — on the public leg only at the public address, so a
+//! private gateway address routed to via the public side stays silent — and
+//! offers DHCP and DNS on the legs that ask for them; nothing else. Private
+//! subnets leave with SNAT to the public address (or MASQUERADE, or no NAT).
+//! IPv6 is not a feature of the router yet: its IPv6 input and forwarding
+//! drop everything (the namespace also has IPv6 switched off, see
+//! `kinds::sysctl`).
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 
+use ipnet::IpNet;
 use serde::Serialize;
 
 use crate::profile::{Ipv4Cidr, Nat, Proto, Router, cidr};
+
+/// Which IP version a chain filters: iptables or ip6tables, nft family `ip`
+/// or `ip6`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Family {
+    #[default]
+    V4,
+    V6,
+}
+
+impl Family {
+    pub const ALL: [Family; 2] = [Family::V4, Family::V6];
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -35,8 +55,8 @@ pub enum Hook {
 /// One condition of a rule.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub enum Match {
-    Src(Ipv4Cidr),
-    Dst(Ipv4Cidr),
+    Src(IpNet),
+    Dst(IpNet),
     In(String),
     Out(String),
     /// Protocol and destination port.
@@ -75,6 +95,7 @@ fn rule(matches: Vec<Match>, verdict: Verdict) -> Rule {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Chain {
     pub name: &'static str,
+    pub family: Family,
     pub table: Table,
     pub hook: Hook,
     pub rules: Vec<Rule>,
@@ -86,16 +107,23 @@ pub struct Policy {
     pub chains: Vec<Chain>,
 }
 
+fn net(c: Ipv4Cidr) -> IpNet {
+    IpNet::V4(c)
+}
+
+fn host(a: Ipv4Addr) -> IpNet {
+    IpNet::V4(cidr::host(a))
+}
+
 pub fn router_policy(r: &Router) -> Policy {
     let public = r.public.leg.veth[1].clone();
     let public_addr = r.public.leg.address.addr();
-    let host = cidr::host;
 
     let nat: Vec<Rule> = r
         .private
         .iter()
         .filter_map(|leg| {
-            let m = vec![Match::Src(leg.address.trunc()), Match::Out(public.clone())];
+            let m = vec![Match::Src(net(leg.address.trunc())), Match::Out(public.clone())];
             match r.nat {
                 Nat::Snat => Some(rule(m, Verdict::Snat(public_addr))),
                 Nat::Masquerade => Some(rule(m, Verdict::Masquerade)),
@@ -132,7 +160,7 @@ pub fn router_policy(r: &Router) -> Policy {
     }
     for leg in &r.private {
         forward.push(rule(
-            vec![Match::Src(leg.address.trunc()), Match::In(leg.veth[1].clone()), Match::Out(public.clone())],
+            vec![Match::Src(net(leg.address.trunc())), Match::In(leg.veth[1].clone()), Match::Out(public.clone())],
             Verdict::Accept,
         ));
     }
@@ -140,7 +168,7 @@ pub fn router_policy(r: &Router) -> Policy {
         for a in &r.private {
             for b in r.private.iter().filter(|b| b.bridge != a.bridge) {
                 forward.push(rule(
-                    vec![Match::Src(a.address.trunc()), Match::In(a.veth[1].clone()), Match::Out(b.veth[1].clone())],
+                    vec![Match::Src(net(a.address.trunc())), Match::In(a.veth[1].clone()), Match::Out(b.veth[1].clone())],
                     Verdict::Accept,
                 ));
             }
@@ -151,9 +179,14 @@ pub fn router_policy(r: &Router) -> Policy {
     let mut input = vec![
         rule(vec![Match::In("lo".into())], Verdict::Accept),
         rule(vec![Match::Established], Verdict::Accept),
-        rule(vec![Match::IcmpEcho], Verdict::Accept),
+        // Ping from the public side only at the public address: the private
+        // gateway addresses must not answer to packets routed to them there.
+        rule(vec![Match::Dst(host(public_addr)), Match::In(public.clone()), Match::IcmpEcho], Verdict::Accept),
     ];
-    // The router's services for its segments: DHCP and DNS, on their legs.
+    // The router's services for its segments: ping, DHCP and DNS, on their legs.
+    for leg in &r.private {
+        input.push(rule(vec![Match::In(leg.veth[1].clone()), Match::IcmpEcho], Verdict::Accept));
+    }
     for leg in &r.private {
         let on = |proto, port| rule(vec![Match::In(leg.veth[1].clone()), Match::Port(proto, port)], Verdict::Accept);
         if leg.dhcp.is_some() {
@@ -166,34 +199,37 @@ pub fn router_policy(r: &Router) -> Policy {
     }
     input.push(rule(vec![], Verdict::Drop));
 
-    let mut chains = vec![
-        Chain { name: "in", table: Table::Filter, hook: Hook::Input, rules: input },
-        Chain { name: "fwd", table: Table::Filter, hook: Hook::Forward, rules: forward },
-    ];
+    let v4 = |name, table, hook, rules| Chain { name, family: Family::V4, table, hook, rules };
+    let mut chains = vec![v4("in", Table::Filter, Hook::Input, input), v4("fwd", Table::Filter, Hook::Forward, forward)];
     if !dnat.is_empty() {
-        chains.push(Chain { name: "pre", table: Table::Nat, hook: Hook::Prerouting, rules: dnat });
+        chains.push(v4("pre", Table::Nat, Hook::Prerouting, dnat));
     }
     if !nat.is_empty() {
-        chains.push(Chain { name: "post", table: Table::Nat, hook: Hook::Postrouting, rules: nat });
+        chains.push(v4("post", Table::Nat, Hook::Postrouting, nat));
     }
+    // IPv6: nothing in, nothing through (the loopback keeps working).
+    let v6 = |name, hook, rules| Chain { name, family: Family::V6, table: Table::Filter, hook, rules };
+    chains.push(v6("in", Hook::Input, vec![rule(vec![Match::In("lo".into())], Verdict::Accept), rule(vec![], Verdict::Drop)]));
+    chains.push(v6("fwd", Hook::Forward, vec![rule(vec![], Verdict::Drop)]));
     Policy { chains }
 }
 
 /// Underlay protection on the host: VXLAN UDP to the segments' ports is
-/// accepted on the underlay device only from the allowed sources.
-pub fn underlay_policy(device: &str, ports: &[u16], allow: &[Ipv4Cidr]) -> Policy {
+/// accepted only from the allowed sources, whatever interface it arrives on
+/// (the VXLAN socket listens on every address, and Linux accepts packets for
+/// the underlay address on any NIC).
+pub fn underlay_policy(ports: &[u16], allow: &[Ipv4Cidr]) -> Policy {
     let mut rules = Vec::new();
     let ports: BTreeSet<u16> = ports.iter().copied().collect();
     for port in ports {
         for a in allow {
-            rules.push(rule(
-                vec![Match::Src(a.trunc()), Match::In(device.into()), Match::Port(Proto::Udp, port)],
-                Verdict::Return,
-            ));
+            rules.push(rule(vec![Match::Src(net(a.trunc())), Match::Port(Proto::Udp, port)], Verdict::Return));
         }
-        rules.push(rule(vec![Match::In(device.into()), Match::Port(Proto::Udp, port)], Verdict::Drop));
+        rules.push(rule(vec![Match::Port(Proto::Udp, port)], Verdict::Drop));
     }
-    Policy { chains: vec![Chain { name: "underlay", table: Table::Filter, hook: Hook::Input, rules }] }
+    Policy {
+        chains: vec![Chain { name: "underlay", family: Family::V4, table: Table::Filter, hook: Hook::Input, rules }],
+    }
 }
 
 #[cfg(test)]
@@ -211,7 +247,7 @@ mod tests {
 
     /// The rules of a hook, as iptables-save prints them.
     fn rules(p: &Policy, hook: Hook) -> Vec<String> {
-        p.chains.iter().find(|c| c.hook == hook).map(|c| render_rules(&c.rules)).unwrap_or_default()
+        p.chains.iter().find(|c| c.hook == hook && c.family == Family::V4).map(|c| render_rules(&c.rules, c.family)).unwrap_or_default()
     }
 
     #[test]
@@ -258,10 +294,10 @@ mod tests {
 
     #[test]
     fn underlay_protection_returns_allowed_sources_then_drops() {
-        let r = underlay_policy("eth0", &[4789, 4789], &[cidr::parse("10.0.0.0/24").unwrap()]);
+        let r = underlay_policy(&[4789, 4789], &[cidr::parse("10.0.0.0/24").unwrap()]);
         assert_eq!(
             rules(&r, Hook::Input),
-            ["-s 10.0.0.0/24 -i eth0 -p udp -m udp --dport 4789 -j RETURN", "-i eth0 -p udp -m udp --dport 4789 -j DROP"]
+            ["-s 10.0.0.0/24 -p udp -m udp --dport 4789 -j RETURN", "-p udp -m udp --dport 4789 -j DROP"]
         );
     }
 }

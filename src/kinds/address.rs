@@ -1,7 +1,14 @@
 //! Addresses of the router legs, inside the router namespace: the public
 //! address and each segment's gateway address. A leg that gets its address
 //! announces it (gratuitous ARP) once the run has succeeded.
+//!
+//! The hypervisor itself holds no address on a segment or on the public
+//! bridge (docs/security.md): an address added by hand to a link vxrouter
+//! owns on the host (IPv4, or IPv6 other than link-local) is drift, and
+//! repair removes it. Link-local IPv6 addresses the kernel gives ports are
+//! left alone: a bridge port does not use its own addresses.
 
+use ipnet::IpNet;
 use serde::Serialize;
 
 use super::Kind;
@@ -12,7 +19,7 @@ use crate::journal::Undo;
 use crate::model::Ns;
 use crate::netlink::IfExists;
 use crate::plan::{Order, Planner, Step, Verb, in_ns};
-use crate::profile::{Ipv4Cidr, Profile};
+use crate::profile::Profile;
 
 pub struct Addresses;
 
@@ -21,7 +28,12 @@ pub struct Addresses;
 pub struct Address {
     pub ns: Ns,
     pub link: String,
-    pub addr: Ipv4Cidr,
+    pub addr: IpNet,
+}
+
+/// fe80::/10: made by the kernel for every IPv6-enabled link.
+fn link_local(a: &IpNet) -> bool {
+    matches!(a, IpNet::V6(n) if n.addr().segments()[0] & 0xffc0 == 0xfe80)
 }
 
 impl Kind for Addresses {
@@ -34,13 +46,20 @@ impl Kind for Addresses {
         let ns = Ns::Named(r.namespace.clone());
         std::iter::once(&r.public.leg)
             .chain(&r.private)
-            .map(|l| Address { ns: ns.clone(), link: l.veth[1].clone(), addr: l.address })
+            .map(|l| Address { ns: ns.clone(), link: l.veth[1].clone(), addr: IpNet::V4(l.address) })
             .collect()
     }
 
-    /// Per link: addresses it has that are not wanted go, wanted ones come.
+    /// Per link: addresses it has that are not wanted go, wanted ones come;
+    /// on the host's owned links, none is wanted.
     fn plan(p: &mut Planner<'_>, want: &[Address], _: &()) {
-        let mut per_link: Vec<(&Ns, &str, Vec<Ipv4Cidr>)> = Vec::new();
+        let mut per_link: Vec<(&Ns, &str, Vec<IpNet>)> = Vec::new();
+        let host = Ns::Host;
+        for (ns, spec) in p.d.links() {
+            if *ns == Ns::Host && p.live(ns, &spec.name).is_some_and(|l| p.owned(l)) {
+                per_link.push((&host, &spec.name, vec![]));
+            }
+        }
         for a in want {
             match per_link.iter_mut().find(|(n, l, _)| **n == a.ns && *l == a.link) {
                 Some(e) => e.2.push(a.addr),
@@ -48,8 +67,8 @@ impl Kind for Addresses {
             }
         }
         for (ns, link, wanted) in per_link {
-            let have: Vec<Ipv4Cidr> = match (p.live(ns, link), p.view(ns)) {
-                (Some(l), Some(v)) => v.addrs_of(l.index).map(|a| a.cidr).collect(),
+            let have: Vec<IpNet> = match (p.live(ns, link), p.view(ns)) {
+                (Some(l), Some(v)) => v.addrs_of(l.index).map(|a| a.cidr).filter(|a| !link_local(a)).collect(),
                 _ => vec![],
             };
             for a in have.iter().filter(|a| !wanted.contains(a)) {

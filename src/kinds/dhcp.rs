@@ -71,14 +71,26 @@ impl Kind for Dhcp {
 
     fn observe(cx: &mut ObserveCx<'_>) -> Result<Vec<Running>> {
         let o = cx.observed;
-        observe(&Files::new(&o.facts.run_dir, &cx.desired.host))
+        let files = Files::new(&o.facts.run_dir, &cx.desired.host);
+        let mut found = observe(&files)?;
+        // Without a state file, the config files may be gone too, while the
+        // daemons still hold their legs: find them by command line.
+        if o.state.recovered {
+            for r in running_without_config(&files, o.named.keys()) {
+                if !found.iter().any(|f| f.ns == r.ns && f.leg == r.leg) {
+                    found.push(r);
+                }
+            }
+        }
+        Ok(found)
     }
 
     fn plan(p: &mut Planner<'_>, want: &[Server], seen: &Vec<Running>) {
         for r in seen {
             if !want.iter().any(|s| s.ns == r.ns && s.leg == r.leg) {
                 let running = r.pid.map(|_| r.config.clone());
-                p.push(Order::StopDaemons, Supervise { ns: r.ns.clone(), leg: r.leg.clone(), config: None, running });
+                let stop = Supervise { ns: r.ns.clone(), leg: r.leg.clone(), config: None, running, pid: r.pid };
+                p.push(Order::StopDaemons, stop);
             }
         }
         for s in want {
@@ -87,7 +99,9 @@ impl Kind for Dhcp {
             let fresh = p.fresh_ns.contains(&s.ns) || p.live(&Ns::Named(s.ns.clone()), &s.leg).is_none();
             let running = found.filter(|r| r.pid.is_some() && !fresh).map(|r| r.config.clone());
             if running.as_deref() != Some(s.config.as_str()) {
-                p.push(Order::Late, Supervise { ns: s.ns.clone(), leg: s.leg.clone(), config: Some(s.config.clone()), running });
+                let pid = found.and_then(|r| r.pid);
+                let start = Supervise { ns: s.ns.clone(), leg: s.leg.clone(), config: Some(s.config.clone()), running, pid };
+                p.push(Order::Late, start);
             }
         }
     }
@@ -101,6 +115,8 @@ pub struct Supervise {
     pub leg: String,
     pub config: Option<String>,
     pub running: Option<String>,
+    /// The process found running (stopped first).
+    pub pid: Option<u32>,
 }
 
 impl Step for Supervise {
@@ -121,7 +137,7 @@ impl Step for Supervise {
         if self.config.is_some() && self.running.is_some() { "config changed: restart".into() } else { String::new() }
     }
     fn apply(&self, cx: &mut Apply<'_>) -> Result<()> {
-        run(cx, &self.ns, &self.leg, self.config.as_deref())?;
+        run(cx, &self.ns, &self.leg, self.config.as_deref(), self.pid)?;
         cx.undo_with(Revert { ns: self.ns.clone(), leg: self.leg.clone(), config: self.running.clone() });
         Ok(())
     }
@@ -136,14 +152,14 @@ struct Revert {
 
 impl Undo for Revert {
     fn undo(&self, cx: &mut Apply<'_>) -> Result<()> {
-        run(cx, &self.ns, &self.leg, self.config.as_deref())
+        run(cx, &self.ns, &self.leg, self.config.as_deref(), None)
     }
 }
 
 /// (Re)starts a leg's dnsmasq with `config`, or stops it (None).
-fn run(cx: &mut Apply<'_>, ns: &str, leg: &str, config: Option<&str>) -> Result<()> {
+fn run(cx: &mut Apply<'_>, ns: &str, leg: &str, config: Option<&str>, pid: Option<u32>) -> Result<()> {
     let files = Files::new(&cx.run_dir, &cx.host);
-    stop(&files, ns, leg)?;
+    stop(&files, ns, leg, pid)?;
     if let Some(c) = config {
         cx.session.attach(ns)?;
         let file = cx.file(&Ns::Named(ns.to_string()))?.ok_or_else(|| crate::error!(Internal, "namespace {ns} is not open"))?;
@@ -240,13 +256,47 @@ fn observe(files: &Files) -> Result<Vec<Running>> {
     Ok(out)
 }
 
+/// dnsmasq processes started with a config file of this host's (by their
+/// command line) and running in the router namespace that file names,
+/// whatever files are left. The namespace check matters: the same path may
+/// exist in another mount namespace (a container, another lab host).
+fn running_without_config<'a>(files: &Files, namespaces: impl Iterator<Item = &'a String>) -> Vec<Running> {
+    use std::os::unix::fs::MetadataExt;
+    let inode = |p: &Path| fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
+    let spaces: Vec<(String, (u64, u64))> =
+        namespaces.filter_map(|n| Some((n.clone(), inode(&crate::netns::path(n))?))).collect();
+    let prefix = format!("--conf-file={}/", files.dir.display());
+    let Ok(procs) = fs::read_dir("/proc") else { return vec![] };
+    let mut out = Vec::new();
+    for p in procs.flatten() {
+        let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        if fs::read_to_string(p.path().join("comm")).map(|c| c.trim() != "dnsmasq").unwrap_or(true) {
+            continue;
+        }
+        let Ok(cmdline) = fs::read(p.path().join("cmdline")) else { continue };
+        for arg in cmdline.split(|b| *b == 0) {
+            let arg = String::from_utf8_lossy(arg);
+            if let Some(stem) = arg.strip_prefix(&prefix).and_then(|f| f.strip_suffix(".conf"))
+                && let Some((ns, leg)) = stem.split_once('@')
+                && spaces.iter().any(|(n, id)| n == ns && inode(&p.path().join("ns/net")) == Some(*id))
+            {
+                out.push(Running { ns: ns.to_string(), leg: leg.to_string(), config: String::new(), pid: Some(pid) });
+            }
+        }
+    }
+    out
+}
+
 /// Writes the config and starts dnsmasq in the namespace; returns when it
 /// has started serving (dnsmasq's parent exits after its daemon is ready).
 fn start(files: &Files, ns: &str, ns_file: &File, leg: &str, config: &str) -> Result<()> {
     crate::testhooks::point();
     let conf = files.conf(ns, leg);
-    fs::create_dir_all(&files.dir).with_context(|| format!("create {}", files.dir.display()))?;
-    fs::write(&conf, config).with_context(|| format!("write {}", conf.display()))?;
+    if let Some(run_dir) = files.dir.parent().and_then(Path::parent) {
+        crate::fsutil::private_dir(run_dir)?;
+    }
+    crate::fsutil::private_dir(&files.dir)?;
+    crate::fsutil::write_private(&conf, config.as_bytes())?;
     let mut cmd = Command::new("dnsmasq");
     cmd.arg(format!("--conf-file={}", conf.display())).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
     netns::command_in(&mut cmd, ns_file);
@@ -257,21 +307,32 @@ fn start(files: &Files, ns: &str, ns_file: &File, leg: &str, config: &str) -> Re
     Ok(())
 }
 
-/// Stops the dnsmasq of a leg (if it runs) and removes its files.
-fn stop(files: &Files, ns: &str, leg: &str) -> Result<()> {
+/// Stops the dnsmasq of a leg (if it runs: its pid file says which
+/// process, else `found`, a pid found by command line) and removes its files.
+fn stop(files: &Files, ns: &str, leg: &str, found: Option<u32>) -> Result<()> {
     crate::testhooks::point();
     let conf = files.conf(ns, leg);
-    if let Some(pid) = fs::read_to_string(files.pid(ns, leg)).ok().and_then(|p| p.trim().parse::<u32>().ok())
+    let pid = fs::read_to_string(files.pid(ns, leg)).ok().and_then(|p| p.trim().parse::<u32>().ok()).or(found);
+    if let Some(pid) = pid
         && alive(pid, &conf)
     {
-        let pid = nix::unistd::Pid::from_raw(pid as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        // dnsmasq exits at once on SIGTERM; wait a little for the sockets.
-        for _ in 0..100 {
-            if nix::sys::signal::kill(pid, None).is_err() || !alive(pid.as_raw() as u32, &conf) {
+        use nix::sys::signal::{Signal, kill};
+        let (raw, pid) = (pid, nix::unistd::Pid::from_raw(pid as i32));
+        let gone = || kill(pid, None).is_err() || !alive(raw, &conf);
+        // dnsmasq exits at once on SIGTERM (its sockets close with it); a
+        // busy machine may take a moment, a stuck one gets SIGKILL.
+        for signal in [Signal::SIGTERM, Signal::SIGKILL] {
+            let _ = kill(pid, signal);
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+            while !gone() && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            if gone() {
                 break;
             }
-            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        if !gone() {
+            crate::bail!(Tool, "dnsmasq (pid {raw}) for {leg} in {ns} did not stop");
         }
     }
     for p in [conf, files.pid(ns, leg), files.leases(ns, leg)] {

@@ -65,7 +65,7 @@ impl Kind for Firewall {
             let choice = p.router.as_ref().map(|r| r.firewall).unwrap_or(FirewallChoice::Auto);
             out.push(Rules {
                 ns: Ns::Host,
-                policy: underlay_policy(&u.device, &ports, allow),
+                policy: underlay_policy(&ports, allow),
                 backend: firewall::resolve(choice, f.nft),
             });
         }
@@ -96,9 +96,13 @@ impl Kind for Firewall {
         let mut todo: Vec<(Ns, &Policy, Backend)> = want.iter().map(|r| (r.ns.clone(), &r.policy, r.backend)).collect();
         // Rules vxrouter no longer wants: in namespaces it keeps for their
         // foreign objects, and on the host when underlay protection is gone.
-        todo.extend(p.kept_ns.iter().map(|n| (Ns::Named(n.clone()), &empty, Backend::Iptables)));
+        // (Named after the backend that held the rules, for the plan line.)
+        let held = |ns: &Ns| {
+            p.o.state.firewall.get(&state::fw_key(ns)).and_then(|b| b.iter().next_back().copied()).unwrap_or(Backend::Iptables)
+        };
+        todo.extend(p.kept_ns.iter().map(|n| (Ns::Named(n.clone()), &empty, held(&Ns::Named(n.clone())))));
         if p.o.state.firewall.contains_key(&state::fw_key(&Ns::Host)) && !todo.iter().any(|(ns, _, _)| *ns == Ns::Host) {
-            todo.push((Ns::Host, &empty, Backend::Iptables));
+            todo.push((Ns::Host, &empty, held(&Ns::Host)));
         }
         for (ns, policy, backend) in todo {
             let have = p.view(&ns).and(found(p.o, &ns)).cloned().unwrap_or_default();

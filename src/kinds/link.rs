@@ -282,7 +282,7 @@ pub struct Snapshot {
     pub ns: Ns,
     pub link: Link,
     pub master: Option<String>,
-    pub addrs: Vec<crate::profile::Ipv4Cidr>,
+    pub addrs: Vec<ipnet::IpNet>,
     /// Routes through the link other than those the kernel derives from
     /// addresses.
     pub routes: Vec<Route>,

@@ -1,6 +1,20 @@
-//! Sysctls of the router namespace (forwarding), read and written through
-//! /proc/sys by a thread inside the namespace: they are per namespace, and
-//! nothing in the host's own settings changes.
+//! Sysctls of the router namespace, read and written through /proc/sys by a
+//! thread inside the namespace: they are per namespace, and nothing in the
+//! host's own settings changes. A router's settings:
+//!
+//! - forwarding on (`ip_forward`);
+//! - IPv6 off (`disable_ipv6` on all and new links): no link-local address,
+//!   no router advertisement accepted, no autoconfiguration, no answer to
+//!   `ff02::1` — IPv6 is not a feature of the router yet;
+//! - ARP as a router answers it: only for addresses of the asking leg
+//!   (`arp_ignore` 1) and from the best local address (`arp_announce` 2), so
+//!   the public leg does not answer for the private gateway addresses;
+//! - no ICMP redirects (`send_redirects` 0: the kernel sends them when the
+//!   setting is on for all links *or* the link, so every leg gets it too);
+//! - strict reverse-path filtering (`rp_filter` 1): each leg only accepts
+//!   sources it routes back to. The router's routes are symmetric (a
+//!   segment's subnet is on its leg, everything else on the public leg), so
+//!   this drops only spoofed sources.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -20,9 +34,20 @@ use crate::profile::Profile;
 
 pub struct Sysctls;
 
-/// The sysctls vxrouter sets in a router namespace (and reads in every
-/// namespace it looks into).
-const ROUTER_SYSCTLS: &[&str] = &[IP_FORWARD_SYSCTL];
+/// The router namespace's settings that apply to the whole namespace (and
+/// are read in every namespace vxrouter looks into, so a namespace it deletes
+/// can be put back as it was).
+const ROUTER_SYSCTLS: &[(&str, &str)] = &[
+    (IP_FORWARD_SYSCTL, "1"),
+    ("net/ipv6/conf/all/disable_ipv6", "1"),
+    ("net/ipv6/conf/default/disable_ipv6", "1"),
+    ("net/ipv4/conf/all/arp_ignore", "1"),
+    ("net/ipv4/conf/all/arp_announce", "2"),
+    ("net/ipv4/conf/all/send_redirects", "0"),
+    ("net/ipv4/conf/default/send_redirects", "0"),
+    ("net/ipv4/conf/all/rp_filter", "1"),
+    ("net/ipv4/conf/default/rp_filter", "1"),
+];
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Sysctl {
@@ -39,17 +64,25 @@ impl Kind for Sysctls {
     type Seen = Vec<(Ns, BTreeMap<String, String>)>;
 
     fn desire(p: &Profile, _f: &Facts) -> Vec<Sysctl> {
-        p.router
-            .iter()
-            .map(|r| Sysctl { ns: Ns::Named(r.namespace.clone()), key: IP_FORWARD_SYSCTL.into(), value: "1".into() })
-            .collect()
+        let Some(r) = &p.router else { return vec![] };
+        let ns = Ns::Named(r.namespace.clone());
+        let set = |key: String, value: &str| Sysctl { ns: ns.clone(), key, value: value.to_string() };
+        let mut out: Vec<Sysctl> = ROUTER_SYSCTLS.iter().map(|(k, v)| set(k.to_string(), v)).collect();
+        for leg in std::iter::once(&r.public.leg).chain(&r.private) {
+            out.push(set(format!("net/ipv4/conf/{}/send_redirects", leg.veth[1]), "0"));
+        }
+        out
     }
 
     fn observe(cx: &mut ObserveCx<'_>) -> Result<Self::Seen> {
         let mut out = Vec::new();
         for name in cx.observed.named.keys() {
             let ns = Ns::Named(name.clone());
-            let values = read(cx.session.file(&ns)?, ROUTER_SYSCTLS).with_context(|| format!("read sysctls in {ns}"))?;
+            let mut keys: Vec<&str> = ROUTER_SYSCTLS.iter().map(|(k, _)| *k).collect();
+            keys.extend(cx.desired.of::<Sysctls>().iter().filter(|s| s.ns == ns).map(|s| s.key.as_str()));
+            keys.sort();
+            keys.dedup();
+            let values = read(cx.session.file(&ns)?, &keys).with_context(|| format!("read sysctls in {ns}"))?;
             out.push((ns, values));
         }
         Ok(out)

@@ -18,6 +18,7 @@ use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use super::ops::{CreateCtx, SetLink};
 use crate::model::{Addr, BridgeSpec, FdbEntry, Link, LinkKind, LinkSpec, ObservedVxlan, Route};
 use crate::profile::Ipv4Cidr;
+use ipnet::IpNet;
 use crate::profile::cidr;
 
 /// A link dump. IFLA_EXT_MASK with RTEXT_FILTER_SKIP_STATS drops the IPv6
@@ -38,10 +39,9 @@ pub fn get_link(name: &str) -> RouteNetlinkMessage {
     RouteNetlinkMessage::GetLink(m)
 }
 
+/// IPv4 and IPv6 addresses (AF_UNSPEC).
 pub fn get_addresses() -> RouteNetlinkMessage {
-    let mut m = AddressMessage::default();
-    m.header.family = AddressFamily::Inet;
-    RouteNetlinkMessage::GetAddress(m)
+    RouteNetlinkMessage::GetAddress(AddressMessage::default())
 }
 
 pub fn get_routes() -> RouteNetlinkMessage {
@@ -200,25 +200,27 @@ pub fn del_link(index: u32, name: &str) -> RouteNetlinkMessage {
     RouteNetlinkMessage::DelLink(msg)
 }
 
-fn addr_msg(index: u32, cidr: Ipv4Cidr) -> AddressMessage {
+fn addr_msg(index: u32, cidr: IpNet) -> AddressMessage {
     let mut m = AddressMessage::default();
-    m.header.family = AddressFamily::Inet;
+    m.header.family = if cidr.addr().is_ipv4() { AddressFamily::Inet } else { AddressFamily::Inet6 };
     m.header.prefix_len = cidr.prefix_len();
     m.header.index = index;
     m.header.scope = AddressScope::Universe;
-    m.attributes.push(AddressAttribute::Local(IpAddr::V4(cidr.addr())));
-    m.attributes.push(AddressAttribute::Address(IpAddr::V4(cidr.addr())));
-    if cidr.prefix_len() < 31 {
-        m.attributes.push(AddressAttribute::Broadcast(cidr.broadcast()));
+    if let IpNet::V4(c) = cidr {
+        m.attributes.push(AddressAttribute::Local(IpAddr::V4(c.addr())));
+        if c.prefix_len() < 31 {
+            m.attributes.push(AddressAttribute::Broadcast(c.broadcast()));
+        }
     }
+    m.attributes.push(AddressAttribute::Address(cidr.addr()));
     m
 }
 
-pub fn add_addr(index: u32, cidr: Ipv4Cidr) -> RouteNetlinkMessage {
+pub fn add_addr(index: u32, cidr: IpNet) -> RouteNetlinkMessage {
     RouteNetlinkMessage::NewAddress(addr_msg(index, cidr))
 }
 
-pub fn del_addr(index: u32, cidr: Ipv4Cidr) -> RouteNetlinkMessage {
+pub fn del_addr(index: u32, cidr: IpNet) -> RouteNetlinkMessage {
     RouteNetlinkMessage::DelAddress(addr_msg(index, cidr))
 }
 
@@ -376,21 +378,24 @@ fn parse_vxlan(attrs: &[InfoVxlan]) -> ObservedVxlan {
     v
 }
 
+/// An IPv4 or IPv6 address. For IPv4 the local address is the interface's
+/// own (IFA_ADDRESS is the peer's on point-to-point links).
 pub fn parse_addr(m: &AddressMessage) -> Option<Addr> {
-    if m.header.family != AddressFamily::Inet {
-        return None;
-    }
     let mut local = None;
     let mut address = None;
     for a in &m.attributes {
         match a {
-            AddressAttribute::Local(IpAddr::V4(x)) => local = Some(*x),
-            AddressAttribute::Address(IpAddr::V4(x)) => address = Some(*x),
+            AddressAttribute::Local(x) => local = Some(*x),
+            AddressAttribute::Address(x) => address = Some(*x),
             _ => {}
         }
     }
-    let addr: Ipv4Addr = local.or(address)?;
-    Some(Addr { index: m.header.index, cidr: Ipv4Cidr::new(addr, m.header.prefix_len).ok()? })
+    let addr: IpAddr = match m.header.family {
+        AddressFamily::Inet => local.or(address)?,
+        AddressFamily::Inet6 => address.or(local)?,
+        _ => return None,
+    };
+    Some(Addr { index: m.header.index, cidr: IpNet::new(addr, m.header.prefix_len).ok()? })
 }
 
 /// Main-table IPv4 unicast routes only: the ones vxrouter may manage.

@@ -11,7 +11,7 @@ use netlink_packet_route::RouteNetlinkMessage;
 use super::msg;
 use super::socket::{Netlink, NlError};
 use crate::model::{Addr, BridgeSpec, FdbEntry, Link, LinkSpec, Mac, Route};
-use crate::profile::Ipv4Cidr;
+use ipnet::IpNet;
 
 /// A link to act on: by index (known), or by name (just created, or only
 /// known by name).
@@ -92,7 +92,7 @@ impl Netlink {
         }
     }
 
-    /// Every IPv4 address of the namespace, in one dump.
+    /// Every address (IPv4 and IPv6) of the namespace, in one dump.
     pub fn addrs(&mut self) -> Result<Vec<Addr>, NlError> {
         self.dump(msg::get_addresses(), |m| match m {
             RouteNetlinkMessage::NewAddress(a) => msg::parse_addr(&a),
@@ -141,7 +141,8 @@ impl Netlink {
         }
     }
 
-    pub fn add_addr(&mut self, index: u32, cidr: Ipv4Cidr, if_exists: IfExists) -> Result<(), NlError> {
+    pub fn add_addr(&mut self, index: u32, cidr: impl Into<IpNet>, if_exists: IfExists) -> Result<(), NlError> {
+        let cidr = cidr.into();
         let flags = match if_exists {
             IfExists::Replace => NLM_F_CREATE | NLM_F_REPLACE,
             IfExists::Fail | IfExists::Keep => NLM_F_CREATE | NLM_F_EXCL,
@@ -153,7 +154,8 @@ impl Netlink {
     }
 
     /// Removes an address; false when it was not there.
-    pub fn del_addr(&mut self, index: u32, cidr: Ipv4Cidr) -> Result<bool, NlError> {
+    pub fn del_addr(&mut self, index: u32, cidr: impl Into<IpNet>) -> Result<bool, NlError> {
+        let cidr = cidr.into();
         match self.request(msg::del_addr(index, cidr), 0) {
             Ok(_) => Ok(true),
             Err(e) if e.is(libc::EADDRNOTAVAIL) => Ok(false),

@@ -7,6 +7,7 @@ use std::net::Ipv4Addr;
 use super::*;
 use crate::facts::{Facts, UnderlayFacts};
 use crate::firewall::iptables::{self, jump_rule};
+use crate::firewall::rules::Family;
 use crate::firewall::{Backend, FirewallState, IptState};
 use crate::kinds::Kind;
 use crate::kinds::fdb::{Fdb, Peer};
@@ -62,7 +63,7 @@ pub fn converged(d: &Desired) -> Observed {
     let mut o = bare();
     let mut next: BTreeMap<Ns, u32> = BTreeMap::new();
     next.insert(Ns::Host, 10);
-    let mut sysctls = Vec::new();
+    let mut sysctls: Vec<(Ns, BTreeMap<String, String>)> = Vec::new();
     if let Some(r) = d.router_ns() {
         o.netns.insert(r.to_string());
         o.state.namespaces.insert(r.to_string());
@@ -136,17 +137,26 @@ pub fn converged(d: &Desired) -> Observed {
         v.routes.push(Route { dst: r.dst, gateway: Some(r.gateway), oif, protocol: r.protocol });
     }
     for s in d.of::<Sysctls>() {
-        sysctls.push((s.ns.clone(), BTreeMap::from([(s.key.clone(), s.value.clone())])));
+        match sysctls.iter_mut().find(|(ns, _)| *ns == s.ns) {
+            Some((_, values)) => {
+                values.insert(s.key.clone(), s.value.clone());
+            }
+            None => sysctls.push((s.ns.clone(), BTreeMap::from([(s.key.clone(), s.value.clone())]))),
+        }
     }
     set_seen::<Sysctls>(&mut o, sysctls);
     let mut fw = fwkind::Seen::default();
     for r in d.of::<Firewall>() {
-        let mut ipt = IptState::default();
-        for c in &iptables::ruleset(&r.policy).chains {
-            ipt.chains.insert((c.table.clone(), c.name.clone()), c.rules.clone());
-            ipt.jumps.entry((c.table.clone(), c.hook.clone())).or_default().push(jump_rule(&d.mark, &c.name));
-        }
-        fw.namespaces.push((r.ns.clone(), FirewallState { ipt: Some(ipt), nft: None }));
+        let state = |family| {
+            let mut ipt = IptState::default();
+            for c in &iptables::ruleset(&r.policy, family).chains {
+                ipt.chains.insert((c.table.clone(), c.name.clone()), c.rules.clone());
+                ipt.jumps.entry((c.table.clone(), c.hook.clone())).or_default().push(jump_rule(&d.mark, &c.name));
+            }
+            ipt
+        };
+        let st = FirewallState { ipt: Some(state(Family::V4)), ip6t: Some(state(Family::V6)), nft: None };
+        fw.namespaces.push((r.ns.clone(), st));
         o.state.firewall.entry(crate::state::fw_key(&r.ns)).or_default().insert(Backend::Iptables);
     }
     set_seen::<Firewall>(&mut o, fw);
@@ -190,6 +200,16 @@ fn bare_host_gets_everything_in_dependency_order() {
             "create address 192.168.10.3/24 on veth17.1 in ns1",
             "create route default via 203.0.113.1 dev veth15.1 in ns1",
             "change sysctl net.ipv4.ip_forward in ns1",
+            "change sysctl net.ipv6.conf.all.disable_ipv6 in ns1",
+            "change sysctl net.ipv6.conf.default.disable_ipv6 in ns1",
+            "change sysctl net.ipv4.conf.all.arp_ignore in ns1",
+            "change sysctl net.ipv4.conf.all.arp_announce in ns1",
+            "change sysctl net.ipv4.conf.all.send_redirects in ns1",
+            "change sysctl net.ipv4.conf.default.send_redirects in ns1",
+            "change sysctl net.ipv4.conf.all.rp_filter in ns1",
+            "change sysctl net.ipv4.conf.default.rp_filter in ns1",
+            "change sysctl net.ipv4.conf.veth15.1.send_redirects in ns1",
+            "change sysctl net.ipv4.conf.veth17.1.send_redirects in ns1",
             "create firewall in ns1 (iptables)",
         ]
     );
@@ -362,9 +382,11 @@ fn switching_to_nftables_replaces_the_iptables_chains_by_one_table() {
     assert!(changes.contains("NftReplace"), "{changes}");
     assert!(changes.contains("\"DelChain\":{\"chain\":\"VXROUTER-FWD\""), "{changes}");
     // Once the table is there and the chains gone, nothing is left to do.
-    let table = crate::firewall::nft::desired(&d.mark, &d.of::<Firewall>()[0].policy);
+    let table = |f| crate::firewall::nft::desired(&d.mark, &d.of::<Firewall>()[0].policy, f);
     fw.namespaces[0].1.ipt = Some(IptState::default());
-    fw.namespaces[0].1.nft = Some(crate::firewall::nft::NftState { ours: Some(table), foreign: 0 });
+    fw.namespaces[0].1.ip6t = Some(IptState::default());
+    fw.namespaces[0].1.nft =
+        Some(crate::firewall::nft::NftState { ours: table(Family::V4), ours6: table(Family::V6), foreign: 0 });
     set_seen::<Firewall>(&mut o, fw);
     assert!(plan(&d, &o, PlanOptions::default()).unwrap().steps.is_empty());
 }
@@ -402,7 +424,7 @@ fn seed_router_derives_the_seed_topology_with_safe_defaults() {
     assert_eq!(d.link(&Ns::Named("ns1".into()), "veth17.1").unwrap().mtu, Some(1450));
     assert_eq!(d.of::<Uplinks>(), [Uplink { uplink: "eth1".to_string(), bridge: "br-pu".to_string() }]);
     // NAT names the namespace end of the public leg, which exists.
-    let nat = iptables::ruleset(&d.of::<Firewall>()[0].policy);
+    let nat = iptables::ruleset(&d.of::<Firewall>()[0].policy, Family::V4);
     let post = &nat.chains.iter().find(|c| c.table == "nat").unwrap().rules;
     assert_eq!(post, &vec!["-s 192.168.10.0/24 -o veth15.1 -j SNAT --to-source 203.0.113.123".to_string()]);
 }
@@ -449,11 +471,36 @@ mod preflight {
         o.facts.sysctls.insert(IGMP_MAX_SYSCTL.into(), "20".into());
         let pf = check(&profile(&text), &o.facts, &o.host);
         assert!(
-            pf.errors.iter().any(|e| e.contains("21 distinct multicast groups") && e.contains("net.ipv4.igmp_max_memberships")),
+            pf.errors.iter().any(|e| e.contains("21 distinct multicast groups are needed on VXLAN port 4789") && e.contains("net.ipv4.igmp_max_memberships")),
             "{:?}",
             pf.errors
         );
         o.facts.sysctls.insert(IGMP_MAX_SYSCTL.into(), "21".into());
         assert!(check(&profile(&text), &o.facts, &o.host).errors.is_empty());
+        // Groups of down links and of other ports do not count (the limit is
+        // per socket, and only up links join).
+        for (i, (port, up)) in [(4789, false), (8472, true)].into_iter().enumerate() {
+            o.host.links.push(Link {
+                index: 100 + i as u32,
+                name: format!("other{i}"),
+                kind: Some("vxlan".into()),
+                up,
+                vxlan: Some(ObservedVxlan { vni: 9000 + i as u32, group: Some(Ipv4Addr::new(239, 9, 9, i as u8)), port, ..ObservedVxlan::default() }),
+                ..Link::default()
+            });
+        }
+        assert!(check(&profile(&text), &o.facts, &o.host).errors.is_empty());
+    }
+
+    #[test]
+    fn a_lowered_limit_on_an_applied_host_is_a_warning_not_an_error() {
+        let d = desired(SEED_A);
+        let mut o = converged(&d);
+        o.facts.sysctls.insert(IGMP_MAX_SYSCTL.into(), "0".into());
+        let pf = check(&profile(SEED_A), &o.facts, &o.host);
+        assert!(pf.errors.is_empty(), "{:?}", pf.errors);
+        assert!(pf.warnings.iter().any(|w| w.contains("fail to rejoin")), "{:?}", pf.warnings);
+        // Not applied yet, the same limit is an error.
+        assert!(!check(&profile(SEED_A), &o.facts, &bare().host).errors.is_empty());
     }
 }
