@@ -138,6 +138,10 @@ impl<'a> Apply<'a> {
     pub fn rollback(&mut self) -> Vec<String> {
         let mut errors = Vec::new();
         while let Some(u) = self.journal.pop() {
+            if testhooks::fail_undo() {
+                errors.push(format!("undo: injected fault ({u:?})"));
+                continue;
+            }
             if let Err(e) = u.undo(self) {
                 errors.push(format!("undo: {e}"));
             }
@@ -182,6 +186,11 @@ impl<'a> Apply<'a> {
 pub fn run(steps: &[Box<dyn Step>], cx: &mut Apply<'_>, mut progress: impl FnMut(&dyn Step)) -> Result<()> {
     for (i, step) in steps.iter().enumerate() {
         let n = i + 1;
+        testhooks::signal_step(n);
+        if let Some(sig) = crate::signals::caught() {
+            let e = crate::error!(Interrupted, "interrupted by {sig} before step {n} ({})", step.title());
+            return Err(rolled_back(e, cx.rollback()));
+        }
         let result = if testhooks::fail_step(n) {
             Err(crate::error!(Internal, "injected fault before step {n}"))
         } else if testhooks::skip_step(n) {

@@ -11,12 +11,12 @@ use crate::engine::{self, Opts};
 use crate::error::{Error, Result};
 
 const AFTER_HELP: &str = "\
-Exit codes: 0 success (check: the host matches), 1 error (nothing half-done:
-a failed apply is rolled back), 2 drift (check: the host differs), and 2 for
-usage errors.
+Exit codes: 0 success (check: the host matches); 1 error, nothing changed (a
+failed or interrupted apply or destroy is rolled back); 2 drift (check: the
+host differs); 3 a failed run could not be rolled back completely, the host
+needs attention; 64 usage error.
 
-Profile reference, design and operations: docs/ in the source tree, or
-https://github.com/ (see README.md).";
+Profile keys, design and operations: docs/ in the source tree (README.md).";
 
 /// Provision VXLAN segments and a NAT router namespace on KVM hosts from a
 /// per-host TOML profile, over netlink.
@@ -63,7 +63,15 @@ pub enum Command {
     Check { profile: PathBuf },
     /// Remove everything this profile's `apply` created.
     Destroy {
-        profile: PathBuf,
+        /// The profile (or --host NAME without one).
+        #[arg(required_unless_present = "host")]
+        profile: Option<PathBuf>,
+        /// Remove a host name's objects without its profile: found from the
+        /// state file and the kernel (router namespaces marked with the
+        /// name, its owned links, its rules; a physical NIC in one of its
+        /// bridges is released).
+        #[arg(long, conflicts_with = "profile", value_name = "NAME")]
+        host: Option<String>,
         /// Also delete bridges that still have foreign ports (they are
         /// released, never deleted).
         #[arg(long)]
@@ -72,6 +80,9 @@ pub enum Command {
         #[arg(long)]
         take_over: bool,
     },
+    /// What is applied on this machine, per host name: profile, when,
+    /// segments, router, daemons, drift (exit 2 when any drifted).
+    Status,
     /// Simulate a multi-host deployment on this machine and check it.
     #[command(subcommand)]
     Lab(LabCommand),
@@ -196,14 +207,28 @@ pub fn main() -> ExitCode {
     if let Some(result) = hidden() {
         return finish(result.map(|()| 0));
     }
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            let _ = e.print();
+            return match e.kind() {
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => ExitCode::SUCCESS,
+                _ => ExitCode::from(crate::error::exit::USAGE),
+            };
+        }
+    };
     let g = &cli.global;
     let result = match &cli.command {
         Command::Validate { profile } => engine::validate(profile, &opts(g, false, false)),
         Command::Plan { profile } => engine::plan(profile, &opts(g, false, false)),
         Command::Apply { profile, take_over } => engine::apply(profile, &opts(g, false, *take_over)),
         Command::Check { profile } => engine::check(profile, &opts(g, false, false)),
-        Command::Destroy { profile, force, take_over } => engine::destroy(profile, &opts(g, *force, *take_over)),
+        Command::Destroy { profile: Some(profile), force, take_over, .. } => {
+            engine::destroy(profile, &opts(g, *force, *take_over))
+        }
+        Command::Destroy { host, force, .. } => engine::destroy_host(host.as_deref().unwrap_or_default(), &opts(g, *force, true)),
+        Command::Status => engine::status(&opts(g, false, false)),
         Command::Lab(_) => lab(),
         Command::Render(RenderCommand::Systemd { bin }) => crate::render::systemd(bin.as_deref()).map(|t| {
             print!("{t}");
@@ -224,7 +249,11 @@ fn finish(result: Result<u8>) -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("{}: {e}", crate::output::error_word());
+            let hint = match e.kind() {
+                crate::error::ErrorKind::Permission => "\n(vxrouter needs root (CAP_NET_ADMIN) for this)",
+                _ => "",
+            };
+            crate::tell!("{}: {e}{hint}", crate::output::error_word());
             ExitCode::from(e.kind().exit_code())
         }
     }

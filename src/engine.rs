@@ -111,7 +111,7 @@ fn lock(dir: &Path, opts: &Opts, access: Access) -> Result<Option<HostLock>> {
     let quiet = opts.quiet;
     let on_wait = |holder: &str| {
         if !quiet {
-            eprintln!("waiting for {holder} to finish…");
+            crate::tell!("waiting for {holder} to finish…");
         }
     };
     let lock = match access {
@@ -199,7 +199,7 @@ fn profile_path(p: &Profile) -> String {
 /// With -v, says how long a phase took (on standard error).
 fn phase(opts: &Opts, what: &str, since: Instant) {
     if opts.verbose > 0 {
-        eprintln!("vxrouter: {what} in {:.1} ms", since.elapsed().as_secs_f64() * 1000.0);
+        crate::tell!("vxrouter: {what} in {:.1} ms", since.elapsed().as_secs_f64() * 1000.0);
     }
 }
 
@@ -298,23 +298,23 @@ fn print_plan(p: &Profile, plan: &Plan, warnings: &[String], opts: &Opts, empty_
             "profile": p.source, "host": p.host, "changes": json_steps(plan),
             "notes": plan.notes, "warnings": warnings,
         });
-        println!("{}", serde_json::to_string_pretty(&doc)?);
+        crate::say!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(());
     }
     for w in warnings {
-        eprintln!("{}: {w}", output::warning_word());
+        crate::tell!("{}: {w}", output::warning_word());
     }
     if plan.steps.is_empty() {
         if !opts.quiet {
-            println!("{empty_msg}");
+            crate::say!("{empty_msg}");
         }
     } else {
         for s in &plan.steps {
-            println!("{}", painted_line(s.as_ref()));
+            crate::say!("{}", painted_line(s.as_ref()));
         }
     }
     for n in &plan.notes {
-        println!("note: {n}");
+        crate::say!("note: {n}");
     }
     Ok(())
 }
@@ -322,9 +322,9 @@ fn print_plan(p: &Profile, plan: &Plan, warnings: &[String], opts: &Opts, empty_
 pub fn validate(path: &Path, opts: &Opts) -> Result<u8> {
     let p = load(path)?;
     if opts.json {
-        println!("{}", serde_json::to_string_pretty(&serde_json::json!({"profile": p.source, "valid": true, "parsed": p}))?);
+        crate::say!("{}", serde_json::to_string_pretty(&serde_json::json!({"profile": p.source, "valid": true, "parsed": p}))?);
     } else if !opts.quiet {
-        println!("{}: valid", p.source);
+        crate::say!("{}: valid", p.source);
     }
     Ok(exit::OK)
 }
@@ -362,23 +362,23 @@ fn check_locked(p: &Profile, opts: &Opts, dir: &Path) -> Result<u8> {
             "profile": p.source, "host": p.host, "matches": diffs.is_empty(),
             "differences": diffs, "notes": plan.notes, "warnings": warnings,
         });
-        println!("{}", serde_json::to_string_pretty(&doc)?);
+        crate::say!("{}", serde_json::to_string_pretty(&doc)?);
     } else {
         for warn in &warnings {
-            eprintln!("{}: {warn}", output::warning_word());
+            crate::tell!("{}: {warn}", output::warning_word());
         }
         for s in &plan.steps {
             let status = output::out(tone(s.verb()), s.verb().status());
             match s.detail() {
-                d if d.is_empty() => println!("{status}: {}", s.object()),
-                d => println!("{status}: {}: {d}", s.object()),
+                d if d.is_empty() => crate::say!("{status}: {}", s.object()),
+                d => crate::say!("{status}: {}: {d}", s.object()),
             }
         }
         for n in &plan.notes {
-            println!("note: {n}");
+            crate::say!("note: {n}");
         }
         if plan.steps.is_empty() && !opts.quiet {
-            println!("ok: the host matches {}", p.source);
+            crate::say!("ok: the host matches {}", p.source);
         }
     }
     Ok(if plan.steps.is_empty() { exit::OK } else { exit::DRIFT })
@@ -402,9 +402,9 @@ fn painted_line(s: &dyn Step) -> String {
 }
 
 /// Executes a plan with state bookkeeping around it, then verifies.
-fn execute(p: &Profile, dir: &Path, mut w: World, plan: Plan, opts: &Opts) -> Result<()> {
+fn execute(p: &Profile, dir: &Path, mut w: World, plan: &Plan, opts: &Opts) -> Result<()> {
     let before = w.state.clone();
-    let during = state::during(&before, &p.host, Some(&profile_path(p)), &w.desired, &plan);
+    let during = state::during(&before, &p.host, Some(&profile_path(p)), &w.desired, plan);
     during.save(dir)?;
 
     let quiet = opts.quiet || opts.json;
@@ -414,24 +414,35 @@ fn execute(p: &Profile, dir: &Path, mut w: World, plan: Plan, opts: &Opts) -> Re
     let mut last = Instant::now();
     let run = apply::run(&plan.steps, &mut cx, |s| {
         if !quiet {
-            println!("{}", painted_line(s));
+            crate::say!("{}", painted_line(s));
         }
         if verbose > 1 {
-            eprintln!("vxrouter:   {:.2} ms  {}", last.elapsed().as_secs_f64() * 1000.0, s.title());
+            crate::tell!("vxrouter:   {:.2} ms  {}", last.elapsed().as_secs_f64() * 1000.0, s.title());
             last = Instant::now();
         }
     });
     for warn in std::mem::take(&mut cx.warnings) {
-        eprintln!("{}: {warn}", output::warning_word());
+        crate::tell!("{}: {warn}", output::warning_word());
     }
     if let Err(e) = run {
         drop(cx);
-        before.save(dir).context("restore state file after rollback")?;
+        // After an incomplete rollback the state keeps what the run may have
+        // made (pending), so the next run adopts or removes it.
+        if e.kind() != crate::error::ErrorKind::IncompleteRollback {
+            before.save(dir).context("restore state file after rollback")?;
+        }
         return Err(e);
     }
 
     phase(opts, &format!("applied {} step(s)", plan.steps.len()), t);
     let t = Instant::now();
+    if let Some(sig) = crate::signals::caught() {
+        let e = crate::error!(Interrupted, "interrupted by {sig} after the last step, before verification");
+        let e = apply::rolled_back(e, cx.rollback());
+        drop(cx);
+        before.save(dir).context("restore state file after rollback")?;
+        return Err(e);
+    }
     // Verify: the host must now match exactly. If it does not (or cannot be
     // read), the run is rolled back like any failed step.
     let verified = (|| -> Result<Observed> {
@@ -469,74 +480,119 @@ fn execute(p: &Profile, dir: &Path, mut w: World, plan: Plan, opts: &Opts) -> Re
 }
 
 pub fn apply(path: &Path, opts: &Opts) -> Result<u8> {
+    crate::signals::guard();
+    changing(path, opts, false)
+}
+
+pub fn destroy(path: &Path, opts: &Opts) -> Result<u8> {
+    crate::signals::guard();
+    changing(path, opts, true)
+}
+
+/// `apply` or `destroy`; with `--json`, one document on standard output
+/// whatever happened (the error also goes to standard error as usual).
+fn changing(path: &Path, opts: &Opts, destroy: bool) -> Result<u8> {
     let p = load(path)?;
-    locked(&p, opts, Access::Write, apply_locked)
+    let f = if destroy { destroy_locked } else { apply_locked };
+    let result = locked(&p, opts, Access::Write, f);
+    if opts.json
+        && let Err(e) = &result
+    {
+        let incomplete = e.kind() == crate::error::ErrorKind::IncompleteRollback;
+        let doc = serde_json::json!({
+            "profile": p.source, "host": p.host, "changed": incomplete,
+            "rolled_back": if incomplete { "incomplete" } else { "complete" },
+            "error": e.to_string(), "kind": e.kind(),
+        });
+        crate::say!("{}", serde_json::to_string_pretty(&doc)?);
+    }
+    result
+}
+
+/// What `apply --json` and `destroy --json` print after a run that did not
+/// fail: what changed (the steps), notes and warnings.
+fn print_done(p: &Profile, plan: &Plan, warnings: &[String], opts: &Opts, done: &str) -> Result<()> {
+    if opts.json {
+        let doc = serde_json::json!({
+            "profile": p.source, "host": p.host, "changed": !plan.steps.is_empty(),
+            "changes": json_steps(plan), "notes": plan.notes, "warnings": warnings,
+        });
+        crate::say!("{}", serde_json::to_string_pretty(&doc)?);
+        return Ok(());
+    }
+    for n in &plan.notes {
+        crate::say!("note: {n}");
+    }
+    if !opts.quiet {
+        crate::say!("{done}");
+    }
+    Ok(())
 }
 
 fn apply_locked(p: &Profile, opts: &Opts, dir: &Path) -> Result<u8> {
     let mut w = world(p, dir, false, opts, Access::Write)?;
     let plan = compute(&w, opts)?;
-    for warn in &w.warnings {
-        eprintln!("{}: {warn}", output::warning_word());
+    let mut warnings = std::mem::take(&mut w.warnings);
+    if !opts.json {
+        for warn in &warnings {
+            crate::tell!("{}: {warn}", output::warning_word());
+        }
     }
     // The slow warnings (host firewall) come when they are ready, after the
     // steps: they never hold an apply up.
     let late = w.pending_warnings.take();
-    let print_late = move || {
-        for warn in late.map(|h| h.join().unwrap_or_default()).unwrap_or_default() {
-            eprintln!("{}: {warn}", output::warning_word());
-        }
-    };
+    let late = move || late.map(|h| h.join().unwrap_or_default()).unwrap_or_default();
     if plan.steps.is_empty() {
-        print_late();
         // Still drop a stale `pending` left by an interrupted run, write back
         // a state rebuilt from the kernel, and record the owning profile.
         let me = profile_path(p);
-        if w.state.pending.is_some() || w.state_recovered || (!w.state.is_empty() && w.state.profile.as_deref() != Some(&me))
-        {
+        let hash = state::profile_hash(&me);
+        let stale_claim = !w.state.is_empty() && (w.state.profile.as_deref() != Some(&me) || w.state.profile_hash != hash);
+        if w.state.pending.is_some() || w.state_recovered || stale_claim {
             let mut st = w.state.clone();
             st.pending = None;
             st.profile = Some(me);
+            st.profile_hash = hash;
             st.public = w.desired.public_address().map(|a| a.to_string());
             st.save(dir)?;
         }
-        if !opts.quiet {
-            println!("nothing to do: the host already matches {}", p.source);
+        let late = late();
+        if !opts.json {
+            for warn in &late {
+                crate::tell!("{}: {warn}", output::warning_word());
+            }
         }
-        for n in &plan.notes {
-            println!("note: {n}");
-        }
+        warnings.extend(late);
+        print_done(p, &plan, &warnings, opts, &format!("nothing to do: the host already matches {}", p.source))?;
         return Ok(exit::OK);
     }
-    let notes = plan.notes.clone();
-    let result = execute(p, dir, w, plan, opts);
-    print_late();
+    let result = execute(p, dir, w, &plan, opts);
+    let late = late();
+    if !opts.json {
+        for warn in &late {
+            crate::tell!("{}: {warn}", output::warning_word());
+        }
+    }
+    warnings.extend(late);
     result?;
-    for n in &notes {
-        println!("note: {n}");
+    if let Some(sig) = crate::signals::caught() {
+        warnings.push(format!("received {sig} after the last change: the run completed"));
+        crate::tell!("{}: received {sig} after the last change: the run completed", output::warning_word());
     }
-    if !opts.quiet {
-        println!("applied {}", p.source);
-    }
+    print_done(p, &plan, &warnings, opts, &format!("applied {}", p.source))?;
     Ok(exit::OK)
-}
-
-pub fn destroy(path: &Path, opts: &Opts) -> Result<u8> {
-    let p = load(path)?;
-    locked(&p, opts, Access::Write, destroy_locked)
 }
 
 fn destroy_locked(p: &Profile, opts: &Opts, dir: &Path) -> Result<u8> {
     let mut w = world(p, dir, true, opts, Access::Write)?;
-    for warn in w.take_warnings() {
-        eprintln!("{}: {warn}", output::warning_word());
+    let warnings = w.take_warnings();
+    if !opts.json {
+        for warn in &warnings {
+            crate::tell!("{}: {warn}", output::warning_word());
+        }
     }
     let plan = compute(&w, opts)?;
-    let notes = plan.notes.clone();
     if plan.steps.is_empty() {
-        if !opts.quiet {
-            println!("nothing to remove: no objects of {} on this host", p.host);
-        }
         let kept = w
             .state
             .namespaces
@@ -545,16 +601,86 @@ fn destroy_locked(p: &Profile, opts: &Opts, dir: &Path) -> Result<u8> {
             .cloned()
             .collect();
         State { host: p.host.clone(), namespaces: kept, ..State::default() }.save(dir)?;
+        print_done(p, &plan, &warnings, opts, &format!("nothing to remove: no objects of {} on this host", p.host))?;
     } else {
-        execute(p, dir, w, plan, opts)?;
-        if !opts.quiet {
-            println!("destroyed what {} created", p.host);
-        }
-    }
-    for n in &notes {
-        println!("note: {n}");
+        execute(p, dir, w, &plan, opts)?;
+        print_done(p, &plan, &warnings, opts, &format!("destroyed what {} created", p.host))?;
     }
     Ok(exit::OK)
+}
+
+/// `vxrouter destroy --host NAME`: everything of a host name, found from
+/// the state file and the kernel, without its profile.
+pub fn destroy_host(host: &str, opts: &Opts) -> Result<u8> {
+    crate::signals::guard();
+    if let Err(reason) = crate::profile::names::check_plain_name("host name", host, 64) {
+        crate::bail!(Usage, "--host: {reason}");
+    }
+    let p = Profile {
+        source: format!("(host {host}, no profile)"),
+        host: host.to_string(),
+        underlay: None,
+        segments: vec![],
+        router: None,
+    };
+    let result = locked(&p, &Opts { take_over: true, ..*opts }, Access::Write, destroy_locked);
+    if opts.json
+        && let Err(e) = &result
+    {
+        let doc = serde_json::json!({ "host": host, "error": e.to_string(), "kind": e.kind() });
+        crate::say!("{}", serde_json::to_string_pretty(&doc)?);
+    }
+    result
+}
+
+/// `vxrouter status`: every host name applied on this machine.
+pub fn status(opts: &Opts) -> Result<u8> {
+    let dir = state::run_dir();
+    let _lock = lock(&dir, opts, Access::Read)?;
+    let mut all = Vec::new();
+    for st in crate::status::hosts(&dir) {
+        let profile = st.profile.as_deref().and_then(|path| Profile::load(Path::new(path)).ok());
+        let seen = match &profile {
+            Some(p) => {
+                let mut session = Session::new()?;
+                let (host, facts) = host_facts(p, &mut session)?;
+                match desire(p, &facts, &host, false) {
+                    Ok((desired, _)) => {
+                        let observed = observe_for(&mut session, facts, host, &st, &desired, Depth::Full)?;
+                        let drift = crate::status::drift(&desired, &observed);
+                        Some((observed, drift))
+                    }
+                    Err(e) => {
+                        let mut s = crate::status::of(&st, None, None, None);
+                        s.problem = Some(e.to_string());
+                        all.push(s);
+                        continue;
+                    }
+                }
+            }
+            None => None,
+        };
+        let (observed, drift) = match seen {
+            Some((o, d)) => (Some(o), Some(d)),
+            None => (None, None),
+        };
+        all.push(crate::status::of(&st, profile.as_ref(), observed.as_ref(), drift));
+    }
+    if opts.json {
+        crate::say!("{}", serde_json::to_string_pretty(&serde_json::json!({ "hosts": all }))?);
+    } else if all.is_empty() {
+        crate::say!("nothing applied on this machine (no state under {})", dir.display());
+    } else {
+        for (i, h) in all.iter().enumerate() {
+            if i > 0 {
+                crate::say!();
+            }
+            use std::io::Write as _;
+            let _ = write!(std::io::stdout(), "{}", crate::status::text(h));
+        }
+    }
+    let drifted = all.iter().any(|h| h.drift.as_ref().is_some_and(|d| !d.is_empty()));
+    Ok(if drifted { exit::DRIFT } else { exit::OK })
 }
 
 /// `vxrouter __observed`: the observed state a plan would be computed from,
@@ -568,7 +694,7 @@ pub fn dump_observed(path: &Path, destroy: bool) -> Result<()> {
     let (state, _) = load_state(&p, &dir, &mut session, &host, Access::Read)?;
     let desired = if destroy { Desired::nothing(&p.host, &p.owner_mark()) } else { Desired::derive(&p, &facts) };
     let observed = observe_for(&mut session, facts, host, &state, &desired, Depth::Full)?;
-    println!("{}", serde_json::to_string_pretty(&observed.to_json()?)?);
+    crate::say!("{}", serde_json::to_string_pretty(&observed.to_json()?)?);
     Ok(())
 }
 

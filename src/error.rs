@@ -29,6 +29,8 @@ pub enum ErrorKind {
     Verification,
     /// A run failed and undoing it failed too: the host needs attention.
     IncompleteRollback,
+    /// Stopped by a signal (SIGINT, SIGTERM, SIGHUP).
+    Interrupted,
     /// A bug in vxrouter.
     Internal,
 }

@@ -29,5 +29,7 @@ pub mod profile;
 pub mod recover;
 pub mod render;
 pub mod scope;
+pub mod signals;
 pub mod state;
+pub mod status;
 pub mod testhooks;

@@ -57,6 +57,9 @@ impl HostLock {
                     timeout.as_secs()
                 );
             }
+            if let Some(sig) = crate::signals::caught() {
+                crate::bail!(Interrupted, "interrupted by {sig} while waiting for the host lock; nothing was changed");
+            }
             std::thread::sleep(Duration::from_millis(50));
         };
         let me = format!("vxrouter pid {} ({})", std::process::id(), std::env::args().skip(1).collect::<Vec<_>>().join(" "));

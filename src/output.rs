@@ -54,6 +54,26 @@ pub fn warning_word() -> String {
     paint(stderr_colour(), Tone::Warn, "warning")
 }
 
+/// `println!` that never fails: a closed or full standard output (`vxrouter
+/// apply | head -3`) must not abort a run halfway, so write errors are
+/// ignored.
+#[macro_export]
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+/// `eprintln!` that never fails (see `say!`).
+#[macro_export]
+macro_rules! tell {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -63,6 +63,13 @@ pub struct State {
     /// machine cannot claim the same one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub public: Option<String>,
+    /// When the profile was last applied (seconds since the epoch) and a
+    /// hash of its text then (FNV-1a), so `status` can say whether the file
+    /// changed since.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile_hash: Option<String>,
     /// This state was rebuilt from the kernel (the file was missing or
     /// unreadable), not read from the file.
     #[serde(skip)]
@@ -146,6 +153,13 @@ impl State {
     }
 }
 
+/// A hash of a profile file's text (FNV-1a, hex): enough to tell whether it
+/// changed since it was applied.
+pub fn profile_hash(path: &str) -> Option<String> {
+    let text = fs::read_to_string(path).ok()?;
+    Some(format!("{:016x}", crate::profile::names::fnv1a(&[&text])))
+}
+
 /// The state file while a run changes the host: what it said before, the
 /// names the plan may create (and those an interrupted earlier run may have
 /// left unmarked: this run may be killed too before it adopts them), and
@@ -182,6 +196,8 @@ pub fn during(before: &State, host: &str, profile: Option<&str>, desired: &Desir
 /// the backends holding rules.
 pub fn after(desired: &Desired, observed: &Observed, during: &State) -> State {
     let mut st = State { host: during.host.clone(), profile: during.profile.clone(), ..State::default() };
+    st.applied = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok().map(|d| d.as_secs());
+    st.profile_hash = st.profile.as_deref().and_then(profile_hash);
     st.public = desired.public_address().map(|a| a.to_string());
     st.namespaces.extend(desired.router_ns().map(str::to_string));
     for name in &during.namespaces {

@@ -13,6 +13,9 @@
 //!   stderr on exit ("fault-points: K"), so a test can try every K.
 //! - `VXROUTER_FAULT_HOLD_MS=ms`: sleep that long right after taking the host
 //!   lock (tests concurrency).
+//! - `VXROUTER_FAULT_UNDO=1`: every undo fails (an incomplete rollback).
+//! - `VXROUTER_FAULT_SIGNAL=N:SIG`: the process sends itself SIG (INT, TERM,
+//!   HUP) right before action N (tests signal handling).
 
 #[cfg(feature = "fault-injection")]
 mod imp {
@@ -55,6 +58,26 @@ mod imp {
             std::thread::sleep(std::time::Duration::from_millis(ms as u64));
         }
     }
+
+    pub fn fail_undo() -> bool {
+        var("VXROUTER_FAULT_UNDO") == Some(1)
+    }
+
+    pub fn signal_step(step: usize) {
+        let Ok(spec) = std::env::var("VXROUTER_FAULT_SIGNAL") else { return };
+        let Some((n, sig)) = spec.split_once(':') else { return };
+        if n.parse() != Ok(step) {
+            return;
+        }
+        let sig = match sig {
+            "INT" => libc::SIGINT,
+            "TERM" => libc::SIGTERM,
+            "HUP" => libc::SIGHUP,
+            _ => return,
+        };
+        // SAFETY: raising a signal at ourselves; its handler only records it.
+        unsafe { libc::raise(sig) };
+    }
 }
 
 #[cfg(not(feature = "fault-injection"))]
@@ -73,9 +96,13 @@ mod imp {
     }
     pub fn report() {}
     pub fn hold() {}
+    pub fn signal_step(_: usize) {}
+    pub fn fail_undo() -> bool {
+        false
+    }
 }
 
-pub use imp::{fail_step, hit, hold, report, skip_step};
+pub use imp::{fail_step, fail_undo, hit, hold, report, signal_step, skip_step};
 
 /// A mutation point: dies here when the test asked for it.
 pub fn point() {

@@ -42,5 +42,9 @@ fn version_and_usage() {
     let o = vx(&["--version"]);
     assert!(String::from_utf8_lossy(&o.stdout).starts_with("vxrouter "));
     let o = vx(&["frobnicate"]);
-    assert_eq!(o.status.code(), Some(2), "clap usage errors exit 2");
+    assert_eq!(o.status.code(), Some(64), "usage errors exit 64 (EX_USAGE), not 2 (drift)");
+    let o = vx(&["check", "--no-such-flag", "p.toml"]);
+    assert_eq!(o.status.code(), Some(64), "a mistyped flag is a usage error");
+    let o = vx(&["--help"]);
+    assert_eq!(o.status.code(), Some(0));
 }

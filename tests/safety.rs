@@ -202,7 +202,7 @@ fn drift(backend: &str) {
         ("ip addr add 192.168.10.250/24 dev br-pr".into(), "extra: address 192.168.10.250/24 on br-pr", &[]),
         ("ip addr add 2001:db8:9::1/64 dev br-pu".into(), "extra: address 2001:db8:9::1/64 on br-pu", &[]),
 
-        ("ip link set eth1 nomaster".into(), "different: uplink eth1 in br-pu", &[]),
+        ("ip link set eth1 nomaster".into(), "different: uplink eth1 in br-pu: master br-pu (found none)", &[]),
         ("ip netns del ns1".into(), "missing: namespace ns1", &["veth15.0", "veth17.0"]),
     ];
     let mut cases = cases;
@@ -210,7 +210,7 @@ fn drift(backend: &str) {
         "iptables" => {
             cases.push((
                 format!("{ns} iptables -t nat -F VXROUTER-POST"),
-                "different: firewall in ns1 (iptables): nat/VXROUTER-POST: expected 1 rule(s), found 0",
+                "different: firewall in ns1 (iptables): nat/VXROUTER-POST: missing `-s 192.168.10.0/24 -o veth15.1 -j SNAT --to-source 203.0.113.123`",
                 &[],
             ));
             cases.push((
@@ -226,14 +226,14 @@ fn drift(backend: &str) {
             ));
             cases.push((
                 format!("{ns} ip6tables -F VXROUTER-IN"),
-                "different: firewall in ns1 (iptables): ip6 filter/VXROUTER-IN: expected 2 rule(s), found 0",
+                "different: firewall in ns1 (iptables): ip6 filter/VXROUTER-IN: missing `-i lo -j ACCEPT`, missing `-j DROP`",
                 &[],
             ));
         }
         _ => {
             cases.push((
                 format!("{ns} nft flush chain ip vxrouter postrouting"),
-                "different: firewall in ns1 (nftables): nft table ip vxrouter: chain postrouting: expected 1 rule(s), found 0",
+                "different: firewall in ns1 (nftables): nft table ip vxrouter: chain postrouting: missing `ip saddr 192.168.10.0/24 oifname \"veth15.1\" snat to 203.0.113.123`",
                 &[],
             ));
             cases.push((format!("{ns} nft delete table ip vxrouter"), "missing: firewall in ns1 (nftables)", &[]));

@@ -309,7 +309,7 @@ pub fn diff(family: Family, mark: &str, want: &Ruleset, have: &IptState) -> Vec<
                 table: c.table.clone(),
                 chain: c.name.clone(),
                 rules: c.rules.clone(),
-                found: found.map(|r| r.len()),
+                found: found.cloned(),
             }),
         }
         let jump = jump_rule(mark, &c.name);

@@ -155,7 +155,7 @@ pub const CHAIN_PREFIX: &str = "VXROUTER-";
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub enum FwChange {
     /// Create or refill an iptables chain with these rules.
-    SetChain { family: Family, table: String, chain: String, rules: Vec<String>, found: Option<usize> },
+    SetChain { family: Family, table: String, chain: String, rules: Vec<String>, found: Option<Vec<String>> },
     /// Insert the jump at the top of the hook chain.
     AddJump { family: Family, table: String, hook: String, rule: String },
     /// Move vxrouter's jump back to the top: `above` was placed before it.
@@ -180,8 +180,8 @@ impl FwChange {
             FwChange::SetChain { family, table, chain, rules, found: None } => {
                 format!("{}{table}/{chain} with {} rule(s)", f(family), rules.len())
             }
-            FwChange::SetChain { family, table, chain, rules, found: Some(n) } => {
-                format!("{}{table}/{chain}: expected {} rule(s), found {n} that differ", f(family), rules.len())
+            FwChange::SetChain { family, table, chain, rules, found: Some(have) } => {
+                format!("{}{table}/{chain}: {}", f(family), rule_diff(rules, have))
             }
             FwChange::AddJump { family, table, hook, .. } => format!("{}{table}/{hook} jump", f(family)),
             FwChange::RaiseJump { family, table, hook, above, .. } => {
@@ -222,6 +222,29 @@ impl FwChange {
         matches!(self, FwChange::SetChain { found: None, .. } | FwChange::AddJump { .. })
             || matches!(self, FwChange::NftReplace { fresh: true, .. })
     }
+}
+
+/// How the rules found differ from the rules wanted, for drift messages:
+/// the missing and the extra ones, or where the order differs.
+pub fn rule_diff(want: &[String], have: &[String]) -> String {
+    let mut extra: Vec<&String> = have.iter().collect();
+    let mut missing = Vec::new();
+    for w in want {
+        match extra.iter().position(|h| *h == w) {
+            Some(i) => {
+                extra.remove(i);
+            }
+            None => missing.push(w),
+        }
+    }
+    let mut parts: Vec<String> = missing.iter().map(|r| format!("missing `{r}`")).collect();
+    parts.extend(extra.iter().map(|r| format!("extra `{r}`")));
+    if parts.is_empty()
+        && let Some(i) = want.iter().zip(have).position(|(w, h)| w != h)
+    {
+        parts.push(format!("reordered: rule {} is `{}` (expected `{}`)", i + 1, have[i], want[i]));
+    }
+    parts.join(", ")
 }
 
 /// The changes that make a namespace's firewall hold exactly `policy` (empty:

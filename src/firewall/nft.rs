@@ -191,9 +191,8 @@ pub fn differing(want: &NftTable, have: &NftTable) -> Vec<String> {
     for (name, w) in &want.chains {
         match have.chains.get(name) {
             None => out.push(format!("chain {name} missing")),
-            Some(h) if h != w => {
-                out.push(format!("chain {name}: expected {} rule(s), found {} that differ", w.1.len(), h.1.len()))
-            }
+            Some(h) if h.0 != w.0 => out.push(format!("chain {name}: hook `{}` (found `{}`)", w.0, h.0)),
+            Some(h) if h != w => out.push(format!("chain {name}: {}", super::rule_diff(&w.1, &h.1))),
             Some(_) => {}
         }
     }

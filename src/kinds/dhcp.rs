@@ -134,7 +134,15 @@ impl Step for Supervise {
         format!("dhcp/dns server on {} in {}", self.leg, self.ns)
     }
     fn detail(&self) -> String {
-        if self.config.is_some() && self.running.is_some() { "config changed: restart".into() } else { String::new() }
+        match (&self.config, &self.running) {
+            (Some(_), Some(old)) if old.is_empty() => "running without its config file: restart".into(),
+            (Some(new), Some(old)) => {
+                let lines = |t: &str| t.lines().map(str::to_string).collect::<Vec<_>>();
+                format!("config changed: restart ({})", crate::firewall::rule_diff(&lines(new), &lines(old)))
+            }
+            (Some(_), None) => "not running".into(),
+            (None, _) => String::new(),
+        }
     }
     fn apply(&self, cx: &mut Apply<'_>) -> Result<()> {
         run(cx, &self.ns, &self.leg, self.config.as_deref(), self.pid)?;

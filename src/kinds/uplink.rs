@@ -100,7 +100,7 @@ impl Step for Enslave {
         format!("uplink {} in {}", self.uplink.uplink, self.uplink.bridge)
     }
     fn detail(&self) -> String {
-        self.from.as_ref().map(|f| format!("found in {f}")).unwrap_or_default()
+        format!("master {} (found {})", self.uplink.bridge, self.from.as_deref().unwrap_or("none"))
     }
     fn apply(&self, cx: &mut Apply<'_>) -> Result<()> {
         set_master(cx, &self.uplink.uplink, Some(&self.uplink.bridge))?;
