@@ -58,6 +58,17 @@ pub enum Command {
         /// replaced: what it created and this profile does not name goes).
         #[arg(long)]
         take_over: bool,
+        /// Keep the change only if `vxrouter confirm` (or Enter) comes
+        /// within SECONDS; otherwise roll back to exactly what was there,
+        /// also when the SSH session dies meanwhile.
+        #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=86_400))]
+        confirm: Option<u64>,
+    },
+    /// Keep a change that `apply --confirm` is holding.
+    Confirm {
+        /// The host name, when several applies wait.
+        #[arg(long, value_name = "NAME")]
+        host: Option<String>,
     },
     /// Exit 0 when the host matches the profile, 2 when it does not.
     Check { profile: PathBuf },
@@ -195,6 +206,7 @@ fn opts(g: &Global, force: bool, take_over: bool) -> Opts {
         lock_timeout: Duration::from_secs(g.lock_timeout),
         force,
         take_over,
+        confirm: None,
     }
 }
 
@@ -222,7 +234,10 @@ pub fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Validate { profile } => engine::validate(profile, &opts(g, false, false)),
         Command::Plan { profile } => engine::plan(profile, &opts(g, false, false)),
-        Command::Apply { profile, take_over } => engine::apply(profile, &opts(g, false, *take_over)),
+        Command::Apply { profile, take_over, confirm } => {
+            engine::apply(profile, &Opts { confirm: *confirm, ..opts(g, false, *take_over) })
+        }
+        Command::Confirm { host } => crate::confirm::confirm(&crate::state::run_dir(), host.as_deref()),
         Command::Check { profile } => engine::check(profile, &opts(g, false, false)),
         Command::Destroy { profile: Some(profile), force, take_over, .. } => {
             engine::destroy(profile, &opts(g, *force, *take_over))
@@ -262,6 +277,67 @@ fn finish(result: Result<u8>) -> ExitCode {
 /// The manual page, from the command definition (options, subcommands,
 /// exit codes).
 pub fn man(out: &mut dyn std::io::Write) -> Result<()> {
-    clap_mangen::Man::new(Cli::command()).render(out)?;
+    let cmd = Cli::command();
+    let page = clap_mangen::Man::new(cmd.clone());
+    page.render_title(out)?;
+    page.render_name_section(out)?;
+    page.render_synopsis_section(out)?;
+    page.render_description_section(out)?;
+    page.render_options_section(out)?;
+    // The commands, each with its arguments, on this one page (clap_mangen
+    // would refer to a page per command, which nothing installs).
+    writeln!(out, ".SH COMMANDS")?;
+    for sub in cmd.get_subcommands().filter(|c| !c.is_hide_set() && c.get_name() != "help") {
+        let args: Vec<String> = sub
+            .get_arguments()
+            .filter(|a| !a.is_hide_set() && !a.is_global_set())
+            .map(|a| match a.get_long() {
+                Some(l) => format!("[\\-\\-{}]", roff(l)),
+                None => roff(&a.get_id().to_string().to_uppercase()),
+            })
+            .collect();
+        let more = if sub.has_subcommands() { " \\fICOMMAND\\fR" } else { "" };
+        writeln!(out, ".TP\n\\fBvxrouter {}\\fR{more} {}", sub.get_name(), args.join(" "))?;
+        writeln!(out, "{}", roff(&sub.get_about().map(|a| a.to_string()).unwrap_or_default()))?;
+        for a in sub.get_arguments().filter(|a| !a.is_hide_set() && !a.is_global_set() && a.get_long().is_some()) {
+            let help = a.get_help().map(|h| h.to_string()).unwrap_or_default();
+            writeln!(out, ".RS\n.TP\n\\fB\\-\\-{}\\fR\n{}\n.RE", roff(a.get_long().unwrap_or_default()), roff(&help))?;
+        }
+        for c in sub.get_subcommands().filter(|c| c.get_name() != "help") {
+            let about = c.get_about().map(|a| a.to_string()).unwrap_or_default();
+            writeln!(out, ".RS\n.TP\n\\fB{} {}\\fR\n{}\n.RE", sub.get_name(), c.get_name(), roff(&about))?;
+        }
+    }
+    writeln!(
+        out,
+        ".SH EXIT STATUS\nExit codes: 0 success (check: the host matches); 1 error, nothing changed (a failed or interrupted apply or destroy is rolled back); \
+         2 drift (check, status: the host differs); 3 a failed run could not be rolled back completely and the host needs attention; 64 usage error."
+    )?;
+    writeln!(
+        out,
+        ".SH FILES\n.TP\n\\fI/etc/vxrouter/NAME.toml\\fR\nprofiles applied at boot by the \\fBvxrouter@NAME\\fR systemd unit.\n\
+         .TP\n\\fI/run/vxrouter/HOST.state.json\\fR\nwhat vxrouter created for a host name (rebuilt from the kernel when lost).\n\
+         .TP\n\\fI/run/vxrouter/lock\\fR\nthe host lock: one run that changes the host at a time.\n\
+         .TP\n\\fI/run/vxrouter/dnsmasq/HOST/\\fR\nconfigurations, pid and lease files of the dnsmasq instances vxrouter runs."
+    )?;
+    writeln!(
+        out,
+        ".SH EXAMPLES\n.nf\nvxrouter validate /etc/vxrouter/host\\-a.toml\nvxrouter plan /etc/vxrouter/host\\-a.toml\n\
+         vxrouter apply /etc/vxrouter/host\\-a.toml\nvxrouter check \\-\\-json /etc/vxrouter/host\\-a.toml\nvxrouter status\n\
+         vxrouter destroy /etc/vxrouter/host\\-a.toml\n.fi"
+    )?;
+    writeln!(
+        out,
+        ".SH SEE ALSO\nThe profile reference, design, security and operations notes: \\fI/usr/share/doc/vxrouter/\\fR \
+         (docs/ in the source tree). \\fBip\\fR(8), \\fBnft\\fR(8), \\fBiptables\\fR(8), \\fBdnsmasq\\fR(8)."
+    )?;
+    page.render_version_section(out)?;
     Ok(())
+}
+
+/// Text for roff: backslashes and hyphens escaped, no line starting with a
+/// control character.
+fn roff(text: &str) -> String {
+    let t = text.replace('\\', "\\e").replace('-', "\\-");
+    t.lines().map(|l| if l.starts_with('.') || l.starts_with('\'') { format!("\\&{l}") } else { l.to_string() }).collect::<Vec<_>>().join("\n")
 }

@@ -33,6 +33,8 @@ pub struct Opts {
     pub force: bool,
     /// Apply or destroy even though another profile owns this host name.
     pub take_over: bool,
+    /// `apply --confirm SECONDS`: roll back unless confirmed in time.
+    pub confirm: Option<u64>,
 }
 
 /// Whether a command changes the host (exclusive lock, state written) or
@@ -316,7 +318,24 @@ fn print_plan(p: &Profile, plan: &Plan, warnings: &[String], opts: &Opts, empty_
     for n in &plan.notes {
         crate::say!("note: {n}");
     }
+    if let Some(hint) = confirm_hint(plan) {
+        crate::say!("note: {hint}");
+    }
     Ok(())
+}
+
+/// When a plan touches what may carry the operator's own connection (the
+/// uplink NIC and its addresses), `plan` says how to apply it safely.
+fn confirm_hint(plan: &Plan) -> Option<String> {
+    let risky: Vec<String> =
+        plan.steps.iter().filter(|s| matches!(s.action(), "enslave" | "release" | "move_address")).map(|s| s.object()).collect();
+    (!risky.is_empty()).then(|| {
+        format!(
+            "this plan changes {} — if you are connected through that NIC, use `vxrouter apply --confirm 120`: \
+             it rolls back by itself unless you confirm, also if your session drops",
+            risky.join(", ")
+        )
+    })
 }
 
 pub fn validate(path: &Path, opts: &Opts) -> Result<u8> {
@@ -463,8 +482,25 @@ fn execute(p: &Profile, dir: &Path, mut w: World, plan: &Plan, opts: &Opts) -> R
     phase(opts, "verified", t);
     match verified {
         Ok(observed) => {
-            drop(cx);
-            state::after(&w.desired, &observed, &during).save(dir)
+            state::after(&w.desired, &observed, &during).save(dir)?;
+            let Some(secs) = opts.confirm else { return Ok(()) };
+            match crate::confirm::wait(dir, &p.host, secs)? {
+                crate::confirm::Outcome::Confirmed => {
+                    crate::say!("confirmed: the change stays");
+                    Ok(())
+                }
+                crate::confirm::Outcome::Refused(why) => {
+                    let undo_errors = cx.rollback();
+                    drop(cx);
+                    let complete = undo_errors.is_empty();
+                    let e = apply::rolled_back(crate::error!(NotConfirmed, "{why}"), undo_errors);
+                    if complete {
+                        before.save(dir).context("restore state file after rollback")?;
+                    }
+                    crate::tell!("{}: {e}", output::error_word());
+                    std::process::exit(i32::from(e.kind().exit_code()));
+                }
+            }
         }
         Err(e) => {
             let undo_errors = cx.rollback();
@@ -539,8 +575,14 @@ fn apply_locked(p: &Profile, opts: &Opts, dir: &Path) -> Result<u8> {
         }
     }
     // The slow warnings (host firewall) come when they are ready, after the
-    // steps: they never hold an apply up.
-    let late = w.pending_warnings.take();
+    // steps: they never hold an apply up. (A confirmation wait forks: no
+    // other thread may run then.)
+    let mut late = w.pending_warnings.take();
+    if opts.confirm.is_some()
+        && let Some(h) = late.take()
+    {
+        warnings.extend(h.join().unwrap_or_default());
+    }
     let late = move || late.map(|h| h.join().unwrap_or_default()).unwrap_or_default();
     if plan.steps.is_empty() {
         // Still drop a stale `pending` left by an interrupted run, write back

@@ -31,6 +31,8 @@ pub enum ErrorKind {
     IncompleteRollback,
     /// Stopped by a signal (SIGINT, SIGTERM, SIGHUP).
     Interrupted,
+    /// `apply --confirm` was not confirmed in time: rolled back.
+    NotConfirmed,
     /// A bug in vxrouter.
     Internal,
 }

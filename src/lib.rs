@@ -8,6 +8,7 @@
 
 pub mod apply;
 pub mod cli;
+pub mod confirm;
 pub mod desired;
 pub mod engine;
 pub mod error;

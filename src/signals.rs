@@ -10,9 +10,15 @@ use std::sync::atomic::{AtomicI32, Ordering};
 use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
 
 static CAUGHT: AtomicI32 = AtomicI32::new(0);
+/// The last signal other than SIGHUP (SIGHUP alone does not stop a wait for
+/// a confirmation: it is what a dying SSH session sends).
+static STOP: AtomicI32 = AtomicI32::new(0);
 
 extern "C" fn record(sig: libc::c_int) {
     CAUGHT.store(sig, Ordering::SeqCst);
+    if sig != libc::SIGHUP {
+        STOP.store(sig, Ordering::SeqCst);
+    }
 }
 
 /// Installs the handlers for the rest of the process's life.
@@ -30,7 +36,16 @@ pub fn guard() {
 
 /// The signal received since `guard`, if any ("SIGTERM").
 pub fn caught() -> Option<&'static str> {
-    match CAUGHT.load(Ordering::SeqCst) {
+    name(CAUGHT.load(Ordering::SeqCst))
+}
+
+/// SIGINT or SIGTERM received since `guard`.
+pub fn caught_to_stop() -> Option<&'static str> {
+    name(STOP.load(Ordering::SeqCst))
+}
+
+fn name(n: i32) -> Option<&'static str> {
+    match n {
         0 => None,
         n => Some(Signal::try_from(n).map(|s| s.as_str()).unwrap_or("a signal")),
     }

@@ -147,7 +147,13 @@ pub fn text(s: &HostStatus) -> String {
     }
     for seg in &s.segments {
         let mtu = seg.mtu.map(|m| format!(", mtu {m}")).unwrap_or_default();
-        out.push_str(&format!("  segment  {}: vni {}, {}{mtu}; ports {}\n", seg.bridge, seg.vni, seg.flood, seg.ports.join(", ")));
+        out.push_str(&format!(
+            "  segment  {}: vni {}, {}{mtu}; ports {}\n",
+            seg.bridge,
+            seg.vni,
+            seg.flood,
+            seg.ports.join(", ")
+        ));
     }
     if let Some(r) = &s.router {
         let missing = if r.exists { "" } else { " (missing)" };

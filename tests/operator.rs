@@ -47,7 +47,8 @@ fn a_signal_at_any_step_of_apply_or_destroy_rolls_back() {
             assert_eq!(o.status.code(), Some(1), "SIG{sig} before step {step}: {}", text(&o));
             let t = text(&o);
             assert!(
-                t.contains(&format!("interrupted by SIG{sig}")) && t.contains("rolled back: the host is as it was before this run"),
+                t.contains(&format!("interrupted by SIG{sig}"))
+                    && t.contains("rolled back: the host is as it was before this run"),
                 "SIG{sig} before step {step}: {t}"
             );
             assert_same(&before, &l.snapshot("host-a"), &format!("SIG{sig} before step {step} left the host changed"));
@@ -169,10 +170,81 @@ fn status_shows_what_is_applied_and_destroy_host_needs_no_profile() {
 fn not_root_says_it_needs_root() {
     let l = TestLab::seed("op-notroot");
     l.up();
-    let o = l.exec("host-a", &["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", vx(), "apply", &l.path("host-a.toml")]);
+    let o =
+        l.exec("host-a", &["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", vx(), "apply", &l.path("host-a.toml")]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(text(&o).contains("needs root (CAP_NET_ADMIN)"), "{}", text(&o));
-    let o = l.exec("host-a", &["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", vx(), "check", &l.path("host-a.toml")]);
+    let o =
+        l.exec("host-a", &["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", vx(), "check", &l.path("host-a.toml")]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(text(&o).contains("needs root (CAP_NET_ADMIN)"), "check says why it cannot run: {}", text(&o));
+}
+
+/// Waits (up to 20 s) until `path` exists in host-a (or, with `gone`, until
+/// it does not).
+fn wait_file(l: &TestLab, path: &str, gone: bool) -> bool {
+    for _ in 0..400 {
+        let there = l.sh("host-a", &format!("test -e {path}")).status.success();
+        if there != gone {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    false
+}
+
+#[test]
+#[ignore = "needs root and the sandbox: scripts/test.sh"]
+fn apply_confirm_rolls_back_unless_confirmed_even_when_the_session_dies() {
+    let l = TestLab::seed("op-confirm");
+    l.up_bare();
+    let p = l.path("host-a.toml");
+    let before = snapshot(&l);
+    // Nobody confirms: rolled back after the time.
+    let o = l.vx("host-a", &["apply", "--confirm", "2", &p]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("not confirmed in time") && text(&o).contains("rolled back"), "{}", text(&o));
+    assert_same(&before, &snapshot(&l), "an unconfirmed apply stayed");
+    // Confirmed from another process: it stays.
+    let waiting = "/run/vxrouter/host-a.confirming";
+    let mut apply = std::process::Command::new(vx())
+        .args(["lab", "exec"])
+        .arg(&l.file)
+        .args(["host-a", "--", vx(), "apply", "--confirm", "30", &p])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(wait_file(&l, waiting, false), "the apply never waited for a confirmation");
+    let o = l.vx("host-a", &["confirm"]);
+    assert!(o.status.success() && stdout(&o).contains("confirmed: host-a keeps the change"), "{}", text(&o));
+    let out = apply.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let o = l.vx("host-a", &["check", &p]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let o = l.vx("host-a", &["destroy", "-q", &p]);
+    assert!(o.status.success(), "{}", text(&o));
+    let before = snapshot(&l);
+    // The session dies (its terminal goes, the foreground process is
+    // killed): the waiter rolls back on time all the same.
+    let session = std::process::Command::new(vx())
+        .args(["lab", "exec"])
+        .arg(&l.file)
+        .args(["host-a", "--", "script", "-qfec", &format!("{} apply --confirm 3 {p}", vx()), "/dev/null"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(wait_file(&l, waiting, false), "the apply never waited for a confirmation");
+    let waiter = stdout(&l.sh("host-a", &format!("cat {waiting}"))).trim().to_string();
+    let kill = format!(
+        "for p in $(pgrep -f '[a]pply --confirm 3'); do [ \"$p\" != \"{waiter}\" ] && kill -KILL $p; done; pkill -KILL -x script; true"
+    );
+    assert!(l.sh("host-a", &kill).status.success());
+    let mut session = session;
+    let _ = session.wait();
+    assert!(l.sh("host-a", &format!("kill -0 {waiter}")).status.success(), "the waiter died with the session");
+    assert!(wait_file(&l, waiting, true), "the waiter never decided");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_same(&before, &snapshot(&l), "the change stayed after the session died unconfirmed");
 }

@@ -457,7 +457,12 @@ COMMIT
             V4,
             &[
                 FwChange::DelChain { family: V4, table: "nat".into(), chain: "VXROUTER-OLD".into() },
-                FwChange::AddJump { family: V4, table: "nat".into(), hook: "POSTROUTING".into(), rule: "-j VXROUTER-POST".into() },
+                FwChange::AddJump {
+                    family: V4,
+                    table: "nat".into(),
+                    hook: "POSTROUTING".into(),
+                    rule: "-j VXROUTER-POST".into(),
+                },
                 FwChange::SetChain {
                     family: V4,
                     table: "nat".into(),

@@ -141,7 +141,8 @@ impl FirewallState {
 
     /// Rules someone else put in this namespace.
     pub fn foreign(&self) -> usize {
-        let ipt: usize = [&self.ipt, &self.ip6t].iter().filter_map(|i| i.as_ref()).map(|i| i.foreign.values().sum::<usize>()).sum();
+        let ipt: usize =
+            [&self.ipt, &self.ip6t].iter().filter_map(|i| i.as_ref()).map(|i| i.foreign.values().sum::<usize>()).sum();
         // iptables-nft rules show up in `nft list ruleset` too: count once.
         let nft = self.nft.as_ref().map(|n| n.foreign).unwrap_or(0);
         ipt.max(nft)

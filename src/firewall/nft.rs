@@ -273,7 +273,9 @@ pub fn parse_ruleset(text: &str) -> NftState {
                 }
             }
             None => {
-                if in_ours.is_some() && let Some(c) = line.strip_prefix("comment ") {
+                if in_ours.is_some()
+                    && let Some(c) = line.strip_prefix("comment ")
+                {
                     ours.comment = Some(c.trim_matches('"').to_string());
                 }
             }
@@ -413,7 +415,9 @@ mod tests {
         assert_eq!(seen.foreign, 1, "only the foreign rule counts");
         // As iptables-nft rules really show in nft: the comment is not shown.
         assert!(differing(&want, seen.ours.as_ref().unwrap()).is_empty());
-        let ipt_nft = parse_ruleset("table ip filter {\n\tchain INPUT {\n\t\ttype filter hook input priority filter; policy accept;\n\t\t counter packets 0 bytes 0 jump VXROUTER-IN\n\t}\n}\n");
+        let ipt_nft = parse_ruleset(
+            "table ip filter {\n\tchain INPUT {\n\t\ttype filter hook input priority filter; policy accept;\n\t\t counter packets 0 bytes 0 jump VXROUTER-IN\n\t}\n}\n",
+        );
         assert_eq!(ipt_nft.foreign, 0);
     }
 

@@ -227,9 +227,7 @@ pub fn underlay_policy(ports: &[u16], allow: &[Ipv4Cidr]) -> Policy {
         }
         rules.push(rule(vec![Match::Port(Proto::Udp, port)], Verdict::Drop));
     }
-    Policy {
-        chains: vec![Chain { name: "underlay", family: Family::V4, table: Table::Filter, hook: Hook::Input, rules }],
-    }
+    Policy { chains: vec![Chain { name: "underlay", family: Family::V4, table: Table::Filter, hook: Hook::Input, rules }] }
 }
 
 #[cfg(test)]
@@ -247,7 +245,11 @@ mod tests {
 
     /// The rules of a hook, as iptables-save prints them.
     fn rules(p: &Policy, hook: Hook) -> Vec<String> {
-        p.chains.iter().find(|c| c.hook == hook && c.family == Family::V4).map(|c| render_rules(&c.rules, c.family)).unwrap_or_default()
+        p.chains
+            .iter()
+            .find(|c| c.hook == hook && c.family == Family::V4)
+            .map(|c| render_rules(&c.rules, c.family))
+            .unwrap_or_default()
     }
 
     #[test]

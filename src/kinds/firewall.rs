@@ -63,11 +63,7 @@ impl Kind for Firewall {
             ports.sort();
             ports.dedup();
             let choice = p.router.as_ref().map(|r| r.firewall).unwrap_or(FirewallChoice::Auto);
-            out.push(Rules {
-                ns: Ns::Host,
-                policy: underlay_policy(&ports, allow),
-                backend: firewall::resolve(choice, f.nft),
-            });
+            out.push(Rules { ns: Ns::Host, policy: underlay_policy(&ports, allow), backend: firewall::resolve(choice, f.nft) });
         }
         out
     }
