@@ -12,4 +12,7 @@ scripts/deps.sh
 # Build with network access first; inside the sandbox there is none.
 cargo build --release --locked
 cargo test --locked --features fault-injection --no-run
+# The integration tests drive the lab, a separate binary of the workspace that
+# `cargo test` of the root package does not build.
+cargo build --locked -p vxrouter-lab
 scripts/sandbox.sh cargo test --offline --locked --no-fail-fast --features fault-injection -- --include-ignored "$@"
