@@ -55,7 +55,10 @@ impl Desired {
     /// The router's public address, if the profile has a router.
     pub fn public_address(&self) -> Option<std::net::IpAddr> {
         let legs = self.of::<crate::kinds::route::Routes>().first()?;
-        self.of::<crate::kinds::address::Addresses>().iter().find(|a| a.ns == legs.ns && a.link == legs.dev).map(|a| a.addr.addr())
+        self.of::<crate::kinds::address::Addresses>()
+            .iter()
+            .find(|a| a.ns == legs.ns && a.link == legs.dev)
+            .map(|a| a.addr.addr())
     }
 
     /// The router namespace, if the profile has a router.

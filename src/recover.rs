@@ -82,7 +82,8 @@ fn holding(fw: &FirewallState, mark: &str) -> Vec<Backend> {
     if ipt {
         out.push(Backend::Iptables);
     }
-    let nft = fw.nft.as_ref().is_some_and(|n| [&n.ours, &n.ours6].into_iter().flatten().any(|t| t.comment.as_deref() == Some(mark)));
+    let nft =
+        fw.nft.as_ref().is_some_and(|n| [&n.ours, &n.ours6].into_iter().flatten().any(|t| t.comment.as_deref() == Some(mark)));
     if nft {
         out.push(Backend::Nftables);
     }

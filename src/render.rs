@@ -44,34 +44,57 @@ WantedBy=multi-user.target
 }
 
 /// One libvirt network per segment bridge: `<forward mode='bridge'/>` on the
-/// existing bridge (libvirt adds no rules and no DHCP of its own) with the
-/// segment's MTU, so guests get `<interface type='network'>` and the right
-/// MTU on their tap.
+/// existing bridge (libvirt adds no rules and no DHCP of its own), so guests
+/// get `<interface type='network'>`. The segment's MTU is not in the network:
+/// libvirt (9.0 tried) refuses `<mtu>` in bridge mode ("mtu size only
+/// allowed in open, route, nat, and isolated mode, not in bridge"), and
+/// gives each guest's tap the bridge's MTU anyway. It is stated in a
+/// comment, for the guests' `<interface>` (where `<mtu size=…>` tells the
+/// guest through virtio) or their DHCP (option 26).
 pub fn libvirt(p: &Profile, underlay_mtu: u32) -> Vec<(String, String)> {
     p.segments
         .iter()
         .map(|s| {
             let mtu = segment_mtu(s.mtu, underlay_mtu);
+            let name = xml_escape(&s.bridge);
             let xml = format!(
-                "<network>\n  <name>{}</name>\n  <forward mode='bridge'/>\n  <bridge name='{}'/>\n  <mtu size='{mtu}'/>\n</network>\n",
-                s.bridge, s.bridge
+                "<network>\n  <!-- vxrouter: segment MTU {mtu}; libvirt gives guests' taps the bridge's MTU;\n       guests without DHCP need <mtu size='{mtu}'/> in their <interface> -->\n  <name>{name}</name>\n  <forward mode='bridge'/>\n  <bridge name='{name}'/>\n</network>\n"
             );
             (s.bridge.clone(), xml)
         })
         .collect()
 }
 
-/// The MTU of the profile's underlay device on this machine, if it has one.
+/// Escapes text for XML character data and attribute values (either quote).
+pub fn xml_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '\'' => out.push_str("&apos;"),
+            '"' => out.push_str("&quot;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The MTU of the profile's underlay device in this network namespace
+/// (netlink: /sys/class/net shows the namespace sysfs was mounted in, which
+/// inside a sandbox or a lab host is another one).
 fn local_underlay_mtu(p: &Profile) -> Option<u32> {
     let dev = &p.underlay.as_ref()?.device;
-    std::fs::read_to_string(format!("/sys/class/net/{dev}/mtu")).ok()?.trim().parse().ok()
+    let mut sock = crate::netlink::Netlink::open().ok()?;
+    sock.link(dev).ok().flatten().map(|l| l.mtu)
 }
 
 pub fn libvirt_command(profile: &Path, out: Option<&Path>) -> Result<u8> {
     let p = crate::engine::load(profile)?;
     let (mtu, note) = match local_underlay_mtu(&p) {
         Some(m) => (m, None),
-        None => (1500, Some("underlay device not found here; MTUs assume a 1500-byte underlay")),
+        None => (1500, Some("underlay device not found here; the MTU in the comments assumes a 1500-byte underlay")),
     };
     let nets = libvirt(&p, mtu);
     match out {
@@ -103,13 +126,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn one_network_per_segment_with_its_mtu() {
+    fn one_network_per_segment_without_mtu_element() {
         let p = Profile::parse("p.toml", include_str!("../profiles/three-hosts/host-a.toml")).unwrap();
         let nets = libvirt(&p, 9000);
         assert_eq!(nets.len(), 2);
         assert_eq!(nets[0].0, "br-web");
-        assert!(nets[0].1.contains("<bridge name='br-web'/>") && nets[0].1.contains("<mtu size='8950'/>"), "{}", nets[0].1);
-        assert!(nets[1].1.contains("<forward mode='bridge'/>"));
+        let x = &nets[0].1;
+        assert!(x.contains("<name>br-web</name>") && x.contains("<bridge name='br-web'/>"), "{x}");
+        assert!(x.contains("<forward mode='bridge'/>"), "{x}");
+        // libvirt refuses <mtu> in bridge mode: only the comment says it.
+        let elements: String = x.split("-->").map(|part| part.split("<!--").next().unwrap_or("")).collect();
+        assert!(!elements.contains("<mtu"), "{x}");
+        assert!(x.contains("segment MTU 8950"), "{x}");
+    }
+
+    #[test]
+    fn names_are_escaped_for_xml() {
+        assert_eq!(xml_escape("br-web"), "br-web");
+        assert_eq!(xml_escape("a'b&c<d>\"e"), "a&apos;b&amp;c&lt;d&gt;&quot;e");
+        let mut p = Profile::parse("p.toml", include_str!("../profiles/host-b.toml")).unwrap();
+        p.segments[0].bridge = "br-o'k&".into();
+        let x = &libvirt(&p, 1500)[0].1;
+        assert!(x.contains("<name>br-o&apos;k&amp;</name>") && x.contains("<bridge name='br-o&apos;k&amp;'/>"), "{x}");
+        assert!(!x.contains("o'k"), "{x}");
     }
 
     #[test]

@@ -2,6 +2,10 @@
 //! be refused, and its first error must point at the listed line:column and
 //! key and give the listed reason. No root needed.
 //!
+//! Files that are not profiles at all (a FIFO, a device, a file over the
+//! size limit) cannot live in the catalogue; they are made by the tests at
+//! the end of this file.
+//!
 //! `expected.txt` has one line per case:
 //! `FILE<TAB>LINE:COLUMN<TAB>KEY<TAB>FRAGMENT`, KEY `-` when the error names no
 //! key, FRAGMENT a substring of the reason. Lines starting with `#` and blank
@@ -9,11 +13,13 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
-use vxrouter::profile::Profile;
+use vxrouter::profile::{MAX_PROFILE_BYTES, Profile, ProfileError};
 
-const MIN_CASES: usize = 45;
+const MIN_CASES: usize = 126;
 
 #[derive(Debug)]
 struct Case {
@@ -180,4 +186,104 @@ fn an_unreadable_profile_is_reported_without_a_key() {
     let out = validate_with_binary(&dir);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read profile"));
+}
+
+/// A fresh directory for files these tests make.
+fn scratch(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("catalogue-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create scratch directory");
+    dir
+}
+
+/// The one error `Profile::load` gives for a file that is not a profile;
+/// it must be at 1:1 with no key, like every file-level error.
+fn load_error(path: &Path) -> ProfileError {
+    let errors = Profile::load(path).expect_err("not a profile");
+    let [err] = &errors.0[..] else { panic!("want exactly one error, got {errors:?}") };
+    assert_eq!((err.line, err.column, err.key.as_str()), (1, 1, ""), "{err}");
+    assert!(err.reason.starts_with("cannot read profile: "), "{err}");
+    err.clone()
+}
+
+/// Waiting for a FIFO's writer would block forever; the load must return
+/// at once. A hang guard, not a time limit: the load either returns in
+/// microseconds or never.
+#[test]
+fn a_fifo_is_refused_without_waiting_for_a_writer() {
+    let fifo = scratch("fifo").join("profile.toml");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
+    let (tx, rx) = mpsc::channel();
+    let path = fifo.clone();
+    std::thread::spawn(move || tx.send(load_error(&path)));
+    let err = rx.recv_timeout(Duration::from_secs(60)).expect("Profile::load blocked on a FIFO");
+    assert!(err.reason.contains("it is a FIFO (named pipe); a profile must be a regular file"), "{err}");
+
+    // The binary too, killed if it hangs.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vxrouter"))
+        .arg("validate")
+        .arg(&fifo)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run vxrouter");
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if start.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            panic!("vxrouter validate blocked on a FIFO");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert_eq!(status.code(), Some(1));
+}
+
+#[test]
+fn devices_are_refused_without_reading_them() {
+    // /dev/zero never ends: it must not be read until memory runs out.
+    let err = load_error(Path::new("/dev/zero"));
+    assert!(err.reason.contains("it is a character device; a profile must be a regular file"), "{err}");
+    assert_eq!(err.to_string(), format!("/dev/zero:1:1: {}", err.reason));
+    // Also through a symbolic link (which is followed for regular files).
+    let dir = scratch("devices");
+    std::os::unix::fs::symlink("/dev/zero", dir.join("zero.toml")).expect("symlink");
+    assert!(load_error(&dir.join("zero.toml")).reason.contains("character device"));
+    let out = validate_with_binary(Path::new("/dev/zero"));
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.starts_with("error: /dev/zero:1:1: cannot read profile: it is a character device"), "{stderr}");
+    assert!(load_error(&catalogue_dir()).reason.contains("it is a directory"));
+}
+
+#[test]
+fn profiles_are_limited_to_one_mib() {
+    let dir = scratch("size");
+    // A valid profile padded with comments to exactly the limit is read.
+    let seed = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles/host-b.toml")).expect("read seed");
+    let mut text = seed.clone();
+    let limit = usize::try_from(MAX_PROFILE_BYTES).expect("fits");
+    while text.len() < limit {
+        let room = limit - text.len();
+        let line = format!("#{}\n", "x".repeat(room.clamp(1, 100) - 1));
+        text.push_str(&line);
+    }
+    assert_eq!(text.len(), limit);
+    let at_limit = dir.join("at-limit.toml");
+    std::fs::write(&at_limit, &text).expect("write");
+    let symlink = dir.join("link.toml");
+    std::os::unix::fs::symlink(&at_limit, &symlink).expect("symlink");
+    Profile::load(&at_limit).expect("a profile of exactly 1 MiB is read");
+    Profile::load(&symlink).expect("a symbolic link to a profile is followed");
+
+    // One byte more is refused, before anything is parsed.
+    text.push('\n');
+    let over = dir.join("over.toml");
+    std::fs::write(&over, &text).expect("write");
+    let err = load_error(&over);
+    assert_eq!(err.reason, "cannot read profile: it is 1048577 bytes; a profile may have at most 1048576 (1 MiB)");
+    let out = validate_with_binary(&over);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("a profile may have at most 1048576 (1 MiB)"));
 }

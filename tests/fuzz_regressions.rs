@@ -1,8 +1,11 @@
 //! Inputs kept from fuzzing the profile parser (see docs/fuzzing.md): each
 //! file in tests/fuzz-regressions/ is fed to `Profile::parse_bytes`, which
 //! must return (Ok or Err) without panicking. An `Err` must carry at least
-//! one error, each located at line >= 1, column >= 1. An accepted profile is
-//! also run through the pure `Desired::derive`, as the fuzz target does.
+//! one error, each located at line >= 1, column >= 1, and its text must hold
+//! no control, invisible or text-reordering character (a profile cannot
+//! write to the operator's terminal through an error). An accepted profile
+//! is also run through the pure `Desired::derive`, as the fuzz target does,
+//! and every link name it would create must pass `names::check_ifname`.
 //!
 //! No root, no kernel: parsing and derivation are pure.
 
@@ -13,6 +16,7 @@ use std::path::{Path, PathBuf};
 use vxrouter::desired::Desired;
 use vxrouter::facts::Facts;
 use vxrouter::profile::Profile;
+use vxrouter::profile::names::{check_ifname, is_hidden};
 
 fn regression_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join("fuzz-regressions")
@@ -32,8 +36,9 @@ fn panic_message(payload: &(dyn Any + Send)) -> String {
 fn check(name: &str, bytes: &[u8]) -> Result<(), String> {
     let outcome = catch_unwind(AssertUnwindSafe(|| match Profile::parse_bytes(name, bytes) {
         Ok(profile) => {
-            let _ = Desired::derive(&profile, &Facts::default());
-            Ok(())
+            let desired = Desired::derive(&profile, &Facts::default());
+            let bad: Vec<String> = desired.links().iter().filter_map(|(_, link)| check_ifname(&link.name).err()).collect();
+            if bad.is_empty() { Ok(()) } else { Err(format!("accepted, but derives invalid link names: {bad:?}")) }
         }
         Err(errors) => {
             if errors.0.is_empty() {
@@ -45,7 +50,14 @@ fn check(name: &str, bytes: &[u8]) -> Result<(), String> {
                 .filter(|e| e.line < 1 || e.column < 1)
                 .map(|e| format!("line {} column {}: {e}", e.line, e.column))
                 .collect();
-            if bad.is_empty() { Ok(()) } else { Err(format!("errors located before 1:1: {bad:?}")) }
+            if !bad.is_empty() {
+                return Err(format!("errors located before 1:1: {bad:?}"));
+            }
+            let text = errors.to_string();
+            match text.lines().find(|l| l.chars().any(is_hidden)) {
+                Some(line) => Err(format!("an error prints a hidden character: {:?}", line)),
+                None => Ok(()),
+            }
         }
     }));
     match outcome {

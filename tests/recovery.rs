@@ -22,7 +22,10 @@ fn dhcp_lab(name: &str) -> TestLab {
 
 /// dnsmasq processes running in the lab host (by their command line).
 fn dnsmasqs(l: &TestLab) -> String {
-    stdout(&l.sh("host-a", "for p in /proc/[0-9]*; do c=$(tr '\\0' ' ' < $p/cmdline 2>/dev/null); case \"$c\" in dnsmasq*) echo \"$c\";; esac; done"))
+    stdout(&l.sh(
+        "host-a",
+        "for p in /proc/[0-9]*; do c=$(tr '\\0' ' ' < $p/cmdline 2>/dev/null); case \"$c\" in dnsmasq*) echo \"$c\";; esac; done",
+    ))
 }
 
 #[test]

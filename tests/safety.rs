@@ -237,7 +237,11 @@ fn drift(backend: &str) {
                 &[],
             ));
             cases.push((format!("{ns} nft delete table ip vxrouter"), "missing: firewall in ns1 (nftables)", &[]));
-            cases.push((format!("{ns} nft delete table ip6 vxrouter"), "missing: firewall in ns1 (nftables): nft table ip6 vxrouter", &[]));
+            cases.push((
+                format!("{ns} nft delete table ip6 vxrouter"),
+                "missing: firewall in ns1 (nftables): nft table ip6 vxrouter",
+                &[],
+            ));
         }
     }
     for (break_it, expect, recreated) in &cases {

@@ -106,7 +106,9 @@ fn segments_do_not_route_to_each_other_by_default() {
         .unwrap()
         .replace("namespace = \"ns1\"", "namespace = \"ns1\"\nroute_between_segments = true");
     let p = l.write("host-a-routed.toml", &on);
-    let o = l.vx("host-a", &["apply", "-q", &p]);
+    // Another file for the same host name: the operator says it replaces
+    // the shipped one (host-name ownership, tests/recovery.rs).
+    let o = l.vx("host-a", &["apply", "-q", "--take-over", &p]);
     assert!(o.status.success(), "{}", text(&o));
     let o = l.exec("web-a", &["ping", "-c", "1", "-W", "2", "192.168.20.12"]);
     assert!(o.status.success(), "routed after enabling: {}", text(&o));

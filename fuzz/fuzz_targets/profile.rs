@@ -1,14 +1,15 @@
 //! Profile parse + validate must never panic, whatever the bytes. When a
 //! profile is accepted, the pure derivation of desired state (names, MACs,
 //! MTUs, firewall rules) is exercised too, and the error contract is checked:
-//! every `Err` carries at least one error at line >= 1, column >= 1.
+//! every `Err` carries at least one error at line >= 1, column >= 1, and no
+//! error text holds a control, invisible or text-reordering character.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use vxrouter::desired::Desired;
 use vxrouter::facts::{Facts, UnderlayFacts};
 use vxrouter::profile::Profile;
-use vxrouter::profile::names::check_ifname;
+use vxrouter::profile::names::{check_ifname, is_hidden};
 
 fuzz_target!(|data: &[u8]| {
     match Profile::parse_bytes("fuzz.toml", data) {
@@ -31,7 +32,11 @@ fuzz_target!(|data: &[u8]| {
             for e in &errors.0 {
                 assert!(e.line >= 1 && e.column >= 1, "bad location {}:{} in {e}", e.line, e.column);
             }
-            let _ = errors.to_string();
+            let text = errors.to_string();
+            // Lines are separated by '\n'; nothing else may be hidden.
+            for line in text.lines() {
+                assert!(!line.chars().any(is_hidden), "an error prints a hidden character: {line:?}");
+            }
         }
     }
 });

@@ -243,6 +243,26 @@ fn alive(pid: u32, conf: &Path) -> bool {
     cmdline.split(|b| *b == 0).any(|arg| arg == want.as_bytes())
 }
 
+/// Fields of /proc/PID/stat after the command name (which may contain
+/// spaces and parentheses, so split at the last ')').
+fn stat_fields(pid: u32) -> Option<Vec<String>> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    Some(rest.split_whitespace().map(str::to_string).collect())
+}
+
+/// The process's state letter (R, S, D, Z, X, …).
+fn process_state(pid: u32) -> Option<char> {
+    stat_fields(pid)?.first()?.chars().next()
+}
+
+/// When the process started (clock ticks since boot): tells a pid reused by
+/// another process from the one that was there.
+fn started_at(pid: u32) -> Option<u64> {
+    // Field 22 of stat; the fields after ')' start at field 3.
+    stat_fields(pid)?.get(19)?.parse().ok()
+}
+
 /// The dnsmasq instances this host's vxrouter started.
 fn observe(files: &Files) -> Result<Vec<Running>> {
     let entries = match fs::read_dir(&files.dir) {
@@ -326,7 +346,14 @@ fn stop(files: &Files, ns: &str, leg: &str, found: Option<u32>) -> Result<()> {
     {
         use nix::sys::signal::{Signal, kill};
         let (raw, pid) = (pid, nix::unistd::Pid::from_raw(pid as i32));
-        let gone = || kill(pid, None).is_err() || !alive(raw, &conf);
+        // Gone means exited as far as its sockets go: the process is no
+        // more, or a zombie, or the pid is another process's. Not "its
+        // cmdline no longer matches": the kernel drops the memory (and with
+        // it /proc/PID/cmdline) before it closes the files, and a restart in
+        // that window finds the port still bound (seen: "failed to create
+        // listening socket … Address already in use").
+        let born = started_at(raw);
+        let gone = || kill(pid, None).is_err() || !matches!(process_state(raw), Some(s) if s != 'Z' && s != 'X') || started_at(raw) != born;
         // dnsmasq exits at once on SIGTERM (its sockets close with it); a
         // busy machine may take a moment, a stuck one gets SIGKILL.
         for signal in [Signal::SIGTERM, Signal::SIGKILL] {
@@ -358,6 +385,15 @@ fn stop(files: &Files, ns: &str, leg: &str, found: Option<u32>) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn process_state_and_start_time_of_a_live_process() {
+        let me = std::process::id();
+        assert!(matches!(process_state(me), Some('R' | 'S')), "{:?}", process_state(me));
+        assert!(started_at(me).is_some());
+        assert_eq!(started_at(me), started_at(me));
+        assert_eq!(process_state(u32::MAX), None);
+    }
 
     #[test]
     fn config_hands_out_gateway_mtu_and_dns() {

@@ -18,8 +18,8 @@ use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use super::ops::{CreateCtx, SetLink};
 use crate::model::{Addr, BridgeSpec, FdbEntry, Link, LinkKind, LinkSpec, ObservedVxlan, Route};
 use crate::profile::Ipv4Cidr;
-use ipnet::IpNet;
 use crate::profile::cidr;
+use ipnet::IpNet;
 
 /// A link dump. IFLA_EXT_MASK with RTEXT_FILTER_SKIP_STATS drops the IPv6
 /// statistics in IFLA_AF_SPEC (measured here: 101 links, 151 kB → 114 kB of

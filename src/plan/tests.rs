@@ -471,7 +471,8 @@ mod preflight {
         o.facts.sysctls.insert(IGMP_MAX_SYSCTL.into(), "20".into());
         let pf = check(&profile(&text), &o.facts, &o.host);
         assert!(
-            pf.errors.iter().any(|e| e.contains("21 distinct multicast groups are needed on VXLAN port 4789") && e.contains("net.ipv4.igmp_max_memberships")),
+            pf.errors.iter().any(|e| e.contains("21 distinct multicast groups are needed on VXLAN port 4789")
+                && e.contains("net.ipv4.igmp_max_memberships")),
             "{:?}",
             pf.errors
         );
@@ -485,7 +486,12 @@ mod preflight {
                 name: format!("other{i}"),
                 kind: Some("vxlan".into()),
                 up,
-                vxlan: Some(ObservedVxlan { vni: 9000 + i as u32, group: Some(Ipv4Addr::new(239, 9, 9, i as u8)), port, ..ObservedVxlan::default() }),
+                vxlan: Some(ObservedVxlan {
+                    vni: 9000 + i as u32,
+                    group: Some(Ipv4Addr::new(239, 9, 9, i as u8)),
+                    port,
+                    ..ObservedVxlan::default()
+                }),
                 ..Link::default()
             });
         }

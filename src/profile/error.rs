@@ -3,6 +3,8 @@
 use std::fmt;
 use std::ops::Range;
 
+use super::names::is_hidden;
+
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ProfileError {
     pub file: String,
@@ -66,8 +68,34 @@ impl<'a> Locator<'a> {
 
     pub fn error(&self, file: &str, span: Range<usize>, key: &str, reason: impl Into<String>) -> ProfileError {
         let (line, column) = self.line_col(span.start);
-        ProfileError { file: file.to_string(), line, column, key: key.to_string(), reason: reason.into() }
+        ProfileError { file: file.to_string(), line, column, key: visible(key), reason: visible(&reason.into()) }
     }
+}
+
+/// An error about the file as a whole (cannot be read, is not a regular
+/// file, is too large): located at 1:1 with no key, so every error keeps
+/// the line >= 1, column >= 1 contract.
+pub fn file_error(file: &str, reason: impl Into<String>) -> ProfileError {
+    Locator::new("").error(file, 0..0, "", reason)
+}
+
+/// Escapes control, invisible and text-reordering characters (`\u{202e}`).
+/// Keys and parser messages can quote the profile verbatim (a quoted TOML
+/// key may hold any character), and an error must not rewrite the
+/// operator's terminal or read differently from what the file says.
+fn visible(s: &str) -> String {
+    if !s.chars().any(is_hidden) {
+        return s.to_string();
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if is_hidden(c) {
+            out.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -81,5 +109,13 @@ mod tests {
         assert_eq!(l.line_col(6), (2, 1));
         assert_eq!(l.line_col(9), (2, 3)); // after the 2-byte é
         assert_eq!(l.line_col(999), (3, 1));
+    }
+
+    #[test]
+    fn keys_and_reasons_never_carry_hidden_characters() {
+        let e = Locator::new("x").error("p.toml", 0..0, "a\u{202e}b", "unknown field `\u{1b}[2J`");
+        assert_eq!(e.key, "a\\u{202e}b");
+        assert_eq!(e.reason, "unknown field `\\u{1b}[2J`");
+        assert_eq!(Locator::new("").error("p.toml", 0..0, "", "é ok").reason, "é ok");
     }
 }

@@ -161,12 +161,11 @@ pub struct Dhcp {
 
 impl Profile {
     /// Reads and validates a profile file. Every problem found is reported,
-    /// each with its file, line:column and key.
+    /// each with its file, line:column and key. The file must be a regular
+    /// file of at most [`MAX_PROFILE_BYTES`] (see [`read_profile`]).
     pub fn load(path: &Path) -> Result<Profile, ProfileErrors> {
         let file = path.display().to_string();
-        let bytes = std::fs::read(path).map_err(|e| {
-            ProfileErrors(vec![error::Locator::new("").error(&file, 0..0, "", format!("cannot read profile: {e}"))])
-        })?;
+        let bytes = read_profile(path).map_err(|reason| ProfileErrors(vec![error::file_error(&file, reason)]))?;
         Self::parse_bytes(&file, &bytes)
     }
 
@@ -183,6 +182,79 @@ impl Profile {
     pub fn owner_mark(&self) -> String {
         owner_mark(&self.host)
     }
+}
+
+/// The largest profile `Profile::load` reads. Real profiles are a few kB; a
+/// cap keeps a mistaken path (`/dev/zero`, a log file) from being read until
+/// memory runs out.
+pub const MAX_PROFILE_BYTES: u64 = 1 << 20;
+
+/// The bytes of a profile file, or why not (the reason for the error).
+///
+/// Only a regular file is read: a FIFO would block the command until some
+/// writer comes along, and a device may never end. The path is checked with
+/// `stat` before it is opened, so nothing else is even opened (opening some
+/// devices has effects). It is opened non-blocking, so a FIFO put there
+/// after the check cannot block the open (nor a read), and the check is
+/// repeated with `fstat` on the opened file, which is what is actually
+/// read. At most `MAX_PROFILE_BYTES + 1` bytes are read whatever the size
+/// said, so a file that grows meanwhile is refused rather than read without
+/// end.
+fn read_profile(path: &Path) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+
+    let cannot = |e: std::io::Error| format!("cannot read profile: {e}");
+    let regular = |meta: &std::fs::Metadata| -> Result<(), String> {
+        let ft = meta.file_type();
+        if ft.is_file() {
+            return Ok(());
+        }
+        use std::os::unix::fs::FileTypeExt;
+        let what = if ft.is_dir() {
+            "a directory"
+        } else if ft.is_fifo() {
+            "a FIFO (named pipe)"
+        } else if ft.is_char_device() {
+            "a character device"
+        } else if ft.is_block_device() {
+            "a block device"
+        } else if ft.is_socket() {
+            "a socket"
+        } else {
+            "not a regular file"
+        };
+        Err(format!("cannot read profile: it is {what}; a profile must be a regular file"))
+    };
+    let too_big =
+        |size: u64| format!("cannot read profile: it is {size} bytes; a profile may have at most {MAX_PROFILE_BYTES} (1 MiB)");
+
+    regular(&std::fs::metadata(path).map_err(cannot)?)?;
+    let file =
+        std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY).open(path).map_err(cannot)?;
+    let meta = file.metadata().map_err(cannot)?;
+    regular(&meta)?;
+    if meta.len() > MAX_PROFILE_BYTES {
+        return Err(too_big(meta.len()));
+    }
+    // O_NONBLOCK stays on: it changes nothing for files on disk, and the
+    // pseudo-files that are "regular" but wait for data (/proc/kmsg,
+    // tracefs's trace_pipe) then fail with EAGAIN instead of blocking.
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    file.take(MAX_PROFILE_BYTES + 1).read_to_end(&mut bytes).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::WouldBlock {
+            "cannot read profile: it waits for data to be written (like /proc/kmsg); a profile must be a file on disk".to_string()
+        } else {
+            cannot(e)
+        }
+    })?;
+    if bytes.len() as u64 > MAX_PROFILE_BYTES {
+        return Err(format!(
+            "cannot read profile: it grew past {MAX_PROFILE_BYTES} bytes while being read; a profile may have at most \
+             {MAX_PROFILE_BYTES} (1 MiB)"
+        ));
+    }
+    Ok(bytes)
 }
 
 /// "vxrouter:<host>", stored as the interface alias (IFLA_IFALIAS).
