@@ -50,7 +50,13 @@ pub enum Command {
     /// Check a profile's syntax and rules without touching the host.
     Validate { profile: PathBuf },
     /// Show what `apply` would do, one line per object.
-    Plan { profile: PathBuf },
+    Plan {
+        profile: PathBuf,
+        /// What `adopt` would do: which hand-built objects it takes over,
+        /// changes in place, or has to recreate.
+        #[arg(long)]
+        adopt: bool,
+    },
     /// Converge the host to the profile.
     Apply {
         profile: PathBuf,
@@ -61,6 +67,22 @@ pub enum Command {
         /// Keep the change only if `vxrouter confirm` (or Enter) comes
         /// within SECONDS; otherwise roll back to exactly what was there,
         /// also when the SSH session dies meanwhile.
+        #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=86_400))]
+        confirm: Option<u64>,
+        /// Take over objects built by hand that the profile names (same as
+        /// `vxrouter adopt`).
+        #[arg(long)]
+        adopt: bool,
+    },
+    /// Take over a host built by hand (the seed document's commands): the
+    /// bridges, VXLAN links, namespace and veths the profile names are
+    /// marked as vxrouter's and kept (with their MACs), attributes that
+    /// differ are changed in place, what cannot change in place is
+    /// recreated (`plan --adopt` says which), and hand-written NAT rules
+    /// in the router namespace are replaced by vxrouter's firewall.
+    Adopt {
+        profile: PathBuf,
+        /// As for apply: roll back unless confirmed within SECONDS.
         #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=86_400))]
         confirm: Option<u64>,
     },
@@ -207,7 +229,52 @@ fn opts(g: &Global, force: bool, take_over: bool) -> Opts {
         force,
         take_over,
         confirm: None,
+        adopt: false,
     }
+}
+
+/// A global flag given to a command it means nothing to (`completions
+/// bash --json`): refused as a usage error rather than silently ignored, so
+/// a script learns at once that it gets no JSON.
+fn meaningless_global(m: &clap::ArgMatches, c: &Command) -> Option<String> {
+    use clap::parser::ValueSource;
+    let given = |id: &str| {
+        let sub = m.subcommand().map(|(_, s)| s);
+        [Some(m), sub].into_iter().flatten().any(|x| x.value_source(id) == Some(ValueSource::CommandLine))
+    };
+    let name = m.subcommand_name().unwrap_or("");
+    let json = matches!(
+        c,
+        Command::Validate { .. }
+            | Command::Plan { .. }
+            | Command::Apply { .. }
+            | Command::Adopt { .. }
+            | Command::Check { .. }
+            | Command::Destroy { .. }
+            | Command::Status
+            | Command::Lab(_)
+    );
+    let locks = matches!(
+        c,
+        Command::Plan { .. }
+            | Command::Apply { .. }
+            | Command::Adopt { .. }
+            | Command::Check { .. }
+            | Command::Destroy { .. }
+            | Command::Status
+            | Command::Confirm { .. }
+    );
+    let talks = !matches!(c, Command::Completions { .. } | Command::Man | Command::Render(_));
+    if given("json") && !json {
+        return Some(format!("--json means nothing to `vxrouter {name}`"));
+    }
+    if given("lock_timeout") && !locks {
+        return Some(format!("--lock-timeout means nothing to `vxrouter {name}` (it takes no lock)"));
+    }
+    if (given("quiet") || given("verbose")) && !talks {
+        return Some(format!("-q/-v mean nothing to `vxrouter {name}` (it prints only its output)"));
+    }
+    None
 }
 
 /// Everything `main` does; returns the process exit code.
@@ -219,7 +286,15 @@ pub fn main() -> ExitCode {
     if let Some(result) = hidden() {
         return finish(result.map(|()| 0));
     }
-    let cli = match Cli::try_parse() {
+    let parsed = Cli::command().try_get_matches().and_then(|m| {
+        use clap::FromArgMatches;
+        let cli = Cli::from_arg_matches(&m)?;
+        if let Some(msg) = meaningless_global(&m, &cli.command) {
+            return Err(Cli::command().error(clap::error::ErrorKind::ArgumentConflict, msg));
+        }
+        Ok(cli)
+    });
+    let cli = match parsed {
         Ok(cli) => cli,
         Err(e) => {
             use clap::error::ErrorKind;
@@ -233,9 +308,12 @@ pub fn main() -> ExitCode {
     let g = &cli.global;
     let result = match &cli.command {
         Command::Validate { profile } => engine::validate(profile, &opts(g, false, false)),
-        Command::Plan { profile } => engine::plan(profile, &opts(g, false, false)),
-        Command::Apply { profile, take_over, confirm } => {
-            engine::apply(profile, &Opts { confirm: *confirm, ..opts(g, false, *take_over) })
+        Command::Plan { profile, adopt } => engine::plan(profile, &Opts { adopt: *adopt, ..opts(g, false, false) }),
+        Command::Apply { profile, take_over, confirm, adopt } => {
+            engine::apply(profile, &Opts { confirm: *confirm, adopt: *adopt, ..opts(g, false, *take_over) })
+        }
+        Command::Adopt { profile, confirm } => {
+            engine::apply(profile, &Opts { confirm: *confirm, adopt: true, ..opts(g, false, false) })
         }
         Command::Confirm { host } => crate::confirm::confirm(&crate::state::run_dir(), host.as_deref()),
         Command::Check { profile } => engine::check(profile, &opts(g, false, false)),

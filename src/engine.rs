@@ -35,6 +35,9 @@ pub struct Opts {
     pub take_over: bool,
     /// `apply --confirm SECONDS`: roll back unless confirmed in time.
     pub confirm: Option<u64>,
+    /// `adopt`, `apply --adopt`, `plan --adopt`: take over objects built by
+    /// hand that the profile names (see PlanOptions::adopt).
+    pub adopt: bool,
 }
 
 /// Whether a command changes the host (exclusive lock, state written) or
@@ -97,8 +100,9 @@ fn observe_for(
     state: &State,
     desired: &Desired,
     depth: Depth,
+    adopt: bool,
 ) -> Result<Observed> {
-    let scope = scope::of(desired, state, depth);
+    let scope = scope::Scope { adopt, ..scope::of(desired, state, depth) };
     observe::read(session, facts, host, state.clone(), &scope, desired)
 }
 
@@ -217,7 +221,7 @@ fn world(p: &Profile, dir: &Path, destroy: bool, opts: &Opts, access: Access) ->
     }
     let state_recovered = state.recovered && !state.is_empty();
     warnings.extend(recovered);
-    let observed = observe_for(&mut session, facts, host, &state, &desired, Depth::Full)?;
+    let observed = observe_for(&mut session, facts, host, &state, &desired, Depth::Full, opts.adopt)?;
     let mut pending_warnings = None;
     match crate::kinds::firewall::found(&observed, &Ns::Host).filter(|f| f.ipt.is_some()) {
         Some(fw) => warnings.extend(preflight::host_firewall_warnings(&observed.facts, fw)),
@@ -255,7 +259,7 @@ fn claims(p: &Profile, dir: &Path, desired: &Desired) -> Result<()> {
 }
 
 fn compute(w: &World, opts: &Opts) -> Result<Plan> {
-    plan::plan(&w.desired, &w.observed, PlanOptions { force: opts.force })
+    plan::plan(&w.desired, &w.observed, PlanOptions { force: opts.force, adopt: opts.adopt })
         .map_err(|c| crate::error!(Conflict, "{c}\nnothing was changed"))
 }
 
@@ -466,8 +470,8 @@ fn execute(p: &Profile, dir: &Path, mut w: World, plan: &Plan, opts: &Opts) -> R
     // read), the run is rolled back like any failed step.
     let verified = (|| -> Result<Observed> {
         let (host, facts) = host_facts(p, cx.session)?;
-        let observed = observe_for(cx.session, facts, host, &during, &w.desired, Depth::Verify)?;
-        let again = plan::plan(&w.desired, &observed, PlanOptions { force: opts.force })
+        let observed = observe_for(cx.session, facts, host, &during, &w.desired, Depth::Verify, false)?;
+        let again = plan::plan(&w.desired, &observed, PlanOptions { force: opts.force, adopt: opts.adopt })
             .map_err(|c| crate::error!(Verification, "verification failed: {c}"))?;
         let leftover: Vec<String> = again.steps.iter().map(|s| s.line()).collect();
         if !leftover.is_empty() {
@@ -688,7 +692,7 @@ pub fn status(opts: &Opts) -> Result<u8> {
                 let (host, facts) = host_facts(p, &mut session)?;
                 match desire(p, &facts, &host, false) {
                     Ok((desired, _)) => {
-                        let observed = observe_for(&mut session, facts, host, &st, &desired, Depth::Full)?;
+                        let observed = observe_for(&mut session, facts, host, &st, &desired, Depth::Full, false)?;
                         let drift = crate::status::drift(&desired, &observed);
                         Some((observed, drift))
                     }
@@ -735,7 +739,7 @@ pub fn dump_observed(path: &Path, destroy: bool) -> Result<()> {
     let (host, facts) = host_facts(&p, &mut session)?;
     let (state, _) = load_state(&p, &dir, &mut session, &host, Access::Read)?;
     let desired = if destroy { Desired::nothing(&p.host, &p.owner_mark()) } else { Desired::derive(&p, &facts) };
-    let observed = observe_for(&mut session, facts, host, &state, &desired, Depth::Full)?;
+    let observed = observe_for(&mut session, facts, host, &state, &desired, Depth::Full, false)?;
     crate::say!("{}", serde_json::to_string_pretty(&observed.to_json()?)?);
     Ok(())
 }
@@ -751,7 +755,8 @@ pub fn golden(dir: &Path, command: &str) -> String {
         let words: Vec<&str> = command.split_whitespace().collect();
         let destroy = words.contains(&"destroy");
         let (desired, warnings) = desire(&p, &observed.facts, &observed.host, destroy)?;
-        let plan = plan::plan(&desired, &observed, PlanOptions { force: words.contains(&"--force") })
+        let opts = PlanOptions { force: words.contains(&"--force"), adopt: words.contains(&"--adopt") };
+        let plan = plan::plan(&desired, &observed, opts)
             .map_err(|c| crate::error!(Conflict, "{c}\nnothing was changed"))?;
         Ok(plan_text(&plan, &warnings, "no changes"))
     })();

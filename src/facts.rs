@@ -32,6 +32,8 @@ pub struct Facts {
     pub run_dir: PathBuf,
     /// Host sysctls under /proc/sys that preflight checks.
     pub sysctls: BTreeMap<String, String>,
+    /// Programs the profile needs that are not on PATH (empty: all there).
+    pub missing_tools: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -49,8 +51,23 @@ impl Facts {
             .as_ref()
             .and_then(|u| host.link(&u.device))
             .map(|dev| UnderlayFacts { mtu: dev.mtu, address: host.addrs_of(dev.index).find_map(|a| v4(a.cidr.addr())) });
-        Facts { underlay, nft, run_dir, sysctls }
+        Facts { underlay, nft, run_dir, sysctls, missing_tools: Vec::new() }
     }
+}
+
+/// The programs a profile makes vxrouter run: dnsmasq for DHCP or DNS on a
+/// leg, and the chosen firewall backend's tools.
+pub fn tools_needed(p: &Profile, nft: bool) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    let Some(r) = &p.router else { return out };
+    if r.private.iter().any(|l| l.dhcp.is_some() || l.dns) {
+        out.push("dnsmasq");
+    }
+    match crate::firewall::resolve(r.firewall, nft) {
+        crate::firewall::Backend::Nftables => out.push("nft"),
+        crate::firewall::Backend::Iptables => out.extend(["iptables-restore", "iptables-save", "ip6tables-restore", "ip6tables-save"]),
+    }
+    out
 }
 
 fn v4(a: std::net::IpAddr) -> Option<Ipv4Addr> {
@@ -63,5 +80,8 @@ fn v4(a: std::net::IpAddr) -> Option<Ipv4Addr> {
 /// Reads the facts from this host.
 pub fn read(p: &Profile, host: &NsView) -> Result<Facts> {
     let sysctls = crate::kinds::sysctl::read(None, HOST_SYSCTLS).with_context(|| format!("read sysctls in {}", Ns::Host))?;
-    Ok(Facts::of(p, host, sysctls, crate::firewall::nft::available(), crate::state::run_dir()))
+    let nft = crate::firewall::nft::available();
+    let mut f = Facts::of(p, host, sysctls, nft, crate::state::run_dir());
+    f.missing_tools = tools_needed(p, nft).into_iter().filter(|t| !crate::firewall::in_path(t)).map(String::from).collect();
+    Ok(f)
 }

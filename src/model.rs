@@ -43,6 +43,16 @@ pub fn fmt_mac(m: &Mac) -> String {
     m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
 }
 
+/// "aa:bb:cc:dd:ee:ff" (as [`fmt_mac`] writes it).
+pub fn parse_mac(s: &str) -> Option<Mac> {
+    let mut out = [0u8; 6];
+    let mut parts = s.split(':');
+    for b in &mut out {
+        *b = u8::from_str_radix(parts.next()?, 16).ok()?;
+    }
+    parts.next().is_none().then_some(out)
+}
+
 /// A link vxrouter creates and owns (its kind-specific part comes from the
 /// link kind's own module under `kinds/`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -106,6 +116,11 @@ pub struct VxlanSpec {
     pub ageing: u32,
     /// 0: kernel default.
     pub ttl: u8,
+    /// The profile names `underlay.local`: a link without that local
+    /// address is recreated. Otherwise a link with no local address (made by
+    /// hand: the kernel picks the source by route) is accepted as it is.
+    #[serde(default)]
+    pub pin_local: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -190,4 +205,43 @@ pub mod pair_keys {
             })
             .collect()
     }
+}
+
+/// An address with what moving it to another link must keep: its flags
+/// (IFA_FLAGS: noprefixroute, nodad, …), scope and, for a dynamic address
+/// (DHCP, SLAAC), its remaining lifetimes in seconds (None: forever).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostAddr {
+    pub index: u32,
+    pub cidr: ipnet::IpNet,
+    #[serde(default)]
+    pub flags: u32,
+    #[serde(default)]
+    pub scope: u8,
+    #[serde(default)]
+    pub valid: Option<u32>,
+    #[serde(default)]
+    pub preferred: Option<u32>,
+    /// IPv4 only; kept as found (`ip addr add` sets none unless asked).
+    #[serde(default)]
+    pub broadcast: Option<Ipv4Addr>,
+}
+
+/// A main-table unicast route, IPv4 or IPv6, with what re-adding it through
+/// another link must keep (metric, scope, preferred source, on-link flag).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostRoute {
+    pub dst: ipnet::IpNet,
+    pub gateway: Option<std::net::IpAddr>,
+    pub oif: Option<u32>,
+    pub protocol: u8,
+    #[serde(default)]
+    pub scope: u8,
+    /// RTA_PRIORITY; 0 when the kernel sent none (IPv4's default).
+    #[serde(default)]
+    pub metric: u32,
+    #[serde(default)]
+    pub prefsrc: Option<std::net::IpAddr>,
+    #[serde(default)]
+    pub onlink: bool,
 }

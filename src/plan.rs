@@ -3,7 +3,7 @@
 //! objects (`kinds::Kind::plan`); the planner only keeps what kinds tell
 //! later kinds, and puts the steps in order.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use serde::Serialize;
@@ -132,6 +132,10 @@ impl std::error::Error for Conflicts {}
 pub struct Plan {
     pub steps: Vec<Box<dyn Step>>,
     pub notes: Vec<String>,
+    /// Links that keep a MAC other than vxrouter's own ("ns/name" → MAC):
+    /// adopted with it. The state file keeps the list, so that later runs
+    /// see that MAC as intended, not as drift.
+    pub kept_macs: BTreeMap<String, String>,
 }
 
 /// Options that change what a plan may remove.
@@ -140,6 +144,10 @@ pub struct PlanOptions {
     /// Delete owned bridges even when foreign ports (VM taps) are attached:
     /// the kernel then releases those ports; they are never deleted.
     pub force: bool,
+    /// `adopt`: take over unmarked objects the profile names (a host built
+    /// by hand), keeping what can stay as it is (a link's MAC) so that
+    /// traffic through them does not stop.
+    pub adopt: bool,
 }
 
 /// The planning of one run: what is wanted and found, the steps so far, and
@@ -162,6 +170,8 @@ pub struct Planner<'a> {
     pub replaced: BTreeSet<(Ns, String)>,
     /// Links that lose an address (the kernel drops the routes through it).
     pub readdressed: BTreeSet<(Ns, String)>,
+    /// See [`Plan::kept_macs`].
+    pub kept_macs: BTreeMap<String, String>,
 }
 
 /// Computes the steps; fails without any step when an object with a wanted
@@ -179,6 +189,7 @@ pub fn plan(d: &Desired, o: &Observed, opts: PlanOptions) -> Result<Plan, Confli
         dies_with_ns: BTreeSet::new(),
         replaced: BTreeSet::new(),
         readdressed: BTreeSet::new(),
+        kept_macs: BTreeMap::new(),
     };
     for k in KINDS {
         k.plan(&mut p);
@@ -188,7 +199,7 @@ pub fn plan(d: &Desired, o: &Observed, opts: PlanOptions) -> Result<Plan, Confli
     }
     // Stable: within a stage, steps keep the registry's (and each kind's) order.
     p.steps.sort_by_key(|(order, _)| *order);
-    Ok(Plan { steps: p.steps.into_iter().map(|(_, s)| s).collect(), notes: p.notes })
+    Ok(Plan { steps: p.steps.into_iter().map(|(_, s)| s).collect(), notes: p.notes, kept_macs: p.kept_macs })
 }
 
 impl<'a> Planner<'a> {
@@ -217,8 +228,16 @@ impl<'a> Planner<'a> {
         l.alias.as_deref() == Some(self.d.mark.as_str())
     }
 
-    /// Not marked, but a run that was creating it was interrupted.
+    /// Not marked, but a run that was creating it was interrupted, or the
+    /// operator asked to adopt unmarked objects. Only called for links the
+    /// profile names: adopting never takes a link the profile does not.
     pub fn adoptable(&self, ns: &Ns, l: &Link) -> bool {
+        self.interrupted(ns, l) || (self.opts.adopt && l.alias.is_none())
+    }
+
+    /// Not marked, but a run that was creating it was interrupted: it is
+    /// vxrouter's, whether the profile still names it or not.
+    pub fn interrupted(&self, ns: &Ns, l: &Link) -> bool {
         l.alias.is_none() && self.o.state.pending_link(ns, &l.name)
     }
 

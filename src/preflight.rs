@@ -121,6 +121,14 @@ pub fn check(p: &Profile, f: &Facts, host: &NsView) -> Preflight {
             ));
         }
     }
+    for tool in &f.missing_tools {
+        let package = match tool.as_str() {
+            "dnsmasq" => "dnsmasq-base (DHCP/DNS on a private leg)",
+            "nft" => "nftables",
+            _ => "iptables",
+        };
+        out.errors.push(format!("{}: {tool} is not installed (no {tool} on PATH); install {package}", p.source));
+    }
     if f.sysctls.get(IP_FORWARD_SYSCTL).map(String::as_str) == Some("1") {
         out.warnings.push(
             "IP forwarding is enabled on the host itself (net.ipv4.ip_forward=1): vxrouter routes only inside its router \

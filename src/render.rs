@@ -32,8 +32,15 @@ ConditionPathExists=/etc/vxrouter/%i.toml
 [Service]
 Type=oneshot
 RemainAfterExit=yes
-ExecStart={bin} apply -q /etc/vxrouter/%i.toml
-ExecReload={bin} apply -q /etc/vxrouter/%i.toml
+# Not -q: the journal keeps what each boot or reload changed (one line per
+# object) or that there was nothing to do.
+ExecStart={bin} apply /etc/vxrouter/%i.toml
+ExecReload={bin} apply /etc/vxrouter/%i.toml
+# The dnsmasq servers apply starts stay in this unit's cgroup; stopping or
+# restarting the unit must not kill them (the default, control-group, would
+# take DHCP and DNS away from every VM). Only the main process is signalled,
+# and a oneshot's main process has exited by then.
+KillMode=process
 # Stopping the unit leaves the network in place; to remove it:
 #   vxrouter destroy /etc/vxrouter/%i.toml
 
@@ -154,8 +161,9 @@ mod tests {
     #[test]
     fn unit_applies_the_instance_profile_on_start_and_reload() {
         let u = systemd(Some(Path::new("/usr/bin/vxrouter"))).unwrap();
-        assert!(u.contains("ExecStart=/usr/bin/vxrouter apply -q /etc/vxrouter/%i.toml"));
-        assert!(u.contains("ExecReload=/usr/bin/vxrouter apply -q /etc/vxrouter/%i.toml"));
+        assert!(u.contains("\nExecStart=/usr/bin/vxrouter apply /etc/vxrouter/%i.toml\n"), "{u}");
+        assert!(u.contains("\nExecReload=/usr/bin/vxrouter apply /etc/vxrouter/%i.toml\n"), "{u}");
+        assert!(u.contains("\nKillMode=process\n"), "{u}");
         assert!(u.contains("After=network-online.target"));
     }
 }

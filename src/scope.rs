@@ -21,6 +21,9 @@ pub struct Scope {
     /// Named namespaces to look into: the profile's, and every one this
     /// host's vxrouter created or was creating.
     pub namespaces: Vec<String>,
+    /// Adopting a host built by hand: kinds that replace hand-made objects
+    /// (NAT rules) read them (otherwise nothing reads them).
+    pub adopt: bool,
 }
 
 pub fn of(desired: &Desired, state: &State, depth: Depth) -> Scope {
@@ -29,5 +32,5 @@ pub fn of(desired: &Desired, state: &State, depth: Depth) -> Scope {
     namespaces.extend(desired.router_ns().map(str::to_string));
     namespaces.sort();
     namespaces.dedup();
-    Scope { depth, namespaces }
+    Scope { depth, namespaces, adopt: false }
 }

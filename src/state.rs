@@ -70,6 +70,10 @@ pub struct State {
     pub applied: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub profile_hash: Option<String>,
+    /// Links adopted with a MAC of their own, kept ("ns/name" → MAC; the
+    /// host is "@host"): that MAC is the wanted one, not drift.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub kept_macs: BTreeMap<String, String>,
     /// This state was rebuilt from the kernel (the file was missing or
     /// unreadable), not read from the file.
     #[serde(skip)]
@@ -140,7 +144,11 @@ impl State {
     /// Nothing of this host is left to remember (the profile and public
     /// address are only claims on behalf of what is there).
     pub fn is_empty(&self) -> bool {
-        self.namespaces.is_empty() && self.uplinks.is_empty() && self.pending.is_none() && self.firewall.is_empty()
+        self.namespaces.is_empty()
+            && self.uplinks.is_empty()
+            && self.pending.is_none()
+            && self.firewall.is_empty()
+            && self.kept_macs.is_empty()
     }
 
     /// True when a run was interrupted while it may have been creating `name`.
@@ -180,6 +188,7 @@ pub fn during(before: &State, host: &str, profile: Option<&str>, desired: &Desir
         pend.namespaces.extend(old.namespaces.iter().filter(|n| !pend.namespaces.contains(n)).cloned().collect::<Vec<_>>());
     }
     st.pending = Some(pend);
+    st.kept_macs = plan.kept_macs.clone();
     st.namespaces.extend(desired.router_ns().map(str::to_string));
     for u in desired.of::<Uplinks>() {
         st.uplinks.insert(u.uplink.clone(), u.bridge.clone());
@@ -199,6 +208,7 @@ pub fn after(desired: &Desired, observed: &Observed, during: &State) -> State {
     st.applied = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok().map(|d| d.as_secs());
     st.profile_hash = st.profile.as_deref().and_then(profile_hash);
     st.public = desired.public_address().map(|a| a.to_string());
+    st.kept_macs = during.kept_macs.clone();
     st.namespaces.extend(desired.router_ns().map(str::to_string));
     for name in &during.namespaces {
         if observed.named.get(name).and_then(|v| v.loopback_mark()) == Some(desired.mark.as_str()) {

@@ -47,4 +47,18 @@ fn version_and_usage() {
     assert_eq!(o.status.code(), Some(64), "a mistyped flag is a usage error");
     let o = vx(&["--help"]);
     assert_eq!(o.status.code(), Some(0));
+    // Global flags only where they mean something: refused, not ignored.
+    for (args, says) in [
+        (&["completions", "bash", "--json"][..], "--json means nothing to `vxrouter completions`"),
+        (&["--json", "man"][..], "--json means nothing to `vxrouter man`"),
+        (&["render", "systemd", "--lock-timeout", "3"][..], "--lock-timeout means nothing to `vxrouter render`"),
+        (&["man", "-q"][..], "-q/-v mean nothing to `vxrouter man`"),
+    ] {
+        let o = vx(args);
+        assert_eq!(o.status.code(), Some(64), "{args:?}");
+        assert!(String::from_utf8_lossy(&o.stderr).contains(says), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    }
+    // Control: where they mean something they are accepted.
+    let o = vx(&["validate", "--json", concat!(env!("CARGO_MANIFEST_DIR"), "/profiles/host-a.toml")]);
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
 }

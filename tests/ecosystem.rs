@@ -63,7 +63,11 @@ fn libvirt_networks_validate_against_libvirts_schema() {
     assert_eq!(files.len(), 2, "one network per segment");
     for f in &files {
         let xml = std::fs::read_to_string(f).unwrap();
-        assert!(xml.contains("<forward mode='bridge'/>") && xml.contains("<mtu size="), "{xml}");
+        // No <mtu> element (libvirt refuses it in bridge mode, issue 13); the
+        // segment MTU is said in a comment.
+        let elements: String = xml.split("-->").map(|part| part.split("<!--").next().unwrap_or("")).collect();
+        assert!(xml.contains("<forward mode='bridge'/>") && !elements.contains("<mtu"), "{xml}");
+        assert!(xml.contains("segment MTU "), "{xml}");
         let o = Command::new("virt-xml-validate").arg(f).arg("network").output().unwrap();
         assert!(o.status.success(), "{}: {}", f.display(), text(&o));
     }

@@ -17,7 +17,7 @@ pub mod iptables;
 pub mod nft;
 pub mod render;
 pub mod rules;
-mod tool;
+pub mod tool;
 
 use std::collections::BTreeMap;
 use std::fs::File;

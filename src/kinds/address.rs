@@ -6,12 +6,15 @@
 //! bridge (docs/security.md): an address added by hand to a link vxrouter
 //! owns on the host (IPv4, or IPv6 other than link-local) is drift, and
 //! repair removes it. Link-local IPv6 addresses the kernel gives ports are
-//! left alone: a bridge port does not use its own addresses.
+//! left alone: a bridge port does not use its own addresses. The exception
+//! is a public bridge the host's addresses were moved to from the uplink
+//! (`uplink_addresses = "move"`): its addresses are the host's.
 
 use ipnet::IpNet;
 use serde::Serialize;
 
 use super::Kind;
+use super::uplink_addrs::{UplinkAddrs, holds_host_addresses};
 use crate::apply::Apply;
 use crate::error::{Context, Result};
 use crate::facts::Facts;
@@ -55,8 +58,15 @@ impl Kind for Addresses {
     fn plan(p: &mut Planner<'_>, want: &[Address], _: &()) {
         let mut per_link: Vec<(&Ns, &str, Vec<IpNet>)> = Vec::new();
         let host = Ns::Host;
+        // A public bridge that took over the host's addresses from its
+        // uplink (`uplink_addresses = "move"`) holds them by the profile's
+        // choice: they are the host's, not drift (kinds/uplink_addrs.rs).
+        let host_held = p.d.of::<UplinkAddrs>();
         for (ns, spec) in p.d.links() {
-            if *ns == Ns::Host && p.live(ns, &spec.name).is_some_and(|l| p.owned(l)) {
+            if *ns == Ns::Host
+                && p.live(ns, &spec.name).is_some_and(|l| p.owned(l))
+                && !holds_host_addresses(host_held, &spec.name)
+            {
                 per_link.push((&host, &spec.name, vec![]));
             }
         }

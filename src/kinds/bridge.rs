@@ -33,9 +33,16 @@ pub fn desire(p: &Profile, f: &Facts, out: &mut Vec<(Ns, LinkSpec)>) {
     }
 }
 
-/// STP and forward delay change in place.
+/// STP and forward delay change in place. The forward delay counts only
+/// with STP on: without STP a port forwards at once. It is not even
+/// settable then: the kernel reports the delay the STP root last announced
+/// (a bridge built by hand with STP on, adopted and turned off, keeps
+/// showing its root's value whatever is written).
 pub fn diff(want: &BridgeSpec, found: &Link, change: &mut LinkChange, diffs: &mut Vec<Diff>) {
-    let fb = found.bridge.clone().unwrap_or(BridgeSpec { stp: false, forward_delay: 0 });
+    let mut fb = found.bridge.clone().unwrap_or(BridgeSpec { stp: false, forward_delay: 0 });
+    if !want.stp && !fb.stp {
+        fb.forward_delay = want.forward_delay;
+    }
     if fb == *want {
         return;
     }
@@ -43,7 +50,7 @@ pub fn diff(want: &BridgeSpec, found: &Link, change: &mut LinkChange, diffs: &mu
     if fb.stp != want.stp {
         diffs.push(Diff { field: "stp", expected: on_off(want.stp), found: on_off(fb.stp) });
     }
-    if fb.forward_delay != want.forward_delay {
+    if want.stp && fb.forward_delay != want.forward_delay {
         diffs.push(Diff {
             field: "forward_delay",
             expected: format!("{}s", want.forward_delay / 100),

@@ -122,6 +122,32 @@ fn wanted(p: &mut Planner<'_>, want: &[(Ns, LinkSpec)]) {
     }
 }
 
+/// The MAC a link should have: vxrouter's stable one, unless the link was
+/// adopted with its own (kept, and recorded in the state file). Adopting
+/// keeps the MAC because a new one on a router leg leaves every VM's ARP
+/// entry for the gateway pointing at a MAC that no longer exists until it
+/// is refreshed: replies would be lost, which adopting must not cause.
+fn wanted_mac(p: &mut Planner<'_>, ns: &Ns, spec: &LinkSpec, found: &Link) -> Option<[u8; 6]> {
+    if spec.kind == LinkKind::Loopback {
+        return spec.mac;
+    }
+    let key = format!("{}/{}", crate::state::fw_key(ns), spec.name);
+    let kept = p.o.state.kept_macs.get(&key).and_then(|m| crate::model::parse_mac(m));
+    let adopting = p.opts.adopt && found.alias.is_none();
+    let mac = match (kept, adopting) {
+        (_, true) => found.mac,
+        (Some(k), false) => Some(k),
+        (None, false) => None,
+    };
+    match mac {
+        Some(m) if spec.mac != Some(m) => {
+            p.kept_macs.insert(key, fmt_mac(&m));
+            Some(m)
+        }
+        _ => spec.mac,
+    }
+}
+
 /// Immutable attributes differ: the link has to be deleted and created again.
 fn recreate_reason(p: &Planner<'_>, spec: &LinkSpec, found: &Link, peer: &Option<(Ns, LinkSpec)>) -> Option<String> {
     let kind = spec.kind.name();
@@ -162,7 +188,7 @@ fn change(p: &mut Planner<'_>, ns: &Ns, spec: &LinkSpec, found: &Link) {
         c.master = Some(spec.master.clone());
         diff("master", m.clone(), format!("{m} (being recreated)"));
     }
-    if let Some(mac) = spec.mac
+    if let Some(mac) = wanted_mac(p, ns, spec, found)
         && found.mac != Some(mac)
     {
         c.mac = Some(mac);
@@ -230,7 +256,8 @@ fn extra(p: &mut Planner<'_>) {
     for ns in namespaces.clone() {
         let Some(view) = p.view(&ns) else { continue };
         for l in &view.links {
-            let ours = p.owned(l) || p.adoptable(&ns, l);
+            // Never `adoptable`: adopting takes only what the profile names.
+            let ours = p.owned(l) || p.interrupted(&ns, l);
             if ns == Ns::Host && p.dies_with_ns.contains(&l.index) {
                 continue;
             }

@@ -13,12 +13,14 @@ pub mod bridge;
 pub mod dhcp;
 pub mod fdb;
 pub mod firewall;
+pub mod hand_nat;
 pub mod link;
 pub mod loopback;
 pub mod namespace;
 pub mod route;
 pub mod sysctl;
 pub mod uplink;
+pub mod uplink_addrs;
 pub mod veth;
 pub mod vxlan;
 
@@ -77,12 +79,14 @@ pub static KINDS: &[&dyn Registered] = &[
     &reg::<namespace::Namespace>(),
     &reg::<link::Links>(),
     &reg::<uplink::Uplinks>(),
+    &reg::<uplink_addrs::UplinkAddrs>(),
     &reg::<address::Addresses>(),
     &reg::<route::Routes>(),
     &reg::<fdb::Fdb>(),
     &reg::<sysctl::Sysctls>(),
     &reg::<dhcp::Dhcp>(),
     &reg::<firewall::Firewall>(),
+    &reg::<hand_nat::HandNat>(),
 ];
 
 /// A kind behind the registry's uniform face.

@@ -39,7 +39,7 @@ impl Kind for Namespace {
             if !o.netns.contains(r) {
                 p.fresh_ns.insert(r.clone());
                 p.push(Order::Create, CreateNetns { name: r.clone() });
-            } else if !owns(p, r) {
+            } else if !owns(p, r) && !(p.opts.adopt && unmarked(p, r)) {
                 let who = o.named.get(r).and_then(|v| v.loopback_mark()).unwrap_or("nobody vxrouter knows");
                 p.conflict(format!(
                     "namespace {r} exists but was not created by vxrouter for {} (marked: {who}); refusing to use it",
@@ -94,6 +94,11 @@ impl Kind for Namespace {
             }
         }
     }
+}
+
+/// Nobody marked the namespace (made by hand): `adopt` may take it.
+fn unmarked(p: &Planner<'_>, name: &str) -> bool {
+    p.o.named.get(name).is_some_and(|v| v.loopback_mark().is_none())
 }
 
 /// The namespace is this host's: marked so, or being created by a run that

@@ -103,14 +103,23 @@ impl Step for SetRoute {
         let oif = cx.resolve(&r.ns, &r.dev)?;
         let new = Route { dst: r.dst, gateway: Some(r.gateway), oif: Some(oif), protocol: r.protocol };
         let sock = cx.sock(&r.ns)?;
-        for old in &self.existing {
-            sock.del_route(old).with_context(|| format!("remove old route to {} in {}", old.dst, r.ns))?;
-        }
+        // Replace first: NLM_F_REPLACE swaps the route with the same
+        // destination and metric in one operation, so traffic never finds
+        // no default route (deleting first left a gap, which adopting a
+        // hand-built router under load must not have). Routes it did not
+        // replace (another metric) are deleted after; the replaced one is
+        // gone already (ESRCH, which del_route treats as done), and one
+        // identical to the new route is not deleted.
         let dst = if r.dst.prefix_len() == 0 { "default".to_string() } else { r.dst.to_string() };
         let added =
             sock.replace_route(&new).with_context(|| format!("add route {dst} via {} dev {} in {}", r.gateway, r.dev, r.ns));
-        cx.undo_with(PutBack { ns: r.ns.clone(), added: added.is_ok().then_some(new), existing: self.existing.clone() });
-        added
+        cx.undo_with(PutBack { ns: r.ns.clone(), added: added.is_ok().then_some(new.clone()), existing: self.existing.clone() });
+        added?;
+        let sock = cx.sock(&r.ns)?;
+        for old in self.existing.iter().filter(|old| **old != new) {
+            sock.del_route(old).with_context(|| format!("remove old route to {} in {}", old.dst, r.ns))?;
+        }
+        Ok(())
     }
 }
 

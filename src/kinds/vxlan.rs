@@ -35,7 +35,16 @@ pub fn desire(p: &Profile, f: &Facts, out: &mut Vec<(Ns, LinkSpec)>) {
             Flood::Unicast(_) => None,
         };
         let spec =
-            VxlanSpec { vni: s.vni, group, dev: dev.clone(), local, port: s.port, ageing: s.ageing, ttl: s.ttl.unwrap_or(0) };
+            VxlanSpec {
+                vni: s.vni,
+                group,
+                dev: dev.clone(),
+                local,
+                port: s.port,
+                ageing: s.ageing,
+                ttl: s.ttl.unwrap_or(0),
+                pin_local: p.underlay.as_ref().is_some_and(|u| u.local.is_some()),
+            };
         out.push((
             Ns::Host,
             LinkSpec {
@@ -70,7 +79,12 @@ pub fn recreate_reason(want: &VxlanSpec, found: &Link, o: &Observed) -> Option<S
         (Some(g), None) => return Some(format!("multicast group {g} (found unicast peers)")),
         _ => {}
     }
-    if f.local.unwrap_or(Ipv4Addr::UNSPECIFIED) != want.local {
+    // No local address on a link the profile does not pin one for (a host
+    // built by hand): the kernel sends from the underlay's address by
+    // route, which is what vxrouter would set; recreating it would cost
+    // every VM on the segment its connectivity for nothing.
+    let unpinned = f.local.is_none() && !want.pin_local;
+    if !unpinned && f.local.unwrap_or(Ipv4Addr::UNSPECIFIED) != want.local {
         return Some(format!("local {} (found {})", want.local, f.local.map(|a| a.to_string()).unwrap_or("none".into())));
     }
     None
@@ -118,5 +132,6 @@ pub fn as_found(l: &Link) -> LinkKind {
         port: v.port,
         ageing: v.ageing,
         ttl: v.ttl,
+        pin_local: v.local.is_some(),
     })
 }

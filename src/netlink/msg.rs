@@ -4,19 +4,19 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use netlink_packet_route::address::{AddressAttribute, AddressMessage, AddressScope};
+use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressMessage, AddressScope, CacheInfo};
 use netlink_packet_route::link::{
     AfSpecInet6, AfSpecUnspec, BridgeStpState, In6AddrGenMode, InfoBridge, InfoData, InfoKind, InfoVeth, InfoVxlan,
     LinkAttribute, LinkExtentMask, LinkFlags, LinkInfo, LinkMessage,
 };
 use netlink_packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState};
 use netlink_packet_route::route::{
-    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
+    RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
 };
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 
 use super::ops::{CreateCtx, SetLink};
-use crate::model::{Addr, BridgeSpec, FdbEntry, Link, LinkKind, LinkSpec, ObservedVxlan, Route};
+use crate::model::{Addr, BridgeSpec, FdbEntry, HostAddr, HostRoute, Link, LinkKind, LinkSpec, ObservedVxlan, Route};
 use crate::profile::Ipv4Cidr;
 use crate::profile::cidr;
 use ipnet::IpNet;
@@ -418,4 +418,149 @@ pub fn parse_route(m: &RouteMessage) -> Option<Route> {
     }
     r.dst = Ipv4Cidr::new(dst, m.header.destination_prefix_length).ok()?;
     Some(r)
+}
+
+// ---- full addresses and routes (moving the host's own between links) ------
+
+/// IPv4 and IPv6 routes (AF_UNSPEC).
+pub fn get_all_routes() -> RouteNetlinkMessage {
+    RouteNetlinkMessage::GetRoute(RouteMessage::default())
+}
+
+/// Flags RTM_NEWADDR takes from userspace; the others (secondary,
+/// tentative, permanent, deprecated, …) are the kernel's own bookkeeping.
+const SETTABLE_ADDR_FLAGS: u32 = 0x02 | 0x04 | 0x10 | 0x100 | 0x200 | 0x400;
+/// "forever" in IFA_CACHEINFO.
+const INFINITY_LIFE_TIME: u32 = u32::MAX;
+
+/// An address with its flags, scope and lifetimes.
+pub fn parse_host_addr(m: &AddressMessage) -> Option<HostAddr> {
+    let base = parse_addr(m)?;
+    let mut flags = u32::from(m.header.flags.bits());
+    let (mut valid, mut preferred, mut broadcast) = (None, None, None);
+    for a in &m.attributes {
+        match a {
+            AddressAttribute::Flags(f) => flags = f.bits(),
+            AddressAttribute::Broadcast(b) => broadcast = Some(*b),
+            AddressAttribute::CacheInfo(c) => {
+                valid = (c.ifa_valid != INFINITY_LIFE_TIME).then_some(c.ifa_valid);
+                preferred = (c.ifa_preferred != INFINITY_LIFE_TIME).then_some(c.ifa_preferred);
+            }
+            _ => {}
+        }
+    }
+    Some(HostAddr {
+        index: base.index,
+        cidr: base.cidr,
+        flags,
+        scope: u8::from(m.header.scope),
+        valid,
+        preferred,
+        broadcast,
+    })
+}
+
+fn host_addr_msg(index: u32, a: &HostAddr) -> AddressMessage {
+    let mut m = addr_msg(index, a.cidr);
+    m.header.scope = AddressScope::from(a.scope);
+    // The broadcast address as it was, not the one `addr_msg` derives.
+    m.attributes.retain(|x| !matches!(x, AddressAttribute::Broadcast(_)));
+    if let Some(b) = a.broadcast {
+        m.attributes.push(AddressAttribute::Broadcast(b));
+    }
+    m.attributes.push(AddressAttribute::Flags(AddressFlags::from_bits_retain(a.flags & SETTABLE_ADDR_FLAGS)));
+    if a.valid.is_some() || a.preferred.is_some() {
+        let mut c = CacheInfo::default();
+        c.ifa_preferred = a.preferred.unwrap_or(INFINITY_LIFE_TIME);
+        c.ifa_valid = a.valid.unwrap_or(INFINITY_LIFE_TIME);
+        m.attributes.push(AddressAttribute::CacheInfo(c));
+    }
+    m
+}
+
+/// RTM_NEWADDR of `a` on link `index` (flags and lifetimes kept).
+pub fn add_host_addr(index: u32, a: &HostAddr) -> RouteNetlinkMessage {
+    RouteNetlinkMessage::NewAddress(host_addr_msg(index, a))
+}
+
+/// Main-table unicast routes of either family.
+pub fn parse_host_route(m: &RouteMessage) -> Option<HostRoute> {
+    let family = m.header.address_family;
+    if (family != AddressFamily::Inet && family != AddressFamily::Inet6)
+        || m.header.table != RouteHeader::RT_TABLE_MAIN
+        || m.header.kind != RouteType::Unicast
+    {
+        return None;
+    }
+    let mut dst: Option<IpAddr> = None;
+    let mut r = HostRoute {
+        dst: IpNet::V4(Default::default()),
+        gateway: None,
+        oif: None,
+        protocol: u8::from(m.header.protocol),
+        scope: u8::from(m.header.scope),
+        metric: 0,
+        prefsrc: None,
+        onlink: m.header.flags.contains(RouteFlags::Onlink),
+    };
+    let ip = |a: &RouteAddress| match a {
+        RouteAddress::Inet(x) => Some(IpAddr::V4(*x)),
+        RouteAddress::Inet6(x) => Some(IpAddr::V6(*x)),
+        _ => None,
+    };
+    for a in &m.attributes {
+        match a {
+            RouteAttribute::Destination(d) => dst = ip(d),
+            RouteAttribute::Gateway(g) => r.gateway = ip(g),
+            RouteAttribute::Oif(o) => r.oif = Some(*o),
+            RouteAttribute::Priority(p) => r.metric = *p,
+            RouteAttribute::PrefSource(s) => r.prefsrc = ip(s),
+            _ => {}
+        }
+    }
+    let dst = dst.unwrap_or(if family == AddressFamily::Inet6 {
+        IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)
+    } else {
+        IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+    });
+    r.dst = IpNet::new(dst, m.header.destination_prefix_length).ok()?;
+    Some(r)
+}
+
+fn host_route_msg(r: &HostRoute) -> RouteMessage {
+    let mut m = RouteMessage::default();
+    m.header.address_family = if r.dst.addr().is_ipv4() { AddressFamily::Inet } else { AddressFamily::Inet6 };
+    m.header.destination_prefix_length = r.dst.prefix_len();
+    m.header.table = RouteHeader::RT_TABLE_MAIN;
+    m.header.protocol = RouteProtocol::from(r.protocol);
+    m.header.scope = RouteScope::from(r.scope);
+    m.header.kind = RouteType::Unicast;
+    if r.onlink {
+        m.header.flags = RouteFlags::Onlink;
+    }
+    if r.dst.prefix_len() > 0 {
+        m.attributes.push(RouteAttribute::Destination(RouteAddress::from(r.dst.network())));
+    }
+    if let Some(g) = r.gateway {
+        m.attributes.push(RouteAttribute::Gateway(RouteAddress::from(g)));
+    }
+    if let Some(o) = r.oif {
+        m.attributes.push(RouteAttribute::Oif(o));
+    }
+    if r.metric != 0 {
+        m.attributes.push(RouteAttribute::Priority(r.metric));
+    }
+    if let Some(s) = r.prefsrc {
+        m.attributes.push(RouteAttribute::PrefSource(RouteAddress::from(s)));
+    }
+    m
+}
+
+/// RTM_NEWROUTE; flags are the caller's.
+pub fn new_host_route(r: &HostRoute) -> RouteNetlinkMessage {
+    RouteNetlinkMessage::NewRoute(host_route_msg(r))
+}
+
+pub fn del_host_route(r: &HostRoute) -> RouteNetlinkMessage {
+    RouteNetlinkMessage::DelRoute(host_route_msg(r))
 }

@@ -10,7 +10,7 @@ use netlink_packet_route::RouteNetlinkMessage;
 
 use super::msg;
 use super::socket::{Netlink, NlError};
-use crate::model::{Addr, BridgeSpec, FdbEntry, Link, LinkSpec, Mac, Route};
+use crate::model::{Addr, BridgeSpec, FdbEntry, HostAddr, HostRoute, Link, LinkSpec, Mac, Route};
 use ipnet::IpNet;
 
 /// A link to act on: by index (known), or by name (just created, or only
@@ -188,6 +188,47 @@ impl Netlink {
         match self.request(msg::del_fdb(e), 0) {
             Ok(_) => Ok(true),
             Err(e) if e.is(libc::ENOENT) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+    /// Every address with its flags and lifetimes, in one dump.
+    pub fn host_addrs(&mut self) -> Result<Vec<HostAddr>, NlError> {
+        self.dump(msg::get_addresses(), |m| match m {
+            RouteNetlinkMessage::NewAddress(a) => msg::parse_host_addr(&a),
+            _ => None,
+        })
+    }
+
+    /// The main table's unicast routes of both families, with metrics, in
+    /// one dump.
+    pub fn host_routes(&mut self) -> Result<Vec<HostRoute>, NlError> {
+        self.dump(msg::get_all_routes(), |m| match m {
+            RouteNetlinkMessage::NewRoute(r) => msg::parse_host_route(&r),
+            _ => None,
+        })
+    }
+
+    /// Adds `a` (its flags, scope and lifetimes) to link `index`; false
+    /// when the link already has that address (nothing was added).
+    pub fn add_host_addr(&mut self, index: u32, a: &HostAddr) -> Result<bool, NlError> {
+        match self.request(msg::add_host_addr(index, a), NLM_F_CREATE | NLM_F_EXCL) {
+            Ok(_) => Ok(true),
+            Err(e) if e.is(libc::EEXIST) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Adds a route, replacing the one with the same destination and metric
+    /// (so a route moves to another device without a moment without it).
+    pub fn replace_host_route(&mut self, r: &HostRoute) -> Result<(), NlError> {
+        self.request(msg::new_host_route(r), NLM_F_CREATE | NLM_F_REPLACE).map(drop)
+    }
+
+    /// Removes a route; false when it was not there.
+    pub fn del_host_route(&mut self, r: &HostRoute) -> Result<bool, NlError> {
+        match self.request(msg::del_host_route(r), 0) {
+            Ok(_) => Ok(true),
+            Err(e) if e.is(libc::ESRCH) => Ok(false),
             Err(e) => Err(e),
         }
     }

@@ -26,6 +26,7 @@ pub fn facts(nft: bool) -> Facts {
         nft,
         run_dir: "/run/vxrouter".into(),
         sysctls: BTreeMap::new(),
+        missing_tools: Vec::new(),
     }
 }
 
@@ -250,6 +251,61 @@ fn an_interrupted_run_is_finished_by_adopting_its_unmarked_links() {
     assert_eq!(p.steps[0].line(), "change bridge br-pr: alias vxrouter:host-a (found none)");
 }
 
+/// A converged host as hand-built: nothing marked, its own MACs, VXLAN
+/// without a local address (what the seed document's commands make).
+fn hand_built(d: &Desired) -> Observed {
+    let mut o = converged(d);
+    let strip = |l: &mut Link| {
+        if l.alias.is_some() {
+            l.alias = None;
+            l.mac = Some([0x52, 0x54, 0, 0, 0, l.index as u8]);
+        }
+        if let Some(v) = l.vxlan.as_mut() {
+            v.local = None;
+        }
+    };
+    o.host.links.iter_mut().for_each(strip);
+    for v in o.named.values_mut() {
+        v.links.iter_mut().for_each(strip);
+    }
+    o.state = State::default();
+    o
+}
+
+#[test]
+fn adopt_marks_hand_built_links_keeps_their_macs_and_recreates_nothing() {
+    let d = desired(SEED_A);
+    let o = hand_built(&d);
+    let err = plan(&d, &o, PlanOptions::default()).unwrap_err().to_string();
+    assert!(err.contains("exists but is not owned") && err.contains("namespace ns1 exists but was not created"), "{err}");
+    let adopt = PlanOptions { adopt: true, ..PlanOptions::default() };
+    let p = plan(&d, &o, adopt).unwrap();
+    let lines: Vec<String> = p.steps.iter().map(|s| s.line()).collect();
+    assert!(!lines.is_empty() && lines.iter().all(|l| l.starts_with("change ") && l.contains(": alias vxrouter:host-a (found none)")), "{lines:#?}");
+    assert!(!lines.iter().any(|l| l.contains("mac") || l.contains("recreate")), "{lines:#?}");
+    assert!(p.kept_macs.contains_key("@host/br-pr") && p.kept_macs.contains_key("ns1/veth15.1"), "{:?}", p.kept_macs);
+    // Once adopted (marked, MACs recorded), the next plan is empty, and a
+    // MAC changed afterwards is drift back to the adopted one.
+    let mut after = converged(&d);
+    for l in after.host.links.iter_mut().chain(after.named.values_mut().flat_map(|v| v.links.iter_mut())) {
+        if let Some(m) = o.host.links.iter().chain(o.named.values().flat_map(|v| v.links.iter())).find(|x| x.name == l.name) {
+            l.mac = m.mac;
+            l.vxlan.as_mut().map(|v| v.local = None);
+        }
+    }
+    after.state.kept_macs = p.kept_macs.clone();
+    let again = plan(&d, &after, PlanOptions::default()).unwrap();
+    assert!(again.steps.is_empty(), "{:#?}", again.steps.iter().map(|s| s.line()).collect::<Vec<_>>());
+    host_link(&mut after, "br-pr").mac = Some([2, 0, 0, 0, 0, 1]);
+    let drift: Vec<String> = plan(&d, &after, PlanOptions::default()).unwrap().steps.iter().map(|s| s.line()).collect();
+    assert_eq!(drift.len(), 1);
+    assert!(drift[0].starts_with("change bridge br-pr: mac 52:54:00:00:00:") && drift[0].ends_with("(found 02:00:00:00:00:01)"), "{drift:?}");
+    // A profile that pins underlay.local recreates a VXLAN link without it.
+    let pinned = desired(&SEED_A.replace("device = \"eth0\"", "device = \"eth0\"\nlocal = \"10.0.0.1\""));
+    let p = plan(&pinned, &hand_built(&pinned), adopt).unwrap();
+    assert!(p.steps.iter().any(|s| s.line().contains("vxlan1070") && s.line().contains("local 10.0.0.1 (found none)")), "{:#?}", p.steps.iter().map(|s| s.line()).collect::<Vec<_>>());
+}
+
 #[test]
 fn drift_is_reported_per_attribute_and_immutable_ones_recreate() {
     let d = desired(SEED_A);
@@ -292,7 +348,7 @@ fn removing_a_segment_removes_its_owned_links_only() {
     let p = plan(&desired(SEED_A), &o, PlanOptions::default()).unwrap();
     assert_eq!(lines(&p), ["remove vxlan vxlan2000"]);
     assert!(p.notes[0].contains("kept bridge br-x") && p.notes[0].contains("vnet0"), "{:?}", p.notes);
-    let p = plan(&desired(SEED_A), &o, PlanOptions { force: true }).unwrap();
+    let p = plan(&desired(SEED_A), &o, PlanOptions { force: true, ..PlanOptions::default() }).unwrap();
     assert_eq!(lines(&p), ["remove vxlan vxlan2000", "remove bridge br-x"]);
 }
 
@@ -445,6 +501,22 @@ mod preflight {
         assert!(pf.errors.is_empty(), "{:?}", pf.errors);
         let f = Facts::of(&profile(SEED_A), &o.host, BTreeMap::new(), false, "/run/vxrouter".into());
         assert_eq!(f.underlay, Some(UnderlayFacts { mtu: 1500, address: Some(Ipv4Addr::new(10, 0, 0, 1)) }));
+    }
+
+    #[test]
+    fn tools_the_profile_needs_are_named_when_missing() {
+        let dhcp = SEED_A.replace(
+            "veth = [\"veth17.0\", \"veth17.1\"]  # optional, as above",
+            "veth = [\"veth17.0\", \"veth17.1\"]\ndhcp = { range = \"192.168.10.100-192.168.10.150\" }",
+        );
+        assert_ne!(dhcp, SEED_A);
+        assert_eq!(crate::facts::tools_needed(&profile(SEED_A), true), ["nft"]);
+        assert_eq!(crate::facts::tools_needed(&profile(&dhcp), true), ["dnsmasq", "nft"]);
+        assert_eq!(crate::facts::tools_needed(&profile(SEED_A), false)[0], "iptables-restore");
+        let mut o = bare();
+        o.facts.missing_tools = vec!["dnsmasq".into()];
+        let pf = check(&profile(&dhcp), &o.facts, &o.host);
+        assert!(pf.errors.iter().any(|e| e.contains("dnsmasq is not installed") && e.contains("dnsmasq-base")), "{:?}", pf.errors);
     }
 
     #[test]

@@ -135,6 +135,22 @@ pub struct Public {
     pub uplink: String,
     /// The upstream default gateway.
     pub gateway: Ipv4Addr,
+    /// What to do with the host's own addresses and routes on the uplink
+    /// when it is enslaved (default: refuse).
+    pub uplink_addresses: UplinkAddresses,
+}
+
+/// `[router.public] uplink_addresses`: an uplink that carries the host's
+/// own addresses or routes (the NIC an SSH session may use) would lose them
+/// as a bridge port. `Refuse` stops the plan, naming them; `Move` moves them
+/// to the public bridge in the same transaction (as Proxmox's vmbr0 carries
+/// the host address) and back when the bridge goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UplinkAddresses {
+    #[default]
+    Refuse,
+    Move,
 }
 
 /// A veth pair between a bridge on the host and the router namespace.

@@ -80,6 +80,7 @@ pub struct RawPublic {
     pub address: S<String>,
     pub gateway: S<String>,
     pub veth: Option<S<Vec<S<String>>>>,
+    pub uplink_addresses: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -13,7 +13,7 @@ use super::names::{check_ifname, check_plain_name, default_leg_names, default_vx
 use super::raw::*;
 use super::{
     DEFAULT_VXLAN_PORT, Dhcp, FirewallChoice, Flood, Forward, Ipv4Cidr, Leg, Nat, Profile, Proto, Public, Router, Segment,
-    Underlay,
+    Underlay, UplinkAddresses,
 };
 
 pub(super) fn parse(file: &str, bytes: &[u8]) -> Result<Profile, ProfileErrors> {
@@ -426,6 +426,15 @@ impl Validator<'_> {
             leg: Leg { bridge, address: address.unwrap_or(cidr::host(Ipv4Addr::UNSPECIFIED)), veth, dhcp: None, dns: false },
             uplink,
             gateway: gateway.unwrap_or(Ipv4Addr::UNSPECIFIED),
+            uplink_addresses: match p.uplink_addresses.as_ref().map(|m| (m, m.get_ref().as_str())) {
+                None | Some((_, "refuse")) => UplinkAddresses::Refuse,
+                Some((_, "move")) => UplinkAddresses::Move,
+                Some((m, other)) => {
+                    let reason = format!("{other:?} is not one of \"refuse\", \"move\"");
+                    self.err(m.span(), "router.public.uplink_addresses", reason);
+                    UplinkAddresses::Refuse
+                }
+            },
         };
 
         let mut private = Vec::new();

@@ -1,0 +1,154 @@
+//! NAT rules written by hand in the router namespace, replaced when a host
+//! built the seed document's way is adopted (`vxrouter adopt`): its
+//! `iptables -t nat -A POSTROUTING … -j MASQUERADE` (or `SNAT`) would
+//! otherwise stay beside vxrouter's own source NAT, which then looks
+//! redundant but is not what the profile says.
+//!
+//! Read only when adopting: outside `adopt` vxrouter never looks at (or
+//! touches) rules it did not write. The rules are deleted after
+//! vxrouter's firewall is in place (the same stage, later in the registry),
+//! so every packet finds a source NAT rule; established connections keep
+//! their conntrack NAT binding (same public address) and lose nothing.
+//! Undo appends the rules again.
+
+use serde::{Deserialize, Serialize};
+
+use super::{Kind, ObserveCx};
+use crate::apply::Apply;
+use crate::error::{Context, Result};
+use crate::facts::Facts;
+use crate::firewall::tool;
+use crate::journal::Undo;
+use crate::model::Ns;
+use crate::plan::{Order, Planner, Step, Verb};
+use crate::profile::Profile;
+
+pub struct HandNat;
+
+/// Hand-written source NAT rules found in one namespace, as
+/// `iptables-save` prints them without the leading "-A " ("POSTROUTING -o
+/// veth15.1 -j MASQUERADE").
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Found {
+    pub ns: String,
+    pub rules: Vec<String>,
+}
+
+impl Kind for HandNat {
+    const NAME: &'static str = "hand_nat";
+    /// The router namespace.
+    type Item = String;
+    type Seen = Vec<Found>;
+
+    fn desire(p: &Profile, _f: &Facts) -> Vec<String> {
+        p.router.iter().map(|r| r.namespace.clone()).collect()
+    }
+
+    fn observe(cx: &mut ObserveCx<'_>) -> Result<Vec<Found>> {
+        if !cx.scope.adopt || !crate::firewall::in_path("iptables-save") {
+            return Ok(vec![]);
+        }
+        let Some(ns) = cx.desired.router_ns().filter(|ns| cx.observed.named.contains_key(*ns)) else { return Ok(vec![]) };
+        let where_ = format!("namespace {ns}");
+        let text = tool::read("iptables-save", &["-t", "nat"], cx.session.file(&Ns::Named(ns.to_string()))?, &where_)?;
+        let rules = source_nat_rules(&text);
+        Ok(if rules.is_empty() { vec![] } else { vec![Found { ns: ns.to_string(), rules }] })
+    }
+
+    fn plan(p: &mut Planner<'_>, want: &[String], seen: &Vec<Found>) {
+        for f in seen {
+            if want.contains(&f.ns) {
+                p.push(Order::Late, DropHandNat { ns: f.ns.clone(), rules: f.rules.clone() });
+            }
+        }
+    }
+}
+
+/// The POSTROUTING rules of a `iptables-save -t nat` dump that do source
+/// NAT themselves (MASQUERADE or SNAT). vxrouter's own iptables rules live
+/// in its chains, reached by a plain jump, so none of them matches.
+pub fn source_nat_rules(save: &str) -> Vec<String> {
+    save.lines()
+        .filter_map(|l| l.strip_prefix("-A "))
+        .filter(|r| r.starts_with("POSTROUTING "))
+        .filter(|r| {
+            let words: Vec<&str> = r.split_whitespace().collect();
+            words.windows(2).any(|w| w[0] == "-j" && (w[1] == "MASQUERADE" || w[1] == "SNAT"))
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+/// Deletes the hand-written rules in one `iptables-restore --noflush` batch.
+#[derive(Debug, Serialize)]
+pub struct DropHandNat {
+    pub ns: String,
+    pub rules: Vec<String>,
+}
+
+fn batch(op: &str, rules: &[String]) -> String {
+    let mut b = String::from("*nat\n");
+    for r in rules {
+        b.push_str(&format!("{op} {r}\n"));
+    }
+    b.push_str("COMMIT\n");
+    b
+}
+
+fn restore(cx: &mut Apply<'_>, ns: &str, batch: &str) -> Result<()> {
+    let where_ = format!("namespace {ns}");
+    tool::feed("iptables-restore", &["--noflush"], cx.file(&Ns::Named(ns.to_string()))?, &where_, batch)
+}
+
+impl Step for DropHandNat {
+    fn action(&self) -> &'static str {
+        "replace_hand_nat"
+    }
+    fn verb(&self) -> Verb {
+        Verb::Remove
+    }
+    fn object(&self) -> String {
+        format!("hand-written NAT in {}", self.ns)
+    }
+    fn detail(&self) -> String {
+        let rules: Vec<String> = self.rules.iter().map(|r| format!("-A {r}")).collect();
+        format!("replaced by vxrouter's source NAT: {}", rules.join("; "))
+    }
+    fn apply(&self, cx: &mut Apply<'_>) -> Result<()> {
+        restore(cx, &self.ns, &batch("-D", &self.rules)).with_context(|| format!("remove hand-written NAT in {}", self.ns))?;
+        cx.undo_with(PutBack { ns: self.ns.clone(), rules: self.rules.clone() });
+        Ok(())
+    }
+}
+
+#[derive(Debug)]
+struct PutBack {
+    ns: String,
+    rules: Vec<String>,
+}
+
+impl Undo for PutBack {
+    fn undo(&self, cx: &mut Apply<'_>) -> Result<()> {
+        restore(cx, &self.ns, &batch("-A", &self.rules)).with_context(|| format!("put hand-written NAT back in {}", self.ns))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_masquerade_and_snat_but_not_jumps_or_other_chains() {
+        let save = "# Generated by iptables-save\n*nat\n:PREROUTING ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n:vxr-post - [0:0]\n\
+                    -A PREROUTING -d 203.0.113.123/32 -p tcp -j DNAT --to-destination 192.168.10.10\n\
+                    -A POSTROUTING -j vxr-post\n\
+                    -A POSTROUTING -o veth15.1 -j MASQUERADE\n\
+                    -A POSTROUTING -s 192.168.20.0/24 -o veth15.1 -j SNAT --to-source 203.0.113.123\n\
+                    -A vxr-post -o veth15.1 -j SNAT --to-source 203.0.113.123\nCOMMIT\n";
+        assert_eq!(
+            source_nat_rules(save),
+            ["POSTROUTING -o veth15.1 -j MASQUERADE", "POSTROUTING -s 192.168.20.0/24 -o veth15.1 -j SNAT --to-source 203.0.113.123"]
+        );
+        assert_eq!(batch("-D", &source_nat_rules(save)[..1]), "*nat\n-D POSTROUTING -o veth15.1 -j MASQUERADE\nCOMMIT\n");
+    }
+}
