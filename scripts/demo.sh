@@ -11,4 +11,8 @@ if [ "$(id -u)" != 0 ]; then
 fi
 scripts/deps.sh
 cargo build --release --locked
-exec scripts/sandbox.sh target/release/vxrouter lab run "${1:-profiles/lab/seed.toml}"
+lab=${1:-profiles/lab/seed.toml}
+# A lab with real guests boots an image made from Debian packages; the
+# sandbox has no network to download them, so build it (cached) first.
+if grep -qs '^kind *= *"qemu"' "$lab"; then scripts/guest-image.sh >/dev/null; fi
+exec scripts/sandbox.sh target/release/vxrouter lab run "$lab"

@@ -16,6 +16,18 @@ PKGS=(
   systemd         # systemd-analyze verify for `render systemd`
   groff-base bsdutils  # man page lint; script(1) for terminal tests
   procps kmod util-linux
+  # Real lab guests (scripts/guest-image.sh, guest-run.sh). busybox-static is
+  # not installed (it conflicts with busybox): guest-image.sh fetches its .deb
+  # and the kernel's with `apt-get download` and unpacks them.
+  qemu-system-x86 # boots the guests (KVM when usable, else TCG)
+  binutils        # readelf: the ping binary's loader, for the guest image
+  lz4 xz-utils zstd  # decompress the guest kernel and its modules
+  # A libvirt host in the lab (scripts/libvirt-sandbox.sh); no
+  # libvirt-daemon-system: its units and users would act on this machine.
+  libvirt-daemon libvirt-daemon-driver-qemu
+  # The Debian package (scripts/package.sh, package-selftest.sh).
+  dpkg-dev        # dpkg-shlibdeps
+  man-db          # man -w
 )
 
 missing=()
@@ -26,5 +38,22 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -q
-  apt-get install -y -q --no-install-recommends "${missing[@]}"
+  # qemu-system-x86 of Debian 12 (7.2) needs qemu-system-common 7.2, which a
+  # backported qemu-utils (>= 8.0, "Breaks: qemu-system-common (<< 8.0)")
+  # refuses; apt would then silently REMOVE qemu-utils. Instead, when the
+  # installed qemu-utils is newer than the qemu-system-x86 apt would install,
+  # install qemu-utils at that same version: an explicit, announced
+  # downgrade (qemu-img keeps working), nothing removed.
+  extra=()
+  if printf '%s\n' "${missing[@]}" | grep -qx qemu-system-x86; then
+    qemu=$(apt-cache policy qemu-system-x86 | awk '/Candidate:/ {print $2}')
+    utils=$(dpkg-query -W -f='${Version}' qemu-utils 2>/dev/null || true)
+    if [ -n "$qemu" ] && [ "$qemu" != "(none)" ] && [ -n "$utils" ] &&
+       dpkg --compare-versions "$utils" gt "$qemu"; then
+      echo "qemu-utils $utils is newer than qemu-system-x86 $qemu and would block it: installing qemu-utils $qemu (downgrade)"
+      extra=("qemu-utils=$qemu" --allow-downgrades)
+    fi
+  fi
+  # --no-remove: never let apt resolve a conflict by removing a package.
+  apt-get install -y -q --no-install-recommends --no-remove "${missing[@]}" "${extra[@]}"
 fi

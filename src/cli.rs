@@ -138,18 +138,29 @@ pub enum LabCommand {
         no_apply: bool,
     },
     /// Run the connectivity checks and print the matrix.
-    Check { lab: PathBuf },
-    /// Run a command inside a simulated host or VM.
+    Check {
+        /// The lab file, or the name of a running lab.
+        lab: PathBuf,
+    },
+    /// Run a command inside a simulated host or VM (a real guest: through
+    /// its console).
     Exec {
+        /// The lab file, or the name of a running lab.
         lab: PathBuf,
         node: String,
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
     /// Remove everything the lab made (also after a crashed `up`).
-    Down { lab: PathBuf },
+    Down {
+        /// The lab file, or the name of a running lab.
+        lab: PathBuf,
+    },
     /// up, check, down; exits with the result of check.
     Run { lab: PathBuf },
+    /// List the labs that are up (name, state, file).
+    #[command(visible_alias = "list")]
+    Status,
 }
 
 #[derive(Subcommand)]

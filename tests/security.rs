@@ -278,3 +278,34 @@ fn the_public_side_learns_nothing_of_the_private_gateways_and_no_ipv6() {
     assert!(seen.contains("fe80::"), "control: something on the public segment answers IPv6 all-nodes: {seen}");
     assert!(!seen.contains(&router), "the router ({router}) answered IPv6 on the public segment: {seen}");
 }
+
+#[test]
+#[ignore = "needs root and the sandbox: scripts/test.sh"]
+fn the_lab_public_side_cell_catches_arp_ping_and_ipv6_leaks() {
+    let l = TestLab::seed("sec-public-cell");
+    l.up();
+    let (ok, checks) = l.check();
+    assert!(ok, "{checks:#?}");
+    let cell = |checks: &[serde_json::Value]| {
+        checks.iter().find(|c| c["check"] == "public-side" && c["to"] == "host-a").cloned().expect("a public-side cell for host-a")
+    };
+    assert_eq!(cell(&checks)["ok"], true, "{}", cell(&checks));
+    // Undo the router's hardening by hand: the leg answers ARP for every
+    // address of the namespace, and has IPv6 again (a link-local address,
+    // and no ip6 drop table).
+    let o = l.sh(
+        "host-a",
+        "ip netns exec ns1 sh -c 'p=/proc/sys/net; echo 0 > $p/ipv4/conf/all/arp_ignore && echo 0 > $p/ipv4/conf/veth15.1/arp_ignore \
+         && echo 0 > $p/ipv6/conf/veth15.1/addr_gen_mode && echo 0 > $p/ipv6/conf/veth15.1/disable_ipv6 \
+         && ip link set veth15.1 down && ip link set veth15.1 up && nft delete table ip6 vxrouter'",
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    std::thread::sleep(std::time::Duration::from_secs(3)); // DAD of the new link-local
+    let (ok, checks) = l.check();
+    assert!(!ok);
+    let c = cell(&checks);
+    let d = c["detail"].as_str().unwrap();
+    assert_eq!(c["ok"], false, "{c}");
+    assert!(d.contains("answers ARP for the private gateway 192.168.10.3"), "{c}");
+    assert!(d.contains("answers IPv6 on the public segment"), "{c}");
+}

@@ -3,16 +3,17 @@
 //! lab cannot pass by accident.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::net::Ipv4Addr;
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 
 use anyhow::{Context, Result, anyhow};
 use serde::Serialize;
 
+use crate::interrupt;
 use crate::lab::{LabState, attacker_address};
 use crate::nodes::{LabDir, Node};
 use crate::spec::{Lab, LabVm};
+use crate::vm::Vm;
 
 pub const SERVER_PORT: u16 = 7000;
 pub const VM_PORT: u16 = 7001;
@@ -46,107 +47,52 @@ pub fn block_multicast(fabric: &Node) -> Result<()> {
     Ok(())
 }
 
-/// A background agent listener, killed when dropped.
-struct Listener(Child);
-
-impl Drop for Listener {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn exe() -> &'static str {
-    crate::nodes::SELF_EXE
-}
-
-fn listen(node: &Node, addr: Ipv4Addr, port: u16) -> Result<Listener> {
-    let mut child = node
-        .command(exe())
-        .args(["__agent", "listen", &format!("{addr}:{port}")])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .with_context(|| format!("start listener in {}", node.name))?;
-    let mut line = String::new();
-    if let Some(out) = child.stdout.take() {
-        BufReader::new(out).read_line(&mut line)?;
-    }
-    let l = Listener(child);
-    if line.trim() != "listening" {
-        return Err(anyhow!("listener in {} on {addr}:{port} did not start", node.name));
-    }
-    Ok(l)
-}
-
-fn run(mut cmd: Command) -> (bool, String) {
-    match cmd.stdin(Stdio::null()).output() {
-        Ok(o) => {
-            let text = if o.status.success() { &o.stdout } else { &o.stderr };
-            (o.status.success(), String::from_utf8_lossy(text).trim().to_string())
-        }
-        Err(e) => (false, e.to_string()),
-    }
-}
-
-fn ping(node: &Node, to: Ipv4Addr) -> (bool, String) {
-    for _ in 0..3 {
-        let mut cmd = node.command("ping");
-        cmd.args(["-c", "1", "-W", "1", "-q", &to.to_string()]);
-        if run(cmd).0 {
-            return (true, "ping".into());
-        }
-    }
-    (false, format!("no reply to ping {to}"))
-}
-
 /// Full-size packets cross VXLAN unfragmented (`ping -M do` at the segment
 /// MTU, the bridge's on the sending host, works) and one byte more does not
-/// get through: refused by the VM's own interface or dropped on the way,
-/// never fragmented.
-fn path_mtu(node: &Node, to: Ipv4Addr, mtu: u32) -> (bool, String) {
-    if mtu < 68 {
-        return (false, format!("cannot read the segment MTU ({mtu})"));
+/// get through — refused by the sender itself, which knows its MTU. A VM
+/// whose own MTU is larger than the segment's fails at once: its full-size
+/// frames would be dropped silently on the way (an MTU black hole, which a
+/// plain "one byte more does not arrive" cannot tell from a correct MTU).
+fn path_mtu(a: &Vm, to: Ipv4Addr, seg: u32, mtus: [(&str, &Result<u32, String>); 2]) -> (bool, String) {
+    if seg < 68 {
+        return (false, format!("cannot read the segment MTU ({seg})"));
     }
-    let ping = |size: u32| {
-        let mut cmd = node.command("ping");
-        cmd.args(["-c", "1", "-W", "2", "-q", "-M", "do", "-s", &size.to_string(), &to.to_string()]);
-        run(cmd).0
-    };
-    let full = mtu.saturating_sub(28);
-    if !(ping(full) || ping(full)) {
-        return (false, format!("{mtu}-byte packets with DF set do not get across"));
-    }
-    if ping(full + 1) {
-        return (false, format!("{}-byte packets got through an MTU of {mtu}", mtu + 1));
-    }
-    (true, format!("{mtu} bytes unfragmented, {} refused", mtu + 1))
-}
-
-fn arping(node: &Node, to: Ipv4Addr) -> bool {
-    let mut cmd = node.command("arping");
-    cmd.args(["-f", "-c", "2", "-w", "2", "-I", "eth0", &to.to_string()]);
-    run(cmd).0
-}
-
-/// Sends `bytes` to an agent listener; Ok((peer seen, bytes received)).
-fn send(node: &Node, to: Ipv4Addr, port: u16, bytes: u64, timeout_s: u32) -> Result<(String, u64), String> {
-    let mut cmd = node.command(exe());
-    cmd.args(["__agent", "send", &format!("{to}:{port}"), "--bytes", &bytes.to_string(), "--timeout", &timeout_s.to_string()]);
-    let (ok, out) = run(cmd);
-    if !ok {
-        return Err(out.lines().last().unwrap_or("failed").trim_start_matches("error: ").to_string());
-    }
-    let mut peer = String::new();
-    let mut got = 0;
-    for kv in out.split_whitespace() {
-        if let Some(p) = kv.strip_prefix("peer=") {
-            peer = p.to_string();
-        } else if let Some(b) = kv.strip_prefix("bytes=") {
-            got = b.parse().unwrap_or(0);
+    for (name, mtu) in mtus {
+        match mtu {
+            Ok(m) if *m > seg => {
+                return (
+                    false,
+                    format!(
+                        "MTU black hole: {name}'s eth0 has MTU {m}, more than the segment's {seg}; its frames above {seg} bytes are dropped silently on the way"
+                    ),
+                );
+            }
+            Ok(_) => {}
+            Err(e) => return (false, format!("cannot read the MTU of {name}: {e}")),
         }
     }
-    Ok((peer, got))
+    let full = seg.saturating_sub(28);
+    if !(a.ping_df(to, full).0 || a.ping_df(to, full).0) {
+        return (false, format!("{seg}-byte packets with DF set do not get across"));
+    }
+    let (passed, said) = a.ping_df(to, full + 1);
+    if passed {
+        return (false, format!("{}-byte packets got through an MTU of {seg}", seg + 1));
+    }
+    // iputils says "local error: message too long" (raw socket, error
+    // queue) or "sendmsg: Message too long" (ICMP datagram socket): either
+    // way the sender refused the packet itself.
+    if !said.to_ascii_lowercase().contains("message too long") {
+        return (
+            false,
+            format!("{}-byte packets were sent and lost instead of being refused by {}: {}", seg + 1, a.name(), last_line(&said)),
+        );
+    }
+    (true, format!("{seg} bytes unfragmented, {} refused", seg + 1))
+}
+
+fn last_line(s: &str) -> &str {
+    s.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim()
 }
 
 /// The router serving both VMs' segments (their gateways are its legs).
@@ -178,6 +124,9 @@ fn parallel<T: Send>(jobs: Vec<Box<dyn FnOnce() -> T + Send + '_>>) -> Vec<T> {
     let mut out: Vec<Option<T>> = (0..jobs.len()).map(|_| None).collect();
     let mut jobs: Vec<(usize, Box<dyn FnOnce() -> T + Send + '_>)> = jobs.into_iter().enumerate().collect();
     while !jobs.is_empty() {
+        if interrupt::received().is_some() {
+            break;
+        }
         let batch: Vec<_> = jobs.drain(..jobs.len().min(24)).collect();
         let results: Vec<(usize, T)> = std::thread::scope(|s| {
             let handles: Vec<_> = batch.into_iter().map(|(i, f)| s.spawn(move || (i, f()))).collect();
@@ -219,14 +168,14 @@ pub fn run_checks(lab: &Lab) -> Result<Vec<CheckResult>> {
     }
     let mtu_of = |vm: &LabVm| segment_mtus.get(&(vm.host.clone(), vm.bridge.clone())).copied().unwrap_or(0);
     let mut dhcp_cells = Vec::new();
-    let mut vms: Vec<(&LabVm, Node)> = Vec::new();
+    let mut vms: Vec<(&LabVm, Vm)> = Vec::new();
     for vm in &effective {
         match state.vm(&vm.name) {
             Some(s) if s.ok => {
                 if let Some(lease) = &s.lease {
                     dhcp_cells.push(dhcp_check(lab, vm, lease, mtu_of(vm)));
                 }
-                vms.push((vm, dir.vm(&vm.name, &vm.host)?))
+                vms.push((vm, crate::lab::vm_handle(&dir, vm)?))
             }
             Some(s) => fail("attached", &vm.name, &vm.bridge, s.detail.clone()),
             None => fail("attached", &vm.name, &vm.bridge, "the lab did not create this VM (run `vxrouter lab up`)".into()),
@@ -245,23 +194,44 @@ pub fn run_checks(lab: &Lab) -> Result<Vec<CheckResult>> {
         }
     }
 
-    let server = dir.node("server")?;
-    let attacker = dir.node("attacker")?;
-    let _server_l = listen(&server, lab.server, SERVER_PORT)?;
+    let server = Vm::Ns(dir.node("server")?);
+    let attacker_node = dir.node("attacker")?;
+    let _server_l = server.listen(lab.server, SERVER_PORT)?;
+    // Every VM listens, and says what MTU its eth0 has. A VM that cannot
+    // (a guest that stopped answering) fails here, with the reason, and
+    // leaves the matrix.
     let mut vm_listeners = Vec::new();
-    for (vm, node) in &vms {
-        vm_listeners.push(listen(node, vm.address.addr(), VM_PORT)?);
+    let mut vm_mtus: BTreeMap<String, Result<u32, String>> = BTreeMap::new();
+    let mut reachable = Vec::new();
+    for (vm, handle) in vms {
+        match handle.listen(vm.address.addr(), VM_PORT) {
+            Ok(l) => {
+                vm_listeners.push(l);
+                vm_mtus.insert(vm.name.clone(), handle.mtu());
+                reachable.push((vm, handle));
+            }
+            Err(e) if handle.is_guest() => results.push(CheckResult {
+                check: "attached",
+                from: vm.name.clone(),
+                to: vm.bridge.clone(),
+                ok: false,
+                detail: format!("{e:#}"),
+            }),
+            Err(e) => return Err(e),
+        }
     }
+    let vms = reachable;
     // The attacker routes the private subnets through each router's public
     // address, as anyone on the public segment can.
     for h in &lab.hosts {
         if let Some(r) = &h.profile.router {
             for leg in &r.private {
                 let dst = leg.address.trunc();
-                crate::lab::route(&attacker, dst, r.public.leg.address.addr())?;
+                crate::lab::route(&attacker_node, dst, r.public.leg.address.addr())?;
             }
         }
     }
+    let attacker = Vm::Ns(attacker_node);
 
     // Fragments created by a host while the checks run mean VXLAN packets did
     // not fit the underlay: the segment MTU is too large for it.
@@ -280,28 +250,34 @@ pub fn run_checks(lab: &Lab) -> Result<Vec<CheckResult>> {
         // Control for the isolation checks: ARP works on the VM's own segment.
         let needs_control = vms.iter().any(|(b, _)| b.bridge != a.bridge);
         let gw_control = needs_control
-            && (arping(an, a.gateway)
-                || vms.iter().any(|(b, _)| b.bridge == a.bridge && b.name != a.name && arping(an, b.address.addr())));
+            && (an.arping(a.gateway)
+                || vms.iter().any(|(b, _)| b.bridge == a.bridge && b.name != a.name && an.arping(b.address.addr())));
         for (b, _) in &vms {
             if a.name == b.name {
                 continue;
             }
             let same_segment = a.bridge == b.bridge;
+            let vm_mtus = &vm_mtus;
             jobs.push(Box::new(move || {
                 let mut out = Vec::new();
                 let mut r = |check, ok, detail: String| {
                     out.push(CheckResult { check, from: a.name.clone(), to: b.name.clone(), ok, detail })
                 };
                 if same_segment {
-                    let (ok, d) = ping(an, b.address.addr());
+                    let (ok, d) = an.ping(b.address.addr());
                     r("ping", ok, d);
                     if a.host != b.host && a.name < b.name {
-                        match send(an, b.address.addr(), VM_PORT, BULK_BYTES, 3) {
+                        match an.send(b.address.addr(), VM_PORT, BULK_BYTES, 3) {
                             Ok((_, got)) if got == BULK_BYTES => r("bulk", true, human(got)),
                             Ok((_, got)) => r("bulk", false, format!("{} of {} arrived", human(got), human(BULK_BYTES))),
                             Err(e) => r("bulk", false, e),
                         }
-                        let (ok, d) = path_mtu(an, b.address.addr(), mtu_of(a));
+                        let unknown = Err("not measured".to_string());
+                        let mtus = [
+                            (a.name.as_str(), vm_mtus.get(&a.name).unwrap_or(&unknown)),
+                            (b.name.as_str(), vm_mtus.get(&b.name).unwrap_or(&unknown)),
+                        ];
+                        let (ok, d) = path_mtu(an, b.address.addr(), mtu_of(a), mtus);
                         r("pmtu", ok, d);
                     }
                 } else {
@@ -311,7 +287,7 @@ pub fn run_checks(lab: &Lab) -> Result<Vec<CheckResult>> {
                             false,
                             format!("control failed: {} gets no ARP reply on its own segment either", a.name),
                         );
-                    } else if arping(an, b.address.addr()) {
+                    } else if an.arping(b.address.addr()) {
                         r("l2-isolated", false, format!("{} answered ARP from {}: the segments share L2", b.name, a.name));
                     } else {
                         r("l2-isolated", true, "isolated".into());
@@ -319,7 +295,7 @@ pub fn run_checks(lab: &Lab) -> Result<Vec<CheckResult>> {
                     // Routed between segments of one router: only when the
                     // profile says so.
                     if let Some(allowed) = shared_router(lab, a, b).map(|r| r.route_between_segments) {
-                        match (allowed, send(an, b.address.addr(), VM_PORT, 16, 2)) {
+                        match (allowed, an.send(b.address.addr(), VM_PORT, 16, 2)) {
                             (true, Ok(_)) => r("routed", true, "routed between segments".into()),
                             (true, Err(e)) => r("routed", false, format!("route_between_segments is on, but: {e}")),
                             (false, Ok(_)) => {
@@ -339,7 +315,7 @@ pub fn run_checks(lab: &Lab) -> Result<Vec<CheckResult>> {
             let mut r = |check, ok, detail: String| {
                 out.push(CheckResult { check, from: a.name.clone(), to: "internet".into(), ok, detail })
             };
-            match send(an, server_addr, SERVER_PORT, 64, 3) {
+            match an.send(server_addr, SERVER_PORT, 64, 3) {
                 Ok((peer, _)) => {
                     let ok = peer.parse::<Ipv4Addr>().is_ok_and(|p| expect.contains(&p));
                     let want = expect.iter().map(|e| e.to_string()).collect::<Vec<_>>().join(" or ");
@@ -347,7 +323,7 @@ pub fn run_checks(lab: &Lab) -> Result<Vec<CheckResult>> {
                 }
                 Err(e) => r("egress-source", false, e),
             }
-            match send(an, server_addr, SERVER_PORT, BULK_BYTES, 3) {
+            match an.send(server_addr, SERVER_PORT, BULK_BYTES, 3) {
                 Ok((_, got)) if got == BULK_BYTES => r("bulk", true, human(got)),
                 Ok((_, got)) => r("bulk", false, format!("{} of {} arrived", human(got), human(BULK_BYTES))),
                 Err(e) => r("bulk", false, e),
@@ -361,13 +337,62 @@ pub fn run_checks(lab: &Lab) -> Result<Vec<CheckResult>> {
                 vec![CheckResult { check: "inbound-blocked", from: "internet".into(), to: a.name.clone(), ok, detail }]
             };
             // Positive control: the listener answers from inside the segment.
-            if let Err(e) = send(peer, a.address.addr(), VM_PORT, 16, 3) {
+            if let Err(e) = peer.send(a.address.addr(), VM_PORT, 16, 3) {
                 return r(false, format!("control failed: {}'s listener unreachable from its own segment: {e}", a.name));
             }
-            match send(attacker, a.address.addr(), VM_PORT, 16, 2) {
+            match attacker.send(a.address.addr(), VM_PORT, 16, 2) {
                 Ok((peer, _)) => r(false, format!("a new connection from the internet reached {} (seen from {peer})", a.name)),
                 Err(_) => r(true, "blocked".into()),
             }
+        }));
+    }
+    // The public side learns nothing of the private side: a router's public
+    // leg answers ARP only for the public address, the private gateways do
+    // not answer pings routed via the public address, and the router has no
+    // IPv6 on the public segment (its link-local, derived from the leg's
+    // MAC, does not answer). The public address answering ping is the
+    // control: a dead router must not pass.
+    for h in lab.hosts.iter().filter(|h| h.uplink) {
+        let Some(r) = &h.profile.router else { continue };
+        let leg = &r.public.leg.veth[1];
+        let out = dir
+            .node(&h.name)?
+            .command("ip")
+            .args(["netns", "exec", &r.namespace, "cat", &format!("/sys/class/net/{leg}/address")])
+            .stdin(Stdio::null())
+            .output()
+            .with_context(|| format!("read the MAC of {leg} in {}", h.name))?;
+        let link_local = link_local_of(String::from_utf8_lossy(&out.stdout).trim());
+        let public = r.public.leg.address.addr();
+        let gateways: Vec<Ipv4Addr> = r.private.iter().map(|l| l.address.addr()).collect();
+        let (attacker, host) = (&attacker, h.name.clone());
+        jobs.push(Box::new(move || {
+            let mut problems = Vec::new();
+            if !attacker.ping(public).0 {
+                problems.push(format!("control failed: the public address {public} does not answer ping"));
+            }
+            for g in &gateways {
+                if attacker.arping(*g) {
+                    problems.push(format!("the public leg answers ARP for the private gateway {g}"));
+                }
+                if attacker.ping(*g).0 {
+                    problems.push(format!("the private gateway {g} answers ping from the public side"));
+                }
+            }
+            match &link_local {
+                Some(ll) if attacker.ping6_link_local(ll, "eth0") => {
+                    problems.push(format!("the router answers IPv6 on the public segment ({ll})"))
+                }
+                Some(_) => {}
+                None => problems.push(format!("cannot read the MAC of the public leg {leg}")),
+            }
+            let ok = problems.is_empty();
+            let detail = if ok {
+                format!("{public} answers; {} private gateway(s) silent to ARP and ping; no IPv6", gateways.len())
+            } else {
+                problems.join("; ")
+            };
+            vec![CheckResult { check: "public-side", from: "internet".into(), to: host, ok, detail }]
         }));
     }
     // Port forwards: reachable from the internet at the public address, and
@@ -377,15 +402,15 @@ pub fn run_checks(lab: &Lab) -> Result<Vec<CheckResult>> {
         let Some(r) = &h.profile.router else { continue };
         for f in r.forwards.iter().filter(|f| f.proto == vxrouter::profile::Proto::Tcp) {
             let target = vms.iter().find(|(v, _)| v.address.addr() == f.to);
-            let Some((vm, node)) = target else { continue };
+            let Some((vm, handle)) = target else { continue };
             if f.to_port != VM_PORT {
-                forward_listeners.push(listen(node, vm.address.addr(), f.to_port)?);
+                forward_listeners.push(handle.listen(vm.address.addr(), f.to_port)?);
             }
             let public = r.public.leg.address.addr();
             let (port, vm) = (f.port, &vm.name);
             let (attacker, me) = (&attacker, &me);
             jobs.push(Box::new(move || {
-                let (ok, detail) = match send(attacker, public, port, 16, 3) {
+                let (ok, detail) = match attacker.send(public, port, 16, 3) {
                     Ok((peer, _)) if &peer == me => (true, format!("{public}:{port}")),
                     Ok((peer, _)) => (false, format!("arrived from {peer}, expected the client's {me}")),
                     Err(e) => (false, format!("{public}:{port}: {e}")),
@@ -399,6 +424,7 @@ pub fn run_checks(lab: &Lab) -> Result<Vec<CheckResult>> {
     }
     drop(vm_listeners);
     drop(forward_listeners);
+    interrupt::check()?;
     for (name, node, before) in host_nodes {
         let after = frag_creates(&node)?;
         let n = after.saturating_sub(before);
@@ -546,6 +572,17 @@ pub fn print_matrix(lab: &Lab, results: &[CheckResult]) {
     if !egress.is_empty() {
         println!("\nsource address seen by the internet server: {}", egress.join(", "));
     }
+    let public_side: Vec<String> = results
+        .iter()
+        .filter(|r| r.check == "public-side")
+        .map(|r| format!("{} {}", r.to, if r.ok { "✓" } else { "✗" }))
+        .collect();
+    if !public_side.is_empty() {
+        println!(
+            "\nrouter seen from the public segment (private gateways silent to ARP and ping, no IPv6): {}",
+            public_side.join(", ")
+        );
+    }
     if failed.is_empty() {
         println!("\nall {} checks passed", results.len());
     } else {
@@ -554,5 +591,23 @@ pub fn print_matrix(lab: &Lab, results: &[CheckResult]) {
             let to = if r.to.is_empty() { String::new() } else { format!(" → {}", r.to) };
             println!("  ✗ {} {}{}: {}", r.check, r.from, to, r.detail);
         }
+    }
+}
+
+/// The EUI-64 IPv6 link-local address of a MAC ("02:ee:…" → "fe80::ee:…").
+fn link_local_of(mac: &str) -> Option<String> {
+    let b: Vec<u8> = mac.split(':').map(|x| u8::from_str_radix(x, 16).ok()).collect::<Option<_>>()?;
+    let [a, b1, c, d, e, f] = <[u8; 6]>::try_from(b).ok()?;
+    let g = [u16::from_be_bytes([a ^ 2, b1]), u16::from_be_bytes([c, 0xff]), u16::from_be_bytes([0xfe, d]), u16::from_be_bytes([e, f])];
+    Some(format!("fe80::{:x}:{:x}:{:x}:{:x}", g[0], g[1], g[2], g[3]))
+}
+
+#[cfg(test)]
+mod link_local_tests {
+    #[test]
+    fn eui64_link_local() {
+        assert_eq!(super::link_local_of("3e:b6:81:e0:fd:7e").as_deref(), Some("fe80::3cb6:81ff:fee0:fd7e"));
+        assert_eq!(super::link_local_of("02:18:68:f4:c9:17").as_deref(), Some("fe80::18:68ff:fef4:c917"));
+        assert_eq!(super::link_local_of("nonsense"), None);
     }
 }

@@ -3,6 +3,8 @@
 
 use std::net::Ipv4Addr;
 use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use serde::{Deserialize, Serialize};
@@ -11,8 +13,12 @@ use vxrouter::netlink::{CreateCtx, IfExists, LinkRef, Netlink, SetLink};
 use vxrouter::profile::{Ipv4Cidr, cidr};
 
 use crate::checks;
+use crate::guest::{self, Accel, Console, Files, Image};
+use crate::interrupt;
+use crate::libvirt;
 use crate::nodes::{self, LabDir, Node};
-use crate::spec::{self, Lab};
+use crate::spec::{self, Lab, VmKind};
+use crate::vm::Vm;
 
 /// What `up` achieved per host and VM, kept in the lab directory for `check`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -21,7 +27,13 @@ pub struct LabState {
     pub file: String,
     pub hosts: Vec<NodeStatus>,
     pub vms: Vec<NodeStatus>,
+    /// How real guests run: "TCG (why)" or "KVM (why)"; None without guests.
+    #[serde(default)]
+    pub accel: Option<String>,
 }
+
+/// A DHCP VM's lease: address/prefix, gateway, MTU.
+pub type Lease = (String, String, u32);
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct NodeStatus {
@@ -30,7 +42,7 @@ pub struct NodeStatus {
     pub detail: String,
     /// A DHCP VM's lease: address with prefix, gateway, MTU.
     #[serde(default)]
-    pub lease: Option<(String, String, u32)>,
+    pub lease: Option<Lease>,
 }
 
 impl LabState {
@@ -164,8 +176,11 @@ pub fn attacker_address(lab: &Lab) -> Ipv4Cidr {
 }
 
 /// Builds (or completes) the lab and applies each host's profile inside it.
+/// Stops with `Interrupted` at its next step after a signal; the caller
+/// then tears the lab down.
 pub fn up(lab: &Lab, opts: &UpOptions) -> Result<LabState> {
     let q = opts.quiet;
+    interrupt::check()?;
     let dir = LabDir::create(&lab.name)?;
     let mut state = LabState { name: lab.name.clone(), file: lab.file.display().to_string(), ..LabState::default() };
     state.save(&dir)?;
@@ -193,6 +208,7 @@ pub fn up(lab: &Lab, opts: &UpOptions) -> Result<LabState> {
     address(&attacker, "eth0", attacker_address(lab))?;
 
     for (i, h) in lab.hosts.iter().enumerate() {
+        interrupt::check()?;
         let node = dir.new_host(&h.name)?;
         let dev = h.profile.underlay.as_ref().map(|u| u.device.clone()).unwrap_or_else(|| "eth0".into());
         cable(&node, &dev, None, &fabric, &format!("u{i}"), Some("underlay"), None)?;
@@ -205,49 +221,155 @@ pub fn up(lab: &Lab, opts: &UpOptions) -> Result<LabState> {
         let mut status = NodeStatus { name: h.name.clone(), ok: true, detail: String::new(), lease: None };
         if opts.apply {
             say(q, format!("{}: vxrouter apply {}", h.name, h.profile_path.display()));
-            let out = node
-                .command(nodes::vxrouter_bin())
-                .args(["apply", "--quiet"])
-                .arg(&h.profile_path)
-                .output()
-                .with_context(|| format!("run vxrouter apply in {}", h.name))?;
+            let mut cmd = node.command(nodes::vxrouter_bin());
+            cmd.args(["apply", "--quiet"]).arg(&h.profile_path);
+            let out = interrupt::output(&mut cmd, &format!("vxrouter apply in {}", h.name), Duration::from_secs(300))?;
             if !out.status.success() {
                 status.ok = false;
                 status.detail = format!("apply failed: {}", String::from_utf8_lossy(&out.stderr).trim());
                 say(q, format!("{}: {}", h.name, status.detail));
+            } else if h.libvirt {
+                say(q, format!("{}: starting libvirtd, defining its networks from `vxrouter render libvirt`", h.name));
+                match libvirt::start(&node, &dir.host_root(&h.name)?, &nodes::vxrouter_bin(), &h.profile_path) {
+                    Ok(d) => {
+                        say(q, format!("{}: {d}", h.name));
+                        status.detail = d;
+                    }
+                    Err(e) if interrupt::of(&e).is_some() => return Err(e),
+                    Err(e) => {
+                        status.ok = false;
+                        status.detail = format!("libvirt: {e:#}");
+                        say(q, format!("{}: {}", h.name, status.detail));
+                    }
+                }
             }
         }
         state.hosts.push(status);
         state.save(&dir)?;
     }
 
+    // Namespace VMs and guests QEMU runs itself first, libvirt's guests
+    // last: libvirt picks its vnetN names among the free ones, the lab's
+    // own taps keep theirs whatever the order of the file.
     let mut taps: std::collections::BTreeMap<String, usize> = Default::default();
+    let mut names = Vec::new();
     for vm in &lab.vms {
         let n = taps.entry(vm.host.clone()).or_default();
-        let tap = format!("vnet{n}");
+        names.push(format!("vnet{n}"));
         *n += 1;
-        let status = attach_vm(&dir, vm, &tap);
-        let status = match status {
-            Ok(lease) => {
-                NodeStatus { name: vm.name.clone(), ok: true, detail: format!("{tap} in {} on {}", vm.bridge, vm.host), lease }
-            }
+    }
+    let via_libvirt = |vm: &spec::LabVm| vm.kind == VmKind::Qemu && lab.hosts.iter().any(|h| h.name == vm.host && h.libvirt);
+    let mut order: Vec<usize> = (0..lab.vms.len()).filter(|i| !via_libvirt(&lab.vms[*i])).collect();
+    order.extend((0..lab.vms.len()).filter(|i| via_libvirt(&lab.vms[*i])));
+    let mut guests = Guests::default();
+    let mut statuses: Vec<Option<NodeStatus>> = vec![None; lab.vms.len()];
+    for i in order {
+        interrupt::check()?;
+        let (vm, tap) = (&lab.vms[i], &names[i]);
+        let attached = match vm.kind {
+            VmKind::Namespace => attach_vm(&dir, vm, tap).map(|lease| (format!("{tap} in {} on {}", vm.bridge, vm.host), lease)),
+            VmKind::Qemu => attach_guest(&dir, lab, vm, tap, &mut guests, &mut state, q),
+        };
+        let status = match attached {
+            Ok((detail, lease)) => NodeStatus { name: vm.name.clone(), ok: true, detail, lease },
+            Err(e) if interrupt::of(&e).is_some() => return Err(e),
             Err(e) => {
                 say(q, format!("{}: not attached: {e:#}", vm.name));
                 NodeStatus { name: vm.name.clone(), ok: false, detail: format!("not attached: {e:#}"), lease: None }
             }
         };
-        state.vms.push(status);
+        statuses[i] = Some(status);
+        state.vms = statuses.iter().flatten().cloned().collect();
         state.save(&dir)?;
     }
+    interrupt::check()?;
     say(q, format!("lab {} is up: {} host(s), {} VM(s)", lab.name, lab.hosts.len(), lab.vms.len()));
     Ok(state)
+}
+
+/// The guest image and accelerator, found once per `up` when the first
+/// real guest needs them.
+#[derive(Default)]
+struct Guests {
+    ready: Option<(Image, Accel)>,
+}
+
+impl Guests {
+    fn get(&mut self, dir: &LabDir, state: &mut LabState, q: bool) -> Result<&(Image, Accel)> {
+        if self.ready.is_none() {
+            let image = guest::image(dir, q)?;
+            let (accel, why) = guest::detect_accel(dir, &image);
+            say(q, format!("guests: QEMU with {} ({why})", accel.name()));
+            state.accel = Some(format!("{} ({why})", accel.name()));
+            self.ready = Some((image, accel));
+        }
+        self.ready.as_ref().ok_or_else(|| anyhow!("no guest image"))
+    }
+}
+
+/// A real guest: QEMU (directly, or through the host's libvirtd) with its
+/// NIC on a tap in the VM's bridge; waits until the guest's console says it
+/// is ready. Returns what to report and, for a DHCP guest, its lease.
+fn attach_guest(
+    dir: &LabDir,
+    lab: &Lab,
+    vm: &spec::LabVm,
+    tap: &str,
+    guests: &mut Guests,
+    state: &mut LabState,
+    q: bool,
+) -> Result<(String, Option<Lease>)> {
+    let host = lab.hosts.iter().find(|h| h.name == vm.host).ok_or_else(|| anyhow!("no host {}", vm.host))?;
+    let node = dir.node(&vm.host)?;
+    let bridge_mtu =
+        mtu_of(&mut node.netlink()?, &vm.bridge)?.ok_or_else(|| anyhow!("host {} has no bridge {}", vm.host, vm.bridge))?;
+    let (image, accel) = guests.get(dir, state, q)?;
+    let root = dir.host_root(&vm.host)?;
+    let files = Files::new(&root)?;
+    let plan = guest::net_plan(vm, bridge_mtu);
+    let log = files.outside(&files.log(&vm.name));
+    let sock = files.outside(&files.socket(&vm.name));
+    let started = Instant::now();
+    let (boot, how) = if std::os::unix::net::UnixStream::connect(&sock).is_ok() {
+        // Already running (a second `up`): read what it said when it booted.
+        (guest::wait_ready(&log, started, || true)?, "running".to_string())
+    } else if host.libvirt {
+        say(q, format!("{}: virsh create on {} ({} guest)", vm.name, vm.host, accel.name()));
+        let xml = libvirt::domain_xml(&lab.name, vm, &files, &plan, *accel, image);
+        let tap = libvirt::create(&node, &files, vm, &xml)?;
+        let boot = guest::wait_ready(&log, started, || libvirt::alive(&root, &vm.name))?;
+        (boot, format!("{tap} in {} on {}, started by libvirt", vm.bridge, vm.host))
+    } else {
+        say(q, format!("{}: booting on {} ({} guest)", vm.name, vm.host, accel.name()));
+        nodes::create_tap(&node, tap)?;
+        // As libvirt does: the tap gets the bridge's MTU.
+        let set = SetLink {
+            mtu: Some(bridge_mtu),
+            master: Some(index_of(&mut node.netlink()?, &vm.bridge)?.ok_or_else(|| anyhow!("no bridge {}", vm.bridge))?),
+            up: Some(true),
+            ..SetLink::default()
+        };
+        node.netlink()?.set_link(LinkRef::Name(tap), &set).map_err(|e| anyhow!("plug {tap} into {}: {e}", vm.bridge))?;
+        let pid = guest::start_qemu(&node, &files, &lab.name, vm, tap, &plan, *accel, image)?;
+        let boot = guest::wait_ready(&log, started, || nodes::alive(pid))?;
+        (boot, format!("{tap} in {} on {}", vm.bridge, vm.host))
+    };
+    if !boot.failures.is_empty() {
+        bail!("the guest reports: {}", boot.failures.join("; "));
+    }
+    let Some((addr, mtu, gw)) = boot.net.clone().filter(|n| n.0 != "-") else {
+        bail!("the guest has no address on eth0");
+    };
+    say(q, format!("{}: ready in {:.1} s, eth0 {addr} mtu {mtu}{}", vm.name, boot.secs, if vm.dhcp { " (DHCP)" } else { "" }));
+    let detail = format!("{} guest, {how}, ready in {:.1} s", accel.name(), boot.secs);
+    Ok((detail, vm.dhcp.then_some((addr, gw, mtu))))
 }
 
 /// A VM: a namespace whose eth0 is plugged into a bridge of its host through
 /// a tap-like veth the host end of which vxrouter does not own (as with
 /// libvirt's vnetN), with the segment's MTU — or, for a DHCP VM, starting
 /// like a stock image (MTU 1500, no address) and configured by its lease.
-fn attach_vm(dir: &LabDir, vm: &spec::LabVm, tap: &str) -> Result<Option<(String, String, u32)>> {
+fn attach_vm(dir: &LabDir, vm: &spec::LabVm, tap: &str) -> Result<Option<Lease>> {
     let host = dir.node(&vm.host)?;
     let mut hs = host.netlink()?;
     let bridge_mtu = mtu_of(&mut hs, &vm.bridge)?.ok_or_else(|| anyhow!("host {} has no bridge {}", vm.host, vm.bridge))?;
@@ -279,7 +401,7 @@ exit 0
 
 /// Runs busybox udhcpc in the VM (once, in the foreground) and reads back
 /// what it configured.
-fn dhcp_client(dir: &LabDir, vm: &spec::LabVm) -> Result<(String, String, u32)> {
+fn dhcp_client(dir: &LabDir, vm: &spec::LabVm) -> Result<Lease> {
     let node = dir.vm(&vm.name, &vm.host)?;
     // The script lives in the host's private /run, seen by the VM's commands.
     let script = "/run/vxrouter-lab-udhcpc.sh";
@@ -344,25 +466,144 @@ pub fn down(name: &str, quiet: bool) -> Result<()> {
     Ok(())
 }
 
-/// Runs a command inside a node and returns its exit code.
+/// Runs a command inside a node and returns its exit code. In a real
+/// guest it runs through the guest's console (output printed at the end).
 pub fn exec(lab: &Lab, node: &str, argv: &[String]) -> Result<i32> {
     let dir = LabDir::open(&lab.name).ok_or_else(|| anyhow!("lab {} is not up (run `vxrouter lab up` first)", lab.name))?;
     let n = match lab.vms.iter().find(|v| v.name == node) {
-        Some(vm) => dir.vm(node, &vm.host)?,
-        None => dir.node(node).with_context(|| {
+        Some(vm) => vm_handle(&dir, vm)?,
+        None => Vm::Ns(dir.node(node).with_context(|| {
             let mut names: Vec<String> = lab.hosts.iter().map(|h| h.name.clone()).collect();
             names.extend(lab.vms.iter().map(|v| v.name.clone()));
             names.extend(["fabric", "internet", "server", "attacker"].map(String::from));
             format!("nodes of lab {}: {}", lab.name, names.join(", "))
-        })?,
+        })?),
     };
-    let Some((prog, args)) = argv.split_first() else { bail!("no command given") };
-    let status = n.command(prog).args(args).status().with_context(|| format!("run {prog} in {node}"))?;
-    Ok(status.code().unwrap_or(1))
+    n.exec(argv)
+}
+
+/// A VM as the checks and `exec` drive it.
+pub fn vm_handle(dir: &LabDir, vm: &spec::LabVm) -> Result<Vm> {
+    Ok(match vm.kind {
+        VmKind::Namespace => Vm::Ns(dir.vm(&vm.name, &vm.host)?),
+        VmKind::Qemu => {
+            let sock = dir.host_root(&vm.host)?.join(guest::GUEST_DIR.trim_start_matches('/')).join(format!("{}.sock", vm.name));
+            Vm::Guest(Arc::new(Console::new(&vm.name, sock)))
+        }
+    })
 }
 
 pub fn load(path: &Path) -> Result<Lab> {
     Lab::load(path).map_err(anyhow::Error::new)
+}
+
+/// A lab given as its file or as the name of a running lab (its state says
+/// which file it was built from).
+pub fn resolve(arg: &Path) -> Result<Lab> {
+    if arg.exists() {
+        return load(arg);
+    }
+    let name = arg.to_string_lossy();
+    if !name.contains('/')
+        && let Some(dir) = LabDir::open(&name)
+    {
+        let state = LabState::load(&dir);
+        if state.file.is_empty() {
+            bail!("lab {name} is up, but its state names no lab file; `vxrouter lab down {name}` removes it");
+        }
+        return load(Path::new(&state.file)).with_context(|| format!("lab {name} was built from {}", state.file));
+    }
+    let running = running_labs();
+    let running = if running.is_empty() { "none".to_string() } else { running.join(", ") };
+    bail!("{} is neither a lab file nor the name of a running lab (running: {running})", arg.display())
+}
+
+/// The name of the lab a `down` argument means: from the file when it can
+/// be read (even if it no longer validates), else the argument as a name.
+pub fn name_for_down(arg: &Path) -> Result<String> {
+    if let Ok(lab) = load(arg) {
+        return Ok(lab.name);
+    }
+    if arg.exists() {
+        // A lab that was up before its file was edited into an invalid
+        // one must still come down: take just the name.
+        #[derive(Deserialize)]
+        struct NameOnly {
+            lab: LabName,
+        }
+        #[derive(Deserialize)]
+        struct LabName {
+            name: String,
+        }
+        let text = std::fs::read_to_string(arg).with_context(|| format!("read {}", arg.display()))?;
+        let n: NameOnly = toml::from_str(&text).map_err(|_| anyhow!("{}: no [lab] name to take down", arg.display()))?;
+        return Ok(n.lab.name);
+    }
+    let name = arg.to_string_lossy().into_owned();
+    if name.contains('/') || LabDir::open(&name).is_none() {
+        bail!("{} is neither a lab file nor the name of a running lab", arg.display());
+    }
+    Ok(name)
+}
+
+/// Names of the labs up on this machine (in this mount namespace).
+pub fn running_labs() -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(nodes::LAB_ROOT)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().join("lab.json").exists())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// `lab status` (`lab list`): the labs that are up, from their state.
+pub fn status(json: bool) -> Result<u8> {
+    let mut labs = Vec::new();
+    for name in running_labs() {
+        let Some(dir) = LabDir::open(&name) else { continue };
+        let st = LabState::load(&dir);
+        let holders: Vec<(String, bool)> = st.hosts.iter().map(|h| (h.name.clone(), dir.host_root(&h.name).is_ok())).collect();
+        let gone: Vec<&str> = holders.iter().filter(|(_, alive)| !alive).map(|(n, _)| n.as_str()).collect();
+        let failed: Vec<&str> = st.hosts.iter().chain(&st.vms).filter(|n| !n.ok).map(|n| n.name.as_str()).collect();
+        let health = if !gone.is_empty() {
+            format!("broken: host(s) {} gone; `vxrouter lab down {name}`", gone.join(", "))
+        } else if !failed.is_empty() {
+            format!("up, not as the profiles say: {}", failed.join(", "))
+        } else {
+            "up".to_string()
+        };
+        labs.push(serde_json::json!({
+            "name": name,
+            "file": st.file,
+            "state": health,
+            "ok": gone.is_empty() && failed.is_empty(),
+            "hosts": st.hosts.iter().map(|h| serde_json::json!({"name": h.name, "ok": h.ok, "detail": h.detail})).collect::<Vec<_>>(),
+            "vms": st.vms.iter().map(|v| serde_json::json!({"name": v.name, "ok": v.ok, "detail": v.detail})).collect::<Vec<_>>(),
+            "accel": st.accel,
+        }));
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "labs": labs }))?);
+        return Ok(0);
+    }
+    if labs.is_empty() {
+        println!("no lab is up");
+        return Ok(0);
+    }
+    for l in &labs {
+        println!(
+            "{}  {}  ({} host(s), {} VM(s))  {}",
+            l["name"].as_str().unwrap_or(""),
+            l["state"].as_str().unwrap_or(""),
+            l["hosts"].as_array().map(Vec::len).unwrap_or(0),
+            l["vms"].as_array().map(Vec::len).unwrap_or(0),
+            l["file"].as_str().unwrap_or("")
+        );
+    }
+    Ok(0)
 }
 
 /// `lab check`: runs the matrix, prints it, exit 0 only when all pass.
@@ -378,7 +619,8 @@ pub fn check(lab: &Lab, json: bool) -> Result<u8> {
     Ok(if ok { 0 } else { 1 })
 }
 
-/// `lab run`: up, check, down. The lab is removed even when a step fails.
+/// `lab run`: up, check, down. The lab is removed even when a step fails
+/// or the run is interrupted.
 pub fn run(lab: &Lab, json: bool, quiet: bool) -> Result<u8> {
     let built = up(lab, &UpOptions { apply: true, quiet: quiet || json });
     let result = match built {
@@ -386,6 +628,7 @@ pub fn run(lab: &Lab, json: bool, quiet: bool) -> Result<u8> {
         Err(e) => Err(e),
     };
     let removed = down(&lab.name, quiet || json);
+    nodes::reap_detached();
     let code = result?;
     removed?;
     Ok(code)

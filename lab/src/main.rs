@@ -5,9 +5,13 @@
 
 mod agent;
 mod checks;
+mod guest;
+mod interrupt;
 mod lab;
+mod libvirt;
 mod nodes;
 mod spec;
+mod vm;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -80,7 +84,20 @@ fn run(cmd: &LabCommand, g: &Global) -> anyhow::Result<u8> {
     match cmd {
         LabCommand::Up { lab: file, no_apply } => {
             let l = lab::load(file)?;
-            let state = lab::up(&l, &lab::UpOptions { apply: !no_apply, quiet: g.quiet })?;
+            interrupt::catch()?;
+            let built = lab::up(&l, &lab::UpOptions { apply: !no_apply, quiet: g.quiet });
+            let state = match built {
+                Ok(s) => s,
+                Err(e) => {
+                    if let Some(code) = interrupted(&l.name, &e, g.quiet) {
+                        return Ok(code);
+                    }
+                    // A failed `up` leaves what it built for `lab check` and `lab down`.
+                    nodes::release_detached();
+                    return Err(e);
+                }
+            };
+            nodes::release_detached();
             // The lab stays up either way, so `lab check` can show the cells.
             let failed = state.hosts.iter().chain(&state.vms).filter(|n| !n.ok).count();
             if failed > 0 {
@@ -89,17 +106,50 @@ fn run(cmd: &LabCommand, g: &Global) -> anyhow::Result<u8> {
             }
             Ok(0)
         }
-        LabCommand::Check { lab: file } => lab::check(&lab::load(file)?, g.json),
+        LabCommand::Check { lab: file } => {
+            let l = lab::resolve(file)?;
+            interrupt::catch()?;
+            match lab::check(&l, g.json) {
+                Err(e) if interrupt::of(&e).is_some() => Ok(128 + interrupt::of(&e).unwrap_or(2) as u8),
+                r => r,
+            }
+        }
         LabCommand::Exec { lab: file, node, command } => {
-            let code = lab::exec(&lab::load(file)?, node, command)?;
+            let code = lab::exec(&lab::resolve(file)?, node, command)?;
             Ok(u8::try_from(code).unwrap_or(1))
         }
         LabCommand::Down { lab: file } => {
-            lab::down(&lab::load(file)?.name, g.quiet)?;
+            lab::down(&lab::name_for_down(file)?, g.quiet)?;
             Ok(0)
         }
-        LabCommand::Run { lab: file } => lab::run(&lab::load(file)?, g.json, g.quiet),
+        LabCommand::Run { lab: file } => {
+            let l = lab::load(file)?;
+            interrupt::catch()?;
+            match lab::run(&l, g.json, g.quiet) {
+                // run removed the lab already.
+                Err(e) if interrupt::of(&e).is_some() => {
+                    let sig = interrupt::of(&e).unwrap_or(2);
+                    eprintln!("{}: lab {} removed", interrupt::Interrupted(sig), l.name);
+                    Ok(128 + sig as u8)
+                }
+                r => r,
+            }
+        }
+        LabCommand::Status => lab::status(g.json),
     }
+}
+
+/// An interrupted `up`: removes the lab, reaps what it started, and gives
+/// the exit code (128 + signal). None when `e` is not an interruption.
+fn interrupted(name: &str, e: &anyhow::Error, quiet: bool) -> Option<u8> {
+    let sig = interrupt::of(e)?;
+    let removed = lab::down(name, quiet);
+    nodes::reap_detached();
+    match removed {
+        Ok(()) => eprintln!("{e}: lab {name} removed"),
+        Err(d) => eprintln!("{e}; removing lab {name} failed: {d:#} (run `vxrouter lab down {name}`)"),
+    }
+    Some(128 + sig as u8)
 }
 
 fn main() -> ExitCode {

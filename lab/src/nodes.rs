@@ -38,6 +38,49 @@ pub fn vxrouter_bin() -> PathBuf {
     }
 }
 
+/// Processes this program started that are meant to outlive it (hosts'
+/// holders, QEMU guests). While the command that started them runs they are
+/// kept here: an interrupted `up` kills them with the lab and reaps them, so
+/// none is left behind or re-parented; a finished `up` lets them go.
+static DETACHED: std::sync::Mutex<Vec<std::process::Child>> = std::sync::Mutex::new(Vec::new());
+
+/// Keeps a child that is meant to outlive this command (see DETACHED).
+pub fn keep_detached(child: std::process::Child) {
+    if let Ok(mut d) = DETACHED.lock() {
+        d.push(child);
+    }
+}
+
+/// The command finished: its detached children live on (reaped by init
+/// once `down` kills them).
+pub fn release_detached() {
+    if let Ok(mut d) = DETACHED.lock() {
+        for c in d.drain(..) {
+            std::mem::forget(c);
+        }
+    }
+}
+
+/// After a teardown killed them: reap the detached children, so no zombie
+/// of ours is handed to init.
+pub fn reap_detached() {
+    if let Ok(mut d) = DETACHED.lock() {
+        for mut c in d.drain(..) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Whether a process runs (exists and is not a zombie).
+pub fn alive(pid: u32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // "pid (comm) S …": the state follows the last ')'.
+        Ok(stat) => stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next()).is_some_and(|s| s != "Z"),
+        Err(_) => false,
+    }
+}
+
 /// A running (or half-built) lab's directory of pinned namespaces.
 pub struct LabDir {
     pub path: PathBuf,
@@ -146,6 +189,15 @@ impl LabDir {
         File::open(format!("/proc/{pid}/ns/mnt")).with_context(|| format!("open mount namespace of {name}"))
     }
 
+    /// The root directory of a host as its own processes see it (its
+    /// private /run included), reachable from this mount namespace.
+    pub fn host_root(&self, host: &str) -> Result<PathBuf> {
+        let pid = fs::read_to_string(self.file(host, "pid")).with_context(|| format!("no lab host {host}"))?;
+        let net = File::open(self.file(host, "net")).with_context(|| format!("no lab host {host}"))?;
+        self.holder_mnt(host, pid.trim(), &net)?;
+        Ok(PathBuf::from(format!("/proc/{}/root", pid.trim())))
+    }
+
     /// A VM: its network namespace, with the mount namespace of its host.
     pub fn vm(&self, name: &str, host: &str) -> Result<Node> {
         let mut n = self.node(name)?;
@@ -214,8 +266,8 @@ impl LabDir {
                 let _ = child.wait();
                 return Err(e);
             }
-            // The holder outlives us; it is reaped by init once `down` kills it.
-            std::mem::forget(child);
+            // The holder outlives a finished `up`; see DETACHED.
+            keep_detached(child);
         }
         let node = self.node(name)?;
         set_up(&node, "lo")?;
@@ -274,6 +326,40 @@ impl LabDir {
         let _ = fs::remove_dir(LAB_ROOT);
         Ok(report)
     }
+}
+
+/// Creates a persistent TAP device in a node (as libvirt does for a guest's
+/// NIC: QEMU attaches to it by name); it stays until the node is removed.
+pub fn create_tap(node: &Node, name: &str) -> Result<()> {
+    const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
+    const TUNSETPERSIST: libc::c_ulong = 0x4004_54cb;
+    const IFF_TAP: libc::c_short = 0x0002;
+    const IFF_NO_PI: libc::c_short = 0x1000;
+    if name.len() >= libc::IFNAMSIZ {
+        bail!("tap name {name} is too long");
+    }
+    let tap = name.to_string();
+    // A tun device is created in the network namespace of the thread that
+    // opens /dev/net/tun, hence a thread inside the node.
+    vxrouter::netns::within(Some(&node.net), move || -> io::Result<()> {
+        let tun = fs::OpenOptions::new().read(true).write(true).open("/dev/net/tun")?;
+        // struct ifreq: 16 bytes of name, then the flags (a short).
+        let mut ifr = [0u8; 40];
+        ifr[..tap.len()].copy_from_slice(tap.as_bytes());
+        ifr[16..18].copy_from_slice(&(IFF_TAP | IFF_NO_PI).to_ne_bytes());
+        // SAFETY: TUNSETIFF reads and writes a struct ifreq, which `ifr`
+        // covers (40 bytes); TUNSETPERSIST takes an int by value.
+        unsafe {
+            if libc::ioctl(tun.as_raw_fd(), TUNSETIFF, ifr.as_mut_ptr()) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if libc::ioctl(tun.as_raw_fd(), TUNSETPERSIST, 1 as libc::c_int) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    })?
+    .with_context(|| format!("create tap {name} in {}", node.name))
 }
 
 /// Sets a link's MTU through the node's own socket.

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 use vxrouter::profile::error::{Locator, ProfileErrors};
@@ -54,6 +54,9 @@ struct RawHost {
     profile: S<String>,
     underlay: S<String>,
     uplink: Option<S<bool>>,
+    /// Run a real libvirtd in this host; its QEMU guests are started
+    /// through it, on networks defined from `vxrouter render libvirt`.
+    libvirt: Option<S<bool>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -67,6 +70,8 @@ struct RawVm {
     /// Get address, gateway and MTU by DHCP (busybox udhcpc) instead.
     dhcp: Option<S<bool>>,
     mtu: Option<S<i64>>,
+    /// "namespace" (default) or "qemu" (a real guest under QEMU).
+    kind: Option<S<String>>,
 }
 
 #[derive(Debug, Clone)]
@@ -90,6 +95,26 @@ pub struct LabHost {
     pub profile: Profile,
     pub underlay: Ipv4Addr,
     pub uplink: bool,
+    pub libvirt: bool,
+}
+
+impl LabHost {
+    /// The address this host sends VXLAN from (what other hosts' unicast
+    /// peers must list).
+    pub fn local_address(&self) -> Ipv4Addr {
+        self.profile.underlay.as_ref().and_then(|u| u.local).unwrap_or(self.underlay)
+    }
+}
+
+/// What a lab VM is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VmKind {
+    /// A network namespace whose eth0 is a veth end (the default).
+    Namespace,
+    /// A real guest: a Linux kernel under QEMU with a virtio-net NIC on a
+    /// tap in the segment bridge (see guest.rs).
+    Qemu,
 }
 
 #[derive(Debug, Clone)]
@@ -102,6 +127,7 @@ pub struct LabVm {
     pub gateway: Ipv4Addr,
     pub mtu: Option<u32>,
     pub dhcp: bool,
+    pub kind: VmKind,
 }
 
 impl Lab {
@@ -197,6 +223,7 @@ impl Lab {
                     profile,
                     underlay: a,
                     uplink: h.uplink.as_ref().is_some_and(|u| *u.get_ref()),
+                    libvirt: h.libvirt.as_ref().is_some_and(|l| *l.get_ref()),
                 });
             }
         }
@@ -243,6 +270,17 @@ impl Lab {
                 Some(m) => Some(*m.get_ref() as u32),
                 None => None,
             };
+            let kind = match v.kind.as_ref().map(|k| (k.get_ref().as_str(), k.span())) {
+                None | Some(("namespace", _)) => VmKind::Namespace,
+                Some(("qemu", _)) => VmKind::Qemu,
+                Some((other, span)) => {
+                    err(span, &key("kind"), format!("unknown VM kind {other:?}: \"namespace\" or \"qemu\""));
+                    VmKind::Namespace
+                }
+            };
+            if let (VmKind::Qemu, true, Some(m)) = (kind, dhcp, &v.mtu) {
+                err(m.span(), &key("mtu"), "a DHCP guest takes its MTU from the lease (option 26); drop `mtu`".into());
+            }
             if let (Some(address), Some(gateway)) = (address, gateway) {
                 vms.push(LabVm {
                     name: vname,
@@ -252,12 +290,26 @@ impl Lab {
                     gateway,
                     mtu,
                     dhcp,
+                    kind,
                 });
             }
         }
         for reserved in ["fabric", "internet", "server", "attacker"] {
             if names.contains(reserved) {
                 err(0..0, "", format!("{reserved:?} is a lab node name of its own; rename that host or VM"));
+            }
+        }
+        // Hosts that disagree about a segment would build a deployment that
+        // cannot work (and a matrix that fails for the wrong reason): say so
+        // once per pair of hosts, naming both profiles, before anything is built.
+        for (i, a) in hosts.iter().enumerate() {
+            for b in &hosts[i + 1..] {
+                if let Some(reason) = segment_disagreement(a, b) {
+                    let span =
+                        raw.host.iter().map(|h| h.get_ref()).find(|h| h.name.get_ref() == &b.name).map(|h| h.profile.span());
+                    let n = raw.host.iter().position(|h| h.get_ref().name.get_ref() == &b.name).unwrap_or(0);
+                    err(span.unwrap_or(0..0), &format!("host[{n}].profile"), reason);
+                }
             }
         }
         if !errors.is_empty() {
@@ -274,4 +326,60 @@ impl Lab {
             vms,
         })
     }
+}
+
+/// What two hosts' profiles say differently about the segments they share
+/// (same bridge name — the lab's segment key — or same VNI), as one
+/// sentence naming both files; None when they agree.
+fn segment_disagreement(a: &LabHost, b: &LabHost) -> Option<String> {
+    use vxrouter::profile::Flood;
+    let mut diffs = Vec::new();
+    for sa in &a.profile.segments {
+        for sb in &b.profile.segments {
+            if sa.bridge != sb.bridge && sa.vni != sb.vni {
+                continue;
+            }
+            let mut d = Vec::new();
+            if sa.bridge != sb.bridge {
+                d.push(format!(
+                    "VNI {} is bridge {} on {} but {} on {} (the lab keys segments by bridge name)",
+                    sa.vni, sa.bridge, a.name, sb.bridge, b.name
+                ));
+            }
+            if sa.vni != sb.vni {
+                d.push(format!("VNI {} vs {}", sa.vni, sb.vni));
+            }
+            if sa.port != sb.port {
+                d.push(format!("port {} vs {}", sa.port, sb.port));
+            }
+            match (&sa.flood, &sb.flood) {
+                (Flood::Multicast(ga), Flood::Multicast(gb)) if ga != gb => d.push(format!("group {ga} vs {gb}")),
+                (Flood::Multicast(g), Flood::Unicast(_)) => d.push(format!("multicast group {g} vs unicast peers")),
+                (Flood::Unicast(_), Flood::Multicast(g)) => d.push(format!("unicast peers vs multicast group {g}")),
+                (Flood::Unicast(pa), Flood::Unicast(pb)) => {
+                    if !pa.contains(&b.local_address()) {
+                        d.push(format!("{}'s peers lack {}'s underlay address {}", a.name, b.name, b.local_address()));
+                    }
+                    if !pb.contains(&a.local_address()) {
+                        d.push(format!("{}'s peers lack {}'s underlay address {}", b.name, a.name, a.local_address()));
+                    }
+                }
+                _ => {}
+            }
+            if !d.is_empty() {
+                diffs.push(format!("segment {}: {}", sa.bridge, d.join(", ")));
+            }
+        }
+    }
+    if diffs.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "the profiles of {} ({}) and {} ({}) disagree: {}",
+        a.name,
+        a.profile_path.display(),
+        b.name,
+        b.profile_path.display(),
+        diffs.join("; ")
+    ))
 }

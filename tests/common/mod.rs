@@ -318,3 +318,121 @@ pub fn assert_same(before: &str, after: &str, what: &str) {
         a[from..(first + 8).min(a.len())].join("\n")
     );
 }
+
+/// Network and mount namespaces (dev, inode) of a running lab's hosts and
+/// pinned nodes, read from its directory: what must be empty of processes
+/// once the lab is gone.
+pub fn lab_namespaces(lab: &str) -> Vec<(u64, u64)> {
+    let dir = Path::new("/run/vxrouter-lab").join(lab);
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        match p.extension().and_then(|x| x.to_str()) {
+            Some("pid") => {
+                let pid = std::fs::read_to_string(&p).unwrap_or_default();
+                for ns in ["net", "mnt"] {
+                    if let Ok(m) = std::fs::metadata(format!("/proc/{}/ns/{ns}", pid.trim())) {
+                        out.push((m.dev(), m.ino()));
+                    }
+                }
+            }
+            Some("net") => {
+                if let Ok(m) = std::fs::metadata(&p)
+                    && m.dev() != std::fs::metadata(&dir).map(|d| d.dev()).unwrap_or(0)
+                {
+                    out.push((m.dev(), m.ino()));
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Live (not zombie) processes in any of `namespaces`, or whose command
+/// line contains `needle`: "pid cmdline" each.
+pub fn live_processes(namespaces: &[(u64, u64)], needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for p in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        if pid == std::process::id() {
+            continue;
+        }
+        let stat = std::fs::read_to_string(p.path().join("stat")).unwrap_or_default();
+        if stat.rsplit_once(')').and_then(|(_, r)| r.split_whitespace().next()).is_none_or(|s| s == "Z") {
+            continue;
+        }
+        let cmdline = std::fs::read(p.path().join("cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        let inside = ["net", "mnt"].iter().any(|k| {
+            std::fs::metadata(p.path().join("ns").join(k)).map(|m| namespaces.contains(&(m.dev(), m.ino()))).unwrap_or(false)
+        });
+        if inside || (!needle.is_empty() && cmdline.contains(needle)) {
+            found.push(format!("{pid} {cmdline}"));
+        }
+    }
+    found
+}
+
+/// A command started as a shell starts a job (a process group of its own,
+/// so a "Ctrl-C" can be sent to it with `interrupt_group`).
+pub struct Job {
+    pub child: std::process::Child,
+    /// Standard output up to the marker line of `start_until`.
+    pub seen: String,
+    out: std::thread::JoinHandle<String>,
+    err: std::thread::JoinHandle<String>,
+}
+
+impl Job {
+    /// Waits for the job: its exit status, all its standard output and its
+    /// standard error.
+    pub fn finish(mut self) -> (std::process::ExitStatus, String, String) {
+        let st = self.child.wait().unwrap();
+        let out = self.seen + &self.out.join().unwrap_or_default();
+        (st, out, self.err.join().unwrap_or_default())
+    }
+}
+
+/// Starts `cmd` as a job and reads its standard output until a line
+/// contains `marker` (or it ends).
+pub fn start_until(cmd: &mut Command, marker: &str) -> Job {
+    use std::io::BufRead;
+    use std::os::unix::process::CommandExt;
+    let mut child =
+        cmd.process_group(0).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut err = child.stderr.take().unwrap();
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        if out.read_line(&mut line).unwrap_or(0) == 0 {
+            break;
+        }
+        seen.push_str(&line);
+        if line.contains(marker) {
+            break;
+        }
+    }
+    // Keep draining both: the job must never block on a full pipe.
+    let out = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut out, &mut s);
+        s
+    });
+    let err = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut err, &mut s);
+        s
+    });
+    Job { child, seen, out, err }
+}
+
+/// Sends `sig` to the process group led by `child` (what Ctrl-C does to a
+/// terminal's foreground job).
+pub fn interrupt_group(child: &std::process::Child, sig: i32) {
+    // SAFETY: kill(2) with a negative pid signals that process group; the
+    // group is the child's own (process_group(0) in start_until).
+    let rc = unsafe { libc::kill(-(child.id() as i32), sig) };
+    assert_eq!(rc, 0, "kill -{sig} -{}", child.id());
+}
