@@ -249,7 +249,7 @@ fn claims(p: &Profile, dir: &Path, desired: &Desired) -> Result<()> {
             crate::bail!(
                 Conflict,
                 "{}: router.public.address {public} is already the public address of host {} ({}) on this machine\nnothing was changed",
-                p.source,
+                p.key_location("router.public", "address"),
                 other.host,
                 other.profile.as_deref().unwrap_or("profile unknown")
             );

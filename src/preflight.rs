@@ -40,7 +40,11 @@ pub fn check(p: &Profile, f: &Facts, host: &NsView) -> Preflight {
     let mut out = Preflight::default();
     if let Some(u) = &p.underlay {
         match host.link(&u.device) {
-            None => out.errors.push(format!("{}: underlay device {} does not exist on this host", p.source, u.device)),
+            None => out.errors.push(format!(
+                "{}: underlay device {} does not exist on this host",
+                p.key_location("underlay", "device"),
+                u.device
+            )),
             Some(dev) => {
                 let address = host.addrs_of(dev.index).find(|a| a.cidr.addr().is_ipv4());
                 if u.local.is_none() && address.is_none() && !p.segments.is_empty() {
@@ -53,7 +57,8 @@ pub fn check(p: &Profile, f: &Facts, host: &NsView) -> Preflight {
                     && !host.addrs.iter().any(|a| a.cidr.addr() == std::net::IpAddr::V4(local))
                 {
                     out.warnings.push(format!(
-                        "underlay.local {local} is not an address of this host; VXLAN packets will carry it as source anyway"
+                        "{}: underlay.local {local} is not an address of this host; VXLAN packets will carry it as source anyway",
+                        p.key_location("underlay", "local")
                     ));
                 }
                 for s in &p.segments {
@@ -76,7 +81,7 @@ pub fn check(p: &Profile, f: &Facts, host: &NsView) -> Preflight {
     if let Some(r) = &p.router
         && host.link(&r.public.uplink).is_none()
     {
-        out.errors.push(format!("{}: uplink {} does not exist on this host", p.source, r.public.uplink));
+        out.errors.push(format!("{}: uplink {} does not exist on this host", p.key_location("router.public", "uplink"), r.public.uplink));
     }
 
     // Each VXLAN UDP port has one socket per namespace, which joins the

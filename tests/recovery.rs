@@ -121,6 +121,9 @@ fn two_host_names_cannot_claim_one_public_address() {
     let o = l.vx("host-a", &["apply", &z]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(text(&o).contains("203.0.113.123 is already the public address of host host-a"), "{}", text(&o));
+    // Located like a validation error: the line and column of the key.
+    let line = other.lines().position(|x| x.starts_with("address = \"203.0.113.123/24\"")).unwrap() + 1;
+    assert!(text(&o).contains(&format!("{z}:{line}:1: router.public.address 203.0.113.123")), "{}", text(&o));
 }
 
 #[test]

@@ -39,7 +39,7 @@ impl Kind for Namespace {
             if !o.netns.contains(r) {
                 p.fresh_ns.insert(r.clone());
                 p.push(Order::Create, CreateNetns { name: r.clone() });
-            } else if !owns(p, r) && !(p.opts.adopt && unmarked(p, r)) {
+            } else if !(owns(p, r) || (p.opts.adopt && unmarked(p, r))) {
                 let who = o.named.get(r).and_then(|v| v.loopback_mark()).unwrap_or("nobody vxrouter knows");
                 p.conflict(format!(
                     "namespace {r} exists but was not created by vxrouter for {} (marked: {who}); refusing to use it",

@@ -200,6 +200,39 @@ impl Profile {
     }
 }
 
+impl Profile {
+    /// "file:line:column" of `key` in the table `[table]` as the file writes
+    /// it, for the errors and warnings that need the host and so come after
+    /// validation (the parsed profile keeps no positions). The file alone
+    /// when the key is not written that way (a dotted key, or the file
+    /// changed meanwhile).
+    pub fn key_location(&self, table: &str, key: &str) -> String {
+        let text = std::fs::read_to_string(&self.source).unwrap_or_default();
+        locate_key(&text, table, key).map(|(l, c)| format!("{}:{l}:{c}", self.source)).unwrap_or_else(|| self.source.clone())
+    }
+}
+
+/// Line and column (from 1) of `key = …` under the header `[table]` (or
+/// `[[table]]`, the first one).
+fn locate_key(text: &str, table: &str, key: &str) -> Option<(usize, usize)> {
+    let mut current = String::new();
+    for (n, line) in text.lines().enumerate() {
+        let t = line.trim_start();
+        if let Some(h) = t.strip_prefix('[') {
+            current = h.trim_start_matches('[').split(']').next().unwrap_or("").trim().to_string();
+            continue;
+        }
+        if current == table
+            && let Some(rest) = t.strip_prefix(key)
+            && rest.trim_start().starts_with('=')
+        {
+            let column = line[..line.len() - t.len()].chars().count() + 1;
+            return Some((n + 1, column));
+        }
+    }
+    None
+}
+
 /// The largest profile `Profile::load` reads. Real profiles are a few kB; a
 /// cap keeps a mistaken path (`/dev/zero`, a log file) from being read until
 /// memory runs out.
@@ -276,4 +309,17 @@ fn read_profile(path: &Path) -> Result<Vec<u8>, String> {
 /// "vxrouter:<host>", stored as the interface alias (IFLA_IFALIAS).
 pub fn owner_mark(host: &str) -> String {
     format!("vxrouter:{host}")
+}
+
+#[cfg(test)]
+mod locate_tests {
+    #[test]
+    fn finds_a_key_under_its_table() {
+        let text = "[host]\nname = \"a\"\n\n[underlay]\ndevice = \"eth0\"\n  local = \"10.0.0.9\"\n[[segment]]\nlocal = 1\n";
+        assert_eq!(super::locate_key(text, "underlay", "local"), Some((6, 3)));
+        assert_eq!(super::locate_key(text, "underlay", "device"), Some((5, 1)));
+        assert_eq!(super::locate_key(text, "segment", "local"), Some((8, 1)));
+        assert_eq!(super::locate_key(text, "router.public", "address"), None);
+        assert_eq!(super::locate_key("[underlay]\nlocalx = 1\n", "underlay", "local"), None);
+    }
 }
