@@ -8,18 +8,8 @@ use serde_json::Value;
 
 use common::*;
 
-/// A host's snapshot without the numbers the kernel gives bridge ports as
-/// they join (port id and number): a port put back after a rollback joins
-/// again and gets a new one; nothing configures them.
 fn snapshot(l: &TestLab) -> String {
-    l.snapshot("host-a")
-        .lines()
-        .filter(|x| {
-            let k = x.trim_start();
-            !(k.starts_with("\"id\": \"0x") || k.starts_with("\"no\": \"0x") || k.starts_with("\"designated_port\""))
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
+    l.snapshot_without_port_numbers("host-a")
 }
 
 /// Number of steps `apply` (or `destroy`) would take.
@@ -207,7 +197,7 @@ fn apply_confirm_rolls_back_unless_confirmed_even_when_the_session_dies() {
     assert_same(&before, &snapshot(&l), "an unconfirmed apply stayed");
     // Confirmed from another process: it stays.
     let waiting = "/run/vxrouter/host-a.confirming";
-    let mut apply = std::process::Command::new(vx())
+    let apply = std::process::Command::new(vx())
         .args(["lab", "exec"])
         .arg(&l.file)
         .args(["host-a", "--", vx(), "apply", "--confirm", "30", &p])
