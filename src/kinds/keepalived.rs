@@ -82,7 +82,8 @@ impl Kind for Keepalived {
     fn plan(p: &mut Planner<'_>, want: &[Instance], seen: &Vec<Running>) {
         for r in seen {
             if !want.iter().any(|w| w.ns == r.ns) {
-                let step = Supervise { ns: r.ns.clone(), want: None, running: r.pid.map(|_| r.config.clone()), pid: r.pid };
+                let step =
+                    Supervise { ns: r.ns.clone(), want: None, running: r.pid.map(|_| r.config.clone()), pid: r.pid, restart: false };
                 p.push(Order::StopDaemons, step);
             }
         }
@@ -92,8 +93,12 @@ impl Kind for Keepalived {
             let fresh = p.fresh_ns.contains(&w.ns);
             let running = found.filter(|r| r.pid.is_some() && !fresh).map(|r| r.config.clone());
             if running.as_deref() != Some(w.config.as_str()) {
-                let pid = found.and_then(|r| r.pid).filter(|_| !fresh);
-                p.push(Order::Late, Supervise { ns: w.ns.clone(), want: Some(w.clone()), running, pid });
+                // One still running for a namespace made in this run serves
+                // the namespace that was deleted under it: it is stopped,
+                // not reloaded.
+                let pid = found.and_then(|r| r.pid);
+                let restart = fresh && pid.is_some();
+                p.push(Order::Late, Supervise { ns: w.ns.clone(), want: Some(w.clone()), running, pid, restart });
             }
         }
     }
@@ -108,6 +113,8 @@ pub struct Supervise {
     /// The config it runs with now, if it runs.
     pub running: Option<String>,
     pub pid: Option<u32>,
+    /// Stop the one running and start anew instead of reloading it.
+    pub restart: bool,
 }
 
 impl Step for Supervise {
@@ -130,6 +137,7 @@ impl Step for Supervise {
                 let lines = |t: &str| t.lines().filter(|l| !l.trim_start().starts_with('#')).map(str::to_string).collect::<Vec<_>>();
                 format!("config changed: reload ({})", crate::firewall::rule_diff(&lines(&new.config), &lines(old)))
             }
+            (Some(_), None) if self.restart => "still running for the namespace deleted under it: restart".into(),
             (Some(_), None) => "not running".into(),
             (None, _) => "gives the addresses up to the peer (priority-0 advert)".into(),
         }
@@ -138,8 +146,11 @@ impl Step for Supervise {
         let files = Files::new(&cx.run_dir, &cx.host);
         let before = fs::read_to_string(files.notify(&self.ns)).ok();
         match (&self.want, self.pid) {
-            (Some(w), Some(pid)) => reload(&files, &w.ns, pid, &w.config, &w.notify)?,
-            (Some(w), None) => {
+            (Some(w), Some(pid)) if !self.restart => reload(&files, &w.ns, pid, &w.config, &w.notify)?,
+            (Some(w), pid) => {
+                if let Some(pid) = pid {
+                    stop(&files, &w.ns, Some(pid))?;
+                }
                 cx.session.attach(&w.ns)?;
                 let ns_file = cx.file(&Ns::Named(w.ns.clone()))?.ok_or_else(|| crate::error!(Internal, "namespace {} is not open", w.ns))?;
                 start(&files, &w.ns, ns_file, &w.config, &w.notify)?;

@@ -83,7 +83,7 @@ pub struct RawHa {
 /// A TOML number as written: `1` and `0.1` are both fine where seconds are
 /// asked for.
 #[derive(Debug, Clone, Copy, Deserialize)]
-#[serde(untagged, expecting = "a number")]
+#[serde(untagged, expecting = "a number of seconds, like 0.1")]
 pub enum Number {
     Int(i64),
     Float(f64),
