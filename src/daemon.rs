@@ -42,8 +42,14 @@ pub fn started_at(pid: u32) -> Option<u64> {
     stat_fields(pid)?.get(19)?.parse().ok()
 }
 
-/// Processes named `comm` with `arg` among their arguments.
+/// Processes named `comm` with `arg` among their arguments, in this
+/// process's mount namespace: the same path names another file in another
+/// mount namespace (a container, another lab host), and that process is
+/// not ours.
 pub fn find(comm: &str, arg: &str) -> Vec<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let mnt = |p: &str| fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
+    let Some(mine) = mnt("/proc/self/ns/mnt") else { return vec![] };
     let Ok(procs) = fs::read_dir("/proc") else { return vec![] };
     let mut out = Vec::new();
     for p in procs.flatten() {
@@ -51,7 +57,7 @@ pub fn find(comm: &str, arg: &str) -> Vec<u32> {
         if fs::read_to_string(p.path().join("comm")).map(|c| c.trim() != comm).unwrap_or(true) {
             continue;
         }
-        if alive(pid, arg) {
+        if alive(pid, arg) && mnt(&format!("/proc/{pid}/ns/mnt")) == Some(mine) {
             out.push(pid);
         }
     }

@@ -78,6 +78,11 @@ impl Kind for Conntrackd {
             let found = seen.iter().find(|r| r.ns == w.ns);
             let fresh = p.fresh_ns.contains(&w.ns);
             let running = found.filter(|r| r.pid.is_some() && !fresh).map(|r| r.config.clone());
+            // One serving a namespace deleted under it keeps that namespace
+            // (and its HA link) alive: it stops first of all.
+            if let Some(pid) = found.and_then(|r| r.pid).filter(|_| fresh) {
+                p.push(Order::StopDaemons, Supervise { ns: w.ns.clone(), config: None, running: None, pid: Some(pid) });
+            }
             if running.as_deref() != Some(w.config.as_str()) {
                 let pid = found.and_then(|r| r.pid).filter(|_| !fresh);
                 p.push(Order::Late, Supervise { ns: w.ns.clone(), config: Some(w.config.clone()), running, pid });

@@ -100,6 +100,14 @@ impl Kind for Dhcp {
             // A namespace or leg made in this run has no server yet.
             let fresh = p.fresh_ns.contains(&s.ns) || p.live(&Ns::Named(s.ns.clone()), &s.leg).is_none();
             let running = found.filter(|r| r.pid.is_some() && !fresh).map(|r| r.config.clone());
+            // One serving a namespace deleted under it keeps that namespace
+            // alive (and with it an HA link's VNI): it stops first of all.
+            if p.fresh_ns.contains(&s.ns)
+                && let Some(pid) = found.and_then(|r| r.pid)
+            {
+                let stop = Supervise { ns: s.ns.clone(), leg: s.leg.clone(), config: None, running: None, pid: Some(pid) };
+                p.push(Order::StopDaemons, stop);
+            }
             if running.as_deref() != Some(s.config.as_str()) {
                 let pid = found.and_then(|r| r.pid);
                 let start = Supervise { ns: s.ns.clone(), leg: s.leg.clone(), config: Some(s.config.clone()), running, pid };

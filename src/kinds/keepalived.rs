@@ -31,7 +31,7 @@ use crate::daemon;
 use crate::error::{Context, Result};
 use crate::facts::Facts;
 use crate::journal::Undo;
-use crate::model::{Ns, RTPROT_VXROUTER};
+use crate::model::Ns;
 use crate::netns;
 use crate::plan::{Order, Planner, Step, Verb};
 use crate::profile::{Ha, Profile, Router};
@@ -83,7 +83,7 @@ impl Kind for Keepalived {
         for r in seen {
             if !want.iter().any(|w| w.ns == r.ns) {
                 let step =
-                    Supervise { ns: r.ns.clone(), want: None, running: r.pid.map(|_| r.config.clone()), pid: r.pid, restart: false };
+                    Supervise { ns: r.ns.clone(), want: None, running: r.pid.map(|_| r.config.clone()), pid: r.pid, orphaned: false };
                 p.push(Order::StopDaemons, step);
             }
         }
@@ -92,13 +92,17 @@ impl Kind for Keepalived {
             // A namespace made in this run has no keepalived yet.
             let fresh = p.fresh_ns.contains(&w.ns);
             let running = found.filter(|r| r.pid.is_some() && !fresh).map(|r| r.config.clone());
+            // One still running for a namespace made in this run serves the
+            // namespace that was deleted under it (and keeps it, with its HA
+            // link, alive): it stops first of all, and a new one starts.
+            let orphaned = found.and_then(|r| r.pid).filter(|_| fresh);
+            if let Some(pid) = orphaned {
+                let stop = Supervise { ns: w.ns.clone(), want: None, running: found.map(|r| r.config.clone()), pid: Some(pid), orphaned: true };
+                p.push(Order::StopDaemons, stop);
+            }
             if running.as_deref() != Some(w.config.as_str()) {
-                // One still running for a namespace made in this run serves
-                // the namespace that was deleted under it: it is stopped,
-                // not reloaded.
-                let pid = found.and_then(|r| r.pid);
-                let restart = fresh && pid.is_some();
-                p.push(Order::Late, Supervise { ns: w.ns.clone(), want: Some(w.clone()), running, pid, restart });
+                let pid = found.and_then(|r| r.pid).filter(|_| orphaned.is_none());
+                p.push(Order::Late, Supervise { ns: w.ns.clone(), want: Some(w.clone()), running, pid, orphaned: false });
             }
         }
     }
@@ -113,8 +117,8 @@ pub struct Supervise {
     /// The config it runs with now, if it runs.
     pub running: Option<String>,
     pub pid: Option<u32>,
-    /// Stop the one running and start anew instead of reloading it.
-    pub restart: bool,
+    /// Stopping one that serves a namespace deleted under it.
+    pub orphaned: bool,
 }
 
 impl Step for Supervise {
@@ -137,8 +141,8 @@ impl Step for Supervise {
                 let lines = |t: &str| t.lines().filter(|l| !l.trim_start().starts_with('#')).map(str::to_string).collect::<Vec<_>>();
                 format!("config changed: reload ({})", crate::firewall::rule_diff(&lines(&new.config), &lines(old)))
             }
-            (Some(_), None) if self.restart => "still running for the namespace deleted under it: restart".into(),
             (Some(_), None) => "not running".into(),
+            (None, _) if self.orphaned => "still running for the namespace deleted under it".into(),
             (None, _) => "gives the addresses up to the peer (priority-0 advert)".into(),
         }
     }
@@ -146,11 +150,8 @@ impl Step for Supervise {
         let files = Files::new(&cx.run_dir, &cx.host);
         let before = fs::read_to_string(files.notify(&self.ns)).ok();
         match (&self.want, self.pid) {
-            (Some(w), Some(pid)) if !self.restart => reload(&files, &w.ns, pid, &w.config, &w.notify)?,
-            (Some(w), pid) => {
-                if let Some(pid) = pid {
-                    stop(&files, &w.ns, Some(pid))?;
-                }
+            (Some(w), Some(pid)) => reload(&files, &w.ns, pid, &w.config, &w.notify)?,
+            (Some(w), None) => {
                 cx.session.attach(&w.ns)?;
                 let ns_file = cx.file(&Ns::Named(w.ns.clone()))?.ok_or_else(|| crate::error!(Internal, "namespace {} is not open", w.ns))?;
                 start(&files, &w.ns, ns_file, &w.config, &w.notify)?;
@@ -287,7 +288,7 @@ pub fn config(files: &Files, host: &str, r: &Router, ha: &Ha, priority: u8, exe:
         c,
         "    }}\n\
          \x20   virtual_routes {{\n\
-         \x20       0.0.0.0/0 via {gw} dev {public} protocol {RTPROT_VXROUTER}\n\
+         \x20       0.0.0.0/0 via {gw} dev {public}\n\
          \x20   }}\n",
         gw = r.public.gateway
     );
@@ -365,9 +366,21 @@ fn write_files(files: &Files, ns: &str, config: &str, notify: &str) -> Result<()
     fs::set_permissions(&script, fs::Permissions::from_mode(0o700)).with_context(|| format!("make {} executable", script.display()))
 }
 
+/// A VRRP process whose parent is gone: keepalived's main process killed
+/// outright leaves it running (it gives the addresses up, then idles), and
+/// a new keepalived refuses to start beside it.
+fn stop_orphan(files: &Files, ns: &str) -> Result<()> {
+    let conf = arg(&files.conf(ns));
+    if let Some(child) = daemon::read_pid(&files.vrrp_pid(ns)).filter(|p| daemon::alive(*p, &conf)) {
+        daemon::terminate(child, &format!("keepalived's VRRP process in {ns}"), Duration::from_secs(5))?;
+    }
+    Ok(())
+}
+
 /// Writes the files and starts keepalived in the namespace.
 fn start(files: &Files, ns: &str, ns_file: &File, config: &str, notify: &str) -> Result<()> {
     crate::testhooks::point();
+    stop_orphan(files, ns)?;
     write_files(files, ns, config, notify)?;
     let pin = files.host_net(ns);
     if config.contains("__ha-uplink") && !netns::is_pinned(&pin) {
@@ -413,6 +426,7 @@ fn stop(files: &Files, ns: &str, found: Option<u32>) -> Result<()> {
     if let Some(pid) = daemon::read_pid(&files.pid(ns)).or(found).filter(|p| daemon::alive(*p, &arg(&conf))) {
         daemon::terminate(pid, &format!("keepalived in {ns}"), Duration::from_secs(5))?;
     }
+    stop_orphan(files, ns)?;
     netns::unpin(&files.host_net(ns))?;
     daemon::remove_files([conf.as_path(), &files.pid(ns), &files.vrrp_pid(ns), &files.notify(ns), &files.transitions(ns)])?;
     let _ = fs::remove_dir(&files.dir);
@@ -518,7 +532,7 @@ mod tests {
             "        169.254.51.254/24 dev vxha51",
             "        203.0.113.123/24 dev gw-br-pu",
             "        192.168.10.1/24 dev gw-br-pr",
-            "        0.0.0.0/0 via 203.0.113.1 dev gw-br-pu protocol 118",
+            "        0.0.0.0/0 via 203.0.113.1 dev gw-br-pu",
             "    script \"/usr/bin/vxrouter __ha-uplink /run/vxrouter/keepalived/router-a/ns1.host-net eth1\"",
             "    notify \"/run/vxrouter/keepalived/router-a/ns1.notify\"",
         ] {

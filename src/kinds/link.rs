@@ -551,7 +551,21 @@ pub fn create(cx: &mut Apply<'_>, ns: &Ns, spec: &LinkSpec, peer: Option<&(Ns, L
     };
     let what = describe_create(spec, peer);
     let from = if target_file.is_some() { &Ns::Host } else { ns };
-    cx.sock(from)?.create_link(spec, &ctx).with_context(|| format!("create {what}{}", in_ns(ns)))?;
+    // The same link of a namespace that was deleted under its daemons is
+    // unregistered by the kernel on its own time once they have stopped
+    // (StopDaemons): until then its VNI is taken on the underlay.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match cx.sock(from)?.create_link(spec, &ctx) {
+            Err(e) if target_file.is_some() && e.is(libc::EEXIST) && std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            r => {
+                r.with_context(|| format!("create {what}{}", in_ns(ns)))?;
+                break;
+            }
+        }
+    }
     drop(peer_file);
     drop(target_file);
     cx.undo_with(DeleteCreated { ns: ns.clone(), name: spec.name.clone() });
