@@ -532,6 +532,20 @@ mod preflight {
     }
 
     #[test]
+    fn an_ha_peer_that_is_this_host_is_an_error_at_its_key() {
+        let o = bare();
+        let text = include_str!("../../profiles/ha/router-a.toml").replace("peer = \"10.0.0.2\"", "peer = \"10.0.0.1\"");
+        let pf = check(&profile(&text), &o.facts, &o.host);
+        assert!(
+            pf.errors.iter().any(|e| e.contains("router.ha.peer") && e.contains("router.ha.peer 10.0.0.1 is an address of this host")),
+            "{:?}",
+            pf.errors
+        );
+        let ok = check(&profile(include_str!("../../profiles/ha/router-a.toml")), &o.facts, &o.host);
+        assert!(!ok.errors.iter().any(|e| e.contains("peer")), "{:?}", ok.errors);
+    }
+
+    #[test]
     fn multicast_groups_beyond_the_kernel_limit_name_the_sysctl() {
         let mut text = SEED_A.to_string();
         for i in 0..20 {
