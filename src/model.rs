@@ -6,7 +6,6 @@ use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::profile::Ipv4Cidr;
 
 /// A network namespace vxrouter works in: the host's own (the one vxrouter
 /// runs in) or a named one under /run/netns.
@@ -176,11 +175,11 @@ pub struct FdbEntry {
     pub dst: Ipv4Addr,
 }
 
-/// An IPv4 route in the main table.
+/// A unicast route in the main table (IPv4, or IPv6 in router namespaces).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Route {
-    pub dst: Ipv4Cidr,
-    pub gateway: Option<Ipv4Addr>,
+    pub dst: ipnet::IpNet,
+    pub gateway: Option<std::net::IpAddr>,
     pub oif: Option<u32>,
     pub protocol: u8,
 }

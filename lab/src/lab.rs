@@ -150,7 +150,7 @@ fn address(node: &Node, link: &str, cidr: Ipv4Cidr) -> Result<()> {
 /// A static route (rtm_protocol 4).
 pub fn route(node: &Node, dst: Ipv4Cidr, via: Ipv4Addr) -> Result<()> {
     let mut s = node.netlink()?;
-    let r = Route { dst, gateway: Some(via), oif: None, protocol: 4 };
+    let r = Route { dst: dst.into(), gateway: Some(via.into()), oif: None, protocol: 4 };
     s.replace_route(&r).map_err(|e| anyhow!("add route {dst} via {via} in {}: {e}", node.name))
 }
 

@@ -97,6 +97,9 @@ impl Syntax for IptSyntax {
             Family::V6 => "-p ipv6-icmp -m icmp6 --icmpv6-type 128".into(),
         }
     }
+    fn icmp6(&self, t: u8) -> String {
+        format!("-p ipv6-icmp -m icmp6 --icmpv6-type {t}")
+    }
     fn vrrp(&self) -> String {
         "-p vrrp".into()
     }

@@ -68,6 +68,8 @@ pub enum Match {
     IcmpEcho,
     /// VRRP (IP protocol 112): keepalived's adverts on the HA link.
     Vrrp,
+    /// One ICMPv6 type (neighbour discovery, errors).
+    Icmp6(u8),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -220,11 +222,81 @@ pub fn router_policy(r: &Router) -> Policy {
     if !nat.is_empty() {
         chains.push(v4("post", Table::Nat, Hook::Postrouting, nat));
     }
-    // IPv6: nothing in, nothing through (the loopback keeps working).
-    let v6 = |name, hook, rules| Chain { name, family: Family::V6, table: Table::Filter, hook, rules };
-    chains.push(v6("in", Hook::Input, vec![rule(vec![Match::In("lo".into())], Verdict::Accept), rule(vec![], Verdict::Drop)]));
-    chains.push(v6("fwd", Hook::Forward, vec![rule(vec![], Verdict::Drop)]));
+    chains.extend(router_policy6(r));
     Policy { chains }
+}
+
+/// ICMPv6 IPv6 cannot work without (RFC 4890): the error messages
+/// (destination unreachable, packet too big — path MTU discovery —, time
+/// exceeded, parameter problem) and, addressed to the router, router
+/// solicitation and neighbour solicitation and advertisement.
+const ICMP6_ERRORS: [u8; 4] = [1, 2, 3, 4];
+const ICMP6_NEIGHBOUR_DISCOVERY: [u8; 3] = [133, 135, 136];
+
+/// IPv6: the IPv4 policy for the legs with an `address6` — new
+/// connections only from each segment's prefix out of the public leg, none
+/// inbound (with routed prefixes this is what keeps the internet from
+/// every VM), ping to the public address only, DNS on legs that ask for it —
+/// plus the ICMPv6 IPv6 needs. Without any `address6`: nothing in, nothing
+/// through (the loopback keeps working).
+fn router_policy6(r: &crate::profile::Router) -> Vec<Chain> {
+    let v6 = |name, table, hook, rules| Chain { name, family: Family::V6, table, hook, rules };
+    let public = r.public.leg.veth[1].clone();
+    let legs: Vec<&crate::profile::Leg> = r.private.iter().filter(|l| l.address6.is_some()).collect();
+    // Validation lets a private leg have an address6 only when the public
+    // leg has one.
+    let Some(public6) = r.public.leg.address6 else {
+        return vec![
+            v6("in", Table::Filter, Hook::Input, vec![rule(vec![Match::In("lo".into())], Verdict::Accept), rule(vec![], Verdict::Drop)]),
+            v6("fwd", Table::Filter, Hook::Forward, vec![rule(vec![], Verdict::Drop)]),
+        ];
+    };
+    let prefix = |l: &crate::profile::Leg| IpNet::V6(l.address6.map(|a| a.trunc()).unwrap_or_default());
+
+    let mut input = vec![rule(vec![Match::In("lo".into())], Verdict::Accept), rule(vec![Match::Established], Verdict::Accept)];
+    for t in ICMP6_ERRORS.into_iter().chain(ICMP6_NEIGHBOUR_DISCOVERY) {
+        input.push(rule(vec![Match::Icmp6(t)], Verdict::Accept));
+    }
+    input.push(rule(vec![Match::Dst(IpNet::V6(ipnet::Ipv6Net::from(public6.addr()))), Match::In(public.clone()), Match::IcmpEcho], Verdict::Accept));
+    for l in &legs {
+        input.push(rule(vec![Match::In(l.veth[1].clone()), Match::IcmpEcho], Verdict::Accept));
+    }
+    for l in legs.iter().filter(|l| l.dns) {
+        input.push(rule(vec![Match::In(l.veth[1].clone()), Match::Port(Proto::Udp, 53)], Verdict::Accept));
+        input.push(rule(vec![Match::In(l.veth[1].clone()), Match::Port(Proto::Tcp, 53)], Verdict::Accept));
+    }
+    input.push(rule(vec![], Verdict::Drop));
+
+    let mut forward = vec![rule(vec![Match::Established], Verdict::Accept), rule(vec![Match::Invalid], Verdict::Drop)];
+    // Errors about a connection are RELATED already; these also carry path
+    // MTU discovery for traffic the router has no state for.
+    for t in ICMP6_ERRORS {
+        forward.push(rule(vec![Match::Icmp6(t)], Verdict::Accept));
+    }
+    for l in &legs {
+        forward.push(rule(vec![Match::Src(prefix(l)), Match::In(l.veth[1].clone()), Match::Out(public.clone())], Verdict::Accept));
+    }
+    if r.route_between_segments {
+        for a in &legs {
+            for b in legs.iter().filter(|b| b.bridge != a.bridge) {
+                forward.push(rule(
+                    vec![Match::Src(prefix(a)), Match::In(a.veth[1].clone()), Match::Out(b.veth[1].clone())],
+                    Verdict::Accept,
+                ));
+            }
+        }
+    }
+    forward.push(rule(vec![], Verdict::Drop));
+
+    let mut chains = vec![v6("in", Table::Filter, Hook::Input, input), v6("fwd", Table::Filter, Hook::Forward, forward)];
+    if r.nat6 == crate::profile::Nat6::Masquerade {
+        let post = legs
+            .iter()
+            .map(|l| rule(vec![Match::Src(prefix(l)), Match::Out(public.clone())], Verdict::Masquerade))
+            .collect();
+        chains.push(v6("post", Table::Nat, Hook::Postrouting, post));
+    }
+    chains
 }
 
 /// Underlay protection on the host: VXLAN UDP to the segments' ports is

@@ -5,7 +5,10 @@
 //! - forwarding on (`ip_forward`);
 //! - IPv6 off (`disable_ipv6` on all and new links): no link-local address,
 //!   no router advertisement accepted, no autoconfiguration, no answer to
-//!   `ff02::1` — IPv6 is not a feature of the router yet;
+//!   `ff02::1` — except on the legs that have an `address6`: IPv6 on
+//!   (after the namespace-wide setting, which would switch it off again),
+//!   forwarding on, no router advertisement accepted and no address
+//!   autoconfigured (a router configures itself from the profile);
 //! - ARP as a router answers it: only for addresses of the asking leg
 //!   (`arp_ignore` 1) and from the best local address (`arp_announce` 2), so
 //!   the public leg does not answer for the private gateway addresses;
@@ -37,9 +40,11 @@ pub struct Sysctls;
 /// The router namespace's settings that apply to the whole namespace (and
 /// are read in every namespace vxrouter looks into, so a namespace it deletes
 /// can be put back as it was).
+const ALL_DISABLE_IPV6: &str = "net/ipv6/conf/all/disable_ipv6";
+
 const ROUTER_SYSCTLS: &[(&str, &str)] = &[
     (IP_FORWARD_SYSCTL, "1"),
-    ("net/ipv6/conf/all/disable_ipv6", "1"),
+    (ALL_DISABLE_IPV6, "1"),
     ("net/ipv6/conf/default/disable_ipv6", "1"),
     ("net/ipv4/conf/all/arp_ignore", "1"),
     ("net/ipv4/conf/all/arp_announce", "2"),
@@ -71,6 +76,16 @@ impl Kind for Sysctls {
         for leg in std::iter::once(&r.public.leg).chain(&r.private) {
             out.push(set(format!("net/ipv4/conf/{}/send_redirects", leg.veth[1]), "0"));
         }
+        let v6: Vec<&str> =
+            std::iter::once(&r.public.leg).chain(&r.private).filter(|l| l.address6.is_some()).map(|l| l.veth[1].as_str()).collect();
+        if !v6.is_empty() {
+            out.push(set("net/ipv6/conf/all/forwarding".into(), "1"));
+        }
+        for leg in v6 {
+            out.push(set(format!("net/ipv6/conf/{leg}/disable_ipv6"), "0"));
+            out.push(set(format!("net/ipv6/conf/{leg}/accept_ra"), "0"));
+            out.push(set(format!("net/ipv6/conf/{leg}/autoconf"), "0"));
+        }
         out
     }
 
@@ -89,15 +104,31 @@ impl Kind for Sysctls {
     }
 
     fn plan(p: &mut Planner<'_>, want: &[Sysctl], seen: &Self::Seen) {
+        let old = |s: &Sysctl| {
+            p.view(&s.ns).and_then(|_| seen.iter().find(|(n, _)| *n == s.ns)).and_then(|(_, values)| values.get(&s.key)).cloned()
+        };
+        // Writing `all/disable_ipv6` sets every link of the namespace: the
+        // links that keep IPv6 on are set again after it.
+        let reset: Vec<Ns> = want
+            .iter()
+            .filter(|s| s.key == ALL_DISABLE_IPV6 && old(s).as_deref() != Some(s.value.as_str()))
+            .map(|s| s.ns.clone())
+            .collect();
+        let mut steps = Vec::new();
         for s in want {
-            let old = p
-                .view(&s.ns)
-                .and_then(|_| seen.iter().find(|(n, _)| *n == s.ns))
-                .and_then(|(_, values)| values.get(&s.key))
-                .cloned();
-            if old.as_deref() != Some(s.value.as_str()) {
-                p.push(Order::Late, SetSysctl { sysctl: s.clone(), old });
+            let old = old(s);
+            let per_link = s.key.ends_with("/disable_ipv6") && s.key != ALL_DISABLE_IPV6 && !s.key.contains("/default/");
+            if old.as_deref() != Some(s.value.as_str()) || (per_link && reset.contains(&s.ns)) {
+                steps.push(SetSysctl { sysctl: s.clone(), old });
             }
+        }
+        // With IPv6 legs, the IPv6 settings come before the addresses:
+        // switching IPv6 off namespace-wide (or on a link) drops the link's
+        // IPv6 addresses and routes.
+        let v6_legs = want.iter().any(|s| s.key.ends_with("/disable_ipv6") && s.value == "0");
+        for s in steps {
+            let order = if v6_legs && s.sysctl.key.starts_with("net/ipv6/") { Order::Create } else { Order::Late };
+            p.push(order, s);
         }
     }
 }

@@ -17,7 +17,6 @@ use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 
 use super::ops::{CreateCtx, SetLink};
 use crate::model::{Addr, BridgeSpec, FdbEntry, HostAddr, HostRoute, Link, LinkKind, LinkSpec, ObservedVxlan, Route};
-use crate::profile::Ipv4Cidr;
 use crate::profile::cidr;
 use ipnet::IpNet;
 
@@ -44,9 +43,9 @@ pub fn get_addresses() -> RouteNetlinkMessage {
     RouteNetlinkMessage::GetAddress(AddressMessage::default())
 }
 
-pub fn get_routes() -> RouteNetlinkMessage {
+pub fn get_routes(v6: bool) -> RouteNetlinkMessage {
     let mut m = RouteMessage::default();
-    m.header.address_family = AddressFamily::Inet;
+    m.header.address_family = if v6 { AddressFamily::Inet6 } else { AddressFamily::Inet };
     RouteNetlinkMessage::GetRoute(m)
 }
 
@@ -220,7 +219,14 @@ fn addr_msg(index: u32, cidr: IpNet) -> AddressMessage {
 }
 
 pub fn add_addr(index: u32, cidr: IpNet) -> RouteNetlinkMessage {
-    RouteNetlinkMessage::NewAddress(addr_msg(index, cidr))
+    let mut m = addr_msg(index, cidr);
+    // A router's own IPv6 address is usable at once: duplicate address
+    // detection would hold it tentative (unusable as a source, no answer to
+    // neighbour solicitations) for a second after every apply.
+    if cidr.addr().is_ipv6() {
+        m.attributes.push(AddressAttribute::Flags(AddressFlags::Nodad));
+    }
+    RouteNetlinkMessage::NewAddress(m)
 }
 
 pub fn del_addr(index: u32, cidr: IpNet) -> RouteNetlinkMessage {
@@ -229,17 +235,18 @@ pub fn del_addr(index: u32, cidr: IpNet) -> RouteNetlinkMessage {
 
 fn route_msg(r: &Route) -> RouteMessage {
     let mut m = RouteMessage::default();
-    m.header.address_family = AddressFamily::Inet;
+    m.header.address_family = if r.dst.addr().is_ipv4() { AddressFamily::Inet } else { AddressFamily::Inet6 };
     m.header.destination_prefix_length = r.dst.prefix_len();
     m.header.table = RouteHeader::RT_TABLE_MAIN;
     m.header.protocol = RouteProtocol::from(r.protocol);
-    m.header.scope = if r.gateway.is_some() { RouteScope::Universe } else { RouteScope::Link };
+    // IPv6 routes are always universe scope (the kernel refuses others).
+    m.header.scope = if r.gateway.is_some() || !r.dst.addr().is_ipv4() { RouteScope::Universe } else { RouteScope::Link };
     m.header.kind = RouteType::Unicast;
     if r.dst.prefix_len() > 0 {
-        m.attributes.push(RouteAttribute::Destination(RouteAddress::Inet(r.dst.network())));
+        m.attributes.push(RouteAttribute::Destination(RouteAddress::from(r.dst.network())));
     }
     if let Some(g) = r.gateway {
-        m.attributes.push(RouteAttribute::Gateway(RouteAddress::Inet(g)));
+        m.attributes.push(RouteAttribute::Gateway(RouteAddress::from(g)));
     }
     if let Some(o) = r.oif {
         m.attributes.push(RouteAttribute::Oif(o));
@@ -403,23 +410,27 @@ pub fn parse_addr(m: &AddressMessage) -> Option<Addr> {
 
 /// Main-table IPv4 unicast routes only: the ones vxrouter may manage.
 pub fn parse_route(m: &RouteMessage) -> Option<Route> {
-    if m.header.address_family != AddressFamily::Inet
-        || m.header.table != RouteHeader::RT_TABLE_MAIN
-        || m.header.kind != RouteType::Unicast
-    {
+    let v4 = match m.header.address_family {
+        AddressFamily::Inet => true,
+        AddressFamily::Inet6 => false,
+        _ => return None,
+    };
+    if m.header.table != RouteHeader::RT_TABLE_MAIN || m.header.kind != RouteType::Unicast {
         return None;
     }
-    let mut dst = Ipv4Addr::UNSPECIFIED;
-    let mut r = Route { dst: cidr::any(), gateway: None, oif: None, protocol: u8::from(m.header.protocol) };
+    let mut dst: IpAddr = if v4 { Ipv4Addr::UNSPECIFIED.into() } else { std::net::Ipv6Addr::UNSPECIFIED.into() };
+    let mut r = Route { dst: cidr::any().into(), gateway: None, oif: None, protocol: u8::from(m.header.protocol) };
     for a in &m.attributes {
         match a {
-            RouteAttribute::Destination(RouteAddress::Inet(d)) => dst = *d,
-            RouteAttribute::Gateway(RouteAddress::Inet(g)) => r.gateway = Some(*g),
+            RouteAttribute::Destination(RouteAddress::Inet(d)) => dst = (*d).into(),
+            RouteAttribute::Destination(RouteAddress::Inet6(d)) => dst = (*d).into(),
+            RouteAttribute::Gateway(RouteAddress::Inet(g)) => r.gateway = Some((*g).into()),
+            RouteAttribute::Gateway(RouteAddress::Inet6(g)) => r.gateway = Some((*g).into()),
             RouteAttribute::Oif(o) => r.oif = Some(*o),
             _ => {}
         }
     }
-    r.dst = Ipv4Cidr::new(dst, m.header.destination_prefix_length).ok()?;
+    r.dst = IpNet::new(dst, m.header.destination_prefix_length).ok()?;
     Some(r)
 }
 

@@ -119,8 +119,9 @@ impl Netlink {
     }
 
     /// The main table's IPv4 unicast routes, in one dump.
-    pub fn routes(&mut self) -> Result<Vec<Route>, NlError> {
-        self.dump(msg::get_routes(), |m| match m {
+    /// Main-table unicast routes of one family, in one dump.
+    pub fn routes(&mut self, v6: bool) -> Result<Vec<Route>, NlError> {
+        self.dump(msg::get_routes(v6), |m| match m {
             RouteNetlinkMessage::NewRoute(r) => msg::parse_route(&r),
             _ => None,
         })

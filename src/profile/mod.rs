@@ -73,6 +73,8 @@ pub enum Flood {
 pub struct Router {
     pub namespace: String,
     pub nat: Nat,
+    /// How the private IPv6 prefixes leave (default: routed, no NAT).
+    pub nat6: Nat6,
     /// Which tool writes the rules (default: auto).
     pub firewall: FirewallChoice,
     /// Forward between this router's private segments (default: no).
@@ -133,6 +135,17 @@ pub enum Nat {
     None,
 }
 
+/// `[router] nat6`: IPv6 is routed by default (upstream routes the
+/// segments' prefixes to the router's public IPv6 address, as Neutron does);
+/// `masquerade` is NAT66 to the public IPv6 address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Nat6 {
+    #[default]
+    None,
+    Masquerade,
+}
+
 /// A port forward: DNAT of `proto`/`port` on the public address to `to`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Forward {
@@ -165,6 +178,9 @@ pub struct Public {
     pub uplink: String,
     /// The upstream default gateway.
     pub gateway: Ipv4Addr,
+    /// The upstream IPv6 gateway (with `leg.address6`): an address of the
+    /// public prefix or a link-local one.
+    pub gateway6: Option<std::net::Ipv6Addr>,
     /// What to do with the host's own addresses and routes on the uplink
     /// when it is enslaved (default: refuse).
     pub uplink_addresses: UplinkAddresses,
@@ -195,6 +211,9 @@ pub struct Leg {
     pub dhcp: Option<Dhcp>,
     /// A DNS forwarder on the gateway address (private legs only).
     pub dns: bool,
+    /// The leg's IPv6 address with its prefix: the public address, or the
+    /// VMs' gateway, announced with router advertisements (SLAAC, /64).
+    pub address6: Option<ipnet::Ipv6Net>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

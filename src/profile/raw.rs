@@ -55,6 +55,7 @@ pub struct RawSegment {
 pub struct RawRouter {
     pub namespace: S<String>,
     pub nat: Option<S<String>>,
+    pub nat6: Option<S<String>>,
     pub firewall: Option<S<String>>,
     pub route_between_segments: Option<S<bool>>,
     pub public: S<RawPublic>,
@@ -115,6 +116,8 @@ pub struct RawPublic {
     pub gateway: S<String>,
     pub veth: Option<S<Vec<S<String>>>>,
     pub uplink_addresses: Option<S<String>>,
+    pub address6: Option<S<String>>,
+    pub gateway6: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -125,6 +128,7 @@ pub struct RawPrivate {
     pub veth: Option<S<Vec<S<String>>>>,
     pub dhcp: Option<S<RawDhcp>>,
     pub dns: Option<S<bool>>,
+    pub address6: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -2,7 +2,9 @@
 //! location. Pure: no file system, no kernel.
 
 use std::collections::{BTreeMap, HashSet};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use ipnet::Ipv6Net;
 use std::ops::Range;
 
 use toml::de::{DeTable, DeValue};
@@ -12,7 +14,7 @@ use super::error::{Locator, ProfileError, ProfileErrors};
 use super::names::{check_ifname, check_plain_name, default_leg_names, default_vxlan_name, shown};
 use super::raw::*;
 use super::{
-    DEFAULT_VXLAN_PORT, Dhcp, Ha, default_ha_vni, FirewallChoice, Flood, Forward, Ipv4Cidr, Leg, Nat, Profile, Proto, Public, Router, Segment,
+    DEFAULT_VXLAN_PORT, Dhcp, Ha, Nat6, default_ha_vni, FirewallChoice, Flood, Forward, Ipv4Cidr, Leg, Nat, Profile, Proto, Public, Router, Segment,
     Underlay, UplinkAddresses,
 };
 
@@ -136,6 +138,48 @@ impl Validator<'_> {
             Ok(a) => Some(a),
             Err(_) => {
                 self.err(s.span(), key, format!("{:?} is not an IPv4 address", s.get_ref()));
+                None
+            }
+        }
+    }
+
+    /// An IPv6 address with its prefix that a router interface can hold: not
+    /// link-local (the kernel makes those), multicast, loopback, unspecified
+    /// or IPv4-mapped, and not the prefix's subnet-router anycast address.
+    fn cidr6(&mut self, key: &str, s: &S<String>) -> Option<Ipv6Net> {
+        let Ok(c) = s.get_ref().parse::<Ipv6Net>() else {
+            let reason = if s.get_ref().parse::<Ipv6Addr>().is_ok() {
+                format!("{:?} has no prefix length (e.g. \"2001:db8:10::1/64\")", s.get_ref())
+            } else {
+                format!("{:?} is not an IPv6 address with a prefix length (e.g. \"2001:db8:10::1/64\")", s.get_ref())
+            };
+            self.err(s.span(), key, reason);
+            return None;
+        };
+        let a = c.addr();
+        let reason = if a.is_unspecified() || a.is_loopback() || a.is_multicast() || a.to_ipv4_mapped().is_some() {
+            Some(format!("{a} is not a unicast address a router interface can hold"))
+        } else if a.segments()[0] & 0xffc0 == 0xfe80 {
+            Some(format!("{a} is link-local; the kernel gives every IPv6 link one of those, name a global or unique-local address"))
+        } else if c.prefix_len() == 0 {
+            Some(format!("{c}: a /0 prefix leaves no room for a subnet"))
+        } else if c.prefix_len() < 128 && a == c.network() {
+            Some(format!("{a} is the subnet-router anycast address of {}; use a host address", c.trunc()))
+        } else {
+            None
+        };
+        if let Some(r) = reason {
+            self.err(s.span(), key, r);
+            return None;
+        }
+        Some(c)
+    }
+
+    fn ipv6(&mut self, key: &str, s: &S<String>) -> Option<Ipv6Addr> {
+        match s.get_ref().parse::<Ipv6Addr>() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                self.err(s.span(), key, format!("{:?} is not an IPv6 address", s.get_ref()));
                 None
             }
         }
@@ -431,10 +475,36 @@ impl Validator<'_> {
         }
         let (veth, spans) = self.veth("router.public.veth", p.veth.as_ref(), &bridge);
         self.claim_leg("router.public.veth", &veth, spans, p.bridge.span(), host_names, ns_names);
+        let address6 = p.address6.as_ref().and_then(|a| self.cidr6("router.public.address6", a));
+        let gateway6 = p.gateway6.as_ref().and_then(|g| self.ipv6("router.public.gateway6", g));
+        match (&p.address6, &p.gateway6) {
+            (Some(a), None) => {
+                self.err(a.span(), "router.public.address6", "an IPv6 public address needs gateway6 (the upstream IPv6 router)")
+            }
+            (None, Some(g)) => self.err(g.span(), "router.public.gateway6", "gateway6 needs address6 (the router's public IPv6 address)"),
+            _ => {}
+        }
+        if let (Some(a), Some(g), Some(raw)) = (address6, gateway6, &p.gateway6) {
+            let link_local = g.segments()[0] & 0xffc0 == 0xfe80;
+            if g == a.addr() {
+                self.err(raw.span(), "router.public.gateway6", format!("{g} is the router's own public IPv6 address"));
+            } else if !link_local && !a.contains(&g) {
+                let reason = format!("{g} is neither inside the public prefix {} nor link-local (fe80::/10)", a.trunc());
+                self.err(raw.span(), "router.public.gateway6", reason);
+            }
+        }
         let public = Public {
-            leg: Leg { bridge, address: address.unwrap_or(cidr::host(Ipv4Addr::UNSPECIFIED)), veth, dhcp: None, dns: false },
+            leg: Leg {
+                bridge,
+                address: address.unwrap_or(cidr::host(Ipv4Addr::UNSPECIFIED)),
+                veth,
+                dhcp: None,
+                dns: false,
+                address6,
+            },
             uplink,
             gateway: gateway.unwrap_or(Ipv4Addr::UNSPECIFIED),
+            gateway6,
             uplink_addresses: match p.uplink_addresses.as_ref().map(|m| (m, m.get_ref().as_str())) {
                 None | Some((_, "refuse")) => UplinkAddresses::Refuse,
                 Some((_, "move")) => UplinkAddresses::Move,
@@ -455,6 +525,11 @@ impl Validator<'_> {
         let mut subnets: SubnetIndex<String> = SubnetIndex::default();
         if let Some(a) = address {
             subnets.insert(a, "router.public.address".into());
+        }
+        // IPv6 prefixes: few (one per leg), all /64 but the public one.
+        let mut prefixes6: Vec<(Ipv6Net, String)> = Vec::new();
+        if let Some(a) = public.leg.address6 {
+            prefixes6.push((a.trunc(), "router.public.address6".into()));
         }
         for (i, leg) in r.private.iter().enumerate() {
             let key = |f: &str| format!("router.private[{i}].{f}");
@@ -497,7 +572,31 @@ impl Validator<'_> {
             self.claim_leg(&key("veth"), &veth, spans, leg.bridge.span(), host_names, ns_names);
             let dhcp = leg.dhcp.as_ref().and_then(|d| self.dhcp(&key("dhcp"), d, address));
             let dns = leg.dns.as_ref().is_some_and(|d| *d.get_ref());
-            private.push(Leg { bridge, address: address.unwrap_or(cidr::host(Ipv4Addr::UNSPECIFIED)), veth, dhcp, dns });
+            let address6 = leg.address6.as_ref().and_then(|raw| {
+                let key6 = key("address6");
+                let a = self.cidr6(&key6, raw)?;
+                // SLAAC: VMs form their addresses from a /64 prefix and a
+                // 64-bit interface identifier (RFC 4862); other lengths
+                // leave them without an address.
+                if a.prefix_len() != 64 {
+                    let reason = format!("{a}: VMs autoconfigure (SLAAC) only from a /64 prefix; use /64");
+                    self.err(raw.span(), &key6, reason);
+                    return None;
+                }
+                if p.address6.is_none() {
+                    let reason = "IPv6 on a private leg needs [router.public] address6 and gateway6 (its way out)";
+                    self.err(raw.span(), &key6, reason);
+                    return None;
+                }
+                if let Some((other, other_key)) = prefixes6.iter().find(|(n, _)| n.contains(&a.trunc()) || a.trunc().contains(n)) {
+                    let reason = format!("prefix {} overlaps {other} ({other_key})", a.trunc());
+                    self.err(raw.span(), &key6, reason);
+                    return None;
+                }
+                prefixes6.push((a.trunc(), key6));
+                Some(a)
+            });
+            private.push(Leg { bridge, address: address.unwrap_or(cidr::host(Ipv4Addr::UNSPECIFIED)), veth, dhcp, dns, address6 });
         }
 
         let nat = match r.nat.as_ref().map(|n| (n, n.get_ref().as_str())) {
@@ -507,6 +606,14 @@ impl Validator<'_> {
             Some((n, other)) => {
                 self.err(n.span(), "router.nat", format!("{other:?} is not one of \"snat\", \"masquerade\", \"none\""));
                 Nat::Snat
+            }
+        };
+        let nat6 = match r.nat6.as_ref().map(|n| (n, n.get_ref().as_str())) {
+            None | Some((_, "none")) => Nat6::None,
+            Some((_, "masquerade")) => Nat6::Masquerade,
+            Some((n, other)) => {
+                self.err(n.span(), "router.nat6", format!("{other:?} is not one of \"none\", \"masquerade\""));
+                Nat6::None
             }
         };
         let firewall = match r.firewall.as_ref().map(|n| (n, n.get_ref().as_str())) {
@@ -522,6 +629,7 @@ impl Validator<'_> {
         Router {
             namespace: r.namespace.get_ref().clone(),
             nat,
+            nat6,
             firewall,
             route_between_segments: r.route_between_segments.as_ref().is_some_and(|b| *b.get_ref()),
             public,
