@@ -1,0 +1,162 @@
+//! IPv6 dual stack (issue 15): the seed lab with profiles/dual-stack (the
+//! router's legs get IPv6 addresses, VMs autoconfigure from router
+//! advertisements) and an IPv6 internet side set up by hand in the lab's
+//! internet and server nodes. Run by scripts/test.sh (root, sandbox).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const SERVER6: &str = "2001:db8:100::10";
+const PUBLIC6: &str = "2001:db8:ff::123";
+
+fn dual_stack_lab(name: &str, router: &str) -> TestLab {
+    let lab = seed_lab(name, "host-a.toml", "host-b.toml")
+        // A VM that starts with MTU 1500, as a stock guest does: the router
+        // advertisement must bring its IPv6 MTU down to the segment's.
+        + "\n[[vm]]\nname = \"vm-c\"\nhost = \"host-b\"\nbridge = \"br-pr\"\naddress = \"192.168.10.30/24\"\ngateway = \"192.168.10.3\"\nmtu = 1500\n";
+    let b = std::fs::read_to_string(repo().join("profiles/dual-stack/host-b.toml")).unwrap();
+    TestLab::new(name, &lab, &[("host-a.toml", router), ("host-b.toml", &b)])
+}
+
+fn router_profile() -> String {
+    std::fs::read_to_string(repo().join("profiles/dual-stack/host-a.toml")).unwrap()
+}
+
+/// The internet's IPv6 side, as an ISP would route it: the upstream router
+/// holds 2001:db8:ff::1 on the public segment and routes the segment's
+/// prefix to the router's public address; the server is behind it.
+fn internet6(l: &TestLab) {
+    let o = l.sh(
+        "internet",
+        &format!(
+            "sysctl -qw net.ipv6.conf.all.forwarding=1 && ip addr add 2001:db8:ff::1/64 dev eth0 nodad && \
+             ip addr add 2001:db8:100::1/64 dev eth1 nodad && ip route add 2001:db8:10::/64 via {PUBLIC6}"
+        ),
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let o = l.sh("server", &format!("ip addr add {SERVER6}/64 dev eth0 nodad && ip route add default via 2001:db8:100::1"));
+    assert!(o.status.success(), "{}", text(&o));
+    // So is the attacker's: it sits on the public segment and routes the
+    // VMs' prefix via the router's public address.
+    let o = l.sh("attacker", &format!("ip addr add 2001:db8:ff::66/64 dev eth0 nodad && ip route add 2001:db8:10::/64 via {PUBLIC6}"));
+    assert!(o.status.success(), "{}", text(&o));
+}
+
+/// The VM's global address from SLAAC (waits for the first advertisement).
+fn slaac(l: &TestLab, vm: &str) -> String {
+    let start = Instant::now();
+    loop {
+        // Usable once duplicate address detection is done (not tentative).
+        let o = l.exec(vm, &["ip", "-6", "-o", "addr", "show", "dev", "eth0", "scope", "global"]);
+        let line = stdout(&o);
+        if let Some(a) = line.split_whitespace().skip_while(|w| *w != "inet6").nth(1)
+            && !line.contains("tentative")
+        {
+            return a.split('/').next().unwrap().to_string();
+        }
+        assert!(start.elapsed() < Duration::from_secs(15), "{vm} got no address from router advertisements");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn ping6(l: &TestLab, from: &str, to: &str) -> bool {
+    l.exec(from, &["ping", "-6", "-n", "-c", "1", "-W", "1", to]).status.success()
+}
+
+fn lab_agent(l: &TestLab, node: &str, args: &[&str]) -> std::process::Output {
+    let bin = lab_bin().display().to_string();
+    let mut cmd = vec![bin.as_str(), "__agent"];
+    cmd.extend_from_slice(args);
+    l.exec(node, &cmd)
+}
+
+/// Starts a listener in `node` (in the background of the node's shell).
+fn listen(l: &TestLab, node: &str, addr: &str) {
+    let o = l.sh(node, &format!("{} __agent listen '{addr}' >/dev/null 2>&1 & sleep 0.3", lab_bin().display()));
+    assert!(o.status.success(), "{}", text(&o));
+}
+
+/// What the listener at `to` saw of a connection from `from`.
+fn peer_seen(l: &TestLab, from: &str, to: &str) -> Option<String> {
+    let o = lab_agent(l, from, &["send", to, "--bytes", "100", "--timeout", "2"]);
+    stdout(&o).split_whitespace().find_map(|w| w.strip_prefix("peer=")).map(str::to_string)
+}
+
+#[test]
+#[ignore = "needs root and the sandbox: scripts/test.sh"]
+fn dual_stack_vms_autoconfigure_reach_out_routed_and_nothing_reaches_in() {
+    let l = dual_stack_lab("ipv6-routed", &router_profile());
+    l.up();
+    internet6(&l);
+    let (a, b, c) = (slaac(&l, "vm-a"), slaac(&l, "vm-b"), slaac(&l, "vm-c"));
+    assert!(a.starts_with("2001:db8:10:") && b.starts_with("2001:db8:10:"), "{a} {b}");
+
+    // The advertisement carries the segment MTU: a VM at MTU 1500 uses 1450
+    // for IPv6.
+    let mtu = stdout(&l.exec("vm-c", &["cat", "/proc/sys/net/ipv6/conf/eth0/mtu"]));
+    assert_eq!(mtu.trim(), "1450", "vm-c's IPv6 MTU after the router advertisement");
+    // And the gateway as DNS server (RDNSS) with `dns = true`.
+    let conf = stdout(&l.sh("host-a", "cat /run/vxrouter/dnsmasq/host-a/ns1@veth17.1.conf"));
+    assert!(conf.contains("enable-ra") && conf.contains("dhcp-option=option6:dns-server,[2001:db8:10::1]"), "{conf}");
+
+    // VM to VM across hosts, VM to the internet (routed: the server sees the
+    // VM's own address), and a second apply changes nothing.
+    assert!(ping6(&l, "vm-a", &b) && ping6(&l, "vm-b", &a), "IPv6 across VXLAN");
+    assert!(ping6(&l, "vm-b", SERVER6), "IPv6 to the internet server");
+    listen(&l, "server", &format!("[{SERVER6}]:7000"));
+    assert_eq!(peer_seen(&l, "vm-b", &format!("[{SERVER6}]:7000")).as_deref(), Some(b.as_str()));
+    let o = l.vx("host-a", &["apply", &l.path("host-a.toml")]);
+    assert!(stdout(&o).contains("nothing to do"), "{}", text(&o));
+
+    // Nothing reaches in: the attacker routes to the VM through the
+    // router's public address; the control shows the route works (the
+    // router's public address answers) and the VM's listener works (its
+    // segment neighbour connects).
+    listen(&l, "vm-b", "[::]:7001");
+    assert_eq!(peer_seen(&l, "vm-a", &format!("[{b}]:7001")).as_deref(), Some(a.as_str()), "control: vm-b listens");
+    assert!(ping6(&l, "attacker", PUBLIC6), "control: the router's public IPv6 address answers");
+    assert!(!ping6(&l, "attacker", &b), "the internet pinged a VM");
+    assert_eq!(peer_seen(&l, "attacker", &format!("[{b}]:7001")), None, "the internet connected to a VM");
+    assert!(!ping6(&l, "attacker", "2001:db8:10::1"), "the private gateway answered from the public side");
+
+    // Path MTU: full-size packets (the segment's 1450 bytes) cross VXLAN and
+    // the router both ways; one byte more the VM refuses itself, and a
+    // packet one byte too big from the internet is answered with
+    // packet-too-big by the router (before its firewall drops it as an
+    // unsolicited inbound packet), so a server's path MTU discovery works.
+    let full = l.exec("vm-b", &["ping", "-6", "-n", "-c", "1", "-W", "1", "-M", "do", "-s", "1402", SERVER6]);
+    assert!(full.status.success(), "1450-byte packets to the server and back: {}", text(&full));
+    let over = l.exec("vm-b", &["ping", "-6", "-n", "-c", "1", "-W", "1", "-M", "do", "-s", "1403", SERVER6]);
+    assert!(!over.status.success(), "1451-byte packets left a VM whose segment MTU is 1450: {}", text(&over));
+    let ptb = l.exec("server", &["ping", "-6", "-n", "-c", "2", "-W", "1", "-M", "do", "-s", "1403", &b]);
+    assert!(!ptb.status.success() && text(&ptb).contains("mtu=1450"), "packet too big from the router: {}", text(&ptb));
+
+    // The IPv6 firewall is the router's, in the nftables backend.
+    let rules = stdout(&l.exec("host-a", &["ip", "netns", "exec", "ns1", "nft", "list", "table", "ip6", "vxrouter"]));
+    assert!(rules.contains("icmpv6 type packet-too-big accept") && rules.contains("icmpv6 type nd-neighbor-solicit accept"), "{rules}");
+}
+
+#[test]
+#[ignore = "needs root and the sandbox: scripts/test.sh"]
+fn nat66_and_the_iptables_backend() {
+    let profile = router_profile().replace("namespace = \"ns1\"", "namespace = \"ns1\"\nnat6 = \"masquerade\"\nfirewall = \"iptables\"");
+    let l = dual_stack_lab("ipv6-nat66", &profile);
+    l.up();
+    internet6(&l);
+    let b = slaac(&l, "vm-b");
+    // NAT66: the internet sees the router's public address.
+    listen(&l, "server", &format!("[{SERVER6}]:7000"));
+    assert_eq!(peer_seen(&l, "vm-b", &format!("[{SERVER6}]:7000")).as_deref(), Some(PUBLIC6));
+    // ip6tables holds the same policy: inbound refused, control passes.
+    let rules = stdout(&l.exec("host-a", &["ip", "netns", "exec", "ns1", "ip6tables-save"]));
+    assert!(rules.contains("-A VXROUTER-POST -s 2001:db8:10::/64 -o veth15.1 -j MASQUERADE"), "{rules}");
+    assert!(rules.contains("--icmpv6-type 2 -j ACCEPT"), "{rules}");
+    listen(&l, "vm-b", "[::]:7001");
+    assert!(ping6(&l, "attacker", PUBLIC6), "control: the router's public IPv6 address answers");
+    assert_eq!(peer_seen(&l, "attacker", &format!("[{b}]:7001")), None, "the internet connected to a VM");
+    let o = l.vx("host-a", &["check", &l.path("host-a.toml")]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+}
