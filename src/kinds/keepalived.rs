@@ -55,6 +55,9 @@ pub struct Running {
     pub pid: Option<u32>,
 }
 
+/// The link-local address of a high-availability router's IPv6 gateway.
+pub const GATEWAY_LINK_LOCAL: &str = "fe80::1";
+
 /// The priority `vxrouter ha handover` gives a router: below any peer's.
 pub const HANDOVER_PRIORITY: u8 = 1;
 
@@ -283,15 +286,26 @@ pub fn config(files: &Files, host: &str, r: &Router, ha: &Ha, priority: u8, exe:
     );
     for leg in std::iter::once(&r.public.leg).chain(&r.private) {
         let _ = writeln!(c, "        {} dev {}", leg.address, leg.veth[1]);
+        if let Some(a6) = leg.address6 {
+            let _ = writeln!(c, "        {a6} dev {}", leg.veth[1]);
+        }
+    }
+    // The VMs' IPv6 gateway: router advertisements come from the active
+    // router's link-local address, so it moves too (kinds/veth.rs).
+    for leg in r.private.iter().filter(|l| l.address6.is_some()) {
+        let _ = writeln!(c, "        {GATEWAY_LINK_LOCAL}/64 dev {}", leg.veth[1]);
     }
     let _ = write!(
         c,
         "    }}\n\
          \x20   virtual_routes {{\n\
-         \x20       0.0.0.0/0 via {gw} dev {public}\n\
-         \x20   }}\n",
+         \x20       0.0.0.0/0 via {gw} dev {public}\n",
         gw = r.public.gateway
     );
+    if let Some(g6) = r.public.gateway6 {
+        let _ = writeln!(c, "        ::/0 via {g6} dev {public}");
+    }
+    c.push_str("    }\n");
     if ha.track_uplink {
         c.push_str("    track_script {\n        vxrouter_uplink\n    }\n");
     }

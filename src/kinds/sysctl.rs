@@ -69,28 +69,17 @@ impl Kind for Sysctls {
     type Seen = Vec<(Ns, BTreeMap<String, String>)>;
 
     fn desire(p: &Profile, _f: &Facts) -> Vec<Sysctl> {
-        let Some(r) = &p.router else { return vec![] };
-        let ns = Ns::Named(r.namespace.clone());
-        let set = |key: String, value: &str| Sysctl { ns: ns.clone(), key, value: value.to_string() };
-        let mut out: Vec<Sysctl> = ROUTER_SYSCTLS.iter().map(|(k, v)| set(k.to_string(), v)).collect();
-        for leg in std::iter::once(&r.public.leg).chain(&r.private) {
-            out.push(set(format!("net/ipv4/conf/{}/send_redirects", leg.veth[1]), "0"));
-        }
-        let v6: Vec<&str> =
-            std::iter::once(&r.public.leg).chain(&r.private).filter(|l| l.address6.is_some()).map(|l| l.veth[1].as_str()).collect();
-        if !v6.is_empty() {
-            out.push(set("net/ipv6/conf/all/forwarding".into(), "1"));
-        }
-        for leg in v6 {
-            out.push(set(format!("net/ipv6/conf/{leg}/disable_ipv6"), "0"));
-            out.push(set(format!("net/ipv6/conf/{leg}/accept_ra"), "0"));
-            out.push(set(format!("net/ipv6/conf/{leg}/autoconf"), "0"));
-        }
+        let mut out = host_bridges(p);
+        out.extend(router(p));
         out
     }
 
     fn observe(cx: &mut ObserveCx<'_>) -> Result<Self::Seen> {
         let mut out = Vec::new();
+        let host: Vec<&str> = cx.desired.of::<Sysctls>().iter().filter(|s| s.ns == Ns::Host).map(|s| s.key.as_str()).collect();
+        if !host.is_empty() {
+            out.push((Ns::Host, read(None, &host).context("read sysctls of the host's bridges")?));
+        }
         for name in cx.observed.named.keys() {
             let ns = Ns::Named(name.clone());
             let mut keys: Vec<&str> = ROUTER_SYSCTLS.iter().map(|(k, _)| *k).collect();
@@ -131,6 +120,43 @@ impl Kind for Sysctls {
             p.push(order, s);
         }
     }
+}
+
+/// The router namespace's settings (see the module comment).
+fn router(p: &Profile) -> Vec<Sysctl> {
+    let Some(r) = &p.router else { return vec![] };
+    let ns = Ns::Named(r.namespace.clone());
+    let set = |key: String, value: &str| Sysctl { ns: ns.clone(), key, value: value.to_string() };
+    let mut out: Vec<Sysctl> = ROUTER_SYSCTLS.iter().map(|(k, v)| set(k.to_string(), v)).collect();
+    for leg in std::iter::once(&r.public.leg).chain(&r.private) {
+        out.push(set(format!("net/ipv4/conf/{}/send_redirects", leg.veth[1]), "0"));
+    }
+    let v6: Vec<&str> =
+        std::iter::once(&r.public.leg).chain(&r.private).filter(|l| l.address6.is_some()).map(|l| l.veth[1].as_str()).collect();
+    if !v6.is_empty() {
+        out.push(set("net/ipv6/conf/all/forwarding".into(), "1"));
+    }
+    for leg in v6 {
+        out.push(set(format!("net/ipv6/conf/{leg}/disable_ipv6"), "0"));
+        out.push(set(format!("net/ipv6/conf/{leg}/accept_ra"), "0"));
+        out.push(set(format!("net/ipv6/conf/{leg}/autoconf"), "0"));
+    }
+    out
+}
+
+/// IPv6 off on the host's segment and public bridges: a router
+/// advertisement on a segment (the router's, or one a VM sends) would
+/// otherwise give the hypervisor an IPv6 address there (the kernel
+/// autoconfigures even without a link-local address), and VMs could reach
+/// it (docs/security.md). Not on a public bridge that holds the host's own
+/// addresses (`uplink_addresses = "move"`).
+fn host_bridges(p: &Profile) -> Vec<Sysctl> {
+    let off = |b: &str| Sysctl { ns: Ns::Host, key: format!("net/ipv6/conf/{b}/disable_ipv6"), value: "1".into() };
+    let mut out: Vec<Sysctl> = p.segments.iter().map(|s| off(&s.bridge)).collect();
+    if let Some(r) = p.router.as_ref().filter(|r| r.public.uplink_addresses != crate::profile::UplinkAddresses::Move) {
+        out.push(off(&r.public.leg.bridge));
+    }
+    out
 }
 
 /// The sysctls seen in a namespace.

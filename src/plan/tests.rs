@@ -201,6 +201,8 @@ fn bare_host_gets_everything_in_dependency_order() {
             "create address 203.0.113.123/24 on veth15.1 in ns1",
             "create address 192.168.10.3/24 on veth17.1 in ns1",
             "create route default via 203.0.113.1 dev veth15.1 in ns1",
+            "change sysctl net.ipv6.conf.br-pr.disable_ipv6",
+            "change sysctl net.ipv6.conf.br-pu.disable_ipv6",
             "change sysctl net.ipv4.ip_forward in ns1",
             "change sysctl net.ipv6.conf.all.disable_ipv6 in ns1",
             "change sysctl net.ipv6.conf.default.disable_ipv6 in ns1",
