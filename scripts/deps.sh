@@ -11,6 +11,8 @@ PKGS=(
   iputils-arping  # lab L2-isolation checks
   iperf3          # data-path throughput in the benchmark
   dnsmasq-base    # DHCP/DNS for VMs, run inside the router namespace
+  keepalived      # router HA: VRRPv3 in the router namespace
+  conntrackd      # router HA: connection-state sync between the routers
   busybox         # udhcpc: a DHCP client for lab VMs
   libvirt-clients libxml2-utils  # virt-xml-validate for `render libvirt`
   systemd         # systemd-analyze verify for `render systemd`
@@ -54,6 +56,30 @@ if [ ${#missing[@]} -gt 0 ]; then
       extra=("qemu-utils=$qemu" --allow-downgrades)
     fi
   fi
+  # keepalived and conntrackd come with system services that Debian starts
+  # on install: vxrouter runs its own instances inside router namespaces,
+  # and a conntrackd of the package's would sync this machine's own
+  # connection table onto its network. Keep the package's from starting
+  # (policy-rc.d, for the length of the install) and from starting at boot.
+  policy=/usr/sbin/policy-rc.d
+  guard=
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\n# vxrouter deps.sh: no services start during this install\nexit 101\n' > "$policy"
+    chmod 755 "$policy"
+    guard=1
+  fi
   # --no-remove: never let apt resolve a conflict by removing a package.
-  apt-get install -y -q --no-install-recommends --no-remove "${missing[@]}" "${extra[@]}"
+  status=0
+  apt-get install -y -q --no-install-recommends --no-remove "${missing[@]}" "${extra[@]}" || status=$?
+  [ -z "$guard" ] || rm -f "$policy"
+  [ "$status" = 0 ] || exit "$status"
+fi
+# Whether installed now or earlier: the package's own services stay off.
+if command -v systemctl >/dev/null 2>&1; then
+  for unit in keepalived.service conntrackd.service; do
+    if systemctl is-enabled --quiet "$unit" 2>/dev/null; then
+      echo "disabling $unit: vxrouter runs its own keepalived and conntrackd inside router namespaces"
+      systemctl disable --now "$unit" >/dev/null 2>&1 || systemctl disable "$unit" >/dev/null 2>&1 || true
+    fi
+  done
 fi

@@ -116,6 +116,9 @@ pub enum Command {
     /// What is applied on this machine, per host name: profile, when,
     /// segments, router, daemons, drift (exit 2 when any drifted).
     Status,
+    /// Router high availability ([router.ha]).
+    #[command(subcommand)]
+    Ha(HaCommand),
     /// Simulate a multi-host deployment on this machine and check it.
     #[command(subcommand)]
     Lab(LabCommand),
@@ -126,6 +129,14 @@ pub enum Command {
     Completions { shell: clap_complete::Shell },
     /// Print the manual page (roff), generated from this command line.
     Man,
+}
+
+#[derive(Subcommand)]
+pub enum HaCommand {
+    /// Make the peer router active (planned: maintenance, upgrade): this
+    /// router's VRRP priority drops to the lowest until the next `apply`;
+    /// waits until the peer holds the addresses.
+    Handover { profile: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -196,6 +207,10 @@ enum Hidden {
         #[arg(long)]
         destroy: bool,
     },
+    /// keepalived's uplink check: exit 0 when UPLINK, in the network
+    /// namespace pinned at NETNS, is up with a carrier.
+    #[command(name = "__ha-uplink")]
+    HaUplink { netns: PathBuf, uplink: String },
 }
 
 fn hidden() -> Option<Result<()>> {
@@ -209,6 +224,11 @@ fn hidden() -> Option<Result<()>> {
             crate::garp::announce(None, &parsed)
         }
         Hidden::Observed { profile, destroy } => engine::dump_observed(&profile, destroy),
+        Hidden::HaUplink { netns, uplink } => match crate::ha::uplink_check(&netns, &uplink) {
+            Ok(0) => Ok(()),
+            // keepalived reads the exit status; nothing to print.
+            Ok(_) | Err(_) => std::process::exit(1),
+        },
     })
 }
 
@@ -333,6 +353,7 @@ pub fn main() -> ExitCode {
         }
         Command::Destroy { host, force, .. } => engine::destroy_host(host.as_deref().unwrap_or_default(), &opts(g, *force, true)),
         Command::Status => engine::status(&opts(g, false, false)),
+        Command::Ha(HaCommand::Handover { profile }) => engine::load(profile).and_then(|p| crate::ha::handover(&p, g.quiet)),
         Command::Lab(_) => lab(),
         Command::Render(RenderCommand::Systemd { bin }) => crate::render::systemd(bin.as_deref()).map(|t| {
             print!("{t}");

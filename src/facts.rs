@@ -34,6 +34,9 @@ pub struct Facts {
     pub sysctls: BTreeMap<String, String>,
     /// Programs the profile needs that are not on PATH (empty: all there).
     pub missing_tools: Vec<String>,
+    /// This program's path, for the commands vxrouter leaves behind for a
+    /// daemon to run (keepalived's uplink check).
+    pub exe: PathBuf,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,7 +54,8 @@ impl Facts {
             .as_ref()
             .and_then(|u| host.link(&u.device))
             .map(|dev| UnderlayFacts { mtu: dev.mtu, address: host.addrs_of(dev.index).find_map(|a| v4(a.cidr.addr())) });
-        Facts { underlay, nft, run_dir, sysctls, missing_tools: Vec::new() }
+        let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("vxrouter"));
+        Facts { underlay, nft, run_dir, sysctls, missing_tools: Vec::new(), exe }
     }
 }
 
@@ -62,6 +66,12 @@ pub fn tools_needed(p: &Profile, nft: bool) -> Vec<&'static str> {
     let Some(r) = &p.router else { return out };
     if r.private.iter().any(|l| l.dhcp.is_some() || l.dns) {
         out.push("dnsmasq");
+    }
+    if let Some(ha) = &r.ha {
+        out.push("keepalived");
+        if ha.conntrack_sync {
+            out.push("conntrackd");
+        }
     }
     match crate::firewall::resolve(r.firewall, nft) {
         crate::firewall::Backend::Nftables => out.push("nft"),

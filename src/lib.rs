@@ -9,6 +9,7 @@
 pub mod apply;
 pub mod cli;
 pub mod confirm;
+pub mod daemon;
 pub mod desired;
 pub mod engine;
 pub mod error;
@@ -16,6 +17,7 @@ pub mod facts;
 pub mod firewall;
 pub mod fsutil;
 pub mod garp;
+pub mod ha;
 pub mod journal;
 pub mod kinds;
 pub mod lock;

@@ -162,3 +162,29 @@ pub fn within<T: Send>(ns: Option<&File>, f: impl FnOnce() -> T + Send) -> io::R
         Some(file) => run_in(file.as_fd(), f),
     }
 }
+
+/// Pins this thread's network namespace on `target` (a bind mount, as
+/// `ip netns add` makes), so a process in another namespace can enter it.
+pub fn pin_current(target: &Path) -> Result<()> {
+    File::create(target).with_context(|| format!("create {}", target.display()))?;
+    mount(Some("/proc/thread-self/ns/net"), target, Some("none"), MsFlags::MS_BIND, None::<&str>)
+        .with_context(|| format!("bind-mount this namespace on {}", target.display()))
+}
+
+/// True when `target` is a pinned namespace.
+pub fn is_pinned(target: &Path) -> bool {
+    File::open(target).map(|f| is_namespace(&f)).unwrap_or(false)
+}
+
+/// Undoes [`pin_current`]; nothing to do when nothing is there.
+pub fn unpin(target: &Path) -> Result<()> {
+    match umount2(target, MntFlags::MNT_DETACH) {
+        Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
+        Err(e) => return Err(e).with_context(|| format!("unmount {}", target.display())),
+    }
+    match std::fs::remove_file(target) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("remove {}", target.display())),
+    }
+}

@@ -7,7 +7,9 @@ use std::path::Path;
 
 use serde::Serialize;
 
+use crate::kinds::conntrackd::Conntrackd;
 use crate::kinds::dhcp::Dhcp;
+use crate::kinds::keepalived::Keepalived;
 use crate::model::Ns;
 use crate::observe::Observed;
 use crate::plan::{self, PlanOptions};
@@ -49,6 +51,20 @@ pub struct RouterStatus {
     pub firewall: Vec<String>,
     /// "dnsmasq pid 1234 on veth17.1".
     pub daemons: Vec<String>,
+    /// A high-availability router (`[router.ha]`).
+    pub ha: Option<HaStatus>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct HaStatus {
+    /// "active" (holds the public and gateway addresses), "backup"
+    /// (keepalived runs without them) or "down" (keepalived does not run).
+    pub role: &'static str,
+    pub vrid: u8,
+    pub priority: u8,
+    pub peer: String,
+    /// The last state change keepalived reported, "<unix time> <STATE>".
+    pub last_transition: Option<String>,
 }
 
 /// The status of one host name, from its state and, if its profile can be
@@ -91,7 +107,7 @@ pub fn of(st: &State, profile: Option<&Profile>, observed: Option<&Observed>, dr
                 .get(&state::fw_key(&ns))
                 .map(|b| b.iter().map(|b| b.name().to_string()).collect())
                 .unwrap_or_default();
-            let daemons = o
+            let daemons: Vec<String> = o
                 .seen::<Dhcp>()
                 .map(|d| {
                     d.iter()
@@ -103,7 +119,21 @@ pub fn of(st: &State, profile: Option<&Profile>, observed: Option<&Observed>, dr
                         .collect()
                 })
                 .unwrap_or_default();
-            router = Some(RouterStatus { namespace: r.namespace.clone(), exists: view.is_some(), addresses, firewall, daemons });
+            let mut daemons = daemons;
+            for (name, pid) in ha_daemons(o, &r.namespace) {
+                daemons.push(match pid {
+                    Some(pid) => format!("{name} pid {pid}"),
+                    None => format!("{name} (not running)"),
+                });
+            }
+            let ha = r.ha.as_ref().map(|h| {
+                let role = crate::kinds::keepalived::role(p, o, o.seen::<Keepalived>()).map(|r| r.as_str()).unwrap_or("down");
+                let transitions = crate::kinds::keepalived::Files::new(&o.facts.run_dir, &p.host).transitions(&r.namespace);
+                let last_transition =
+                    std::fs::read_to_string(transitions).ok().and_then(|t| t.lines().last().map(str::to_string));
+                HaStatus { role, vrid: h.vrid, priority: h.priority, peer: h.peer.to_string(), last_transition }
+            });
+            router = Some(RouterStatus { namespace: r.namespace.clone(), exists: view.is_some(), addresses, firewall, daemons, ha });
         }
     }
     let problem = match (&st.profile, profile) {
@@ -121,6 +151,18 @@ pub fn of(st: &State, profile: Option<&Profile>, observed: Option<&Observed>, dr
         drift,
         problem,
     }
+}
+
+/// keepalived and conntrackd of a router namespace, with their pids.
+fn ha_daemons(o: &Observed, ns: &str) -> Vec<(&'static str, Option<u32>)> {
+    let mut out = Vec::new();
+    for r in o.seen::<Conntrackd>().into_iter().flatten().filter(|r| r.ns == ns) {
+        out.push(("conntrackd", r.pid));
+    }
+    for r in o.seen::<Keepalived>().into_iter().flatten().filter(|r| r.ns == ns) {
+        out.push(("keepalived", r.pid));
+    }
+    out
 }
 
 /// The drift `check` would print, as lines.
@@ -160,6 +202,10 @@ pub fn text(s: &HostStatus) -> String {
         out.push_str(&format!("  router   namespace {}{missing}: {}\n", r.namespace, r.addresses.join(", ")));
         if !r.firewall.is_empty() {
             out.push_str(&format!("           firewall {}\n", r.firewall.join(", ")));
+        }
+        if let Some(h) = &r.ha {
+            let last = h.last_transition.as_deref().map(|t| format!("; last change {t}")).unwrap_or_default();
+            out.push_str(&format!("           ha {} (vrid {}, priority {}, peer {}){last}\n", h.role, h.vrid, h.priority, h.peer));
         }
         for d in &r.daemons {
             out.push_str(&format!("           {d}\n"));

@@ -97,6 +97,9 @@ impl Syntax for IptSyntax {
             Family::V6 => "-p ipv6-icmp -m icmp6 --icmpv6-type 128".into(),
         }
     }
+    fn vrrp(&self) -> String {
+        "-p vrrp".into()
+    }
     fn established(&self) -> String {
         "-m conntrack --ctstate RELATED,ESTABLISHED".into()
     }

@@ -123,6 +123,9 @@ impl Syntax for NftSyntax {
             Family::V6 => "icmpv6 type echo-request".into(),
         }
     }
+    fn vrrp(&self) -> String {
+        "ip protocol vrrp".into()
+    }
     fn established(&self) -> String {
         "ct state established,related".into()
     }

@@ -15,6 +15,7 @@ pub trait Syntax {
     fn oif(&self, name: &str) -> String;
     fn port(&self, proto: Proto, port: u16) -> String;
     fn icmp_echo(&self, family: Family) -> String;
+    fn vrrp(&self) -> String;
     fn established(&self) -> String;
     fn invalid(&self) -> String;
     fn dnatted(&self) -> String;
@@ -27,7 +28,7 @@ fn group(m: &Match) -> u8 {
         Match::Src(_) => 0,
         Match::Dst(_) => 1,
         Match::In(_) | Match::Out(_) => 2,
-        Match::Port(..) | Match::IcmpEcho => 3,
+        Match::Port(..) | Match::IcmpEcho | Match::Vrrp => 3,
         Match::Established | Match::Invalid | Match::Dnatted => 4,
     }
 }
@@ -45,6 +46,7 @@ pub fn rule(r: &Rule, family: Family, s: &dyn Syntax) -> String {
             Match::Out(o) => s.oif(o),
             Match::Port(proto, p) => s.port(*proto, *p),
             Match::IcmpEcho => s.icmp_echo(family),
+            Match::Vrrp => s.vrrp(),
             Match::Established => s.established(),
             Match::Invalid => s.invalid(),
             Match::Dnatted => s.dnatted(),

@@ -66,6 +66,8 @@ pub enum Match {
     /// Connections a DNAT rule created.
     Dnatted,
     IcmpEcho,
+    /// VRRP (IP protocol 112): keepalived's adverts on the HA link.
+    Vrrp,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -114,6 +116,9 @@ fn net(c: Ipv4Cidr) -> IpNet {
 fn host(a: Ipv4Addr) -> IpNet {
     IpNet::V4(cidr::host(a))
 }
+
+/// conntrackd's sync port (VyOS and Neutron use the same).
+pub const CONNTRACK_SYNC_PORT: u16 = 3780;
 
 pub fn router_policy(r: &Router) -> Policy {
     let public = r.public.leg.veth[1].clone();
@@ -195,6 +200,14 @@ pub fn router_policy(r: &Router) -> Policy {
         if leg.dns {
             input.push(on(Proto::Udp, 53));
             input.push(on(Proto::Tcp, 53));
+        }
+    }
+    // Router HA: VRRP adverts and connection-state sync from the peer,
+    // only on the HA link (kinds/ha_link.rs); nothing is forwarded there.
+    if let Some(ha) = &r.ha {
+        input.push(rule(vec![Match::In(ha.link.clone()), Match::Vrrp], Verdict::Accept));
+        if ha.conntrack_sync {
+            input.push(rule(vec![Match::In(ha.link.clone()), Match::Port(Proto::Udp, CONNTRACK_SYNC_PORT)], Verdict::Accept));
         }
     }
     input.push(rule(vec![], Verdict::Drop));

@@ -13,7 +13,7 @@
 use ipnet::IpNet;
 use serde::Serialize;
 
-use super::Kind;
+use super::{Kind, ha_link};
 use super::uplink_addrs::{UplinkAddrs, holds_host_addresses};
 use crate::apply::Apply;
 use crate::error::{Context, Result};
@@ -32,6 +32,11 @@ pub struct Address {
     pub ns: Ns,
     pub link: String,
     pub addr: IpNet,
+    /// A virtual address of a high-availability router: keepalived adds it
+    /// on the active router and removes it on the backup, so vxrouter
+    /// neither adds nor removes it (kinds/keepalived.rs checks it).
+    #[serde(skip)]
+    pub vrrp: bool,
 }
 
 /// fe80::/10: made by the kernel for every IPv6-enabled link.
@@ -44,13 +49,21 @@ impl Kind for Addresses {
     type Item = Address;
     type Seen = ();
 
-    fn desire(p: &Profile, _f: &Facts) -> Vec<Address> {
+    fn desire(p: &Profile, f: &Facts) -> Vec<Address> {
         let Some(r) = &p.router else { return vec![] };
         let ns = Ns::Named(r.namespace.clone());
-        std::iter::once(&r.public.leg)
+        let vrrp = r.ha.is_some();
+        let mut out: Vec<Address> = std::iter::once(&r.public.leg)
             .chain(&r.private)
-            .map(|l| Address { ns: ns.clone(), link: l.veth[1].clone(), addr: IpNet::V4(l.address) })
-            .collect()
+            .map(|l| Address { ns: ns.clone(), link: l.veth[1].clone(), addr: IpNet::V4(l.address), vrrp })
+            .collect();
+        if let Some(ha) = &r.ha {
+            let local = super::vxlan::local_address(p, f);
+            let link = ha.link.clone();
+            out.push(Address { ns: ns.clone(), link: link.clone(), addr: IpNet::V4(ha_link::address(ha, local)), vrrp: false });
+            out.push(Address { ns, link, addr: IpNet::V4(ha_link::virtual_address(ha)), vrrp: true });
+        }
+        out
     }
 
     /// Per link: addresses it has that are not wanted go, wanted ones come;
@@ -70,23 +83,30 @@ impl Kind for Addresses {
                 per_link.push((&host, &spec.name, vec![]));
             }
         }
-        for a in want {
+        for a in want.iter().filter(|a| !a.vrrp) {
             match per_link.iter_mut().find(|(n, l, _)| **n == a.ns && *l == a.link) {
                 Some(e) => e.2.push(a.addr),
                 None => per_link.push((&a.ns, &a.link, vec![a.addr])),
             }
         }
+        for a in want.iter().filter(|a| a.vrrp) {
+            if !per_link.iter().any(|(n, l, _)| **n == a.ns && *l == a.link) {
+                per_link.push((&a.ns, &a.link, vec![]));
+            }
+        }
         for (ns, link, wanted) in per_link {
+            // keepalived's to add and remove, whichever router is active.
+            let vrrp = |x: &IpNet| want.iter().any(|a| a.vrrp && a.ns == *ns && a.link == link && a.addr == *x);
             let have: Vec<IpNet> = match (p.live(ns, link), p.view(ns)) {
-                (Some(l), Some(v)) => v.addrs_of(l.index).map(|a| a.cidr).filter(|a| !link_local(a)).collect(),
+                (Some(l), Some(v)) => v.addrs_of(l.index).map(|a| a.cidr).filter(|a| !link_local(a) && !vrrp(a)).collect(),
                 _ => vec![],
             };
             for a in have.iter().filter(|a| !wanted.contains(a)) {
                 p.readdressed.insert((ns.clone(), link.to_string()));
-                p.push(Order::Late, DelAddr(Address { ns: ns.clone(), link: link.to_string(), addr: *a }));
+                p.push(Order::Late, DelAddr(Address { ns: ns.clone(), link: link.to_string(), addr: *a, vrrp: false }));
             }
             for a in wanted.iter().filter(|a| !have.contains(a)) {
-                p.push(Order::Late, AddAddr(Address { ns: ns.clone(), link: link.to_string(), addr: *a }));
+                p.push(Order::Late, AddAddr(Address { ns: ns.clone(), link: link.to_string(), addr: *a, vrrp: false }));
             }
         }
     }

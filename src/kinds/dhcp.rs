@@ -12,11 +12,13 @@ use std::io;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use super::{Kind, ObserveCx};
 use crate::apply::Apply;
+use crate::daemon;
 use crate::desired::{segment_mtu, underlay_mtu};
 use crate::error::{Context, Result};
 use crate::facts::Facts;
@@ -63,7 +65,7 @@ impl Kind for Dhcp {
                 Server {
                     ns: r.namespace.clone(),
                     leg: l.veth[1].clone(),
-                    config: config(&files, &p.host, &r.namespace, l, mtu.unwrap_or(1500)),
+                    config: config(&files, &p.host, &r.namespace, l, mtu.unwrap_or(1500), r.ha.is_some()),
                 }
             })
             .collect()
@@ -98,6 +100,14 @@ impl Kind for Dhcp {
             // A namespace or leg made in this run has no server yet.
             let fresh = p.fresh_ns.contains(&s.ns) || p.live(&Ns::Named(s.ns.clone()), &s.leg).is_none();
             let running = found.filter(|r| r.pid.is_some() && !fresh).map(|r| r.config.clone());
+            // One serving a namespace deleted under it keeps that namespace
+            // alive (and with it an HA link's VNI): it stops first of all.
+            if p.fresh_ns.contains(&s.ns)
+                && let Some(pid) = found.and_then(|r| r.pid)
+            {
+                let stop = Supervise { ns: s.ns.clone(), leg: s.leg.clone(), config: None, running: None, pid: Some(pid) };
+                p.push(Order::StopDaemons, stop);
+            }
             if running.as_deref() != Some(s.config.as_str()) {
                 let pid = found.and_then(|r| r.pid);
                 let start = Supervise { ns: s.ns.clone(), leg: s.leg.clone(), config: Some(s.config.clone()), running, pid };
@@ -203,11 +213,20 @@ impl Files {
 /// The dnsmasq configuration for one private leg: DHCP with the gateway,
 /// the segment MTU (option 26) and, with `dns`, the gateway as DNS server;
 /// DNS off otherwise.
-fn config(files: &Files, host: &str, ns: &str, leg: &Leg, mtu: u32) -> String {
+///
+/// On a high-availability router (`ha`) the gateway address is keepalived's
+/// and only the active router has it: dnsmasq runs on both routers with
+/// `bind-dynamic`, listens for DNS when the address arrives, and answers
+/// DHCP only while its leg holds an address in the range's subnet — so only
+/// the active router hands out leases, and both hand the same address to
+/// the same MAC (dnsmasq derives it from the MAC), which a lease renewed
+/// with the new active router keeps (dhcp-authoritative).
+fn config(files: &Files, host: &str, ns: &str, leg: &Leg, mtu: u32, ha: bool) -> String {
     let name = &leg.veth[1];
+    let bind = if ha { "bind-dynamic" } else { "bind-interfaces" };
     let mut c = format!(
         "# vxrouter:{host}: DHCP/DNS for segment bridge {} (written by vxrouter; edits are replaced)\n\
-         interface={name}\nbind-interfaces\nexcept-interface=lo\nno-hosts\n\
+         interface={name}\n{bind}\nexcept-interface=lo\nno-hosts\n\
          pid-file={}\n",
         leg.bridge,
         files.pid(ns, name).display()
@@ -238,29 +257,7 @@ fn config(files: &Files, host: &str, ns: &str, leg: &Leg, mtu: u32) -> String {
 }
 
 fn alive(pid: u32, conf: &Path) -> bool {
-    let Ok(cmdline) = fs::read(format!("/proc/{pid}/cmdline")) else { return false };
-    let want = format!("--conf-file={}", conf.display());
-    cmdline.split(|b| *b == 0).any(|arg| arg == want.as_bytes())
-}
-
-/// Fields of /proc/PID/stat after the command name (which may contain
-/// spaces and parentheses, so split at the last ')').
-fn stat_fields(pid: u32) -> Option<Vec<String>> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let (_, rest) = stat.rsplit_once(')')?;
-    Some(rest.split_whitespace().map(str::to_string).collect())
-}
-
-/// The process's state letter (R, S, D, Z, X, …).
-fn process_state(pid: u32) -> Option<char> {
-    stat_fields(pid)?.first()?.chars().next()
-}
-
-/// When the process started (clock ticks since boot): tells a pid reused by
-/// another process from the one that was there.
-fn started_at(pid: u32) -> Option<u64> {
-    // Field 22 of stat; the fields after ')' start at field 3.
-    stat_fields(pid)?.get(19)?.parse().ok()
+    daemon::alive(pid, &format!("--conf-file={}", conf.display()))
 }
 
 /// The dnsmasq instances this host's vxrouter started.
@@ -277,7 +274,7 @@ fn observe(files: &Files) -> Result<Vec<Running>> {
         let Some((ns, leg)) = stem.split_once('@') else { continue };
         let conf = e.path();
         let config = fs::read_to_string(&conf).with_context(|| format!("read {}", conf.display()))?;
-        let pid = fs::read_to_string(files.pid(ns, leg)).ok().and_then(|p| p.trim().parse().ok()).filter(|p| alive(*p, &conf));
+        let pid = daemon::read_pid(&files.pid(ns, leg)).filter(|p| alive(*p, &conf));
         out.push(Running { ns: ns.to_string(), leg: leg.to_string(), config, pid });
     }
     out.sort_by(|a, b| (&a.ns, &a.leg).cmp(&(&b.ns, &b.leg)));
@@ -340,43 +337,15 @@ fn start(files: &Files, ns: &str, ns_file: &File, leg: &str, config: &str) -> Re
 fn stop(files: &Files, ns: &str, leg: &str, found: Option<u32>) -> Result<()> {
     crate::testhooks::point();
     let conf = files.conf(ns, leg);
-    let pid = fs::read_to_string(files.pid(ns, leg)).ok().and_then(|p| p.trim().parse::<u32>().ok()).or(found);
+    let pid = daemon::read_pid(&files.pid(ns, leg)).or(found);
     if let Some(pid) = pid
         && alive(pid, &conf)
     {
-        use nix::sys::signal::{Signal, kill};
-        let (raw, pid) = (pid, nix::unistd::Pid::from_raw(pid as i32));
-        // Gone means exited as far as its sockets go: the process is no
-        // more, or a zombie, or the pid is another process's. Not "its
-        // cmdline no longer matches": the kernel drops the memory (and with
-        // it /proc/PID/cmdline) before it closes the files, and a restart in
-        // that window finds the port still bound (seen: "failed to create
-        // listening socket … Address already in use").
-        let born = started_at(raw);
-        let gone = || kill(pid, None).is_err() || !matches!(process_state(raw), Some(s) if s != 'Z' && s != 'X') || started_at(raw) != born;
         // dnsmasq exits at once on SIGTERM (its sockets close with it); a
         // busy machine may take a moment, a stuck one gets SIGKILL.
-        for signal in [Signal::SIGTERM, Signal::SIGKILL] {
-            let _ = kill(pid, signal);
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
-            while !gone() && std::time::Instant::now() < deadline {
-                std::thread::sleep(std::time::Duration::from_millis(5));
-            }
-            if gone() {
-                break;
-            }
-        }
-        if !gone() {
-            crate::bail!(Tool, "dnsmasq (pid {raw}) for {leg} in {ns} did not stop");
-        }
+        daemon::terminate(pid, &format!("dnsmasq for {leg} in {ns}"), Duration::from_secs(3))?;
     }
-    for p in [conf, files.pid(ns, leg), files.leases(ns, leg)] {
-        match fs::remove_file(&p) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e).with_context(|| format!("remove {}", p.display())),
-        }
-    }
+    daemon::remove_files([conf.as_path(), &files.pid(ns, leg), &files.leases(ns, leg)])?;
     let _ = fs::remove_dir(&files.dir);
     let _ = files.dir.parent().map(fs::remove_dir);
     Ok(())
@@ -387,15 +356,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn process_state_and_start_time_of_a_live_process() {
-        let me = std::process::id();
-        assert!(matches!(process_state(me), Some('R' | 'S')), "{:?}", process_state(me));
-        assert!(started_at(me).is_some());
-        assert_eq!(started_at(me), started_at(me));
-        assert_eq!(process_state(u32::MAX), None);
-    }
-
-    #[test]
     fn config_hands_out_gateway_mtu_and_dns() {
         let text = include_str!("../../profiles/host-a.toml").replace(
             "veth = [\"veth17.0\", \"veth17.1\"]  # optional, as above",
@@ -403,7 +363,7 @@ mod tests {
         );
         let p = Profile::parse("p.toml", &text).unwrap();
         let leg = &p.router.as_ref().unwrap().private[0];
-        let c = config(&Files::new(Path::new("/run/vxrouter"), "host-a"), "host-a", "ns1", leg, 1450);
+        let c = config(&Files::new(Path::new("/run/vxrouter"), "host-a"), "host-a", "ns1", leg, 1450, false);
         for line in [
             "interface=veth17.1",
             "dhcp-range=192.168.10.100,192.168.10.200,255.255.255.0,1h",

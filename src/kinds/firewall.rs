@@ -60,10 +60,18 @@ impl Kind for Firewall {
             && let Some(allow) = &u.allow
         {
             let mut ports: Vec<u16> = p.segments.iter().map(|s| s.port).collect();
+            let mut allow = allow.clone();
+            // The HA link is VXLAN from the peer router host.
+            if let Some(ha) = p.router.as_ref().and_then(|r| r.ha.as_ref()) {
+                ports.push(crate::profile::DEFAULT_VXLAN_PORT);
+                if !allow.iter().any(|a| a.contains(&ha.peer)) {
+                    allow.push(crate::profile::cidr::host(ha.peer));
+                }
+            }
             ports.sort();
             ports.dedup();
             let choice = p.router.as_ref().map(|r| r.firewall).unwrap_or(FirewallChoice::Auto);
-            out.push(Rules { ns: Ns::Host, policy: underlay_policy(&ports, allow), backend: firewall::resolve(choice, f.nft) });
+            out.push(Rules { ns: Ns::Host, policy: underlay_policy(&ports, &allow), backend: firewall::resolve(choice, f.nft) });
         }
         out
     }

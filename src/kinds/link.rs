@@ -13,7 +13,7 @@ use std::collections::BTreeSet;
 
 use serde::Serialize;
 
-use super::{Kind, bridge, loopback, veth, vxlan};
+use super::{Kind, bridge, ha_link, loopback, veth, vxlan};
 use crate::apply::Apply;
 use crate::error::{Context, Result};
 use crate::facts::Facts;
@@ -42,6 +42,7 @@ impl Kind for Links {
         vxlan::desire(p, f, &mut out);
         loopback::desire(p, f, &mut out);
         veth::desire(p, f, &mut out);
+        ha_link::desire(p, f, &mut out);
         out
     }
 
@@ -533,16 +534,40 @@ pub fn create(cx: &mut Apply<'_>, ns: &Ns, spec: &LinkSpec, peer: Option<&(Ns, L
         Some((pns, _)) if pns != ns => cx.file(pns)?.map(|f| f.try_clone()).transpose()?,
         _ => None,
     };
+    // A VXLAN link that lives in a router namespace (the HA link) is created
+    // from the host, moved there by the same request: its UDP socket and
+    // underlay device stay the host's.
+    let target_file = match &spec.kind {
+        LinkKind::Vxlan(_) if *ns != Ns::Host => cx.file(ns)?.map(|f| f.try_clone()).transpose()?,
+        _ => None,
+    };
     let ctx = CreateCtx {
         master,
         vxlan_dev,
         peer_ns: peer_file.as_ref().map(std::os::fd::AsRawFd::as_raw_fd),
+        ns: target_file.as_ref().map(std::os::fd::AsRawFd::as_raw_fd),
         peer: peer.map(|(_, p)| p.clone()),
         ..CreateCtx::default()
     };
     let what = describe_create(spec, peer);
-    cx.sock(ns)?.create_link(spec, &ctx).with_context(|| format!("create {what}"))?;
+    let from = if target_file.is_some() { &Ns::Host } else { ns };
+    // The same link of a namespace that was deleted under its daemons is
+    // unregistered by the kernel on its own time once they have stopped
+    // (StopDaemons): until then its VNI is taken on the underlay.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match cx.sock(from)?.create_link(spec, &ctx) {
+            Err(e) if target_file.is_some() && e.is(libc::EEXIST) && std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            r => {
+                r.with_context(|| format!("create {what}{}", in_ns(ns)))?;
+                break;
+            }
+        }
+    }
     drop(peer_file);
+    drop(target_file);
     cx.undo_with(DeleteCreated { ns: ns.clone(), name: spec.name.clone() });
     mark_new(cx, ns, spec, false)?;
     if let Some((pns, p)) = peer {
@@ -649,16 +674,23 @@ pub fn restore(cx: &mut Apply<'_>, s: &Snapshot) -> Result<()> {
         Some(p) if &p.ns != ns => cx.file(&p.ns)?.map(|f| f.try_clone()).transpose()?,
         _ => None,
     };
+    let target_file = match &kind {
+        LinkKind::Vxlan(_) if *ns != Ns::Host => cx.file(ns)?.map(|f| f.try_clone()).transpose()?,
+        _ => None,
+    };
     let ctx = CreateCtx {
         master,
         vxlan_dev: l.vxlan.as_ref().and_then(|v| v.dev),
         peer_ns: peer_file.as_ref().map(std::os::fd::AsRawFd::as_raw_fd),
+        ns: target_file.as_ref().map(std::os::fd::AsRawFd::as_raw_fd),
         peer: s.peer.as_ref().map(|p| as_spec(&p.link, LinkKind::VethPeer { peer: l.name.clone() })),
         index: Some(l.index),
         peer_index: s.peer.as_ref().map(|p| p.link.index),
     };
-    cx.sock(ns)?.create_link(&as_spec(l, kind), &ctx).with_context(|| format!("recreate {} in {ns}", l.name))?;
+    let from = if target_file.is_some() { &Ns::Host } else { ns };
+    cx.sock(from)?.create_link(&as_spec(l, kind), &ctx).with_context(|| format!("recreate {} in {ns}", l.name))?;
     drop(peer_file);
+    drop(target_file);
     let ends: Vec<&Snapshot> = std::iter::once(s).chain(s.peer.as_deref()).collect();
     for e in ends {
         let (index, name) = (e.link.index, e.link.name.as_str());

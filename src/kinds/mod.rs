@@ -10,10 +10,13 @@
 
 pub mod address;
 pub mod bridge;
+pub mod conntrackd;
 pub mod dhcp;
 pub mod fdb;
 pub mod firewall;
+pub mod ha_link;
 pub mod hand_nat;
+pub mod keepalived;
 pub mod link;
 pub mod loopback;
 pub mod namespace;
@@ -87,6 +90,9 @@ pub static KINDS: &[&dyn Registered] = &[
     &reg::<dhcp::Dhcp>(),
     &reg::<firewall::Firewall>(),
     &reg::<hand_nat::HandNat>(),
+    // conntrackd first: keepalived's notify script talks to it.
+    &reg::<conntrackd::Conntrackd>(),
+    &reg::<keepalived::Keepalived>(),
 ];
 
 /// A kind behind the registry's uniform face.

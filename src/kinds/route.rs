@@ -29,8 +29,11 @@ impl Kind for Routes {
     type Seen = ();
 
     fn desire(p: &Profile, _f: &Facts) -> Vec<WantedRoute> {
+        // A high-availability router's default route is keepalived's (it
+        // comes and goes with the public address).
         p.router
             .iter()
+            .filter(|r| r.ha.is_none())
             .map(|r| WantedRoute {
                 ns: Ns::Named(r.namespace.clone()),
                 dst: cidr::any(),

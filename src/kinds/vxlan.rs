@@ -113,7 +113,12 @@ pub fn describe(v: &VxlanSpec) -> String {
     format!(
         "vni {}, {}, dev {}, local {}, port {}",
         v.vni,
-        v.group.map(|g| format!("group {g}")).unwrap_or("unicast peers".into()),
+        match v.group {
+            // A unicast address there is the default remote (the HA link).
+            Some(g) if !g.is_multicast() => format!("remote {g}"),
+            Some(g) => format!("group {g}"),
+            None => "unicast peers".into(),
+        },
         v.dev,
         v.local,
         v.port

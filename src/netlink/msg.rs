@@ -74,6 +74,9 @@ pub fn create(spec: &LinkSpec, ctx: &CreateCtx) -> RouteNetlinkMessage {
     if let Some(m) = ctx.master {
         msg.attributes.push(LinkAttribute::Controller(m));
     }
+    if let Some(fd) = ctx.ns {
+        msg.attributes.push(LinkAttribute::NetNsFd(fd));
+    }
     let (kind, data) = match &spec.kind {
         LinkKind::Bridge(b) => (InfoKind::Bridge, Some(InfoData::Bridge(bridge_attrs(b)))),
         LinkKind::Vxlan(v) => {

@@ -39,6 +39,10 @@ pub struct CreateCtx {
     pub vxlan_dev: Option<u32>,
     /// The namespace of a veth's peer (an open nsfs fd); None: the same.
     pub peer_ns: Option<RawFd>,
+    /// The namespace the link itself goes to (an open nsfs fd), when the
+    /// request is sent from another: a VXLAN link in a router namespace is
+    /// created from the host, so its socket stays on the host's underlay.
+    pub ns: Option<RawFd>,
     /// The veth's other end.
     pub peer: Option<LinkSpec>,
     /// Ask for these ifindexes (restoring a deleted link as it was).
@@ -85,6 +89,20 @@ impl Netlink {
         match self.request(msg::get_link(name), 0) {
             Ok(replies) => Ok(replies.iter().find_map(|r| match r {
                 RouteNetlinkMessage::NewLink(l) => Some(msg::parse_link(l)),
+                _ => None,
+            })),
+            Err(e) if e.is(libc::ENODEV) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether a link is up with a carrier (IFF_UP and IFF_LOWER_UP); None
+    /// when there is no such link.
+    pub fn carrier(&mut self, name: &str) -> Result<Option<bool>, NlError> {
+        use netlink_packet_route::link::LinkFlags;
+        match self.request(msg::get_link(name), 0) {
+            Ok(replies) => Ok(replies.iter().find_map(|r| match r {
+                RouteNetlinkMessage::NewLink(l) => Some(l.header.flags.contains(LinkFlags::Up | LinkFlags::LowerUp)),
                 _ => None,
             })),
             Err(e) if e.is(libc::ENODEV) => Ok(None),

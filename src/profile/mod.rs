@@ -80,6 +80,36 @@ pub struct Router {
     pub public: Public,
     pub private: Vec<Leg>,
     pub forwards: Vec<Forward>,
+    /// `[router.ha]`: this router is one of two (kinds/ha_*.rs).
+    pub ha: Option<Ha>,
+}
+
+/// Router high availability: VRRPv3 (keepalived) between this router and
+/// its peer over a VXLAN HA link on the underlay, connection state synced by
+/// conntrackd. The active router holds the public and gateway addresses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Ha {
+    pub vrid: u8,
+    /// 1-254; the higher one holds the addresses while both are healthy.
+    pub priority: u8,
+    /// The other router host's underlay address.
+    pub peer: Ipv4Addr,
+    /// VRRP advert interval in centiseconds (VRRPv3's unit).
+    pub advert_centis: u32,
+    /// Seconds a higher-priority router waits after it starts before it
+    /// takes over (its connection table is synced meanwhile).
+    pub preempt_delay: u32,
+    pub conntrack_sync: bool,
+    pub track_uplink: bool,
+    /// The HA link's VNI and name (in the router namespace).
+    pub vni: u32,
+    pub link: String,
+}
+
+/// The default VNI of the HA link: the top of the VNI space, one per VRID,
+/// away from the low numbers segments use.
+pub fn default_ha_vni(vrid: u8) -> u32 {
+    0xFF_FF00 | u32::from(vrid)
 }
 
 /// `[router] firewall`: auto picks nftables when the `nft` tool is there.

@@ -62,6 +62,40 @@ pub struct RawRouter {
     pub private: Vec<S<RawPrivate>>,
     #[serde(default)]
     pub forward: Vec<S<RawForward>>,
+    pub ha: Option<S<RawHa>>,
+}
+
+/// `[router.ha]`: two router hosts, one active (VRRP), connections synced.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a [router.ha] table")]
+pub struct RawHa {
+    pub vrid: S<i64>,
+    pub priority: S<i64>,
+    pub peer: S<String>,
+    pub advert_interval: Option<S<Number>>,
+    pub preempt_delay: Option<S<i64>>,
+    pub conntrack_sync: Option<S<bool>>,
+    pub track_uplink: Option<S<bool>>,
+    pub vni: Option<S<i64>>,
+    pub link: Option<S<String>>,
+}
+
+/// A TOML number as written: `1` and `0.1` are both fine where seconds are
+/// asked for.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(untagged, expecting = "a number of seconds, like 0.1")]
+pub enum Number {
+    Int(i64),
+    Float(f64),
+}
+
+impl Number {
+    pub fn as_f64(self) -> f64 {
+        match self {
+            Number::Int(i) => i as f64,
+            Number::Float(f) => f,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]

@@ -12,7 +12,7 @@ use super::error::{Locator, ProfileError, ProfileErrors};
 use super::names::{check_ifname, check_plain_name, default_leg_names, default_vxlan_name, shown};
 use super::raw::*;
 use super::{
-    DEFAULT_VXLAN_PORT, Dhcp, FirewallChoice, Flood, Forward, Ipv4Cidr, Leg, Nat, Profile, Proto, Public, Router, Segment,
+    DEFAULT_VXLAN_PORT, Dhcp, Ha, default_ha_vni, FirewallChoice, Flood, Forward, Ipv4Cidr, Leg, Nat, Profile, Proto, Public, Router, Segment,
     Underlay, UplinkAddresses,
 };
 
@@ -96,6 +96,12 @@ struct Validator<'a> {
 /// meaning "infinite"; a lease beyond a year is a typo or means "never
 /// expires", which is written "infinite".
 const MAX_LEASE_SECONDS: u64 = 365 * 86_400;
+
+/// VRRP adverts: 0.1 s by default (failover in about a third of a second,
+/// and tolerant of the jitter of a real underlay); 0.03 s at the fastest
+/// (faster was not stable under CPU load here: docs/design.md).
+const DEFAULT_ADVERT_CENTIS: u32 = 10;
+const MIN_ADVERT_CENTIS: u32 = 3;
 
 /// Why "lo" cannot name a link vxrouter creates in the host namespace.
 const CREATED: &str = "the host already has it, and vxrouter only creates links of its own";
@@ -353,7 +359,10 @@ impl Validator<'_> {
             segments.push(Segment { bridge, vni, flood, vxlan, ageing, port, mtu, ttl, stp, forward_delay });
         }
 
-        let router = raw.router.as_ref().map(|r| self.router(r, &segments, &mut host_names, &mut ns_names));
+        let mut router = raw.router.as_ref().map(|r| self.router(r, &segments, &mut host_names, &mut ns_names));
+        if let (Some(r), Some(raw_ha)) = (router.as_mut(), raw.router.as_ref().and_then(|r| r.get_ref().ha.as_ref())) {
+            r.ha = self.ha(raw_ha, underlay.as_ref(), &segments, &mut ns_names);
+        }
 
         Profile { source: self.file.to_string(), host: host.name.get_ref().clone(), underlay, segments, router }
     }
@@ -518,7 +527,91 @@ impl Validator<'_> {
             public,
             private,
             forwards,
+            ha: None,
         }
+    }
+
+    /// `[router.ha]`: VRRP id and priority in range, a unicast peer that is
+    /// not this host, timers keepalived and VRRPv3 can express, and an HA
+    /// link that collides with no segment.
+    fn ha(&mut self, raw: &S<RawHa>, underlay: Option<&Underlay>, segments: &[Segment], ns_names: &mut NameTable) -> Option<Ha> {
+        let span = raw.span();
+        let h = raw.get_ref();
+        let Some(underlay) = underlay else {
+            self.err(span, "router.ha", "[router.ha] needs an [underlay]: VRRP and connection sync run over it to the peer");
+            return None;
+        };
+        let vrid = self.range::<u8>("router.ha.vrid", &h.vrid, 1, 255, "VRRP virtual router id");
+        let priority = self.range::<u8>("router.ha.priority", &h.priority, 1, 254, "priority");
+        let peer = self.ipv4("router.ha.peer", &h.peer).filter(|a| {
+            let reason = if a.is_multicast() || a.is_broadcast() || a.is_unspecified() || a.is_loopback() {
+                Some(format!("{a} is not a unicast address of another host"))
+            } else if underlay.local == Some(*a) {
+                Some(format!("{a} is this host's own underlay.local; name the other router host"))
+            } else {
+                None
+            };
+            if let Some(r) = &reason {
+                self.err(h.peer.span(), "router.ha.peer", r.clone());
+            }
+            reason.is_none()
+        });
+        let advert_centis = match &h.advert_interval {
+            None => Some(DEFAULT_ADVERT_CENTIS),
+            Some(a) => {
+                let secs = a.get_ref().as_f64();
+                let centis = (secs * 100.0).round();
+                if !secs.is_finite() || (secs * 100.0 - centis).abs() > 1e-6 {
+                    self.err(a.span(), "router.ha.advert_interval", format!("{secs} s is not a whole number of hundredths (VRRPv3's unit)"));
+                    None
+                } else if !(f64::from(MIN_ADVERT_CENTIS)..=4095.0).contains(&centis) {
+                    let reason = format!(
+                        "{secs} s is out of range {}-40.95 s (below {} s adverts were not stable under load here; 40.95 s is VRRPv3's maximum)",
+                        f64::from(MIN_ADVERT_CENTIS) / 100.0,
+                        f64::from(MIN_ADVERT_CENTIS) / 100.0
+                    );
+                    self.err(a.span(), "router.ha.advert_interval", reason);
+                    None
+                } else {
+                    Some(centis as u32)
+                }
+            }
+        };
+        let preempt_delay =
+            h.preempt_delay.as_ref().map_or(Some(5), |d| self.range("router.ha.preempt_delay", d, 0, 1000, "preempt delay (seconds)"));
+        let vni = match &h.vni {
+            Some(v) => self.range::<u32>("router.ha.vni", v, 1, 16_777_215, "VNI"),
+            None => vrid.map(default_ha_vni),
+        };
+        if let Some(v) = vni
+            && let Some(i) = segments.iter().position(|s| s.vni == v && s.port == DEFAULT_VXLAN_PORT)
+        {
+            let at = h.vni.as_ref().map(|v| v.span()).unwrap_or(span.clone());
+            self.err(at, "router.ha.vni", format!("VNI {v} is segment[{i}]'s; the HA link needs a VNI of its own"));
+        }
+        let link = match &h.link {
+            Some(n) => {
+                let name = self.ifname("router.ha.link", n);
+                self.claim(ns_names, "router.ha.link", &name, n.span(), None);
+                name
+            }
+            None => {
+                let name = format!("vxha{}", vrid.unwrap_or(0));
+                self.claim(ns_names, "router.ha.vrid", &name, h.vrid.span(), Some("the default HA link name for this VRID; set `link`"));
+                name
+            }
+        };
+        Some(Ha {
+            vrid: vrid?,
+            priority: priority?,
+            peer: peer?,
+            advert_centis: advert_centis?,
+            preempt_delay: preempt_delay?,
+            conntrack_sync: h.conntrack_sync.as_ref().is_none_or(|b| *b.get_ref()),
+            track_uplink: h.track_uplink.as_ref().is_none_or(|b| *b.get_ref()),
+            vni: vni?,
+            link,
+        })
     }
 
     /// A DHCP range inside the leg's subnet that leaves out the gateway, and

@@ -173,6 +173,16 @@ case_interrupted-run-adopted() {
   on sh -c 'mkdir -p /run/vxrouter && printf "%s" "{\"host\":\"host-a\",\"pending\":{\"pid\":1,\"links\":[[null,\"br-pr\"]],\"namespaces\":[]}}" > /run/vxrouter/host-a.state.json'
   capture "$P/host-a.toml" plan
 }
+ha() { variant ha 's/^name = "router-a"/name = "host-a"/' "$P/ha/router-a.toml"; }
+case_ha-bare-host() { capture "$(ha)" plan; }
+case_ha-daemons-died() {
+  # keepalived and conntrackd killed outright: the addresses keepalived held
+  # stay (they are its, not drift); both daemons are started again.
+  start "$(ha)"
+  on pkill -9 -x keepalived; on pkill -9 -x conntrackd; sleep 0.2
+  capture "$WORK/ha.toml" plan
+}
+case_ha-destroy() { start "$(ha)"; capture "$WORK/ha.toml" destroy; }
 
 [ "$(id -u)" = 0 ] || { echo "run as root inside scripts/sandbox.sh" >&2; exit 1; }
 cases=("$@")
