@@ -46,7 +46,7 @@ pub const IDLE_LOSS: f64 = 0.001;
 pub const IDLE_GAP_MS: f64 = 100.0;
 /// How long after the takeover the prober keeps going (a path that did not
 /// come back shows as a gap running to the end).
-const SETTLE: Duration = Duration::from_millis(1500);
+const SETTLE: Duration = Duration::from_millis(1000);
 
 fn unix_now() -> f64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
@@ -544,20 +544,37 @@ fn vx(dir: &LabDir, r: &HaRouter, args: &[&str]) -> Result<()> {
 fn status_role(dir: &LabDir, r: &HaRouter) -> Result<Option<String>> {
     let host = dir.node(&r.name)?;
     let mut cmd = host.command(nodes::vxrouter_bin());
-    cmd.args(["status", "--json"]).arg(&r.profile);
+    // Exit 2 says "drifted"; the document is printed either way.
+    cmd.args(["status", "--json"]);
     let out = interrupt::output(&mut cmd, &format!("vxrouter status in {}", r.name), Duration::from_secs(60))?;
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-    Ok(v.get("ha").and_then(|h| h.get("role")).and_then(|r| r.as_str()).map(str::to_string))
+    Ok(ha_role_in(&v))
+}
+
+/// The first `"ha": {"role": …}` anywhere in a status document.
+fn ha_role_in(v: &serde_json::Value) -> Option<String> {
+    match v {
+        serde_json::Value::Object(m) => {
+            if let Some(r) = m.get("ha").and_then(|h| h.get("role")).and_then(|r| r.as_str()) {
+                return Some(r.to_string());
+            }
+            m.values().find_map(ha_role_in)
+        }
+        serde_json::Value::Array(a) => a.iter().find_map(ha_role_in),
+        _ => None,
+    }
 }
 
 // ---------------------------------------------------------------- serialising labs
 
 /// Two labs measuring at once on one machine would disturb each other's
 /// timings: the measuring cells hold this lock (an flock on a file under
-/// /run/lock).
+/// /run/lock). The idle cells of two labs may share it (each one's CPU hogs
+/// only add load to the other's idle); failover, return and handover hold
+/// it alone.
 struct MeasureLock(#[allow(dead_code)] File);
 
-fn measure_lock() -> Result<MeasureLock> {
+fn measure_lock(shared: bool) -> Result<MeasureLock> {
     use std::os::fd::AsRawFd;
     let _ = std::fs::create_dir_all("/run/lock");
     let f = std::fs::OpenOptions::new()
@@ -568,8 +585,9 @@ fn measure_lock() -> Result<MeasureLock> {
         .context("open /run/lock/vxrouter-lab-ha.lock")?;
     let mut said = false;
     loop {
+        let how = if shared { libc::LOCK_SH } else { libc::LOCK_EX };
         // SAFETY: flock on an fd this function owns.
-        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        if unsafe { libc::flock(f.as_raw_fd(), how | libc::LOCK_NB) } == 0 {
             return Ok(MeasureLock(f));
         }
         if !said {
@@ -636,8 +654,7 @@ pub fn run(lab: &Lab, dir: &LabDir, vms: &[LabVm]) -> Result<Vec<CheckResult>> {
     server.expect("listening", Duration::from_secs(5))?;
     let ctx = Ctx { dir, p: &p, vm: &node, server: lab.server };
 
-    let roles_cell = ctx.roles_cell()?;
-    let settled = roles_cell.ok;
+    let (settled, roles_cell) = ctx.roles_cell()?;
     out.push(roles_cell);
     if !settled {
         for c in ["idle", "handover", "failover", "return", "sessions"] {
@@ -645,11 +662,12 @@ pub fn run(lab: &Lab, dir: &LabDir, vms: &[LabVm]) -> Result<Vec<CheckResult>> {
         }
         return Ok(out);
     }
-    let _lock = measure_lock()?;
-    let mut sessions = Vec::new();
     if lab.ha_idle_seconds > 0 {
+        let _shared = measure_lock(true)?;
         out.push(ctx.guard("idle", |c| c.idle(lab.ha_idle_seconds))?);
     }
+    let _lock = measure_lock(false)?;
+    let mut sessions = Vec::new();
     out.push(ctx.guard("handover", |c| c.handover(&mut sessions))?);
     if lab.ha_rounds > 0 {
         let (failover, ret) = ctx.rounds(lab.ha_rounds, &mut sessions)?;
@@ -707,7 +725,8 @@ impl Ctx<'_> {
         Ok(wait_roles(self.dir, self.p, want, timeout)?.map(|_| (hi, 1 - hi)))
     }
 
-    fn roles_cell(&self) -> Result<CheckResult> {
+    /// (the roles settled, the cell)
+    fn roles_cell(&self) -> Result<(bool, CheckResult)> {
         let wait = self.p.preempt() + Duration::from_secs(20);
         let settled = self.wait_settled(wait)?;
         let rs = roles(self.dir, self.p)?;
@@ -733,18 +752,22 @@ impl Ctx<'_> {
             }
         }
         let ok = problems.is_empty();
+        let settled = settled.is_ok();
         let detail = if ok {
             format!("{} (status agrees)", describe(self.p, rs))
         } else {
             format!("{}; {}", describe(self.p, rs), problems.join("; "))
         };
         progress(format!("roles: {detail}"));
-        Ok(cell(
-            "ha-roles",
-            &self.vm.name,
-            ok,
-            detail,
-            json!({"roles": [rs[0].word(), rs[1].word()], "status": said, "fast": self.p.fast()}),
+        Ok((
+            settled,
+            cell(
+                "ha-roles",
+                &self.vm.name,
+                ok,
+                detail,
+                json!({"roles": [rs[0].word(), rs[1].word()], "status": said, "fast": self.p.fast()}),
+            ),
         ))
     }
 
@@ -1146,6 +1169,13 @@ mod tests {
         assert_eq!(log.len(), 4);
         let c = changes_since(&log, 101.0);
         assert_eq!(c, vec![(101.25, "MASTER".to_string()), (106.0, "FAULT".to_string())]);
+    }
+
+    #[test]
+    fn role_anywhere_in_status() {
+        let v = json!({"host": "a", "router": {"namespace": "ns1", "ha": {"role": "backup", "vrid": 51}}});
+        assert_eq!(ha_role_in(&v).as_deref(), Some("backup"));
+        assert_eq!(ha_role_in(&json!({"router": {"ha": null}})), None);
     }
 
     #[test]

@@ -537,7 +537,9 @@ pub fn talk(to: SocketAddr, mode: Talk, interval: Duration, bye_wait: Duration) 
         }
         match lines.next_line(Some(Duration::from_millis(20))) {
             Ok(Some(l)) if l == "bye" => {
-                report.survived = stop_seen.is_some();
+                // Only ever after we said it (the stop may be newer than
+                // the check at the top of this loop).
+                report.survived = stop_seen.is_some() || stop.load(Ordering::SeqCst);
                 break;
             }
             Ok(Some(l)) => {
