@@ -41,6 +41,8 @@ pub const FAST_ADVERT: f64 = 0.03;
 /// Planned handover, and the return of a router (either way).
 pub const PLANNED_GOAL_MS: f64 = 100.0;
 pub const RETURN_GOAL_MS: f64 = 100.0;
+/// A conversation that stalled longer than this counts as timed out.
+pub const SESSION_STALL_MS: f64 = 3000.0;
 /// Idle: at most this share of the probes lost, no gap above this.
 pub const IDLE_LOSS: f64 = 0.001;
 pub const IDLE_GAP_MS: f64 = 100.0;
@@ -569,26 +571,32 @@ fn ha_role_in(v: &serde_json::Value) -> Option<String> {
 
 /// Two labs measuring at once on one machine would disturb each other's
 /// timings: the measuring cells hold this lock (an flock on a file under
-/// /run/lock). The idle cells of two labs may share it (each one's CPU hogs
-/// only add load to the other's idle); failover, return and handover hold
-/// it alone.
+/// /run/lock). The idle cells of two labs may share it (the machine then
+/// runs two CPU hogs for both: see `Hogs`); failover, return and handover
+/// hold it alone.
 struct MeasureLock(#[allow(dead_code)] File);
 
-fn measure_lock(shared: bool) -> Result<MeasureLock> {
+/// An flock on /run/lock/<name>: Ok(None) when `wait` is false and
+/// someone else holds it.
+fn flock(name: &str, shared: bool, wait: bool) -> Result<Option<File>> {
     use std::os::fd::AsRawFd;
     let _ = std::fs::create_dir_all("/run/lock");
+    let path = format!("/run/lock/{name}");
     let f = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
-        .open("/run/lock/vxrouter-lab-ha.lock")
-        .context("open /run/lock/vxrouter-lab-ha.lock")?;
+        .open(&path)
+        .with_context(|| format!("open {path}"))?;
+    let how = if shared { libc::LOCK_SH } else { libc::LOCK_EX };
     let mut said = false;
     loop {
-        let how = if shared { libc::LOCK_SH } else { libc::LOCK_EX };
         // SAFETY: flock on an fd this function owns.
         if unsafe { libc::flock(f.as_raw_fd(), how | libc::LOCK_NB) } == 0 {
-            return Ok(MeasureLock(f));
+            return Ok(Some(f));
+        }
+        if !wait {
+            return Ok(None);
         }
         if !said {
             progress("waiting for another lab's HA measurements to finish");
@@ -596,6 +604,63 @@ fn measure_lock(shared: bool) -> Result<MeasureLock> {
         }
         interrupt::check()?;
         std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn measure_lock(shared: bool) -> Result<MeasureLock> {
+    Ok(MeasureLock(flock("vxrouter-lab-ha.lock", shared, true)?.ok_or_else(|| anyhow!("no measuring lock"))?))
+}
+
+/// The idle cell's two CPU hogs (`sh -c 'while :; do :; done'` in the lab's
+/// fabric node), killed when dropped. Two CPU hogs on the machine, not per
+/// lab: when the idle cells of two labs overlap, the hogs run in whichever
+/// holds the hog lock, and the other takes over (within 0.5 s) when that
+/// one's idle cell ends.
+struct Hogs {
+    lock: Option<File>,
+    procs: Vec<Child>,
+    since: Option<Instant>,
+    own: Duration,
+}
+
+impl Hogs {
+    fn new() -> Hogs {
+        Hogs { lock: None, procs: Vec::new(), since: None, own: Duration::ZERO }
+    }
+
+    /// Starts the hogs here unless another lab runs them.
+    fn ensure(&mut self, fabric: &Node) -> Result<()> {
+        if self.lock.is_some() {
+            return Ok(());
+        }
+        let Some(lock) = flock("vxrouter-lab-hogs.lock", false, false)? else { return Ok(()) };
+        self.lock = Some(lock);
+        for _ in 0..2 {
+            let hog = fabric.command("sh").args(["-c", "while :; do :; done"]).stdin(Stdio::null()).spawn();
+            self.procs.push(hog.context("start a CPU hog")?);
+        }
+        self.since = Some(Instant::now());
+        Ok(())
+    }
+
+    /// How long this lab ran them.
+    fn stop(&mut self) -> Duration {
+        for c in &mut self.procs {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        self.procs.clear();
+        self.lock = None;
+        if let Some(s) = self.since.take() {
+            self.own += s.elapsed();
+        }
+        self.own
+    }
+}
+
+impl Drop for Hogs {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 
@@ -778,17 +843,8 @@ impl Ctx<'_> {
         progress(format!("idle: {seconds} s with two CPU hogs and the 10 ms prober"));
         let since = unix_now();
         let fabric = self.dir.node("fabric")?;
-        let mut hogs = Hogs(Vec::new());
-        for _ in 0..2 {
-            hogs.0.push(
-                fabric
-                    .command("sh")
-                    .args(["-c", "while :; do :; done"])
-                    .stdin(Stdio::null())
-                    .spawn()
-                    .context("start a CPU hog")?,
-            );
-        }
+        let mut hogs = Hogs::new();
+        hogs.ensure(&fabric)?;
         let prober = start_prober(self.vm, self.server, Some(seconds))?;
         let start = Instant::now();
         let mut role_changes = Vec::new();
@@ -803,6 +859,7 @@ impl Ctx<'_> {
             if start.elapsed() > Duration::from_secs(u64::from(seconds) + 30) {
                 bail!("the prober did not report within {} s", seconds + 30);
             }
+            hogs.ensure(&fabric)?;
             if self.active()? != Some((act, 1 - act)) {
                 role_changes.push(format!(
                     "{:.1} s: {}",
@@ -811,7 +868,7 @@ impl Ctx<'_> {
                 ));
             }
         };
-        drop(hogs);
+        let own = hogs.stop();
         let mut changes = Vec::new();
         for r in &self.p.r {
             match transitions(self.dir, r)? {
@@ -836,7 +893,12 @@ impl Ctx<'_> {
             problems.push(format!("a gap of {} (at most {} allowed)", ms(report.longest_gap_ms), ms(IDLE_GAP_MS)));
         }
         let summary = format!(
-            "{seconds} s under two CPU hogs: {} state changes, {} of {} probes lost, longest gap {}",
+            "{seconds} s under two CPU hogs{}: {} state changes, {} of {} probes lost, longest gap {}",
+            if own.as_secs_f64() + 1.0 < f64::from(seconds) {
+                format!(" ({:.0} s of them another lab's)", f64::from(seconds) - own.as_secs_f64())
+            } else {
+                String::new()
+            },
             changes.len(),
             report.lost,
             report.sent,
@@ -850,7 +912,7 @@ impl Ctx<'_> {
             ok,
             if ok { summary } else { format!("{summary}: {}", problems.join("; ")) },
             json!({"seconds": seconds, "state_changes": changes.len(), "sent": report.sent, "lost": report.lost,
-                   "allowed_lost": allowed, "longest_gap_ms": report.longest_gap_ms, "gaps": report.gaps}),
+                   "allowed_lost": allowed, "own_hog_seconds": own.as_secs_f64(), "longest_gap_ms": report.longest_gap_ms, "gaps": report.gaps}),
         ))
     }
 
@@ -1066,6 +1128,14 @@ impl Ctx<'_> {
             }
             if !s.survived {
                 problems.push(format!("{} {} died: {}", s.when, s.mode, s.error.as_deref().unwrap_or("?")));
+            } else if let Some((phase, stall, _)) = s.stalls.iter().find(|(_, m, _)| *m > SESSION_STALL_MS) {
+                problems.push(format!(
+                    "{} {} stalled {:.1} s ({phase}): a timeout for most applications (at most {:.0} s allowed)",
+                    s.when,
+                    s.mode,
+                    stall / 1000.0,
+                    SESSION_STALL_MS / 1000.0
+                ));
             }
         }
         let stall = |mode: &str, phase: &str| -> f64 {
@@ -1110,18 +1180,6 @@ impl Ctx<'_> {
                 "push": {"survived": pu, "of": pun, "failover_stall_ms": stall("push", "failover"), "return_stall_ms": stall("push", "return")},
                 "public": public,
             })),
-        }
-    }
-}
-
-/// CPU hogs, killed when dropped.
-struct Hogs(Vec<Child>);
-
-impl Drop for Hogs {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
         }
     }
 }

@@ -91,6 +91,7 @@ pub fn serve(addr: SocketAddr) -> Result<()> {
 
 fn converse(c: TcpStream) -> io::Result<()> {
     c.set_nodelay(true)?;
+    c.set_write_timeout(Some(Duration::from_secs(5)))?;
     let peer = c.peer_addr()?.ip();
     let mut w = c.try_clone()?;
     writeln!(w, "peer={peer}")?;
@@ -462,6 +463,9 @@ impl Stalls {
 pub fn talk(to: SocketAddr, mode: Talk, interval: Duration, bye_wait: Duration) -> Result<()> {
     let c = TcpStream::connect_timeout(&to, Duration::from_secs(3)).with_context(|| format!("connect to {to}"))?;
     c.set_nodelay(true)?;
+    // A connection whose send buffer stays full is dead: say so instead
+    // of blocking (the closing "bye" must not hang the report).
+    c.set_write_timeout(Some(Duration::from_secs(1)))?;
     let mut lines = Lines::new(c.try_clone()?);
     let greeting = lines.next_line(Some(Duration::from_secs(3))).with_context(|| format!("greeting from {to}"))?;
     let Some(peer) = greeting.as_deref().and_then(|g| g.strip_prefix("peer=")).map(str::to_string) else {
