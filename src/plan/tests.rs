@@ -27,7 +27,6 @@ pub fn facts(nft: bool) -> Facts {
         run_dir: "/run/vxrouter".into(),
         sysctls: BTreeMap::new(),
         missing_tools: Vec::new(),
-        exe: "/usr/bin/vxrouter".into(),
     }
 }
 
