@@ -758,6 +758,9 @@ struct Round {
     return_ms: Option<f64>,
     notify_ms: Option<f64>,
     problem: Option<String>,
+    /// keepalived's state changes in each phase, relative to its start.
+    failover_log: Vec<String>,
+    return_log: Vec<String>,
 }
 
 impl Ctx<'_> {
@@ -769,6 +772,21 @@ impl Ctx<'_> {
             Err(e) if interrupt::of(&e).is_some() => Err(e),
             Err(e) => Ok(cell(name, &self.vm.name, false, format!("{e:#}"), json!({}))),
         }
+    }
+
+    /// Both routers' logged state changes since `since`, as
+    /// "router-b MASTER +0.31 s".
+    fn log_since(&self, since: f64) -> Result<Vec<String>> {
+        let mut all = Vec::new();
+        for r in &self.p.r {
+            for (t, st) in transitions(self.dir, r)?.unwrap_or_default() {
+                if t >= since {
+                    all.push((t, format!("{} {st} {:+.2} s", r.name, t - since)));
+                }
+            }
+        }
+        all.sort_by(|a, b| a.0.total_cmp(&b.0));
+        Ok(all.into_iter().map(|(_, l)| l).collect())
     }
 
     /// The index of the active router, the other's; None unless exactly
@@ -920,6 +938,16 @@ impl Ctx<'_> {
     /// `vxrouter apply` there returns it. Both gaps ≤ 100 ms.
     fn handover(&self, sessions: &mut Vec<SessionOutcome>) -> Result<CheckResult> {
         let Some((act, bak)) = self.active()? else { bail!("not run: {}", describe(self.p, roles(self.dir, self.p)?)) };
+        let r = self.handover_from(act, bak, sessions);
+        if r.as_ref().map(|c| !c.ok).unwrap_or(true) {
+            // Whatever went wrong, the next cells start from the profile's
+            // priorities again.
+            let _ = apply(self.dir, &self.p.r[act]);
+        }
+        r
+    }
+
+    fn handover_from(&self, act: usize, bak: usize, sessions: &mut Vec<SessionOutcome>) -> Result<CheckResult> {
         let (a, b) = (&self.p.r[act], &self.p.r[bak]);
         let mut talks = vec![Session::open(self.vm, self.server, "speak")?, Session::open(self.vm, self.server, "push")?];
         let prober = start_prober(self.vm, self.server, None)?;
@@ -1003,11 +1031,13 @@ impl Ctx<'_> {
         round.failover_ms = Some(over.longest_gap_ms);
         round.notify_ms = transitions(self.dir, b)?
             .and_then(|log| log.iter().find(|(t, s)| *t >= cut && s == "MASTER").map(|(t, _)| (t - cut) * 1000.0));
+        round.failover_log = self.log_since(cut)?;
         for t in &mut talks {
             t.mark("failover")?;
         }
         let prober = start_prober(self.vm, self.server, None)?;
         std::thread::sleep(Duration::from_millis(300));
+        let back_at = unix_now();
         bring_back(self.dir, a)?;
         let wait = self.p.preempt() + Duration::from_secs(20);
         let back = wait_roles(self.dir, self.p, |rs| rs[act] == Role::Active && rs[bak] == Role::Backup, wait)?;
@@ -1022,6 +1052,7 @@ impl Ctx<'_> {
         std::thread::sleep(SETTLE);
         let ret: ProbeReport = prober.finish(Duration::from_secs(5))?;
         round.return_ms = Some(ret.longest_gap_ms);
+        round.return_log = self.log_since(back_at)?;
         for t in talks {
             let mut o = t.end("return");
             o.when = format!("round {n}");
@@ -1047,6 +1078,13 @@ impl Ctx<'_> {
             a.name,
             ms(ret.longest_gap_ms)
         ));
+        // What keepalived did in a phase that missed its goal.
+        if over.longest_gap_ms > self.p.failover_goal_ms {
+            progress(format!("round {n}: failover state changes: {}", round.failover_log.join(", ")));
+        }
+        if ret.longest_gap_ms > RETURN_GOAL_MS {
+            progress(format!("round {n}: return state changes: {}", round.return_log.join(", ")));
+        }
         Ok(round)
     }
 
@@ -1106,14 +1144,16 @@ impl Ctx<'_> {
                 fo_ok,
                 fo_detail,
                 json!({"rounds": count, "gaps_ms": fo, "median_ms": median(&fo), "worst_ms": worst(&fo),
-                       "goal_ms": goal, "fast": self.p.fast(), "notify_ms": notify}),
+                       "goal_ms": goal, "fast": self.p.fast(), "notify_ms": notify,
+                       "state_changes": rounds.iter().map(|r| r.failover_log.clone()).collect::<Vec<_>>()}),
             ),
             cell(
                 "return",
                 &self.vm.name,
                 rt_ok,
                 rt_detail,
-                json!({"rounds": count, "gaps_ms": rt, "median_ms": median(&rt), "worst_ms": worst(&rt), "goal_ms": RETURN_GOAL_MS}),
+                json!({"rounds": count, "gaps_ms": rt, "median_ms": median(&rt), "worst_ms": worst(&rt), "goal_ms": RETURN_GOAL_MS,
+                       "state_changes": rounds.iter().map(|r| r.return_log.clone()).collect::<Vec<_>>()}),
             ),
         ))
     }
