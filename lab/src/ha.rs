@@ -41,6 +41,8 @@ pub const FAST_ADVERT: f64 = 0.03;
 /// Planned handover, and the return of a router (either way).
 pub const PLANNED_GOAL_MS: f64 = 100.0;
 pub const RETURN_GOAL_MS: f64 = 100.0;
+/// After a partition heals: one active router again, and no gap above this.
+pub const HEAL_GOAL_MS: f64 = 500.0;
 /// A conversation that stalled longer than this counts as timed out.
 pub const SESSION_STALL_MS: f64 = 3000.0;
 /// Idle: at most this share of the probes lost, no gap above this.
@@ -722,7 +724,7 @@ pub fn run(lab: &Lab, dir: &LabDir, vms: &[LabVm]) -> Result<Vec<CheckResult>> {
     let (settled, roles_cell) = ctx.roles_cell()?;
     out.push(roles_cell);
     if !settled {
-        for c in ["idle", "handover", "failover", "return", "sessions"] {
+        for c in ["idle", "handover", "failover", "return", "partition", "sessions"] {
             out.push(cell(c, &vm.name, false, "not run: the routers' roles did not settle (see ha-roles)".into(), json!({})));
         }
         return Ok(out);
@@ -738,6 +740,9 @@ pub fn run(lab: &Lab, dir: &LabDir, vms: &[LabVm]) -> Result<Vec<CheckResult>> {
         let (failover, ret) = ctx.rounds(lab.ha_rounds, &mut sessions)?;
         out.push(failover);
         out.push(ret);
+    }
+    if lab.ha_partition_seconds > 0 {
+        out.push(ctx.guard("partition", |c| c.partition(lab.ha_partition_seconds))?);
     }
     out.push(ctx.sessions_cell(&sessions));
     drop(server);
@@ -1158,6 +1163,92 @@ impl Ctx<'_> {
         ))
     }
 
+    /// Split brain: the underlay between the two router hosts cut (the
+    /// fabric drops what goes between their underlay ports; both still
+    /// reach the other hosts and their uplinks stay up) for `seconds`, then
+    /// healed, while probing. Both routers must become active (the control:
+    /// the cut did separate them); after the heal one must be active again
+    /// within 5 s, the higher priority, with no gap above 0.5 s.
+    fn partition(&self, seconds: u32) -> Result<CheckResult> {
+        let Some((act, bak)) = self.wait_settled(self.p.preempt() + Duration::from_secs(20))?.ok() else {
+            bail!("not run: {}", describe(self.p, roles(self.dir, self.p)?));
+        };
+        let (a, b) = (&self.p.r[act], &self.p.r[bak]);
+        // Conversations across it, reported (not judged: the two sides'
+        // connection tables are not synced while the link is cut).
+        let talks = vec![Session::open(self.vm, self.server, "speak")?, Session::open(self.vm, self.server, "push")?];
+        let prober = start_prober(self.vm, self.server, None)?;
+        std::thread::sleep(Duration::from_millis(300));
+        let split = unix_now();
+        let cut = Partition::cut(self.dir, a, b)?;
+        let start = Instant::now();
+        let mut both: Option<Duration> = None;
+        while start.elapsed() < Duration::from_secs(u64::from(seconds)) {
+            interrupt::check()?;
+            if both.is_none() && roles(self.dir, self.p)? == [Role::Active, Role::Active] {
+                both = Some(start.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let heal = unix_now();
+        drop(cut);
+        let settled =
+            wait_roles(self.dir, self.p, |rs| rs[act] == Role::Active && rs[bak] == Role::Backup, Duration::from_secs(5))?;
+        std::thread::sleep(SETTLE);
+        let report: ProbeReport = prober.finish(Duration::from_secs(5))?;
+        let log = self.log_since(split)?;
+        let talked: Vec<SessionOutcome> = talks.into_iter().map(|t| t.end("partition")).collect();
+        let survived = |mode: &str| talked.iter().any(|t| t.mode == mode && t.survived);
+        let fate = |mode: &str| match talked.iter().find(|t| t.mode == mode) {
+            Some(t) if t.survived => "survived".to_string(),
+            Some(t) => format!("died ({})", t.error.as_deref().unwrap_or("?")),
+            None => "not held".into(),
+        };
+        let conversations = format!("conversations across it: client speaks {}, server pushes {}", fate("speak"), fate("push"));
+        // Gaps that began before the heal and ended before it, and those
+        // still going on at the heal or later.
+        let split_gap = report.gaps.iter().filter(|g| g.at + g.ms / 1000.0 <= heal).map(|g| g.ms).fold(10.0, f64::max);
+        let heal_gap = report.gaps.iter().filter(|g| g.at + g.ms / 1000.0 > heal).map(|g| g.ms).fold(10.0, f64::max);
+        let mut problems = Vec::new();
+        if both.is_none() {
+            problems.push(format!("control failed: {} never became active while cut off from {}", b.name, a.name));
+        }
+        let back = match settled {
+            Ok(t) => format!("{} alone active {:.2} s after the heal", a.name, t.as_secs_f64()),
+            Err(seen) => {
+                problems.push(format!("5 s after the heal: {}", describe(self.p, seen)));
+                "no single active router after the heal".into()
+            }
+        };
+        if heal_gap > HEAL_GOAL_MS {
+            problems.push(format!("a gap of {} after the heal (goal ≤ {})", ms(heal_gap), ms(HEAL_GOAL_MS)));
+        }
+        let summary = format!(
+            "{seconds} s cut between {} and {}: both active after {}, longest gap while split {}; {back}, gap {} (goal ≤ {}); {conversations}",
+            a.name,
+            b.name,
+            both.map(|d| format!("{:.2} s", d.as_secs_f64())).unwrap_or_else(|| "never".into()),
+            ms(split_gap),
+            ms(heal_gap),
+            ms(HEAL_GOAL_MS)
+        );
+        progress(format!("partition: {summary}"));
+        if !problems.is_empty() {
+            progress(format!("partition: state changes: {}", log.join(", ")));
+        }
+        let ok = problems.is_empty();
+        Ok(cell(
+            "partition",
+            &self.vm.name,
+            ok,
+            if ok { summary } else { format!("{summary}: {}", problems.join("; ")) },
+            json!({"seconds": seconds, "both_active_after_s": both.map(|d| d.as_secs_f64()),
+                   "split_gap_ms": split_gap, "heal_gap_ms": heal_gap, "goal_ms": HEAL_GOAL_MS,
+                   "settled_after_s": settled.ok().map(|d| d.as_secs_f64()), "lost": report.lost,
+                   "state_changes": log, "speak_survived": survived("speak"), "push_survived": survived("push")}),
+        ))
+    }
+
     fn sessions_cell(&self, sessions: &[SessionOutcome]) -> CheckResult {
         let public = self.p.r[0].public.to_string();
         let talks: Vec<&SessionOutcome> = sessions.iter().filter(|s| s.mode != "new").collect();
@@ -1222,6 +1313,53 @@ impl Ctx<'_> {
             })),
         }
     }
+}
+
+/// The underlay between two router hosts cut in the lab switch: an
+/// nftables bridge table in the fabric node dropping what goes from one's
+/// underlay port to the other's. Removed (healed) when dropped.
+struct Partition<'a> {
+    fabric: Node,
+    _hosts: (&'a HaRouter, &'a HaRouter),
+}
+
+const PARTITION_TABLE: &str = "vxrouter_lab_partition";
+
+impl<'a> Partition<'a> {
+    fn cut(dir: &LabDir, a: &'a HaRouter, b: &'a HaRouter) -> Result<Partition<'a>> {
+        let fabric = dir.node("fabric")?;
+        let (ua, ub) = (format!("u{}", a.idx), format!("u{}", b.idx));
+        let rules = format!(
+            "table bridge {PARTITION_TABLE} {{\n chain forward {{\n  type filter hook forward priority -10; policy accept;\n  iifname \"{ua}\" oifname \"{ub}\" drop\n  iifname \"{ub}\" oifname \"{ua}\" drop\n }}\n}}\n"
+        );
+        nft(&fabric, &rules)?;
+        Ok(Partition { fabric, _hosts: (a, b) })
+    }
+}
+
+impl Drop for Partition<'_> {
+    fn drop(&mut self) {
+        let _ = nft(&self.fabric, &format!("delete table bridge {PARTITION_TABLE}\n"));
+    }
+}
+
+fn nft(node: &Node, rules: &str) -> Result<()> {
+    let mut child = node
+        .command("nft")
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("run nft in the lab switch")?;
+    if let Some(mut i) = child.stdin.take() {
+        i.write_all(rules.as_bytes())?;
+    }
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!("nft in {}: {}", node.name, String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(())
 }
 
 #[cfg(test)]

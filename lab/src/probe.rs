@@ -91,7 +91,9 @@ pub fn serve(addr: SocketAddr) -> Result<()> {
 
 fn converse(c: TcpStream) -> io::Result<()> {
     c.set_nodelay(true)?;
-    c.set_write_timeout(Some(Duration::from_secs(5)))?;
+    // Longer than any stall the cells accept (3 s): the server is never
+    // the one that ends a stalled conversation.
+    c.set_write_timeout(Some(Duration::from_secs(30)))?;
     let peer = c.peer_addr()?.ip();
     let mut w = c.try_clone()?;
     writeln!(w, "peer={peer}")?;
@@ -463,9 +465,9 @@ impl Stalls {
 pub fn talk(to: SocketAddr, mode: Talk, interval: Duration, bye_wait: Duration) -> Result<()> {
     let c = TcpStream::connect_timeout(&to, Duration::from_secs(3)).with_context(|| format!("connect to {to}"))?;
     c.set_nodelay(true)?;
-    // A connection whose send buffer stays full is dead: say so instead
-    // of blocking (the closing "bye" must not hang the report).
-    c.set_write_timeout(Some(Duration::from_secs(1)))?;
+    // Sends give up after 100 ms (and are retried): a send buffer filled
+    // during an outage must not hold the schedule or the closing "bye".
+    c.set_write_timeout(Some(Duration::from_millis(100)))?;
     let mut lines = Lines::new(c.try_clone()?);
     let greeting = lines.next_line(Some(Duration::from_secs(3))).with_context(|| format!("greeting from {to}"))?;
     let Some(peer) = greeting.as_deref().and_then(|g| g.strip_prefix("peer=")).map(str::to_string) else {
@@ -485,26 +487,50 @@ pub fn talk(to: SocketAddr, mode: Talk, interval: Duration, bye_wait: Duration) 
         let (stop, failed) = (stop.clone(), failed.clone());
         let mut w = c.try_clone()?;
         std::thread::spawn(move || {
+            // Lines not yet taken by the socket: a full send buffer (no
+            // acknowledgements during an outage) delays them, it does not
+            // end the conversation; only a real error (reset) does.
+            let mut pending: Vec<u8> = Vec::new();
+            let fail = |e: String| {
+                if let Ok(mut f) = failed.lock() {
+                    f.get_or_insert(e);
+                }
+            };
             let t0 = Instant::now();
             let mut n: u32 = 0;
-            while !stop.load(Ordering::SeqCst) {
-                if mode == Talk::Speak {
-                    n += 1;
-                    if let Err(e) = writeln!(w, "{n}") {
-                        if let Ok(mut f) = failed.lock() {
-                            f.get_or_insert(format!("send: {e}"));
-                        }
-                        return;
-                    }
-                    sleep_until(t0 + interval * n);
-                } else {
-                    std::thread::sleep(Duration::from_millis(5));
+            let mut bye_by: Option<Instant> = None;
+            loop {
+                if bye_by.is_none() && stop.load(Ordering::SeqCst) {
+                    pending.extend_from_slice(b"bye\n");
+                    bye_by = Some(Instant::now() + bye_wait);
                 }
-            }
-            if let Err(e) = w.write_all(b"bye\n")
-                && let Ok(mut f) = failed.lock()
-            {
-                f.get_or_insert(format!("send bye: {e}"));
+                if bye_by.is_none() && mode == Talk::Speak {
+                    n += 1;
+                    pending.extend_from_slice(format!("{n}\n").as_bytes());
+                }
+                while !pending.is_empty() {
+                    match w.write(&pending) {
+                        Ok(0) => {
+                            fail("send: connection closed".into());
+                            return;
+                        }
+                        Ok(k) => {
+                            pending.drain(..k);
+                        }
+                        Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => break,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => {
+                            fail(format!("send: {e}"));
+                            return;
+                        }
+                    }
+                }
+                match bye_by {
+                    Some(by) if pending.is_empty() || Instant::now() > by => return,
+                    Some(_) => std::thread::sleep(Duration::from_millis(5)),
+                    None if mode == Talk::Speak => sleep_until(t0 + interval * n),
+                    None => std::thread::sleep(Duration::from_millis(5)),
+                }
             }
         })
     };
