@@ -103,10 +103,14 @@ fn without_connection_sync_the_server_push_sessions_die() {
     let sessions = cell(&checks, "sessions");
     assert_eq!(sessions["ok"], false, "{sessions}");
     let m = &sessions["measure"];
-    // The failover round's pushed conversation dies (the new router knows
-    // nothing of it); the client-speaks one may be picked up mid-stream.
+    // The failover round's pushed conversation is lost (the new router
+    // knows nothing of it); the client-speaks one may be picked up
+    // mid-stream.
     assert!(m["push"]["survived"].as_u64() < m["push"]["of"].as_u64(), "{sessions}");
-    assert!(sessions["detail"].as_str().unwrap().contains("round 1 push died"), "{sessions}");
+    // Dropped by the new router (reset, or stalled until the old one came
+    // back: longer than any application waits).
+    let detail = sessions["detail"].as_str().unwrap();
+    assert!(detail.contains("round 1 push died") || detail.contains("round 1 push stalled"), "{sessions}");
     // The addresses still move: only the connections are lost.
     assert_eq!(cell(&checks, "failover")["ok"], true, "{checks:#?}");
     assert!(checks.iter().all(|c| c["ok"] == true || c["check"] == "sessions"), "only sessions fails: {checks:#?}");

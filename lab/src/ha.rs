@@ -916,7 +916,7 @@ impl Ctx<'_> {
             problems.push(format!("a gap of {} (at most {} allowed)", ms(report.longest_gap_ms), ms(IDLE_GAP_MS)));
         }
         let summary = format!(
-            "{seconds} s under two CPU hogs{}: {} state changes, {} of {} probes lost, longest gap {}",
+            "{seconds} s under two CPU hogs{}: {} state changes, {} of {} probes lost, longest gap {}{}",
             if own.as_secs_f64() + 1.0 < f64::from(seconds) {
                 format!(" ({:.0} s of them another lab's)", f64::from(seconds) - own.as_secs_f64())
             } else {
@@ -925,7 +925,12 @@ impl Ctx<'_> {
             changes.len(),
             report.lost,
             report.sent,
-            ms(report.longest_gap_ms)
+            ms(report.longest_gap_ms),
+            if report.longest_sender_stall_ms > IDLE_GAP_MS {
+                format!(" (the prober itself was kept from running for up to {})", ms(report.longest_sender_stall_ms))
+            } else {
+                String::new()
+            }
         );
         progress(format!("idle: {summary}"));
         let ok = problems.is_empty();
@@ -935,7 +940,7 @@ impl Ctx<'_> {
             ok,
             if ok { summary } else { format!("{summary}: {}", problems.join("; ")) },
             json!({"seconds": seconds, "state_changes": changes.len(), "sent": report.sent, "lost": report.lost,
-                   "allowed_lost": allowed, "own_hog_seconds": own.as_secs_f64(), "longest_gap_ms": report.longest_gap_ms, "gaps": report.gaps}),
+                   "allowed_lost": allowed, "own_hog_seconds": own.as_secs_f64(), "sender_stall_ms": report.longest_sender_stall_ms, "longest_gap_ms": report.longest_gap_ms, "gaps": report.gaps}),
         ))
     }
 
@@ -1278,8 +1283,11 @@ impl Ctx<'_> {
                 .map(|(_, m, _)| *m)
                 .fold(0.0, f64::max)
         };
+        // Kept: no reset, nothing lost, "bye" answered, and never stalled
+        // longer than an application waits.
+        let kept = |s: &SessionOutcome| s.survived && s.stalls.iter().all(|(_, m, _)| *m <= SESSION_STALL_MS);
         let survived = |mode: &str| {
-            (talks.iter().filter(|s| s.mode == mode && s.survived).count(), talks.iter().filter(|s| s.mode == mode).count())
+            (talks.iter().filter(|s| s.mode == mode && kept(s)).count(), talks.iter().filter(|s| s.mode == mode).count())
         };
         let (sp, spn) = survived("speak");
         let (pu, pun) = survived("push");

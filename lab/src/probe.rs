@@ -209,8 +209,9 @@ pub struct ProbeReport {
     /// Unanswered probes after the first answered one.
     pub lost: u64,
     /// The longest time between the send times of two consecutive answered
-    /// probes (10 ms on a path that loses nothing): the outage. An outage
-    /// still going on at the end counts up to the last probe sent.
+    /// probes with lost probes between them (the interval, 10 ms, on a path
+    /// that loses nothing): the outage. An outage still going on at the end
+    /// counts up to the last probe sent.
     pub longest_gap_ms: f64,
     /// Unix time (s) the longest gap began (the last answered probe's send time).
     pub longest_gap_at: f64,
@@ -219,6 +220,10 @@ pub struct ProbeReport {
     pub max_rtt_ms: f64,
     /// How late the sender was against its schedule at worst.
     pub max_send_lag_ms: f64,
+    /// The longest time between two consecutive probes that were both
+    /// answered: not an outage (nothing was lost) but the prober kept from
+    /// running by the machine; not counted in the gaps.
+    pub longest_sender_stall_ms: f64,
     /// Unix time (s) of the first and last probe.
     pub start: f64,
     pub end: f64,
@@ -243,9 +248,14 @@ pub struct Sample {
     pub rtt_ms: Option<f64>,
 }
 
+fn ok_within(s: &Sample, within_ms: f64) -> bool {
+    s.rtt_ms.is_some_and(|t| t <= within_ms)
+}
+
 /// The report of a run, from its samples (in send order).
 pub fn analyse(samples: &[Sample], start_unix: f64, interval_ms: f64, within_ms: f64, gap_over_ms: f64) -> ProbeReport {
     let mut r = ProbeReport {
+        longest_gap_ms: if samples.iter().filter(|s| ok_within(s, within_ms)).count() > 1 { interval_ms } else { 0.0 },
         interval_ms,
         answer_within_ms: within_ms,
         sent: samples.len() as u64,
@@ -253,10 +263,17 @@ pub fn analyse(samples: &[Sample], start_unix: f64, interval_ms: f64, within_ms:
         end: start_unix + samples.last().map(|s| s.sent_ms).unwrap_or(0.0) / 1000.0,
         ..ProbeReport::default()
     };
-    let ok = |s: &Sample| s.rtt_ms.is_some_and(|t| t <= within_ms);
+    let ok = |s: &Sample| ok_within(s, within_ms);
     let mut prev: Option<usize> = None;
     let note = |r: &mut ProbeReport, from: usize, ms: f64, lost: u64, open: bool| {
         let at = start_unix + samples[from].sent_ms / 1000.0;
+        if lost == 0 {
+            // Two consecutive probes, both answered: the path worked; a
+            // long time between them is the prober itself kept from
+            // running (the probes due meanwhile left late, in a burst).
+            r.longest_sender_stall_ms = r.longest_sender_stall_ms.max(ms);
+            return;
+        }
         if ms > r.longest_gap_ms {
             r.longest_gap_ms = ms;
             r.longest_gap_at = at;
@@ -645,6 +662,18 @@ mod tests {
         assert_eq!(r.longest_gap_at, 1000.03);
         assert_eq!(r.gaps.len(), 1, "the 30 ms gap is not above the threshold: {:?}", r.gaps);
         assert_eq!(r.gaps[0].lost, 5);
+    }
+
+    #[test]
+    fn a_prober_kept_from_running_is_no_outage() {
+        // Probes 0-2 on time; then the machine stalls the prober for 250 ms
+        // and the probes due meanwhile leave in a burst, all answered.
+        let mut samples: Vec<Sample> = (0..3).map(|i| Sample { sent_ms: i as f64 * 10.0, rtt_ms: Some(0.5) }).collect();
+        samples.extend((3..30).map(|i| Sample { sent_ms: 270.0 + i as f64 * 0.01, rtt_ms: Some(0.5) }));
+        let r = analyse(&samples, 0.0, 10.0, 100.0, 30.0);
+        assert_eq!((r.lost, r.longest_gap_ms), (0, 10.0));
+        assert!(r.gaps.is_empty());
+        assert!((r.longest_sender_stall_ms - 250.03).abs() < 1e-6, "{}", r.longest_sender_stall_ms);
     }
 
     #[test]
