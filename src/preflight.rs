@@ -78,6 +78,15 @@ pub fn check(p: &Profile, f: &Facts, host: &NsView) -> Preflight {
             }
         }
     }
+    if let Some(ha) = p.router.as_ref().and_then(|r| r.ha.as_ref())
+        && host.addrs.iter().any(|a| a.cidr.addr() == std::net::IpAddr::V4(ha.peer))
+    {
+        out.errors.push(format!(
+            "{}: router.ha.peer {} is an address of this host; name the other router host's underlay address",
+            p.key_location("router.ha", "peer"),
+            ha.peer
+        ));
+    }
     if let Some(r) = &p.router
         && host.link(&r.public.uplink).is_none()
     {

@@ -45,9 +45,14 @@ pub const RETURN_GOAL_MS: f64 = 100.0;
 pub const HEAL_GOAL_MS: f64 = 500.0;
 /// A conversation that stalled longer than this counts as timed out.
 pub const SESSION_STALL_MS: f64 = 3000.0;
-/// Idle: at most this share of the probes lost, no gap above this.
+/// Idle: at most this share of the probes lost, no gap above this. The gap
+/// bound is the failover goal: what idle must not show is an outage, and on
+/// a two-core machine running two CPU hogs (and other labs) a probe is
+/// sometimes answered 100-150 ms late with nothing lost and no router state
+/// change (seen: 122 ms) — scheduling, not VRRP. A spurious failover shows
+/// as a state change, which fails the cell on its own.
 pub const IDLE_LOSS: f64 = 0.001;
-pub const IDLE_GAP_MS: f64 = 100.0;
+pub const IDLE_GAP_MS: f64 = 500.0;
 /// How long after the takeover the prober keeps going (a path that did not
 /// come back shows as a gap running to the end).
 const SETTLE: Duration = Duration::from_millis(1000);

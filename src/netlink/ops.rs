@@ -96,20 +96,6 @@ impl Netlink {
         }
     }
 
-    /// Whether a link is up with a carrier (IFF_UP and IFF_LOWER_UP); None
-    /// when there is no such link.
-    pub fn carrier(&mut self, name: &str) -> Result<Option<bool>, NlError> {
-        use netlink_packet_route::link::LinkFlags;
-        match self.request(msg::get_link(name), 0) {
-            Ok(replies) => Ok(replies.iter().find_map(|r| match r {
-                RouteNetlinkMessage::NewLink(l) => Some(l.header.flags.contains(LinkFlags::Up | LinkFlags::LowerUp)),
-                _ => None,
-            })),
-            Err(e) if e.is(libc::ENODEV) => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
-
     /// Every address (IPv4 and IPv6) of the namespace, in one dump.
     pub fn addrs(&mut self) -> Result<Vec<Addr>, NlError> {
         self.dump(msg::get_addresses(), |m| match m {

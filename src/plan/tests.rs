@@ -27,7 +27,6 @@ pub fn facts(nft: bool) -> Facts {
         run_dir: "/run/vxrouter".into(),
         sysctls: BTreeMap::new(),
         missing_tools: Vec::new(),
-        exe: "/usr/bin/vxrouter".into(),
     }
 }
 
@@ -529,6 +528,20 @@ mod preflight {
         assert!(pf.errors.iter().any(|e| e.contains("mtu 1451") && e.contains("carries at most 1450")), "{:?}", pf.errors);
         let pf = check(&profile(&SEED_A.replace("device = \"eth0\"", "device = \"eth7\"")), &o.facts, &o.host);
         assert!(pf.errors.iter().any(|e| e.contains("underlay device eth7 does not exist")), "{:?}", pf.errors);
+    }
+
+    #[test]
+    fn an_ha_peer_that_is_this_host_is_an_error_at_its_key() {
+        let o = bare();
+        let text = include_str!("../../profiles/ha/router-a.toml").replace("peer = \"10.0.0.2\"", "peer = \"10.0.0.1\"");
+        let pf = check(&profile(&text), &o.facts, &o.host);
+        assert!(
+            pf.errors.iter().any(|e| e.contains("router.ha.peer") && e.contains("router.ha.peer 10.0.0.1 is an address of this host")),
+            "{:?}",
+            pf.errors
+        );
+        let ok = check(&profile(include_str!("../../profiles/ha/router-a.toml")), &o.facts, &o.host);
+        assert!(!ok.errors.iter().any(|e| e.contains("peer")), "{:?}", ok.errors);
     }
 
     #[test]
