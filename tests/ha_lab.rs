@@ -58,6 +58,10 @@ fn run_shipped_ha(file: &str, failover_goal_ms: f64) -> Vec<Value> {
     for said in ["ha: failover: 5 of 5 rounds: median", "ha: return: 5 of 5 returns: median", "ha: handover:", "ha: idle:"] {
         assert!(err.contains(said), "{said:?} not printed:\n{err}");
     }
+    // Shown with --nocapture: the numbers of this run.
+    for name in HA_CELLS {
+        eprintln!("{file}: {name}: {}", cell(&checks, name)["detail"].as_str().unwrap_or(""));
+    }
     checks
 }
 
