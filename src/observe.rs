@@ -2,7 +2,7 @@
 //! routes — one dump each, never a request per object), plus what each kind
 //! reads of its own (`kinds::Kind::observe`).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
 
@@ -22,14 +22,46 @@ pub struct NsView {
     pub links: Vec<Link>,
     pub addrs: Vec<Addr>,
     pub routes: Vec<Route>,
+    #[serde(skip)]
+    index: LinkIndex,
 }
 
+/// Links by name and by ifindex, built on first lookup. Planning looks
+/// links up by name and index for every wanted and every observed link; a
+/// scan each time made a plan at N = 1000 (~4000 links) quadratic. Views
+/// are not changed once observed; the index remembers how many links it
+/// covered and is bypassed (a scan) if links were added after it was built
+/// (unit tests assemble views by hand), and a hit is always checked.
+#[derive(Debug, Clone, Default)]
+struct LinkIndex(std::sync::OnceLock<(usize, HashMap<String, usize>, HashMap<u32, usize>)>);
+
 impl NsView {
+    pub fn new(links: Vec<Link>, addrs: Vec<Addr>, routes: Vec<Route>) -> NsView {
+        NsView { links, addrs, routes, index: LinkIndex::default() }
+    }
+
+    fn indexed(&self) -> Option<&(usize, HashMap<String, usize>, HashMap<u32, usize>)> {
+        let built = self.index.0.get_or_init(|| {
+            let by_name = self.links.iter().enumerate().map(|(i, l)| (l.name.clone(), i)).collect();
+            let by_index = self.links.iter().enumerate().map(|(i, l)| (l.index, i)).collect();
+            (self.links.len(), by_name, by_index)
+        });
+        (built.0 == self.links.len()).then_some(built)
+    }
+
     pub fn link(&self, name: &str) -> Option<&Link> {
-        self.links.iter().find(|l| l.name == name)
+        match self.indexed().map(|(_, by_name, _)| by_name.get(name).and_then(|i| self.links.get(*i))) {
+            Some(None) => None,
+            Some(Some(l)) if l.name == name => Some(l),
+            _ => self.links.iter().find(|l| l.name == name),
+        }
     }
     pub fn by_index(&self, index: u32) -> Option<&Link> {
-        self.links.iter().find(|l| l.index == index)
+        match self.indexed().map(|(_, _, by_index)| by_index.get(&index).and_then(|i| self.links.get(*i))) {
+            Some(None) => None,
+            Some(Some(l)) if l.index == index => Some(l),
+            _ => self.links.iter().find(|l| l.index == index),
+        }
     }
     pub fn addrs_of(&self, index: u32) -> impl Iterator<Item = &Addr> {
         self.addrs.iter().filter(move |a| a.index == index)
@@ -121,11 +153,11 @@ impl Observed {
 
 /// Links, addresses and routes of the socket's namespace.
 pub fn read_view(sock: &mut Netlink, ns: &Ns) -> Result<NsView> {
-    Ok(NsView {
-        links: sock.links().with_context(|| format!("list links in {ns}"))?,
-        addrs: sock.addrs().with_context(|| format!("list addresses in {ns}"))?,
-        routes: sock.routes().with_context(|| format!("list routes in {ns}"))?,
-    })
+    Ok(NsView::new(
+        sock.links().with_context(|| format!("list links in {ns}"))?,
+        sock.addrs().with_context(|| format!("list addresses in {ns}"))?,
+        sock.routes().with_context(|| format!("list routes in {ns}"))?,
+    ))
 }
 
 /// Observes everything in `scope`: the named namespaces' views, then each

@@ -61,6 +61,8 @@ pub struct SetLink {
     pub vxlan_group: Option<Ipv4Addr>,
     pub vxlan_ageing: Option<u32>,
     pub vxlan_ttl: Option<u8>,
+    /// The interface group (IFLA_GROUP).
+    pub group: Option<u32>,
 }
 
 /// What to do when an address to add is already there.
@@ -135,6 +137,22 @@ impl Netlink {
     pub fn delete_link(&mut self, link: LinkRef<'_>) -> Result<bool, NlError> {
         let (index, name) = link.parts();
         match self.request(msg::del_link(index, name), 0) {
+            Ok(_) => Ok(true),
+            Err(e) if e.is(libc::ENODEV) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Puts a link into interface group `group`.
+    pub fn set_group(&mut self, link: LinkRef<'_>, group: u32) -> Result<(), NlError> {
+        let (index, name) = link.parts();
+        self.request(msg::set_group(index, name, group), 0).map(drop)
+    }
+
+    /// Deletes every link of the namespace in interface group `group` in one
+    /// batched unregistration; false when no link was in it.
+    pub fn delete_group(&mut self, group: u32) -> Result<bool, NlError> {
+        match self.request(msg::del_group(group), 0) {
             Ok(_) => Ok(true),
             Err(e) if e.is(libc::ENODEV) => Ok(false),
             Err(e) => Err(e),

@@ -26,6 +26,9 @@ const NLMSGERR_ATTR_MSG: u16 = 1;
 /// Receive buffer: the largest dump datagram the kernel sends is about a
 /// page per message batch; link dumps with many attributes need more.
 const RECV_BUF: usize = 1 << 16;
+/// How often a dump interrupted by concurrent changes is started over; with
+/// the pauses between attempts (1, 2, 4 … 200 ms) that is about 3 seconds.
+const DUMP_ATTEMPTS: u32 = 20;
 
 /// A failed netlink request: the kernel's errno and, when it gave one, its
 /// extended-ack message ("A VXLAN device with the specified VNI already
@@ -155,13 +158,22 @@ impl Netlink {
     /// Sends a dump request and keeps `f(reply)` of each reply as it is
     /// parsed, so a large dump never sits in memory as full messages. Starts
     /// over when the kernel flags the dump as interrupted by a concurrent
-    /// change (NLM_F_DUMP_INTR).
+    /// change (NLM_F_DUMP_INTR), after a growing pause: right after a large
+    /// apply, a thousand new links finish IPv6 duplicate address detection
+    /// within about a second, and an address dump retried at once kept
+    /// meeting the next change (seen at N = 1000: five immediate retries
+    /// all interrupted).
     pub fn dump<T>(
         &mut self,
         msg: RouteNetlinkMessage,
         mut f: impl FnMut(RouteNetlinkMessage) -> Option<T>,
     ) -> Result<Vec<T>, NlError> {
-        for _ in 0..5 {
+        let mut pause = std::time::Duration::from_millis(1);
+        for attempt in 0..DUMP_ATTEMPTS {
+            if attempt > 0 {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(std::time::Duration::from_millis(200));
+            }
             let mut out = Vec::new();
             let mut interrupted = false;
             let seq = self.send(msg.clone(), NLM_F_DUMP)?;
