@@ -76,10 +76,7 @@ pub enum IfExists {
 impl Netlink {
     /// Every link of the namespace, in one dump.
     pub fn links(&mut self) -> Result<Vec<Link>, NlError> {
-        self.dump(msg::get_links(), |m| match m {
-            RouteNetlinkMessage::NewLink(l) => Some(msg::parse_link(&l)),
-            _ => None,
-        })
+        self.dump_raw(msg::get_links(), libc::RTM_NEWLINK, super::linkdump::parse)
     }
 
     /// One link by name; None when there is none.

@@ -168,6 +168,25 @@ impl Netlink {
         msg: RouteNetlinkMessage,
         mut f: impl FnMut(RouteNetlinkMessage) -> Option<T>,
     ) -> Result<Vec<T>, NlError> {
+        self.dump_replies(msg, |r| Ok(r.parse()?.and_then(&mut f)))
+    }
+
+    /// A dump whose replies of netlink type `kind` are decoded by `f` from
+    /// their payload bytes, in the receive buffer (see `linkdump`).
+    pub fn dump_raw<T>(
+        &mut self,
+        msg: RouteNetlinkMessage,
+        kind: u16,
+        mut f: impl FnMut(&[u8]) -> Option<T>,
+    ) -> Result<Vec<T>, NlError> {
+        self.dump_replies(msg, |r| Ok(if r.kind() == kind { f(r.header().payload()) } else { None }))
+    }
+
+    fn dump_replies<T>(
+        &mut self,
+        msg: RouteNetlinkMessage,
+        mut f: impl FnMut(&Reply<'_>) -> Result<Option<T>, NlError>,
+    ) -> Result<Vec<T>, NlError> {
         let mut pause = std::time::Duration::from_millis(1);
         for attempt in 0..DUMP_ATTEMPTS {
             if attempt > 0 {
@@ -184,7 +203,7 @@ impl Netlink {
                     NLMSG_ERROR => r.ack().map(|()| true),
                     _ if interrupted => Ok(false),
                     _ => {
-                        out.extend(r.parse()?.and_then(&mut f));
+                        out.extend(f(&r)?);
                         Ok(false)
                     }
                 }
