@@ -452,6 +452,22 @@ pub fn get_all_routes() -> RouteNetlinkMessage {
     RouteNetlinkMessage::GetRoute(RouteMessage::default())
 }
 
+/// IPv4 and IPv6 addresses of link `index` only: with strict checking
+/// (see `socket`) the kernel filters the dump by ifa_index.
+pub fn get_addresses_of(index: u32) -> RouteNetlinkMessage {
+    let mut m = AddressMessage::default();
+    m.header.index = index;
+    RouteNetlinkMessage::GetAddress(m)
+}
+
+/// IPv4 and IPv6 routes through link `oif` only: with strict checking the
+/// kernel filters the dump by RTA_OIF.
+pub fn get_all_routes_via(oif: u32) -> RouteNetlinkMessage {
+    let mut m = RouteMessage::default();
+    m.attributes.push(RouteAttribute::Oif(oif));
+    RouteNetlinkMessage::GetRoute(m)
+}
+
 /// Flags RTM_NEWADDR takes from userspace; the others (secondary,
 /// tentative, permanent, deprecated, …) are the kernel's own bookkeeping.
 const SETTABLE_ADDR_FLAGS: u32 = 0x02 | 0x04 | 0x10 | 0x100 | 0x200 | 0x400;

@@ -223,6 +223,24 @@ impl Netlink {
         })
     }
 
+    /// The addresses of link `index`, with flags and lifetimes (filtered by
+    /// the kernel where it checks dump requests strictly, and here anyway).
+    pub fn host_addrs_on(&mut self, index: u32) -> Result<Vec<HostAddr>, NlError> {
+        self.dump(msg::get_addresses_of(index), |m| match m {
+            RouteNetlinkMessage::NewAddress(a) => msg::parse_host_addr(&a).filter(|a| a.index == index),
+            _ => None,
+        })
+    }
+
+    /// The main table's unicast routes of both families through link
+    /// `oif` (filtered by the kernel where it can, and here anyway).
+    pub fn host_routes_via(&mut self, oif: u32) -> Result<Vec<HostRoute>, NlError> {
+        self.dump(msg::get_all_routes_via(oif), |m| match m {
+            RouteNetlinkMessage::NewRoute(r) => msg::parse_host_route(&r).filter(|r| r.oif == Some(oif)),
+            _ => None,
+        })
+    }
+
     /// Adds `a` (its flags, scope and lifetimes) to link `index`; false
     /// when the link already has that address (nothing was added).
     pub fn add_host_addr(&mut self, index: u32, a: &HostAddr) -> Result<bool, NlError> {

@@ -85,6 +85,12 @@ impl Netlink {
         // request's header; extended acks carry the kernel's message.
         let _ = sock.set_cap_ack(true);
         let _ = sock.set_ext_ack(true);
+        // Strict checking (NETLINK_GET_STRICT_CHK, Linux 4.20): the kernel
+        // validates dump requests and then honours the filters in them (an
+        // address dump by ifa_index, a route dump by RTA_OIF) instead of
+        // sending everything. Callers filter replies themselves too, so an
+        // older kernel only costs time.
+        let _ = sock.set_netlink_get_strict_chk(true);
         Ok(Netlink { sock, seq: 0, buf: vec![0; RECV_BUF] })
     }
 
