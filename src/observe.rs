@@ -24,7 +24,13 @@ pub struct NsView {
     pub routes: Vec<Route>,
     #[serde(skip)]
     index: LinkIndex,
+    #[serde(skip)]
+    addr_index: AddrIndex,
 }
+
+/// Addresses by link, like `LinkIndex` (planning asks for each leg's).
+#[derive(Debug, Clone, Default)]
+struct AddrIndex(std::sync::OnceLock<(usize, HashMap<u32, Vec<usize>>)>);
 
 /// Links by name and by ifindex, built on first lookup. Planning looks
 /// links up by name and index for every wanted and every observed link; a
@@ -37,7 +43,7 @@ struct LinkIndex(std::sync::OnceLock<(usize, HashMap<String, usize>, HashMap<u32
 
 impl NsView {
     pub fn new(links: Vec<Link>, addrs: Vec<Addr>, routes: Vec<Route>) -> NsView {
-        NsView { links, addrs, routes, index: LinkIndex::default() }
+        NsView { links, addrs, routes, index: LinkIndex::default(), addr_index: AddrIndex::default() }
     }
 
     fn indexed(&self) -> Option<&(usize, HashMap<String, usize>, HashMap<u32, usize>)> {
@@ -64,7 +70,20 @@ impl NsView {
         }
     }
     pub fn addrs_of(&self, index: u32) -> impl Iterator<Item = &Addr> {
-        self.addrs.iter().filter(move |a| a.index == index)
+        let built = self.addr_index.0.get_or_init(|| {
+            let mut by_link: HashMap<u32, Vec<usize>> = HashMap::new();
+            for (i, a) in self.addrs.iter().enumerate() {
+                by_link.entry(a.index).or_default().push(i);
+            }
+            (self.addrs.len(), by_link)
+        });
+        // Indexed unless addresses were added after it was built (tests).
+        let (indexed, scan) = if built.0 == self.addrs.len() {
+            (built.1.get(&index).map(Vec::as_slice).unwrap_or_default(), &[][..])
+        } else {
+            (&[][..], &self.addrs[..])
+        };
+        indexed.iter().filter_map(|i| self.addrs.get(*i)).chain(scan.iter()).filter(move |a| a.index == index)
     }
     /// The namespace's loopback carries the owner mark of a router namespace.
     pub fn loopback_mark(&self) -> Option<&str> {
