@@ -182,8 +182,8 @@ impl<'a> Apply<'a> {
 
 /// Runs every step, calling `progress` after each. On failure, undoes what
 /// this run did and returns the original error, saying whether the host is
-/// as before (kind of the error) or not (`IncompleteRollback`).
-/// Link deletions next to each other in one namespace run as one batch
+/// as before (kind of the error) or not (`IncompleteRollback`). Link
+/// deletions next to each other in one namespace run as one batch
 /// (`kinds::link::delete_all`): one unregistration instead of one per link.
 pub fn run(steps: &[Box<dyn Step>], cx: &mut Apply<'_>, mut progress: impl FnMut(&dyn Step)) -> Result<()> {
     let mut i = 0;

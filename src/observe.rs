@@ -39,31 +39,39 @@ struct AddrIndex(std::sync::OnceLock<(usize, HashMap<u32, Vec<usize>>)>);
 /// covered and is bypassed (a scan) if links were added after it was built
 /// (unit tests assemble views by hand), and a hit is always checked.
 #[derive(Debug, Clone, Default)]
-struct LinkIndex(std::sync::OnceLock<(usize, HashMap<String, usize>, HashMap<u32, usize>)>);
+struct LinkIndex(std::sync::OnceLock<Built>);
+
+#[derive(Debug, Clone)]
+struct Built {
+    /// How many links it covers.
+    covers: usize,
+    by_name: HashMap<String, usize>,
+    by_index: HashMap<u32, usize>,
+}
 
 impl NsView {
     pub fn new(links: Vec<Link>, addrs: Vec<Addr>, routes: Vec<Route>) -> NsView {
         NsView { links, addrs, routes, index: LinkIndex::default(), addr_index: AddrIndex::default() }
     }
 
-    fn indexed(&self) -> Option<&(usize, HashMap<String, usize>, HashMap<u32, usize>)> {
+    fn indexed(&self) -> Option<&Built> {
         let built = self.index.0.get_or_init(|| {
             let by_name = self.links.iter().enumerate().map(|(i, l)| (l.name.clone(), i)).collect();
             let by_index = self.links.iter().enumerate().map(|(i, l)| (l.index, i)).collect();
-            (self.links.len(), by_name, by_index)
+            Built { covers: self.links.len(), by_name, by_index }
         });
-        (built.0 == self.links.len()).then_some(built)
+        (built.covers == self.links.len()).then_some(built)
     }
 
     pub fn link(&self, name: &str) -> Option<&Link> {
-        match self.indexed().map(|(_, by_name, _)| by_name.get(name).and_then(|i| self.links.get(*i))) {
+        match self.indexed().map(|b| b.by_name.get(name).and_then(|i| self.links.get(*i))) {
             Some(None) => None,
             Some(Some(l)) if l.name == name => Some(l),
             _ => self.links.iter().find(|l| l.name == name),
         }
     }
     pub fn by_index(&self, index: u32) -> Option<&Link> {
-        match self.indexed().map(|(_, _, by_index)| by_index.get(&index).and_then(|i| self.links.get(*i))) {
+        match self.indexed().map(|b| b.by_index.get(&index).and_then(|i| self.links.get(*i))) {
             Some(None) => None,
             Some(Some(l)) if l.index == index => Some(l),
             _ => self.links.iter().find(|l| l.index == index),

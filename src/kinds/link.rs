@@ -14,8 +14,6 @@ use std::collections::BTreeSet;
 use serde::Serialize;
 
 use super::{Kind, bridge, loopback, veth, vxlan};
-
-mod group;
 use crate::apply::Apply;
 use crate::error::{Context, Result};
 use crate::facts::Facts;
@@ -25,6 +23,8 @@ use crate::netlink::{CreateCtx, IfExists, LinkRef, SetLink};
 use crate::observe::Observed;
 use crate::plan::{Diff, Order, Planner, Step, Verb, in_ns};
 use crate::profile::Profile;
+
+mod group;
 pub use group::{MIN_BATCH, delete_all};
 
 /// rtm_protocol of routes the kernel adds for an address's subnet.

@@ -53,7 +53,7 @@ fn attrs(bytes: &[u8]) -> impl Iterator<Item = NlaBuffer<&[u8]>> {
 
 /// An attribute's value, borrowed from the receive buffer itself (not from
 /// the `NlaBuffer`, so that it can outlive the loop that found it).
-fn value<'a>(a: NlaBuffer<&'a [u8]>) -> &'a [u8] {
+fn value(a: NlaBuffer<&[u8]>) -> &[u8] {
     let len = usize::from(a.length());
     let bytes = a.into_inner();
     bytes.get(4..len.min(bytes.len())).unwrap_or_default()
