@@ -17,7 +17,6 @@
 
 use std::fmt::Write as _;
 use std::fs::{self, File};
-use std::io;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -192,16 +191,14 @@ impl Undo for Revert {
 }
 
 /// Where a host's keepalived files live.
-pub struct Files {
-    dir: PathBuf,
-}
+pub struct Files(daemon::NsFiles);
 
 impl Files {
     pub fn new(run_dir: &Path, host: &str) -> Files {
-        Files { dir: run_dir.join("keepalived").join(host) }
+        Files(daemon::NsFiles::new(run_dir, "keepalived", host))
     }
     fn path(&self, ns: &str, ext: &str) -> PathBuf {
-        self.dir.join(format!("{ns}.{ext}"))
+        self.0.path(ns, ext)
     }
     pub fn conf(&self, ns: &str) -> PathBuf {
         self.path(ns, "conf")
@@ -362,30 +359,11 @@ fn running_pid(files: &Files, ns: &str) -> Option<u32> {
 
 /// The keepalived instances this host's vxrouter started.
 fn observe(files: &Files) -> Result<Vec<Running>> {
-    let entries = match fs::read_dir(&files.dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(vec![]),
-        Err(e) => return Err(e).with_context(|| format!("read {}", files.dir.display())),
-    };
-    let mut out = Vec::new();
-    for e in entries.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let Some(ns) = name.strip_suffix(".conf") else { continue };
-        let config = fs::read_to_string(e.path()).with_context(|| format!("read {}", e.path().display()))?;
-        out.push(Running { ns: ns.to_string(), config, pid: running_pid(files, ns) });
-    }
-    out.sort_by(|a, b| a.ns.cmp(&b.ns));
-    Ok(out)
+    Ok(files.0.configs()?.into_iter().map(|(ns, config)| Running { pid: running_pid(files, &ns), ns, config }).collect())
 }
 
 fn write_files(files: &Files, ns: &str, config: &str, notify: &str) -> Result<()> {
-    if let Some(run_dir) = files.dir.parent().and_then(Path::parent) {
-        crate::fsutil::private_dir(run_dir)?;
-    }
-    if let Some(kind_dir) = files.dir.parent() {
-        crate::fsutil::private_dir(kind_dir)?;
-    }
-    crate::fsutil::private_dir(&files.dir)?;
+    files.0.make_dirs()?;
     crate::fsutil::write_private(&files.conf(ns), config.as_bytes())?;
     // keepalived runs the script as root and refuses one others could edit.
     let script = files.notify(ns);
@@ -485,8 +463,7 @@ fn stop(files: &Files, ns: &str, found: Option<u32>) -> Result<()> {
     stop_orphan(files, ns)?;
     netns::unmount_sysfs(&files.host_sys(ns))?;
     daemon::remove_files([conf.as_path(), &files.pid(ns), &files.vrrp_pid(ns), &files.notify(ns), &files.transitions(ns), &files.log(ns)])?;
-    let _ = fs::remove_dir(&files.dir);
-    let _ = files.dir.parent().map(fs::remove_dir);
+    files.0.remove_empty_dirs();
     Ok(())
 }
 
