@@ -246,8 +246,9 @@ pub fn add_addr(index: u32, cidr: IpNet) -> RouteNetlinkMessage {
     let mut m = addr_msg(index, cidr);
     // A router's own IPv6 address is usable at once: duplicate address
     // detection would hold it tentative (unusable as a source, no answer to
-    // neighbour solicitations) for a second after every apply.
-    if cidr.addr().is_ipv6() {
+    // neighbour solicitations) for a second after every apply. Link-local
+    // addresses are the kernel's own (a rollback puts one back as it was).
+    if matches!(cidr, IpNet::V6(n) if n.addr().segments()[0] & 0xffc0 != 0xfe80) {
         m.attributes.push(AddressAttribute::Flags(AddressFlags::Nodad));
     }
     RouteNetlinkMessage::NewAddress(m)
