@@ -2,7 +2,9 @@
 //! underlay switch and the internet. Parsed and validated like profiles.
 
 use std::collections::BTreeSet;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use ipnet::Ipv6Net;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -45,6 +47,9 @@ struct RawUnderlay {
     subnet: S<String>,
     /// false: the simulated switch drops multicast (clouds without it).
     multicast: Option<S<bool>>,
+    /// The underlay's IPv6 prefix: hosts with `underlay6` get an address
+    /// in it on their underlay NIC (VXLAN over IPv6).
+    subnet6: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -52,6 +57,11 @@ struct RawUnderlay {
 struct RawInternet {
     gateway: S<String>,
     server: S<String>,
+    /// The internet's IPv6 address on the public segment, with its prefix
+    /// (the routers' `gateway6`).
+    gateway6: Option<S<String>>,
+    /// An IPv6 internet server, reached through the internet node.
+    server6: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -60,6 +70,8 @@ struct RawHost {
     name: S<String>,
     profile: S<String>,
     underlay: S<String>,
+    /// The host's IPv6 address on the underlay (inside `underlay.subnet6`).
+    underlay6: Option<S<String>>,
     uplink: Option<S<bool>>,
     /// Run a real libvirtd in this host; its QEMU guests are started
     /// through it, on networks defined from `vxrouter render libvirt`.
@@ -90,6 +102,12 @@ pub struct Lab {
     /// Upstream router address on the public segment, with its prefix.
     pub gateway: Ipv4Cidr,
     pub server: Ipv4Addr,
+    /// The underlay's IPv6 prefix (`underlay.subnet6`).
+    pub underlay6: Option<Ipv6Net>,
+    /// The internet's IPv6 address on the public segment, with its prefix.
+    pub gateway6: Option<Ipv6Net>,
+    /// The IPv6 internet server.
+    pub server6: Option<Ipv6Addr>,
     pub hosts: Vec<LabHost>,
     pub vms: Vec<LabVm>,
     /// Router HA cells: how many failover + return rounds.
@@ -107,6 +125,8 @@ pub struct LabHost {
     pub profile_path: PathBuf,
     pub profile: Profile,
     pub underlay: Ipv4Addr,
+    /// The host's IPv6 underlay address (`underlay6`).
+    pub underlay6: Option<Ipv6Addr>,
     pub uplink: bool,
     pub libvirt: bool,
 }
@@ -114,8 +134,9 @@ pub struct LabHost {
 impl LabHost {
     /// The address this host sends VXLAN from (what other hosts' unicast
     /// peers must list).
-    pub fn local_address(&self) -> Ipv4Addr {
-        self.profile.underlay.as_ref().and_then(|u| u.local).unwrap_or(self.underlay)
+    pub fn local_address(&self) -> IpAddr {
+        #[allow(clippy::useless_conversion)]
+        self.profile.underlay.as_ref().and_then(|u| u.local).map(IpAddr::from).unwrap_or(IpAddr::V4(self.underlay))
     }
 }
 
@@ -157,6 +178,15 @@ impl Lab {
         out
     }
 
+    /// The router leg serving a segment (bridge) over IPv6, with its
+    /// router: the segment's VMs autoconfigure from its advertisements.
+    pub fn leg6(&self, bridge: &str) -> Option<(&vxrouter::profile::Router, &vxrouter::profile::Leg)> {
+        self.hosts
+            .iter()
+            .filter_map(|h| h.profile.router.as_ref())
+            .find_map(|r| r.private.iter().find(|l| l.bridge == bridge && l.address6.is_some()).map(|l| (r, l)))
+    }
+
     pub fn load(path: &Path) -> Result<Lab, ProfileErrors> {
         let file = path.display().to_string();
         let text = std::fs::read_to_string(path)
@@ -190,6 +220,30 @@ impl Lab {
         let underlay = cidr::parse(u.subnet.get_ref()).map_err(|r| err(u.subnet.span(), "underlay.subnet", r)).ok();
         let i = raw.internet.get_ref();
         let gateway = cidr::parse(i.gateway.get_ref()).map_err(|r| err(i.gateway.span(), "internet.gateway", r)).ok();
+        let v6 = |v: &Option<S<String>>, key: &str, err: &mut dyn FnMut(std::ops::Range<usize>, &str, String)| {
+            v.as_ref().and_then(|s| {
+                s.get_ref()
+                    .parse::<Ipv6Addr>()
+                    .map_err(|_| err(s.span(), key, format!("{:?} is not an IPv6 address", s.get_ref())))
+                    .ok()
+            })
+        };
+        let net6 = |v: &Option<S<String>>, key: &str, err: &mut dyn FnMut(std::ops::Range<usize>, &str, String)| {
+            v.as_ref().and_then(|s| {
+                s.get_ref()
+                    .parse::<Ipv6Net>()
+                    .map_err(|_| err(s.span(), key, format!("{:?} is not an IPv6 address with a prefix length", s.get_ref())))
+                    .ok()
+            })
+        };
+        let underlay6 = net6(&u.subnet6, "underlay.subnet6", &mut err);
+        let gateway6 = net6(&i.gateway6, "internet.gateway6", &mut err);
+        let server6 = v6(&i.server6, "internet.server6", &mut err);
+        if let (Some(g), Some(s), Some(span)) = (gateway6, server6, i.server6.as_ref().map(|s| s.span()))
+            && g.contains(&s)
+        {
+            err(span, "internet.server6", format!("{s} is on the public segment ({}); the server sits behind the internet node", g.trunc()));
+        }
         let server = i
             .server
             .get_ref()
@@ -221,6 +275,16 @@ impl Lab {
                     None
                 }
             };
+            let addr6 = v6(&h.underlay6, &key("underlay6"), &mut err);
+            if let (Some(a), Some(span)) = (addr6, h.underlay6.as_ref().map(|s| s.span())) {
+                match underlay6 {
+                    Some(net) if !net.contains(&a) => {
+                        err(span, &key("underlay6"), format!("{a} is not inside underlay.subnet6"))
+                    }
+                    Some(_) => {}
+                    None => err(span, &key("underlay6"), "give the underlay an IPv6 prefix: [underlay] subnet6".into()),
+                }
+            }
             let profile_path = base.join(h.profile.get_ref());
             let profile = match Profile::load(&profile_path) {
                 Ok(p) => Some(p),
@@ -239,6 +303,17 @@ impl Lab {
                 if p.router.is_some() && !uplink {
                     err(h.name.span(), &key("uplink"), "this host's profile has a [router]; give it `uplink = true`".into());
                 }
+                #[allow(clippy::useless_conversion)]
+                let local = p.underlay.as_ref().and_then(|u| u.local).map(IpAddr::from);
+                if let Some(IpAddr::V6(l)) = local
+                    && addr6 != Some(l)
+                {
+                    err(
+                        h.profile.span(),
+                        &key("profile"),
+                        format!("the profile's underlay local address is {l}: give this host `underlay6 = \"{l}\"`"),
+                    );
+                }
                 if p.underlay.is_none() {
                     err(
                         h.profile.span(),
@@ -253,6 +328,7 @@ impl Lab {
                     profile_path: std::fs::canonicalize(&profile_path).unwrap_or(profile_path),
                     profile,
                     underlay: a,
+                    underlay6: addr6,
                     uplink: h.uplink.as_ref().is_some_and(|u| *u.get_ref()),
                     libvirt: h.libvirt.as_ref().is_some_and(|l| *l.get_ref()),
                 });
@@ -353,6 +429,9 @@ impl Lab {
             multicast: u.multicast.as_ref().map(|m| *m.get_ref()).unwrap_or(true),
             gateway: gateway.unwrap_or(cidr::any()),
             server: server.unwrap_or(Ipv4Addr::UNSPECIFIED),
+            underlay6,
+            gateway6,
+            server6,
             hosts,
             vms,
             ha_rounds,
@@ -391,10 +470,10 @@ fn segment_disagreement(a: &LabHost, b: &LabHost) -> Option<String> {
                 (Flood::Multicast(g), Flood::Unicast(_)) => d.push(format!("multicast group {g} vs unicast peers")),
                 (Flood::Unicast(_), Flood::Multicast(g)) => d.push(format!("unicast peers vs multicast group {g}")),
                 (Flood::Unicast(pa), Flood::Unicast(pb)) => {
-                    if !pa.contains(&b.local_address()) {
+                    if !pa.iter().any(|p| IpAddr::from(*p) == b.local_address()) {
                         d.push(format!("{}'s peers lack {}'s underlay address {}", a.name, b.name, b.local_address()));
                     }
-                    if !pb.contains(&a.local_address()) {
+                    if !pb.iter().any(|p| IpAddr::from(*p) == a.local_address()) {
                         d.push(format!("{}'s peers lack {}'s underlay address {}", b.name, a.name, a.local_address()));
                     }
                 }
