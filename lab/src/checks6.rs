@@ -124,7 +124,9 @@ pub fn prepare<'a>(
         six._listeners.push(server.listen(s6, SERVER_PORT)?);
     }
     if let Some(a6) = attacker_address6(lab) {
-        six._listeners.push(Vm::Ns(Node { name: attacker.name.clone(), net: attacker.net.try_clone()?, mnt: None }).listen(a6, ATTACKER_PORT)?);
+        six._listeners.push(
+            Vm::Ns(Node { name: attacker.name.clone(), net: attacker.net.try_clone()?, mnt: None }).listen(a6, ATTACKER_PORT)?,
+        );
     }
     for r in lab.hosts.iter().filter_map(|h| h.profile.router.as_ref()) {
         let Some(public6) = r.public.leg.address6 else { continue };
@@ -204,7 +206,13 @@ pub fn jobs<'a>(lab: &'a Lab, six: &'a Six<'a>, attacker: &'a Vm) -> Vec<Job<'a>
             };
             // Control 1: the VM's listener answers from its own segment.
             if let Err(e) = peer.handle.send(a.addr, VM_PORT, 16, 3) {
-                return r(false, format!("control failed: {}'s listener [{}]:{VM_PORT} unreachable from its own segment: {e}", a.vm.name, a.addr));
+                return r(
+                    false,
+                    format!(
+                        "control failed: {}'s listener [{}]:{VM_PORT} unreachable from its own segment: {e}",
+                        a.vm.name, a.addr
+                    ),
+                );
             }
             // Control 2: the VM reaches the attacker through the router and
             // the attacker's answers come back (routed: to the VM's prefix,
@@ -214,10 +222,21 @@ pub fn jobs<'a>(lab: &'a Lab, six: &'a Six<'a>, attacker: &'a Vm) -> Vec<Job<'a>
                 Ok((seen, _)) => {
                     return r(false, format!("control: the attacker saw {seen} connect, expected {:?}", a.egress));
                 }
-                Err(e) => return r(false, format!("control failed: {} cannot reach the attacker at [{me}]:{ATTACKER_PORT}: {e}", a.vm.name)),
+                Err(e) => {
+                    return r(
+                        false,
+                        format!("control failed: {} cannot reach the attacker at [{me}]:{ATTACKER_PORT}: {e}", a.vm.name),
+                    );
+                }
             }
             match attacker.send(a.addr, VM_PORT, 16, 2) {
-                Ok((seen, _)) => r(false, format!("a new connection from the internet reached {} at [{}]:{VM_PORT} (seen from {seen})", a.vm.name, a.addr)),
+                Ok((seen, _)) => r(
+                    false,
+                    format!(
+                        "a new connection from the internet reached {} at [{}]:{VM_PORT} (seen from {seen})",
+                        a.vm.name, a.addr
+                    ),
+                ),
                 Err(_) => r(
                     true,
                     format!(
@@ -256,7 +275,16 @@ fn path_mtu6(a: &Vm, server6: Ipv6Addr, seg: u32) -> (bool, String) {
     if !lower.contains("message too long") && !lower.contains("packet too big") {
         return (false, format!("{}-byte IPv6 packets were sent and lost instead of refused: {}", seg + 1, last_line(&said)));
     }
-    let (_, narrow) = server6_side(server6);
+    // An address behind the narrow hop that the VM has no path MTU for yet
+    // (one cached by an earlier check would pass without a new packet-too-big).
+    let (_, block) = server6_side(server6);
+    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    let fresh = (0..64u32)
+        .map(|i| Ipv6Addr::from(u128::from(block.network()) + 1 + u128::from((seed.wrapping_add(i * 7919)) % 0xfffe)))
+        .find(|n| narrow_seen(a, *n).is_none());
+    let Some(narrow) = fresh else {
+        return (false, format!("every address of {block} tried has a path MTU cached already"));
+    };
     if narrow_seen(a, narrow).is_none() {
         let (_, said) = a.ping6_df(narrow, full);
         if narrow_seen(a, narrow).is_none() {
@@ -271,7 +299,10 @@ fn path_mtu6(a: &Vm, server6: Ipv6Addr, seg: u32) -> (bool, String) {
     }
     let fits = NARROW_MTU - PING6_OVERHEAD;
     if !(a.ping6_df(narrow, fits).0 || a.ping6_df(narrow, fits).0) {
-        return (false, format!("the VM learnt path MTU {NARROW_MTU} to {narrow}, but {NARROW_MTU}-byte packets do not get there"));
+        return (
+            false,
+            format!("the VM learnt path MTU {NARROW_MTU} to {narrow}, but {NARROW_MTU}-byte packets do not get there"),
+        );
     }
     (
         true,
@@ -309,4 +340,3 @@ pub fn public_side6(lab: &Lab, attacker: &Vm, public6: Ipv6Addr, gateways6: &[Ip
     }
     problems
 }
-

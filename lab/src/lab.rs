@@ -188,13 +188,16 @@ pub fn ip(node: &Node, args: &[&str]) -> Result<()> {
 pub const NARROW_MTU: u32 = 1280;
 
 /// The IPv6 server's side: (the internet node's address towards the
-/// server, a second server address behind a hop of MTU 1280), both in the
-/// server's /64.
-pub fn server6_side(server6: Ipv6Addr) -> (Ipv6Addr, Ipv6Addr) {
+/// server, a /112 of further server addresses behind a hop of MTU 1280),
+/// both in the server's /64. The server answers every address of the /112
+/// (a local route), so each `pmtu6` probe can take one no path MTU is
+/// cached for yet.
+pub fn server6_side(server6: Ipv6Addr) -> (Ipv6Addr, ipnet::Ipv6Net) {
     let net = u128::from(server6) & !((1u128 << 64) - 1);
     let upstream = if u128::from(server6) == net + 1 { net + 2 } else { net + 1 };
-    let narrow = (1..4).map(|i| u128::from(server6).wrapping_add(i)).find(|a| *a != upstream && *a != net).unwrap_or(net + 3);
-    (Ipv6Addr::from(upstream), Ipv6Addr::from(narrow))
+    let block = |tag: u128| ipnet::Ipv6Net::new(Ipv6Addr::from(net | (tag << 16)), 112).expect("prefix length 112");
+    let narrow = [0xffff_ffff_ffffu128, 0xffff_ffff_fffe].into_iter().map(block).find(|b| !b.contains(&server6));
+    (Ipv6Addr::from(upstream), narrow.unwrap_or_else(|| block(0xffff_ffff_fffd)))
 }
 
 /// The attacker's IPv6 address on the public segment, taken by nobody else.
@@ -225,12 +228,27 @@ fn internet6(lab: &Lab, internet: &Node, server: &Node, attacker: &Node) -> Resu
         let (up6, narrow) = server6_side(s6);
         ip(internet, &["-6", "addr", "replace", &format!("{up6}/64"), "dev", "eth1", "nodad"])?;
         ip(server, &["-6", "addr", "replace", &format!("{s6}/64"), "dev", "eth0", "nodad"])?;
-        ip(server, &["-6", "addr", "replace", &format!("{narrow}/64"), "dev", "eth0", "nodad"])?;
+        ip(server, &["-6", "route", "replace", "local", &narrow.to_string(), "dev", "lo"])?;
         ip(server, &["-6", "route", "replace", "default", "via", &up6.to_string()])?;
-        // A hop narrower than any segment on the way to the second address
+        // A hop narrower than any segment on the way to those addresses
         // (as a tunnel on the internet would be): the internet node answers
         // bigger packets with packet-too-big.
-        ip(internet, &["-6", "route", "replace", &format!("{narrow}/128"), "dev", "eth1", "mtu", "lock", &NARROW_MTU.to_string()])?;
+        ip(
+            internet,
+            &[
+                "-6",
+                "route",
+                "replace",
+                &narrow.to_string(),
+                "via",
+                &s6.to_string(),
+                "dev",
+                "eth1",
+                "mtu",
+                "lock",
+                &NARROW_MTU.to_string(),
+            ],
+        )?;
     }
     for r in lab.hosts.iter().filter_map(|h| h.profile.router.as_ref()) {
         let Some(public6) = r.public.leg.address6 else { continue };
@@ -352,7 +370,9 @@ pub fn up(lab: &Lab, opts: &UpOptions) -> Result<LabState> {
         interrupt::check()?;
         let (vm, tap) = (&lab.vms[i], &names[i]);
         let attached = match vm.kind {
-            VmKind::Namespace => attach_vm(&dir, lab, vm, tap).map(|lease| (format!("{tap} in {} on {}", vm.bridge, vm.host), lease)),
+            VmKind::Namespace => {
+                attach_vm(&dir, lab, vm, tap).map(|lease| (format!("{tap} in {} on {}", vm.bridge, vm.host), lease))
+            }
             VmKind::Qemu => attach_guest(&dir, lab, vm, tap, &mut guests, &mut state, q),
         };
         let status = match attached {
@@ -360,7 +380,13 @@ pub fn up(lab: &Lab, opts: &UpOptions) -> Result<LabState> {
             Err(e) if interrupt::of(&e).is_some() => return Err(e),
             Err(e) => {
                 say(q, format!("{}: not attached: {e:#}", vm.name));
-                NodeStatus { name: vm.name.clone(), ok: false, detail: format!("not attached: {e:#}"), lease: None, address6: None }
+                NodeStatus {
+                    name: vm.name.clone(),
+                    ok: false,
+                    detail: format!("not attached: {e:#}"),
+                    lease: None,
+                    address6: None,
+                }
             }
         };
         statuses[i] = Some(status);

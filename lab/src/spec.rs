@@ -242,7 +242,11 @@ impl Lab {
         if let (Some(g), Some(s), Some(span)) = (gateway6, server6, i.server6.as_ref().map(|s| s.span()))
             && g.contains(&s)
         {
-            err(span, "internet.server6", format!("{s} is on the public segment ({}); the server sits behind the internet node", g.trunc()));
+            err(
+                span,
+                "internet.server6",
+                format!("{s} is on the public segment ({}); the server sits behind the internet node", g.trunc()),
+            );
         }
         let server = i
             .server
@@ -278,9 +282,7 @@ impl Lab {
             let addr6 = v6(&h.underlay6, &key("underlay6"), &mut err);
             if let (Some(a), Some(span)) = (addr6, h.underlay6.as_ref().map(|s| s.span())) {
                 match underlay6 {
-                    Some(net) if !net.contains(&a) => {
-                        err(span, &key("underlay6"), format!("{a} is not inside underlay.subnet6"))
-                    }
+                    Some(net) if !net.contains(&a) => err(span, &key("underlay6"), format!("{a} is not inside underlay.subnet6")),
                     Some(_) => {}
                     None => err(span, &key("underlay6"), "give the underlay an IPv6 prefix: [underlay] subnet6".into()),
                 }
