@@ -114,8 +114,8 @@ pub struct LabHost {
 impl LabHost {
     /// The address this host sends VXLAN from (what other hosts' unicast
     /// peers must list).
-    pub fn local_address(&self) -> Ipv4Addr {
-        self.profile.underlay.as_ref().and_then(|u| u.local).unwrap_or(self.underlay)
+    pub fn local_address(&self) -> std::net::IpAddr {
+        self.profile.underlay.as_ref().and_then(|u| u.local).unwrap_or(std::net::IpAddr::V4(self.underlay))
     }
 }
 
