@@ -762,8 +762,7 @@ pub fn golden(dir: &Path, command: &str) -> String {
         let destroy = words.contains(&"destroy");
         let (desired, warnings) = desire(&p, &observed.facts, &observed.host, destroy)?;
         let opts = PlanOptions { force: words.contains(&"--force"), adopt: words.contains(&"--adopt") };
-        let plan = plan::plan(&desired, &observed, opts)
-            .map_err(|c| crate::error!(Conflict, "{c}\nnothing was changed"))?;
+        let plan = plan::plan(&desired, &observed, opts).map_err(|c| crate::error!(Conflict, "{c}\nnothing was changed"))?;
         Ok(plan_text(&plan, &warnings, "no changes"))
     })();
     match result {

@@ -41,7 +41,8 @@ fn internet6(l: &TestLab) {
     assert!(o.status.success(), "{}", text(&o));
     // So is the attacker's: it sits on the public segment and routes the
     // VMs' prefix via the router's public address.
-    let o = l.sh("attacker", &format!("ip addr add 2001:db8:ff::66/64 dev eth0 nodad && ip route add 2001:db8:10::/64 via {PUBLIC6}"));
+    let o = l
+        .sh("attacker", &format!("ip addr add 2001:db8:ff::66/64 dev eth0 nodad && ip route add 2001:db8:10::/64 via {PUBLIC6}"));
     assert!(o.status.success(), "{}", text(&o));
 }
 
@@ -91,7 +92,7 @@ fn dual_stack_vms_autoconfigure_reach_out_routed_and_nothing_reaches_in() {
     let l = dual_stack_lab("ipv6-routed", &router_profile());
     l.up();
     internet6(&l);
-    let (a, b, c) = (slaac(&l, "vm-a"), slaac(&l, "vm-b"), slaac(&l, "vm-c"));
+    let (a, b, _) = (slaac(&l, "vm-a"), slaac(&l, "vm-b"), slaac(&l, "vm-c"));
     assert!(a.starts_with("2001:db8:10:") && b.starts_with("2001:db8:10:"), "{a} {b}");
 
     // The advertisement carries the segment MTU: a VM at MTU 1500 uses 1450
@@ -136,13 +137,17 @@ fn dual_stack_vms_autoconfigure_reach_out_routed_and_nothing_reaches_in() {
 
     // The IPv6 firewall is the router's, in the nftables backend.
     let rules = stdout(&l.exec("host-a", &["ip", "netns", "exec", "ns1", "nft", "list", "table", "ip6", "vxrouter"]));
-    assert!(rules.contains("icmpv6 type packet-too-big accept") && rules.contains("icmpv6 type nd-neighbor-solicit accept"), "{rules}");
+    assert!(
+        rules.contains("icmpv6 type packet-too-big accept") && rules.contains("icmpv6 type nd-neighbor-solicit accept"),
+        "{rules}"
+    );
 }
 
 #[test]
 #[ignore = "needs root and the sandbox: scripts/test.sh"]
 fn nat66_and_the_iptables_backend() {
-    let profile = router_profile().replace("namespace = \"ns1\"", "namespace = \"ns1\"\nnat6 = \"masquerade\"\nfirewall = \"iptables\"");
+    let profile =
+        router_profile().replace("namespace = \"ns1\"", "namespace = \"ns1\"\nnat6 = \"masquerade\"\nfirewall = \"iptables\"");
     let l = dual_stack_lab("ipv6-nat66", &profile);
     l.up();
     internet6(&l);
@@ -159,4 +164,87 @@ fn nat66_and_the_iptables_backend() {
     assert_eq!(peer_seen(&l, "attacker", &format!("[{b}]:7001")), None, "the internet connected to a VM");
     let o = l.vx("host-a", &["check", &l.path("host-a.toml")]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+}
+
+/// The seed profiles with VXLAN over IPv6: `local` an IPv6 address of the
+/// host's underlay NIC, and `flood` either the IPv6 group or the peers.
+fn over_ipv6(profile: &str, local: &str, flood: &str) -> String {
+    profile
+        .replacen("device = \"eth0\"", &format!("device = \"eth0\"\nlocal = \"{local}\"\nallow = [\"fd00::/64\"]"), 1)
+        .replace("group = \"239.0.4.46\"", flood)
+}
+
+/// A VXLAN link's attributes as `ip -d -j link` reports them.
+fn vxlan_info(l: &TestLab, host: &str, link: &str) -> serde_json::Value {
+    let o = l.exec(host, &["ip", "-d", "-j", "link", "show", "dev", link]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&o)));
+    v[0]["linkinfo"]["info_data"].clone()
+}
+
+#[test]
+#[ignore = "needs root and the sandbox: scripts/test.sh"]
+fn vxlan_over_an_ipv6_underlay_with_a_group_then_peers() {
+    let group = "group = \"ff05::4:46\"";
+    let peers = "peers = [\"fd00::1\", \"fd00::2\"]";
+    let (a, b) = (seed_profile("host-a"), seed_profile("host-b"));
+    let l = TestLab::new(
+        "ipv6-underlay",
+        &seed_lab("ipv6-underlay", "host-a.toml", "host-b.toml"),
+        &[("host-a.toml", &over_ipv6(&a, "fd00::1", group)), ("host-b.toml", &over_ipv6(&b, "fd00::2", group))],
+    );
+    // The underlay NICs get IPv6 addresses before the profiles are applied.
+    l.up_bare();
+    for (host, addr) in [("host-a", "fd00::1/64"), ("host-b", "fd00::2/64")] {
+        let o = l.sh(host, &format!("sysctl -qw net.ipv6.conf.eth0.disable_ipv6=0 && ip addr add {addr} dev eth0 nodad"));
+        assert!(o.status.success(), "{}", text(&o));
+    }
+    l.up();
+    let v = vxlan_info(&l, "host-b", "vxlan1070");
+    assert_eq!((v["group6"].as_str(), v["local6"].as_str()), (Some("ff05::4:46"), Some("fd00::2")), "{v}");
+    // The IPv6 header is 20 bytes longer: the segment MTU is 1500 - 70.
+    let o = l.exec("host-b", &["ip", "-j", "link", "show", "dev", "br-pr"]);
+    let br: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&o)));
+    assert_eq!(br[0]["mtu"], 1430, "{br}");
+    // The allow-list is an IPv6 chain on the host.
+    let rules = stdout(&l.exec("host-b", &["nft", "list", "table", "ip6", "vxrouter"]));
+    assert!(rules.contains("ip6 saddr fd00::/64 udp dport 4789 return"), "{rules}");
+    // VMs reach each other across hosts (and the internet) over it: the
+    // lab's matrix, with its DF pings at the segment MTU.
+    l.assert_matrix_passes();
+    for h in ["host-a", "host-b"] {
+        let o = l.vx(h, &["check", &l.path(&format!("{h}.toml"))]);
+        assert!(o.status.success(), "{h}: {}", text(&o));
+    }
+
+    // Multicast to IPv6 unicast peers: the links are recreated, the peers
+    // are IPv6 flood entries.
+    l.write("host-a.toml", &over_ipv6(&a, "fd00::1", peers));
+    l.write("host-b.toml", &over_ipv6(&b, "fd00::2", peers));
+    for h in ["host-a", "host-b"] {
+        let o = l.vx(h, &["apply", "-q", &l.path(&format!("{h}.toml"))]);
+        assert!(o.status.success(), "{h}: {}", text(&o));
+    }
+    let o = l.exec("host-b", &["bridge", "fdb", "show", "dev", "vxlan1070"]);
+    assert!(stdout(&o).contains("00:00:00:00:00:00 dst fd00::1"), "{}", stdout(&o));
+    assert!(!stdout(&o).contains("dst fd00::2"), "its own address is no peer: {}", stdout(&o));
+    l.assert_matrix_passes();
+
+    // A peer removed by hand is drift, and apply puts it back.
+    let o = l.exec("host-b", &["bridge", "fdb", "del", "00:00:00:00:00:00", "dev", "vxlan1070", "dst", "fd00::1"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let p = l.path("host-b.toml");
+    let o = l.vx("host-b", &["check", &p]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("fd00::1"), "{}", text(&o));
+    let o = l.vx("host-b", &["apply", "-q", &p]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = l.vx("host-b", &["check", &p]);
+    assert!(o.status.success(), "{}", text(&o));
+    // A second apply changes nothing.
+    let o = l.vx("host-b", &["plan", &p]);
+    assert!(stdout(&o).contains("no changes"), "{}", text(&o));
+    for h in ["host-a", "host-b"] {
+        let o = l.vx(h, &["destroy", "-q", &l.path(&format!("{h}.toml"))]);
+        assert!(o.status.success(), "{h}: {}", text(&o));
+    }
 }

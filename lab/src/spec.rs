@@ -135,8 +135,7 @@ impl LabHost {
     /// The address this host sends VXLAN from (what other hosts' unicast
     /// peers must list).
     pub fn local_address(&self) -> IpAddr {
-        #[allow(clippy::useless_conversion)]
-        self.profile.underlay.as_ref().and_then(|u| u.local).map(IpAddr::from).unwrap_or(IpAddr::V4(self.underlay))
+        self.profile.underlay.as_ref().and_then(|u| u.local).unwrap_or(IpAddr::V4(self.underlay))
     }
 }
 
@@ -305,8 +304,7 @@ impl Lab {
                 if p.router.is_some() && !uplink {
                     err(h.name.span(), &key("uplink"), "this host's profile has a [router]; give it `uplink = true`".into());
                 }
-                #[allow(clippy::useless_conversion)]
-                let local = p.underlay.as_ref().and_then(|u| u.local).map(IpAddr::from);
+                let local = p.underlay.as_ref().and_then(|u| u.local);
                 if let Some(IpAddr::V6(l)) = local
                     && addr6 != Some(l)
                 {
@@ -472,10 +470,10 @@ fn segment_disagreement(a: &LabHost, b: &LabHost) -> Option<String> {
                 (Flood::Multicast(g), Flood::Unicast(_)) => d.push(format!("multicast group {g} vs unicast peers")),
                 (Flood::Unicast(_), Flood::Multicast(g)) => d.push(format!("unicast peers vs multicast group {g}")),
                 (Flood::Unicast(pa), Flood::Unicast(pb)) => {
-                    if !pa.iter().any(|p| IpAddr::from(*p) == b.local_address()) {
+                    if !pa.contains(&b.local_address()) {
                         d.push(format!("{}'s peers lack {}'s underlay address {}", a.name, b.name, b.local_address()));
                     }
-                    if !pb.iter().any(|p| IpAddr::from(*p) == a.local_address()) {
+                    if !pb.contains(&a.local_address()) {
                         d.push(format!("{}'s peers lack {}'s underlay address {}", b.name, a.name, a.local_address()));
                     }
                 }

@@ -247,7 +247,12 @@ fn router_policy6(r: &crate::profile::Router) -> Vec<Chain> {
     // leg has one.
     let Some(public6) = r.public.leg.address6 else {
         return vec![
-            v6("in", Table::Filter, Hook::Input, vec![rule(vec![Match::In("lo".into())], Verdict::Accept), rule(vec![], Verdict::Drop)]),
+            v6(
+                "in",
+                Table::Filter,
+                Hook::Input,
+                vec![rule(vec![Match::In("lo".into())], Verdict::Accept), rule(vec![], Verdict::Drop)],
+            ),
             v6("fwd", Table::Filter, Hook::Forward, vec![rule(vec![], Verdict::Drop)]),
         ];
     };
@@ -257,7 +262,10 @@ fn router_policy6(r: &crate::profile::Router) -> Vec<Chain> {
     for t in ICMP6_ERRORS.into_iter().chain(ICMP6_NEIGHBOUR_DISCOVERY) {
         input.push(rule(vec![Match::Icmp6(t)], Verdict::Accept));
     }
-    input.push(rule(vec![Match::Dst(IpNet::V6(ipnet::Ipv6Net::from(public6.addr()))), Match::In(public.clone()), Match::IcmpEcho], Verdict::Accept));
+    input.push(rule(
+        vec![Match::Dst(IpNet::V6(ipnet::Ipv6Net::from(public6.addr()))), Match::In(public.clone()), Match::IcmpEcho],
+        Verdict::Accept,
+    ));
     for l in &legs {
         input.push(rule(vec![Match::In(l.veth[1].clone()), Match::IcmpEcho], Verdict::Accept));
     }
@@ -274,7 +282,8 @@ fn router_policy6(r: &crate::profile::Router) -> Vec<Chain> {
         forward.push(rule(vec![Match::Icmp6(t)], Verdict::Accept));
     }
     for l in &legs {
-        forward.push(rule(vec![Match::Src(prefix(l)), Match::In(l.veth[1].clone()), Match::Out(public.clone())], Verdict::Accept));
+        forward
+            .push(rule(vec![Match::Src(prefix(l)), Match::In(l.veth[1].clone()), Match::Out(public.clone())], Verdict::Accept));
     }
     if r.route_between_segments {
         for a in &legs {
@@ -290,10 +299,8 @@ fn router_policy6(r: &crate::profile::Router) -> Vec<Chain> {
 
     let mut chains = vec![v6("in", Table::Filter, Hook::Input, input), v6("fwd", Table::Filter, Hook::Forward, forward)];
     if r.nat6 == crate::profile::Nat6::Masquerade {
-        let post = legs
-            .iter()
-            .map(|l| rule(vec![Match::Src(prefix(l)), Match::Out(public.clone())], Verdict::Masquerade))
-            .collect();
+        let post =
+            legs.iter().map(|l| rule(vec![Match::Src(prefix(l)), Match::Out(public.clone())], Verdict::Masquerade)).collect();
         chains.push(v6("post", Table::Nat, Hook::Postrouting, post));
     }
     chains
@@ -303,16 +310,20 @@ fn router_policy6(r: &crate::profile::Router) -> Vec<Chain> {
 /// accepted only from the allowed sources, whatever interface it arrives on
 /// (the VXLAN socket listens on every address, and Linux accepts packets for
 /// the underlay address on any NIC).
-pub fn underlay_policy(ports: &[u16], allow: &[Ipv4Cidr]) -> Policy {
+///
+/// The chain is of the underlay's family, `v6` (the allowed sources are
+/// validated to be of it): a VXLAN link over IPv6 opens only an IPv6 socket.
+pub fn underlay_policy(ports: &[u16], allow: &[IpNet], v6: bool) -> Policy {
     let mut rules = Vec::new();
     let ports: BTreeSet<u16> = ports.iter().copied().collect();
     for port in ports {
-        for a in allow {
-            rules.push(rule(vec![Match::Src(net(a.trunc())), Match::Port(Proto::Udp, port)], Verdict::Return));
+        for a in allow.iter().filter(|a| matches!(a, IpNet::V6(_)) == v6) {
+            rules.push(rule(vec![Match::Src(a.trunc()), Match::Port(Proto::Udp, port)], Verdict::Return));
         }
         rules.push(rule(vec![Match::Port(Proto::Udp, port)], Verdict::Drop));
     }
-    Policy { chains: vec![Chain { name: "underlay", family: Family::V4, table: Table::Filter, hook: Hook::Input, rules }] }
+    let family = if v6 { Family::V6 } else { Family::V4 };
+    Policy { chains: vec![Chain { name: "underlay", family, table: Table::Filter, hook: Hook::Input, rules }] }
 }
 
 #[cfg(test)]
@@ -381,10 +392,18 @@ mod tests {
 
     #[test]
     fn underlay_protection_returns_allowed_sources_then_drops() {
-        let r = underlay_policy(&[4789, 4789], &[cidr::parse("10.0.0.0/24").unwrap()]);
+        let r = underlay_policy(&[4789, 4789], &["10.0.0.0/24".parse().unwrap()], false);
         assert_eq!(
             rules(&r, Hook::Input),
             ["-s 10.0.0.0/24 -p udp -m udp --dport 4789 -j RETURN", "-p udp -m udp --dport 4789 -j DROP"]
+        );
+        assert_eq!(r.chains[0].family, Family::V4);
+        // Over an IPv6 underlay the chain is an IPv6 one (ip6tables, nft ip6).
+        let r = underlay_policy(&[4789], &["fd00::/64".parse().unwrap()], true);
+        assert_eq!(r.chains[0].family, Family::V6);
+        assert_eq!(
+            render_rules(&r.chains[0].rules, Family::V6),
+            ["-s fd00::/64 -p udp -m udp --dport 4789 -j RETURN", "-p udp -m udp --dport 4789 -j DROP"]
         );
     }
 }

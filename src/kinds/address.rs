@@ -15,8 +15,8 @@ use std::collections::HashMap;
 use ipnet::IpNet;
 use serde::Serialize;
 
-use super::{Kind, ha_link};
 use super::uplink_addrs::{UplinkAddrs, holds_host_addresses};
+use super::{Kind, ha_link};
 use crate::apply::Apply;
 use crate::error::{Context, Result};
 use crate::facts::Facts;

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use super::{Kind, ObserveCx};
 use crate::apply::Apply;
 use crate::daemon;
-use crate::desired::{segment_mtu, underlay_mtu};
+use crate::desired::{overhead, segment_mtu, underlay_mtu};
 use crate::error::{Context, Result};
 use crate::facts::Facts;
 use crate::journal::Undo;
@@ -61,7 +61,8 @@ impl Kind for Dhcp {
             .iter()
             .filter(|l| l.dhcp.is_some() || l.dns || l.address6.is_some())
             .map(|l| {
-                let mtu = p.segments.iter().find(|s| s.bridge == l.bridge).map(|s| segment_mtu(s.mtu, underlay_mtu(f)));
+                let mtu =
+                    p.segments.iter().find(|s| s.bridge == l.bridge).map(|s| segment_mtu(s.mtu, underlay_mtu(f), overhead(p)));
                 Server {
                     ns: r.namespace.clone(),
                     leg: l.veth[1].clone(),

@@ -6,7 +6,7 @@
 //! skipped. Entries are read with one FDB dump, only where unicast peers
 //! are wanted or were used.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use serde::Serialize;
 
@@ -25,7 +25,7 @@ pub struct Fdb;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Peer {
     pub vxlan: String,
-    pub peer: Ipv4Addr,
+    pub peer: IpAddr,
 }
 
 impl Kind for Fdb {
@@ -71,8 +71,8 @@ impl Kind for Fdb {
             if p.d.link(&Ns::Host, vx).is_none() {
                 continue; // the link itself goes, with its entries
             }
-            let wanted: Vec<Ipv4Addr> = want.iter().filter(|w| w.vxlan == vx).map(|w| w.peer).collect();
-            let have: Vec<Ipv4Addr> = match p.live(&Ns::Host, vx) {
+            let wanted: Vec<IpAddr> = want.iter().filter(|w| w.vxlan == vx).map(|w| w.peer).collect();
+            let have: Vec<IpAddr> = match p.live(&Ns::Host, vx) {
                 Some(l) => found.iter().filter(|e| e.index == l.index).map(|e| e.dst).collect(),
                 None => vec![],
             };

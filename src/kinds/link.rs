@@ -66,7 +66,7 @@ pub struct LinkChange {
     pub mac: Option<[u8; 6]>,
     pub no_ipv6: Option<bool>,
     pub bridge: Option<BridgeSpec>,
-    pub vxlan_group: Option<std::net::Ipv4Addr>,
+    pub vxlan_group: Option<std::net::IpAddr>,
     pub vxlan_ageing: Option<u32>,
     pub vxlan_ttl: Option<u8>,
     /// Back to the default group: a transient group left by a removal that

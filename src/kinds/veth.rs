@@ -5,7 +5,7 @@
 //! marking it raises it. Each end has a stable MAC, so a leg that is
 //! recreated keeps the gateway MAC VMs have cached.
 
-use crate::desired::{segment_mtu, underlay_mtu};
+use crate::desired::{overhead, segment_mtu, underlay_mtu};
 use crate::facts::Facts;
 use crate::model::{Link, LinkKind, LinkSpec, Ns, VethPeer};
 use crate::plan::Planner;
@@ -51,7 +51,7 @@ pub fn desire(p: &Profile, f: &Facts, out: &mut Vec<(Ns, LinkSpec)>) {
     };
     leg(&r.public.leg, None);
     for l in &r.private {
-        let mtu = p.segments.iter().find(|s| s.bridge == l.bridge).map(|s| segment_mtu(s.mtu, underlay_mtu(f)));
+        let mtu = p.segments.iter().find(|s| s.bridge == l.bridge).map(|s| segment_mtu(s.mtu, underlay_mtu(f), overhead(p)));
         leg(l, mtu);
     }
 }

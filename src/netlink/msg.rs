@@ -81,10 +81,13 @@ pub fn create(spec: &LinkSpec, ctx: &CreateCtx) -> RouteNetlinkMessage {
         LinkKind::Vxlan(v) => {
             let mut attrs = vec![InfoVxlan::Id(v.vni)];
             if let Some(g) = v.group {
-                attrs.push(InfoVxlan::Group(g));
+                attrs.push(vxlan_group(g));
             }
+            attrs.push(match v.local {
+                IpAddr::V4(a) => InfoVxlan::Local(a),
+                IpAddr::V6(a) => InfoVxlan::Local6(a),
+            });
             attrs.extend([
-                InfoVxlan::Local(v.local),
                 InfoVxlan::Port(v.port),
                 InfoVxlan::Ageing(v.ageing),
                 InfoVxlan::Ttl(v.ttl),
@@ -174,7 +177,7 @@ pub fn set_link(index: u32, name: &str, s: &SetLink) -> RouteNetlinkMessage {
     }
     let mut vx = Vec::new();
     if let Some(g) = s.vxlan_group {
-        vx.push(InfoVxlan::Group(g));
+        vx.push(vxlan_group(g));
     }
     if let Some(a) = s.vxlan_ageing {
         vx.push(InfoVxlan::Ageing(a));
@@ -298,8 +301,19 @@ fn fdb_msg(e: FdbEntry) -> NeighbourMessage {
     m.header.state = NeighbourState::Permanent;
     m.header.flags = NeighbourFlags::Own;
     m.attributes.push(NeighbourAttribute::LinkLayerAddress(vec![0; 6]));
-    m.attributes.push(NeighbourAttribute::Destination(NeighbourAddress::Inet(dst)));
+    m.attributes.push(NeighbourAttribute::Destination(match dst {
+        IpAddr::V4(a) => NeighbourAddress::Inet(a),
+        IpAddr::V6(a) => NeighbourAddress::Inet6(a),
+    }));
     m
+}
+
+/// IFLA_VXLAN_GROUP or IFLA_VXLAN_GROUP6 (for unicast, the remote).
+fn vxlan_group(g: IpAddr) -> InfoVxlan {
+    match g {
+        IpAddr::V4(a) => InfoVxlan::Group(a),
+        IpAddr::V6(a) => InfoVxlan::Group6(a),
+    }
 }
 
 /// RTM_NEWNEIGH; send with NLM_F_CREATE|NLM_F_APPEND (several entries share
@@ -328,11 +342,16 @@ pub fn parse_fdb(m: &NeighbourMessage) -> Option<FdbEntry> {
     for a in &m.attributes {
         match a {
             NeighbourAttribute::LinkLayerAddress(b) => zero = b.iter().all(|x| *x == 0),
-            NeighbourAttribute::Destination(NeighbourAddress::Inet(d)) => dst = Some(*d),
+            NeighbourAttribute::Destination(NeighbourAddress::Inet(d)) => dst = Some(IpAddr::V4(*d)),
+            NeighbourAttribute::Destination(NeighbourAddress::Inet6(d)) => dst = Some(IpAddr::V6(*d)),
             // For AF_BRIDGE entries the crate cannot tell the address family
-            // of NDA_DST and hands back the raw bytes.
-            NeighbourAttribute::Destination(NeighbourAddress::Other(b)) if b.len() == 4 => {
-                dst = Some(Ipv4Addr::new(b[0], b[1], b[2], b[3]))
+            // of NDA_DST and hands back the raw bytes (4 or 16 of them).
+            NeighbourAttribute::Destination(NeighbourAddress::Other(b)) => {
+                dst = match b.len() {
+                    4 => Some(IpAddr::V4(Ipv4Addr::new(b[0], b[1], b[2], b[3]))),
+                    16 => <[u8; 16]>::try_from(&b[..]).ok().map(|o| IpAddr::V6(o.into())),
+                    _ => None,
+                }
             }
             _ => {}
         }
@@ -402,9 +421,11 @@ fn parse_vxlan(attrs: &[InfoVxlan]) -> ObservedVxlan {
     for a in attrs {
         match a {
             InfoVxlan::Id(x) => v.vni = *x,
-            InfoVxlan::Group(g) if !g.is_unspecified() => v.group = Some(*g),
+            InfoVxlan::Group(g) if !g.is_unspecified() => v.group = Some(IpAddr::V4(*g)),
+            InfoVxlan::Group6(g) if !g.is_unspecified() => v.group = Some(IpAddr::V6(*g)),
             InfoVxlan::Link(d) if *d != 0 => v.dev = Some(*d),
-            InfoVxlan::Local(x) if !x.is_unspecified() => v.local = Some(*x),
+            InfoVxlan::Local(x) if !x.is_unspecified() => v.local = Some(IpAddr::V4(*x)),
+            InfoVxlan::Local6(x) if !x.is_unspecified() => v.local = Some(IpAddr::V6(*x)),
             InfoVxlan::Port(p) => v.port = *p,
             InfoVxlan::Ageing(x) => v.ageing = *x,
             InfoVxlan::Ttl(x) => v.ttl = *x,

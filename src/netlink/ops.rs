@@ -2,7 +2,7 @@
 //! in its own vocabulary (`model.rs`). Request flags, and which errors mean
 //! "already so" rather than failure, are decided here and nowhere else.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::os::fd::RawFd;
 
 use netlink_packet_core::{NLM_F_APPEND, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE};
@@ -62,7 +62,7 @@ pub struct SetLink {
     /// IPv6 address generation off (true) or EUI-64 (false).
     pub no_ipv6: Option<bool>,
     pub bridge: Option<BridgeSpec>,
-    pub vxlan_group: Option<Ipv4Addr>,
+    pub vxlan_group: Option<IpAddr>,
     pub vxlan_ageing: Option<u32>,
     pub vxlan_ttl: Option<u8>,
     /// The interface group (IFLA_GROUP).

@@ -9,8 +9,10 @@ pub mod names;
 mod raw;
 mod validate;
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
+
+use ipnet::IpNet;
 
 use serde::Serialize;
 
@@ -21,6 +23,8 @@ pub use error::{ProfileError, ProfileErrors};
 pub const DEFAULT_VXLAN_PORT: u16 = 4789;
 /// IPv4 (20) + UDP (8) + VXLAN (8) + inner Ethernet (14).
 pub const VXLAN_OVERHEAD: u32 = 50;
+/// The same over IPv6: its header is 20 bytes longer (40).
+pub const VXLAN6_OVERHEAD: u32 = 70;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Profile {
@@ -35,10 +39,13 @@ pub struct Profile {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Underlay {
     pub device: String,
-    pub local: Option<Ipv4Addr>,
+    /// The VXLAN source address; an IPv6 one makes every segment's VXLAN
+    /// run over IPv6 (None: the device's first IPv4 address).
+    pub local: Option<IpAddr>,
     /// When set, VXLAN packets are accepted on the device only from these
-    /// sources (an owned chain on the host firewall drops the rest).
-    pub allow: Option<Vec<Ipv4Cidr>>,
+    /// sources (an owned chain on the host firewall drops the rest); of the
+    /// underlay's family.
+    pub allow: Option<Vec<IpNet>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -63,10 +70,10 @@ pub struct Segment {
 #[serde(rename_all = "lowercase")]
 pub enum Flood {
     /// Flood-and-learn through a multicast group.
-    Multicast(Ipv4Addr),
+    Multicast(IpAddr),
     /// Head-end replication to these underlay addresses (all-zero FDB
     /// entries), for underlays without multicast.
-    Unicast(Vec<Ipv4Addr>),
+    Unicast(Vec<IpAddr>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -94,8 +101,8 @@ pub struct Ha {
     pub vrid: u8,
     /// 1-254; the higher one holds the addresses while both are healthy.
     pub priority: u8,
-    /// The other router host's underlay address.
-    pub peer: Ipv4Addr,
+    /// The other router host's underlay address (the underlay's family).
+    pub peer: IpAddr,
     /// VRRP advert interval in centiseconds (VRRPv3's unit).
     pub advert_centis: u32,
     /// Seconds a higher-priority router waits after it starts before it
@@ -222,6 +229,18 @@ pub struct Dhcp {
     pub last: Ipv4Addr,
     /// As dnsmasq takes it: "12h", "45m", "3600", "infinite".
     pub lease: String,
+}
+
+impl Underlay {
+    /// Whether the segments' VXLAN runs over IPv6 (an IPv6 `local`).
+    pub fn ipv6(&self) -> bool {
+        matches!(self.local, Some(IpAddr::V6(_)))
+    }
+
+    /// VXLAN's encapsulation overhead on this underlay.
+    pub fn overhead(&self) -> u32 {
+        if self.ipv6() { VXLAN6_OVERHEAD } else { VXLAN_OVERHEAD }
+    }
 }
 
 impl Profile {

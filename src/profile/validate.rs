@@ -2,9 +2,9 @@
 //! location. Pure: no file system, no kernel.
 
 use std::collections::{BTreeMap, HashSet};
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use ipnet::Ipv6Net;
+use ipnet::{IpNet, Ipv6Net};
 use std::ops::Range;
 
 use toml::de::{DeTable, DeValue};
@@ -14,8 +14,8 @@ use super::error::{Locator, ProfileError, ProfileErrors};
 use super::names::{check_ifname, check_plain_name, default_leg_names, default_vxlan_name, shown};
 use super::raw::*;
 use super::{
-    DEFAULT_VXLAN_PORT, Dhcp, Ha, Nat6, default_ha_vni, FirewallChoice, Flood, Forward, Ipv4Cidr, Leg, Nat, Profile, Proto, Public, Router, Segment,
-    Underlay, UplinkAddresses,
+    DEFAULT_VXLAN_PORT, Dhcp, FirewallChoice, Flood, Forward, Ha, Ipv4Cidr, Leg, Nat, Nat6, Profile, Proto, Public, Router,
+    Segment, Underlay, UplinkAddresses, default_ha_vni,
 };
 
 pub(super) fn parse(file: &str, bytes: &[u8]) -> Result<Profile, ProfileErrors> {
@@ -160,7 +160,9 @@ impl Validator<'_> {
         let reason = if a.is_unspecified() || a.is_loopback() || a.is_multicast() || a.to_ipv4_mapped().is_some() {
             Some(format!("{a} is not a unicast address a router interface can hold"))
         } else if a.segments()[0] & 0xffc0 == 0xfe80 {
-            Some(format!("{a} is link-local; the kernel gives every IPv6 link one of those, name a global or unique-local address"))
+            Some(format!(
+                "{a} is link-local; the kernel gives every IPv6 link one of those, name a global or unique-local address"
+            ))
         } else if c.prefix_len() == 0 {
             Some(format!("{c}: a /0 prefix leaves no room for a subnet"))
         } else if c.prefix_len() < 128 && a == c.network() {
@@ -214,10 +216,33 @@ impl Validator<'_> {
         }
     }
 
-    /// Unicast VXLAN peers: a non-empty list of distinct unicast IPv4
-    /// addresses. Duplicates are found with a set: lists of many thousands
-    /// of peers must not make validation quadratic.
-    fn peers(&mut self, key: &str, list: &S<Vec<S<String>>>) -> Vec<Ipv4Addr> {
+    /// An address of the underlay: IPv6 when `underlay.local` is (`v6`),
+    /// IPv4 otherwise — a VXLAN link has one family.
+    fn underlay_ip(&mut self, key: &str, s: &S<String>, v6: bool) -> Option<IpAddr> {
+        let Ok(a) = s.get_ref().parse::<IpAddr>() else {
+            self.err(s.span(), key, format!("{:?} is not an IP address", s.get_ref()));
+            return None;
+        };
+        if a.is_ipv6() != v6 {
+            let reason = if v6 {
+                format!(
+                    "{a} is IPv4, but underlay.local is IPv6, so VXLAN runs over IPv6 on this host; use IPv6 underlay addresses"
+                )
+            } else {
+                format!(
+                    "{a} is IPv6, but the underlay is IPv4; VXLAN runs over IPv6 when underlay.local is an IPv6 address of this host"
+                )
+            };
+            self.err(s.span(), key, reason);
+            return None;
+        }
+        Some(a)
+    }
+
+    /// Unicast VXLAN peers: a non-empty list of distinct unicast addresses
+    /// of the underlay's family. Duplicates are found with a set: lists of
+    /// many thousands of peers must not make validation quadratic.
+    fn peers(&mut self, key: &str, list: &S<Vec<S<String>>>, v6: bool) -> Vec<IpAddr> {
         if list.get_ref().is_empty() {
             // Refused rather than warned about: the VXLAN link would send
             // this host's broadcast and unknown traffic nowhere, so its VMs
@@ -233,9 +258,9 @@ impl Validator<'_> {
         let mut seen = HashSet::new();
         for (i, p) in list.get_ref().iter().enumerate() {
             let k = format!("{key}[{i}]");
-            let Some(a) = self.ipv4(&k, p) else { continue };
-            if a.is_multicast() || a.is_broadcast() || a.is_unspecified() || a.is_loopback() {
-                self.err(p.span(), &k, format!("{a} is not a unicast address of a host"));
+            let Some(a) = self.underlay_ip(&k, p, v6) else { continue };
+            if let Some(reason) = not_a_host(a) {
+                self.err(p.span(), &k, reason);
             } else if !seen.insert(a) {
                 self.err(p.span(), &k, format!("{a} is listed twice"));
             } else {
@@ -254,8 +279,9 @@ impl Validator<'_> {
         }
     }
 
-    /// A list of CIDR ranges (network addresses allowed).
-    fn ranges(&mut self, key: &str, list: &S<Vec<S<String>>>) -> Vec<Ipv4Cidr> {
+    /// A list of CIDR ranges of the underlay's family (network addresses
+    /// allowed).
+    fn ranges(&mut self, key: &str, list: &S<Vec<S<String>>>, v6: bool) -> Vec<IpNet> {
         if list.get_ref().is_empty() {
             self.err(
                 list.span(),
@@ -265,9 +291,32 @@ impl Validator<'_> {
         }
         let mut out = Vec::new();
         for (i, r) in list.get_ref().iter().enumerate() {
+            let k = format!("{key}[{i}]");
+            if v6 {
+                match r.get_ref().parse::<IpNet>() {
+                    Ok(IpNet::V6(c)) => out.push(IpNet::V6(c.trunc())),
+                    Ok(IpNet::V4(c)) => self.err(
+                        r.span(),
+                        &k,
+                        format!(
+                            "{c} is IPv4, but underlay.local is IPv6, so VXLAN runs over IPv6 on this host; list IPv6 ranges"
+                        ),
+                    ),
+                    Err(_) => self.err(r.span(), &k, format!("{:?} is not an IPv6 range (e.g. \"fd00::/64\")", r.get_ref())),
+                }
+                continue;
+            }
             match cidr::parse(r.get_ref()) {
-                Ok(c) => out.push(c.trunc()),
-                Err(reason) => self.err(r.span(), &format!("{key}[{i}]"), reason),
+                Ok(c) => out.push(IpNet::V4(c.trunc())),
+                Err(_) if r.get_ref().parse::<Ipv6Net>().is_ok() => self.err(
+                    r.span(),
+                    &k,
+                    format!(
+                        "{} is IPv6, but the underlay is IPv4; VXLAN runs over IPv6 when underlay.local is an IPv6 address",
+                        r.get_ref()
+                    ),
+                ),
+                Err(reason) => self.err(r.span(), &k, reason),
             }
         }
         out
@@ -301,20 +350,32 @@ impl Validator<'_> {
                 &u.device,
                 "VXLAN packets sent over it never leave this host; name the NIC that reaches the other hosts",
             );
-            let local = u.local.as_ref().and_then(|l| self.ipv4("underlay.local", l));
-            if let Some(l) = local
-                && (l.is_multicast() || l.is_unspecified() || l.is_broadcast() || l.is_loopback())
-            {
-                self.err(
-                    u.local.as_ref().map(|l| l.span()).unwrap_or(0..0),
-                    "underlay.local",
-                    format!("{l} cannot be a VXLAN source address"),
-                );
-            }
-            let allow = u.allow.as_ref().map(|a| self.ranges("underlay.allow", a));
+            let local = u.local.as_ref().and_then(|l| match l.get_ref().parse::<IpAddr>() {
+                Ok(a) => Some((a, l.span())),
+                Err(_) => {
+                    self.err(l.span(), "underlay.local", format!("{:?} is not an IP address", l.get_ref()));
+                    None
+                }
+            });
+            let local = local.and_then(|(l, span)| match not_a_host(l) {
+                Some(reason) => {
+                    self.err(span, "underlay.local", format!("{reason}; it cannot be a VXLAN source address"));
+                    None
+                }
+                None => Some(l),
+            });
+            let v6 = local.is_some_and(|l| l.is_ipv6());
+            let allow = u.allow.as_ref().map(|a| self.ranges("underlay.allow", a, v6));
             Underlay { device, local, allow }
         });
 
+        // VXLAN over IPv6 (every segment) when underlay.local is IPv6 (read
+        // from the text: a refused IPv6 local still means IPv6 is meant).
+        let v6 = raw
+            .underlay
+            .as_ref()
+            .and_then(|u| u.get_ref().local.as_ref())
+            .is_some_and(|l| l.get_ref().parse::<IpAddr>().is_ok_and(|a| a.is_ipv6()));
         if !raw.segment.is_empty() && underlay.is_none() {
             let span = raw.segment[0].span();
             self.err(span, "underlay", "[underlay] is required when the profile has segments (which NIC carries VXLAN?)");
@@ -341,11 +402,21 @@ impl Validator<'_> {
             let flood = match (&s.group, &s.peers) {
                 (Some(g), Some(_)) => {
                     self.err(g.span(), &key("group"), "give either a multicast `group` or unicast `peers`, not both");
-                    Flood::Multicast(Ipv4Addr::UNSPECIFIED)
+                    Flood::Multicast(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
                 }
-                (None, Some(list)) => Flood::Unicast(self.peers(&key("peers"), list)),
+                (None, Some(list)) => Flood::Unicast(self.peers(&key("peers"), list, v6)),
+                (Some(g), None) if v6 => {
+                    let group = self.underlay_ip(&key("group"), g, true);
+                    if let Some(reason) = group.and_then(not_a_vxlan_group6) {
+                        self.err(g.span(), &key("group"), reason);
+                    }
+                    Flood::Multicast(group.unwrap_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED)))
+                }
                 (Some(g), None) => {
-                    let group = self.ipv4(&key("group"), g);
+                    let group = self.underlay_ip(&key("group"), g, false).and_then(|a| match a {
+                        IpAddr::V4(a) => Some(a),
+                        IpAddr::V6(_) => None,
+                    });
                     if let Some(a) = group {
                         if !a.is_multicast() {
                             self.err(g.span(), &key("group"), format!("{a} is not an IPv4 multicast address (224.0.0.0/4)"));
@@ -357,11 +428,11 @@ impl Validator<'_> {
                             );
                         }
                     }
-                    Flood::Multicast(group.unwrap_or(Ipv4Addr::UNSPECIFIED))
+                    Flood::Multicast(IpAddr::V4(group.unwrap_or(Ipv4Addr::UNSPECIFIED)))
                 }
                 (None, None) => {
                     self.err(seg_span.clone(), &key("group"), "a segment needs a multicast `group` or unicast `peers`");
-                    Flood::Multicast(Ipv4Addr::UNSPECIFIED)
+                    Flood::Multicast(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
                 }
             };
             let vxlan = match &s.vxlan {
@@ -481,7 +552,9 @@ impl Validator<'_> {
             (Some(a), None) => {
                 self.err(a.span(), "router.public.address6", "an IPv6 public address needs gateway6 (the upstream IPv6 router)")
             }
-            (None, Some(g)) => self.err(g.span(), "router.public.gateway6", "gateway6 needs address6 (the router's public IPv6 address)"),
+            (None, Some(g)) => {
+                self.err(g.span(), "router.public.gateway6", "gateway6 needs address6 (the router's public IPv6 address)")
+            }
             _ => {}
         }
         if let (Some(a), Some(g), Some(raw)) = (address6, gateway6, &p.gateway6) {
@@ -588,7 +661,8 @@ impl Validator<'_> {
                     self.err(raw.span(), &key6, reason);
                     return None;
                 }
-                if let Some((other, other_key)) = prefixes6.iter().find(|(n, _)| n.contains(&a.trunc()) || a.trunc().contains(n)) {
+                if let Some((other, other_key)) = prefixes6.iter().find(|(n, _)| n.contains(&a.trunc()) || a.trunc().contains(n))
+                {
                     let reason = format!("prefix {} overlaps {other} ({other_key})", a.trunc());
                     self.err(raw.span(), &key6, reason);
                     return None;
@@ -596,7 +670,14 @@ impl Validator<'_> {
                 prefixes6.push((a.trunc(), key6));
                 Some(a)
             });
-            private.push(Leg { bridge, address: address.unwrap_or(cidr::host(Ipv4Addr::UNSPECIFIED)), veth, dhcp, dns, address6 });
+            private.push(Leg {
+                bridge,
+                address: address.unwrap_or(cidr::host(Ipv4Addr::UNSPECIFIED)),
+                veth,
+                dhcp,
+                dns,
+                address6,
+            });
         }
 
         let nat = match r.nat.as_ref().map(|n| (n, n.get_ref().as_str())) {
@@ -651,8 +732,8 @@ impl Validator<'_> {
         };
         let vrid = self.range::<u8>("router.ha.vrid", &h.vrid, 1, 255, "VRRP virtual router id");
         let priority = self.range::<u8>("router.ha.priority", &h.priority, 1, 254, "priority");
-        let peer = self.ipv4("router.ha.peer", &h.peer).filter(|a| {
-            let reason = if a.is_multicast() || a.is_broadcast() || a.is_unspecified() || a.is_loopback() {
+        let peer = self.underlay_ip("router.ha.peer", &h.peer, underlay.ipv6()).filter(|a| {
+            let reason = if not_a_host(*a).is_some() {
                 Some(format!("{a} is not a unicast address of another host"))
             } else if underlay.local == Some(*a) {
                 Some(format!("{a} is this host's own underlay.local; name the other router host"))
@@ -670,7 +751,11 @@ impl Validator<'_> {
                 let secs = a.get_ref().as_f64();
                 let centis = (secs * 100.0).round();
                 if !secs.is_finite() || (secs * 100.0 - centis).abs() > 1e-6 {
-                    self.err(a.span(), "router.ha.advert_interval", format!("{secs} s is not a whole number of hundredths (VRRPv3's unit)"));
+                    self.err(
+                        a.span(),
+                        "router.ha.advert_interval",
+                        format!("{secs} s is not a whole number of hundredths (VRRPv3's unit)"),
+                    );
                     None
                 } else if !(f64::from(MIN_ADVERT_CENTIS)..=4095.0).contains(&centis) {
                     let reason = format!(
@@ -685,8 +770,10 @@ impl Validator<'_> {
                 }
             }
         };
-        let preempt_delay =
-            h.preempt_delay.as_ref().map_or(Some(5), |d| self.range("router.ha.preempt_delay", d, 0, 1000, "preempt delay (seconds)"));
+        let preempt_delay = h
+            .preempt_delay
+            .as_ref()
+            .map_or(Some(5), |d| self.range("router.ha.preempt_delay", d, 0, 1000, "preempt delay (seconds)"));
         let vni = match &h.vni {
             Some(v) => self.range::<u32>("router.ha.vni", v, 1, 16_777_215, "VNI"),
             None => vrid.map(default_ha_vni),
@@ -705,7 +792,13 @@ impl Validator<'_> {
             }
             None => {
                 let name = format!("vxha{}", vrid.unwrap_or(0));
-                self.claim(ns_names, "router.ha.vrid", &name, h.vrid.span(), Some("the default HA link name for this VRID; set `link`"));
+                self.claim(
+                    ns_names,
+                    "router.ha.vrid",
+                    &name,
+                    h.vrid.span(),
+                    Some("the default HA link name for this VRID; set `link`"),
+                );
                 name
             }
         };
@@ -905,6 +998,45 @@ impl Validator<'_> {
     }
 }
 
+/// Why `a` cannot be a host's underlay address (None: it can be).
+fn not_a_host(a: IpAddr) -> Option<String> {
+    match a {
+        IpAddr::V4(v) if v.is_multicast() || v.is_broadcast() || v.is_unspecified() || v.is_loopback() => {
+            Some(format!("{a} is not a unicast address of a host"))
+        }
+        IpAddr::V6(v) if v.is_multicast() || v.is_unspecified() || v.is_loopback() || v.to_ipv4_mapped().is_some() => {
+            Some(format!("{a} is not a unicast address of a host"))
+        }
+        // A link-local endpoint would need an interface (a scope) the VXLAN
+        // link cannot carry.
+        IpAddr::V6(v) if v.segments()[0] & 0xffc0 == 0xfe80 => {
+            Some(format!("{a} is link-local; use a global or unique-local (fd00::/8) underlay address"))
+        }
+        _ => None,
+    }
+}
+
+/// Why `a` cannot be an IPv6 VXLAN group (None: it can be). Interface-local
+/// (ff01::/16) and reserved-scope groups never leave the host; the
+/// all-nodes, all-routers and solicited-node groups carry neighbour
+/// discovery, which every IPv6 host on the underlay would then receive as
+/// VXLAN (or the reverse).
+fn not_a_vxlan_group6(a: IpAddr) -> Option<String> {
+    let IpAddr::V6(g) = a else { return None };
+    let s = g.segments();
+    if !g.is_multicast() {
+        return Some(format!("{g} is not an IPv6 multicast address (ff00::/8)"));
+    }
+    if s[0] & 0x000f <= 1 {
+        return Some(format!("{g} has interface-local or reserved scope and never leaves this host; use e.g. ff05::…"));
+    }
+    let solicited = s[0] == 0xff02 && s[1..5] == [0, 0, 0, 0] && s[5] == 1 && s[6] >> 8 == 0xff;
+    if s[0] == 0xff02 && s[1..7] == [0; 6] && (s[7] == 1 || s[7] == 2) || solicited {
+        return Some(format!("{g} carries IPv6 neighbour discovery on the underlay; use e.g. ff05::…"));
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -952,7 +1084,7 @@ veth = ["veth17.0", "veth17.1"]
         assert_eq!(p.host, "host-a");
         let s = &p.segments[0];
         assert_eq!((s.vni, s.port, s.ageing, s.stp), (1070, 4789, 600, false));
-        assert_eq!(s.flood, Flood::Multicast(Ipv4Addr::new(239, 0, 4, 46)));
+        assert_eq!(s.flood, Flood::Multicast(Ipv4Addr::new(239, 0, 4, 46).into()));
         let r = p.router.unwrap();
         assert_eq!(r.public.leg.veth, ["veth15.0".to_string(), "veth15.1".to_string()]);
         assert_eq!(r.private[0].address.to_string(), "192.168.10.3/24");
@@ -1138,12 +1270,12 @@ veth = ["veth17.0", "veth17.1"]
         let mut list = S::new(0..0, list);
         let loc = Locator::new("");
         let mut v = Validator { file: "p.toml", loc: &loc, errors: Vec::new() };
-        assert_eq!(v.peers("segment[0].peers", &list).len(), n as usize);
+        assert_eq!(v.peers("segment[0].peers", &list, false).len(), n as usize);
         assert!(v.errors.is_empty());
         // The same address again at the end is the one error.
         list.get_mut().push(S::new(0..0, "10.0.0.1".into()));
         let mut v = Validator { file: "p.toml", loc: &loc, errors: Vec::new() };
-        assert_eq!(v.peers("segment[0].peers", &list).len(), n as usize);
+        assert_eq!(v.peers("segment[0].peers", &list, false).len(), n as usize);
         assert_eq!(v.errors.len(), 1);
         assert_eq!(v.errors[0].key, format!("segment[0].peers[{n}]"));
     }
