@@ -72,8 +72,14 @@ impl Kind for Fdb {
                 continue; // the link itself goes, with its entries
             }
             let wanted: Vec<IpAddr> = want.iter().filter(|w| w.vxlan == vx).map(|w| w.peer).collect();
+            // A link with a group has the kernel's own all-zero entry for
+            // it (dst = the group): not a peer (a profile mixing group and
+            // peer segments reads the FDB of both kinds of link).
             let have: Vec<IpAddr> = match p.live(&Ns::Host, vx) {
-                Some(l) => found.iter().filter(|e| e.index == l.index).map(|e| e.dst).collect(),
+                Some(l) => {
+                    let group = l.vxlan.as_ref().and_then(|v| v.group);
+                    found.iter().filter(|e| e.index == l.index && Some(e.dst) != group).map(|e| e.dst).collect()
+                }
                 None => vec![],
             };
             for a in have.iter().filter(|a| !wanted.contains(a)) {

@@ -427,6 +427,21 @@ fn unicast_peers_become_fdb_entries_without_the_own_address() {
 }
 
 #[test]
+fn the_kernels_group_entry_of_a_multicast_segment_is_no_peer() {
+    // A profile mixing a group segment (seed's vxlan1070) and a peer
+    // segment reads the FDB of both links; the kernel's all-zero entry
+    // for the group (dst = the group) must not be planned away.
+    let d = desired(&SEED_A.replace("[router]", UNICAST));
+    let mut o = converged(&d);
+    let vx = o.host.link("vxlan1070").unwrap().index;
+    let group = o.host.link("vxlan1070").unwrap().vxlan.as_ref().unwrap().group.unwrap();
+    let mut fdb = seen::<Fdb>(&o).unwrap();
+    fdb.push(FdbEntry { index: vx, dst: group });
+    set_seen::<Fdb>(&mut o, Some(fdb));
+    assert!(plan(&d, &o, PlanOptions::default()).unwrap().steps.is_empty());
+}
+
+#[test]
 fn switching_a_segment_from_multicast_to_unicast_recreates_its_vxlan() {
     let multicast = SEED_A.replace("[router]", "[[segment]]\nbridge = \"br-u\"\nvni = 3000\ngroup = \"239.1.1.1\"\n\n[router]");
     let o = converged(&desired(&multicast));
