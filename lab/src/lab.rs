@@ -314,6 +314,7 @@ pub fn up(lab: &Lab, opts: &UpOptions) -> Result<LabState> {
         cable(&node, &dev, None, &fabric, &format!("u{i}"), Some("underlay"), None)?;
         address(&node, &dev, cidr::cidr(h.underlay, lab.underlay.prefix_len()))?;
         if let (Some(a6), Some(net6)) = (h.underlay6, lab.underlay6) {
+            vxrouter::kinds::sysctl::write(Some(&node.net), &format!("net/ipv6/conf/{dev}/disable_ipv6"), "0")?;
             ip(&node, &["-6", "addr", "replace", &format!("{a6}/{}", net6.prefix_len()), "dev", &dev, "nodad"])?;
         }
         if h.uplink
