@@ -152,3 +152,33 @@ fn dual_stack_lab_with_the_iptables_backend() {
     drop(l);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+#[ignore = "needs root and the sandbox: scripts/test.sh"]
+fn shipped_ipv6_underlay_lab_passes_with_all_vxlan_over_ipv6() {
+    let l = shipped("profiles/lab/ipv6-underlay.toml", "ipv6-underlay", &[]);
+    let checks = up_and_check(&l);
+    // Five VMs, two segments (br-web over the IPv6 group, br-db over IPv6
+    // peers), all routed dual stack through host-a.
+    assert_eq!(cells(&checks, "slaac").len(), 5);
+    assert_eq!(cells(&checks, "ping6").len(), 3 * 2 + 2, "web-a/b/c to each other, db-b ↔ db-c");
+    assert_eq!(cells(&checks, "egress6-source").len(), 5);
+    assert_eq!(cells(&checks, "inbound6-blocked").len(), 5);
+    assert_eq!(cells(&checks, "pmtu6").len(), 5);
+    // The segment MTU over an IPv6 underlay: 1500 - 70.
+    assert!(detail(cell(&checks, "pmtu6", "web-b", "internet")).contains("1430 bytes"), "{checks:#?}");
+    assert!(detail(cell(&checks, "pmtu", "db-b", "db-c")).contains("1430 bytes"), "{checks:#?}");
+    // What the switch saw: every host's VXLAN over IPv6, none over IPv4.
+    let family = cells(&checks, "underlay-family");
+    assert_eq!(family.len(), 3);
+    for c in family {
+        assert!(detail(c).contains("over IPv6, none over IPv4"), "{c}");
+    }
+    // The links really have IPv6 endpoints.
+    let o = l.exec("host-b", &["ip", "-d", "link", "show", "vxlan3070"]);
+    assert!(stdout(&o).contains("group ff05::4:46 local fd00::2"), "{}", text(&o));
+    let o = l.exec("host-b", &["bridge", "fdb", "show", "dev", "vxlan3080"]);
+    assert!(stdout(&o).contains("dst fd00::1") && stdout(&o).contains("dst fd00::3"), "{}", text(&o));
+    let o = l.lab(&["down", "-q"]);
+    assert!(o.status.success(), "{}", text(&o));
+}

@@ -255,6 +255,10 @@ pub fn run_checks(lab: &Lab) -> Result<Vec<CheckResult>> {
         }
     }
 
+    // VXLAN over IPv6 (labs with an IPv6 underlay): what each host sends
+    // on the switch while the checks run.
+    let families = crate::checks6::VxlanCounters::start(lab, dir.node("fabric")?)?;
+
     let me = attacker_address(lab).addr().to_string();
     let mut jobs: Vec<Box<dyn FnOnce() -> Vec<CheckResult> + Send + '_>> = Vec::new();
     for (a, an) in &vms {
@@ -501,6 +505,9 @@ pub fn run_checks(lab: &Lab) -> Result<Vec<CheckResult>> {
             measure: None,
         });
     }
+    if let Some(f) = families {
+        results.extend(f.finish());
+    }
     // Router HA: failover, sessions, return, handover, idle (ha.rs).
     results.extend(crate::ha::run(lab, &dir, &effective)?);
     Ok(results)
@@ -659,6 +666,14 @@ pub fn print_matrix(lab: &Lab, results: &[CheckResult]) {
     if !leases.is_empty() {
         println!("\nDHCP leases from the router: {}", leases.join(", "));
     }
+    let family: Vec<String> = results
+        .iter()
+        .filter(|r| r.check == "underlay-family")
+        .map(|r| format!("{} {} {}", r.from, if r.ok { "✓" } else { "✗" }, r.detail))
+        .collect();
+    if !family.is_empty() {
+        println!("\nVXLAN on the underlay switch while the checks ran: {}", family.join("; "));
+    }
     if !frag.is_empty() {
         println!("\nunderlay carried VXLAN unfragmented: {}", frag.join(", "));
     }
@@ -672,7 +687,7 @@ pub fn print_matrix(lab: &Lab, results: &[CheckResult]) {
         .collect();
     if !public_side.is_empty() {
         println!(
-            "\nrouter seen from the public segment (private gateways silent to ARP and ping, no IPv6): {}",
+            "\nrouter seen from the public segment (private gateways silent to ARP, ping and IPv6 ping; no IPv6 on a router without a public address6): {}",
             public_side.join(", ")
         );
     }

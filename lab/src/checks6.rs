@@ -340,3 +340,107 @@ pub fn public_side6(lab: &Lab, attacker: &Vm, public6: Ipv6Addr, gateways6: &[Ip
     }
     problems
 }
+
+/// The `underlay-family` cells: counters on the lab switch's underlay
+/// ports, per host, of VXLAN packets (the segments' UDP ports) over IPv4
+/// and over IPv6 while the checks run. A host whose profile's `local` is
+/// IPv6 must have sent its VXLAN over IPv6 only, any other host over IPv4
+/// only. Only in labs with an IPv6 underlay (`[underlay] subnet6`).
+pub struct VxlanCounters {
+    fabric: Node,
+    /// (host, its counters' stem, VXLAN over IPv6 expected)
+    hosts: Vec<(String, String, bool)>,
+}
+
+const COUNT_TABLE: &str = "vxrouter_lab_vxlan";
+
+fn nft(node: &Node, args: &[&str], stdin: Option<&str>) -> Result<String> {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = node
+        .command("nft")
+        .args(args)
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| anyhow::anyhow!("run nft in {}: {e}", node.name))?;
+    if let (Some(text), Some(mut i)) = (stdin, child.stdin.take()) {
+        i.write_all(text.as_bytes())?;
+    }
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        anyhow::bail!("nft {} in {}: {}", args.join(" "), node.name, String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+impl VxlanCounters {
+    pub fn start(lab: &Lab, fabric: Node) -> Result<Option<VxlanCounters>> {
+        if lab.underlay6.is_none() {
+            return Ok(None);
+        }
+        let mut ports: Vec<String> =
+            lab.hosts.iter().flat_map(|h| h.profile.segments.iter().map(|s| s.port.to_string())).collect();
+        ports.sort();
+        ports.dedup();
+        if ports.is_empty() {
+            return Ok(None);
+        }
+        let set = ports.join(", ");
+        let mut hosts = Vec::new();
+        let mut counters = String::new();
+        let mut rules = String::new();
+        for (i, h) in lab.hosts.iter().enumerate().filter(|(_, h)| !h.profile.segments.is_empty()) {
+            let stem = format!("u{i}");
+            counters.push_str(&format!("  counter {stem}_4 {{}}\n  counter {stem}_6 {{}}\n"));
+            rules.push_str(&format!(
+                "  iifname \"{stem}\" ether type ip udp dport {{ {set} }} counter name \"{stem}_4\"\n  iifname \"{stem}\" ether type ip6 udp dport {{ {set} }} counter name \"{stem}_6\"\n"
+            ));
+            hosts.push((h.name.clone(), stem, h.local_address().is_ipv6()));
+        }
+        let _ = nft(&fabric, &["delete", "table", "bridge", COUNT_TABLE], None);
+        let text = format!(
+            "table bridge {COUNT_TABLE} {{\n{counters} chain count {{\n  type filter hook forward priority -200; policy accept;\n{rules} }}\n}}\n"
+        );
+        nft(&fabric, &["-f", "-"], Some(&text))?;
+        Ok(Some(VxlanCounters { fabric, hosts }))
+    }
+
+    pub fn finish(self) -> Vec<CheckResult> {
+        let listed = nft(&self.fabric, &["-j", "list", "counters", "table", "bridge", COUNT_TABLE], None);
+        let _ = nft(&self.fabric, &["delete", "table", "bridge", COUNT_TABLE], None);
+        let counts: std::collections::BTreeMap<String, u64> = match &listed {
+            Ok(json) => serde_json::from_str::<serde_json::Value>(json)
+                .ok()
+                .and_then(|v| v["nftables"].as_array().cloned())
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|o| {
+                    let c = o.get("counter")?;
+                    Some((c["name"].as_str()?.to_string(), c["packets"].as_u64()?))
+                })
+                .collect(),
+            Err(_) => Default::default(),
+        };
+        self.hosts
+            .iter()
+            .map(|(host, stem, v6)| {
+                let (Some(n4), Some(n6)) = (counts.get(&format!("{stem}_4")), counts.get(&format!("{stem}_6"))) else {
+                    let why = listed.as_ref().err().map(|e| format!("{e:#}")).unwrap_or_else(|| "counters missing".into());
+                    return cell("underlay-family", host, "underlay", false, format!("cannot read the switch's counters: {why}"));
+                };
+                let (want, other, wname, oname) = if *v6 { (n6, n4, "IPv6", "IPv4") } else { (n4, n6, "IPv4", "IPv6") };
+                let ok = *want > 0 && *other == 0;
+                let detail = if ok {
+                    format!("{want} VXLAN packet(s) over {wname}, none over {oname}")
+                } else if *want == 0 {
+                    format!("sent no VXLAN over {wname} while the checks ran ({other} over {oname})")
+                } else {
+                    format!("sent {other} VXLAN packet(s) over {oname} (and {want} over {wname}); its profile's local is {wname}")
+                };
+                cell("underlay-family", host, "underlay", ok, detail)
+            })
+            .collect()
+    }
+}
