@@ -283,6 +283,8 @@ impl Lab {
                 match underlay6 {
                     Some(net) if !net.contains(&a) => err(span, &key("underlay6"), format!("{a} is not inside underlay.subnet6")),
                     Some(_) => {}
+                    // An unreadable subnet6 is reported at its own key.
+                    None if u.subnet6.is_some() => {}
                     None => err(span, &key("underlay6"), "give the underlay an IPv6 prefix: [underlay] subnet6".into()),
                 }
             }
@@ -305,13 +307,28 @@ impl Lab {
                     err(h.name.span(), &key("uplink"), "this host's profile has a [router]; give it `uplink = true`".into());
                 }
                 let local = p.underlay.as_ref().and_then(|u| u.local);
-                if let Some(IpAddr::V6(l)) = local
-                    && addr6 != Some(l)
+                // Without underlay6 the address is the user's to add (e.g.
+                // `lab up --no-apply`, then `lab exec`).
+                if let (Some(IpAddr::V6(l)), Some(a6)) = (local, addr6)
+                    && a6 != l
                 {
                     err(
                         h.profile.span(),
                         &key("profile"),
-                        format!("the profile's underlay local address is {l}: give this host `underlay6 = \"{l}\"`"),
+                        format!("the profile's underlay local address is {l}, not this host's underlay6 {a6}"),
+                    );
+                }
+                if let (Some(r), Some(g6)) = (&p.router, gateway6)
+                    && let Some(want) = r.public.gateway6
+                    && want != g6.addr()
+                {
+                    err(
+                        h.profile.span(),
+                        &key("profile"),
+                        format!(
+                            "the profile's router.public.gateway6 is {want}, but the lab's internet.gateway6 is {}",
+                            g6.addr()
+                        ),
                     );
                 }
                 if p.underlay.is_none() {
