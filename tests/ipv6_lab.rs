@@ -179,6 +179,20 @@ fn shipped_ipv6_underlay_lab_passes_with_all_vxlan_over_ipv6() {
     assert!(stdout(&o).contains("group ff05::4:46 local fd00::2"), "{}", text(&o));
     let o = l.exec("host-b", &["bridge", "fdb", "show", "dev", "vxlan3080"]);
     assert!(stdout(&o).contains("dst fd00::1") && stdout(&o).contains("dst fd00::3"), "{}", text(&o));
+
+    // A leftover IPv4 VXLAN link in host-b's br-web (by hand, not vxrouter's):
+    // br-web's floods leave host-b over IPv4 too, and its cell says so.
+    let o = l.sh(
+        "host-b",
+        "ip link add vx4 type vxlan id 3070 group 239.0.4.99 dev eth0 dstport 4789 && ip link set vx4 master br-web up",
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let (ok, checks) = l.check();
+    assert!(!ok);
+    let c = cell(&checks, "underlay-family", "host-b", "underlay");
+    assert_eq!(c["ok"], false, "{c}");
+    assert!(detail(c).contains("over IPv4"), "{c}");
+    assert_eq!(cell(&checks, "underlay-family", "host-a", "underlay")["ok"], true);
     let o = l.lab(&["down", "-q"]);
     assert!(o.status.success(), "{}", text(&o));
 }
