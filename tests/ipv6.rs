@@ -123,6 +123,20 @@ fn dual_stack_vms_autoconfigure_reach_out_routed_and_nothing_reaches_in() {
     assert_eq!(peer_seen(&l, "attacker", &format!("[{b}]:7001")), None, "the internet connected to a VM");
     assert!(!ping6(&l, "attacker", "2001:db8:10::1"), "the private gateway answered from the public side");
 
+    // A port forward with `to6`: the router's public port reaches vm-b's
+    // service, and with routed prefixes vm-b's own address and port too;
+    // its other ports stay closed.
+    let forward =
+        format!("\n[[router.forward]]\nproto = \"tcp\"\nport = 2222\nto = \"192.168.10.20:7002\"\nto6 = \"[{b}]:7002\"\n");
+    let p = l.write("host-a.toml", &(router_profile() + &forward));
+    let o = l.vx("host-a", &["apply", "-q", &p]);
+    assert!(o.status.success(), "{}", text(&o));
+    listen(&l, "vm-b", "[::]:7002");
+    assert_eq!(peer_seen(&l, "attacker", &format!("[{PUBLIC6}]:2222")).as_deref(), Some("2001:db8:ff::66"), "forwarded port");
+    assert_eq!(peer_seen(&l, "attacker", &format!("[{b}]:7002")).as_deref(), Some("2001:db8:ff::66"), "routed service port");
+    assert_eq!(peer_seen(&l, "attacker", &format!("[{b}]:7001")), None, "a port that is not forwarded");
+    assert_eq!(peer_seen(&l, "attacker", &format!("[{PUBLIC6}]:2223")), None, "a public port that is not forwarded");
+
     // Path MTU: full-size packets (the segment's 1450 bytes) cross VXLAN and
     // the router both ways; one byte more the VM refuses itself, and a
     // packet one byte too big from the internet is answered with
@@ -164,6 +178,19 @@ fn nat66_and_the_iptables_backend() {
     assert_eq!(peer_seen(&l, "attacker", &format!("[{b}]:7001")), None, "the internet connected to a VM");
     let o = l.vx("host-a", &["check", &l.path("host-a.toml")]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+
+    // A port forward with `to6` under NAT66: only the translated port
+    // reaches the VM, not its own address.
+    let forward =
+        format!("\n[[router.forward]]\nproto = \"tcp\"\nport = 2222\nto = \"192.168.10.20:7002\"\nto6 = \"[{b}]:7002\"\n");
+    let p = l.write("host-a.toml", &(profile.clone() + &forward));
+    let o = l.vx("host-a", &["apply", "-q", &p]);
+    assert!(o.status.success(), "{}", text(&o));
+    listen(&l, "vm-b", "[::]:7002");
+    assert_eq!(peer_seen(&l, "attacker", &format!("[{PUBLIC6}]:2222")).as_deref(), Some("2001:db8:ff::66"), "forwarded port");
+    assert_eq!(peer_seen(&l, "attacker", &format!("[{b}]:7002")), None, "NAT66: the VM's own address is not reachable");
+    let rules = stdout(&l.exec("host-a", &["ip", "netns", "exec", "ns1", "ip6tables-save"]));
+    assert!(rules.contains(&format!("-j DNAT --to-destination [{b}]:7002")), "{rules}");
 }
 
 /// The seed profiles with VXLAN over IPv6: `local` an IPv6 address of the

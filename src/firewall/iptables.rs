@@ -119,7 +119,8 @@ impl Syntax for IptSyntax {
             Verdict::Return => "-j RETURN".into(),
             Verdict::Snat(a) => format!("-j SNAT --to-source {a}"),
             Verdict::Masquerade => "-j MASQUERADE".into(),
-            Verdict::Dnat(a, p) => format!("-j DNAT --to-destination {a}:{p}"),
+            Verdict::Dnat(std::net::IpAddr::V4(a), p) => format!("-j DNAT --to-destination {a}:{p}"),
+            Verdict::Dnat(std::net::IpAddr::V6(a), p) => format!("-j DNAT --to-destination [{a}]:{p}"),
         }
     }
 }

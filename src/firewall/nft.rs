@@ -157,7 +157,8 @@ impl Syntax for NftSyntax {
             Verdict::Return => "return".into(),
             Verdict::Snat(a) => format!("snat to {a}"),
             Verdict::Masquerade => "masquerade".into(),
-            Verdict::Dnat(a, p) => format!("dnat to {a}:{p}"),
+            Verdict::Dnat(std::net::IpAddr::V4(a), p) => format!("dnat to {a}:{p}"),
+            Verdict::Dnat(std::net::IpAddr::V6(a), p) => format!("dnat to [{a}]:{p}"),
         }
     }
 }

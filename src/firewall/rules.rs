@@ -10,12 +10,12 @@
 //! private gateway address routed to via the public side stays silent — and
 //! offers DHCP and DNS on the legs that ask for them; nothing else. Private
 //! subnets leave with SNAT to the public address (or MASQUERADE, or no NAT).
-//! IPv6 is not a feature of the router yet: its IPv6 input and forwarding
-//! drop everything (the namespace also has IPv6 switched off, see
-//! `kinds::sysctl`).
+//! IPv6 mirrors this for the legs with an `address6` (`router_policy6`),
+//! plus the ICMPv6 IPv6 needs; without any, IPv6 input and forwarding drop
+//! everything (and the namespace keeps IPv6 off, see `kinds::sysctl`).
 
 use std::collections::BTreeSet;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use ipnet::IpNet;
 use serde::Serialize;
@@ -81,7 +81,7 @@ pub enum Verdict {
     Return,
     Snat(Ipv4Addr),
     Masquerade,
-    Dnat(Ipv4Addr, u16),
+    Dnat(IpAddr, u16),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -145,7 +145,7 @@ pub fn router_policy(r: &Router) -> Policy {
         .map(|f| {
             rule(
                 vec![Match::Dst(host(public_addr)), Match::In(public.clone()), Match::Port(f.proto, f.port)],
-                Verdict::Dnat(f.to, f.to_port),
+                Verdict::Dnat(IpAddr::V4(f.to), f.to_port),
             )
         })
         .collect();
@@ -281,6 +281,33 @@ fn router_policy6(r: &crate::profile::Router) -> Vec<Chain> {
     for t in ICMP6_ERRORS {
         forward.push(rule(vec![Match::Icmp6(t)], Verdict::Accept));
     }
+    // Port forwards with a `to6`: the public address's port is translated
+    // to the VM's, as for IPv4. With routed prefixes the VM's own address
+    // and port are reachable directly too (that is what routing them
+    // means); with NAT66 only what the router translated.
+    let mut dnat = Vec::new();
+    for f in &r.forwards {
+        let Some((to6, to_port)) = f.to6 else { continue };
+        let Some(leg) = legs.iter().find(|l| l.address6.is_some_and(|n| n.contains(&to6))) else { continue };
+        dnat.push(rule(
+            vec![
+                Match::Dst(IpNet::V6(ipnet::Ipv6Net::from(public6.addr()))),
+                Match::In(public.clone()),
+                Match::Port(f.proto, f.port),
+            ],
+            Verdict::Dnat(IpAddr::V6(to6), to_port),
+        ));
+        let mut m = vec![
+            Match::Dst(IpNet::V6(ipnet::Ipv6Net::from(to6))),
+            Match::In(public.clone()),
+            Match::Out(leg.veth[1].clone()),
+            Match::Port(f.proto, to_port),
+        ];
+        if r.nat6 == crate::profile::Nat6::Masquerade {
+            m.push(Match::Dnatted);
+        }
+        forward.push(rule(m, Verdict::Accept));
+    }
     for l in &legs {
         forward
             .push(rule(vec![Match::Src(prefix(l)), Match::In(l.veth[1].clone()), Match::Out(public.clone())], Verdict::Accept));
@@ -298,6 +325,9 @@ fn router_policy6(r: &crate::profile::Router) -> Vec<Chain> {
     forward.push(rule(vec![], Verdict::Drop));
 
     let mut chains = vec![v6("in", Table::Filter, Hook::Input, input), v6("fwd", Table::Filter, Hook::Forward, forward)];
+    if !dnat.is_empty() {
+        chains.push(v6("pre", Table::Nat, Hook::Prerouting, dnat));
+    }
     if r.nat6 == crate::profile::Nat6::Masquerade {
         let post =
             legs.iter().map(|l| rule(vec![Match::Src(prefix(l)), Match::Out(public.clone())], Verdict::Masquerade)).collect();
@@ -388,6 +418,39 @@ mod tests {
                     .to_string()
             )
         );
+    }
+
+    #[test]
+    fn an_ipv6_port_forward_translates_and_routed_prefixes_also_reach_the_vm_directly() {
+        let text = include_str!("../../profiles/dual-stack/host-a.toml").to_string()
+            + "\n[[router.forward]]\nproto = \"tcp\"\nport = 2222\nto = \"192.168.10.11:22\"\nto6 = \"[2001:db8:10::11]:22\"\n";
+        let six = |r: &Router, hook: Hook| {
+            let p = router_policy(r);
+            p.chains
+                .iter()
+                .find(|c| c.hook == hook && c.family == Family::V6)
+                .map(|c| render_rules(&c.rules, Family::V6))
+                .unwrap_or_default()
+        };
+        let routed = Profile::parse("p.toml", &text).unwrap().router.unwrap();
+        assert_eq!(
+            six(&routed, Hook::Prerouting),
+            ["-d 2001:db8:ff::123/128 -i veth15.1 -p tcp -m tcp --dport 2222 -j DNAT --to-destination [2001:db8:10::11]:22"]
+        );
+        let direct = "-d 2001:db8:10::11/128 -i veth15.1 -o veth17.1 -p tcp -m tcp --dport 22 -j ACCEPT";
+        assert!(six(&routed, Hook::Forward).iter().any(|r| r == direct), "{:?}", six(&routed, Hook::Forward));
+        // With NAT66 only what the router translated passes.
+        let nat66 = Profile::parse("p.toml", &text.replace("namespace = \"ns1\"", "namespace = \"ns1\"\nnat6 = \"masquerade\""))
+            .unwrap()
+            .router
+            .unwrap();
+        let fwd = six(&nat66, Hook::Forward);
+        assert!(!fwd.iter().any(|r| r == direct), "{fwd:?}");
+        assert!(fwd.iter().any(|r| r.starts_with("-d 2001:db8:10::11/128") && r.contains("--ctstate DNAT -j ACCEPT")), "{fwd:?}");
+        // Without to6 there is no IPv6 forward at all.
+        let v4_only = Profile::parse("p.toml", &text.replace("to6 = \"[2001:db8:10::11]:22\"\n", "")).unwrap().router.unwrap();
+        assert!(six(&v4_only, Hook::Prerouting).is_empty());
+        assert!(!six(&v4_only, Hook::Forward).iter().any(|r| r.contains("2001:db8:10::11")));
     }
 
     #[test]

@@ -9,7 +9,7 @@ pub mod names;
 mod raw;
 mod validate;
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 
 use ipnet::IpNet;
@@ -160,6 +160,9 @@ pub struct Forward {
     pub port: u16,
     pub to: Ipv4Addr,
     pub to_port: u16,
+    /// The same service's IPv6 address and port (`to6 = "[ADDR]:PORT"`),
+    /// on a leg with an `address6`.
+    pub to6: Option<(Ipv6Addr, u16)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]

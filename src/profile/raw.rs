@@ -105,6 +105,7 @@ pub struct RawForward {
     pub proto: S<String>,
     pub port: S<i64>,
     pub to: S<String>,
+    pub to6: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -899,6 +899,39 @@ impl Validator<'_> {
         Some(Dhcp { first, last, lease })
     }
 
+    /// A forward's IPv6 target, "[ADDR]:PORT": a host address inside a
+    /// private leg's `address6` prefix, not the router's own.
+    fn forward_to6(&mut self, key: &str, s: &S<String>, private: &[Leg]) -> Option<(Ipv6Addr, u16)> {
+        let parsed = s.get_ref().parse::<std::net::SocketAddrV6>().ok().filter(|a| a.port() > 0);
+        let Some(a) = parsed else {
+            self.err(
+                s.span(),
+                key,
+                format!("{:?} is not [ADDRESS]:PORT (e.g. \"[2001:db8:10::11]:22\", port 1-65535)", s.get_ref()),
+            );
+            return None;
+        };
+        let ip = *a.ip();
+        let Some(leg) = private.iter().find_map(|l| l.address6.filter(|n| n.contains(&ip))) else {
+            let nets: Vec<String> = private.iter().filter_map(|l| l.address6.map(|n| n.trunc().to_string())).collect();
+            let reason = if nets.is_empty() {
+                format!("{ip}: no private leg of this router has an address6")
+            } else {
+                format!(
+                    "{ip} is not inside an IPv6 prefix of this router ({})",
+                    listed(&nets.iter().map(String::as_str).collect::<Vec<_>>())
+                )
+            };
+            self.err(s.span(), key, reason);
+            return None;
+        };
+        if ip == leg.addr() || ip == leg.network() {
+            self.err(s.span(), key, format!("{ip} is the router's own or the subnet-router anycast address"));
+            return None;
+        }
+        Some((ip, a.port()))
+    }
+
     /// Port forwards: ports in range, `to` a host of a private subnet, one
     /// forward per public port and protocol.
     fn forwards(&mut self, raw: &[S<RawForward>], private: &[Leg]) -> Vec<Forward> {
@@ -965,8 +998,11 @@ impl Validator<'_> {
                     seen.insert((proto, port), format!("router.forward[{i}]"));
                 }
             }
-            if let (Some(proto), Some(port), Some((to, to_port))) = (proto, port, to) {
-                out.push(Forward { proto, port, to, to_port });
+            let to6 = f.to6.as_ref().and_then(|t| self.forward_to6(&key("to6"), t, private));
+            if let (Some(proto), Some(port), Some((to, to_port))) = (proto, port, to)
+                && (f.to6.is_none() || to6.is_some())
+            {
+                out.push(Forward { proto, port, to, to_port, to6 });
             }
         }
         out
