@@ -275,3 +275,73 @@ fn vxlan_over_an_ipv6_underlay_with_a_group_then_peers() {
         assert!(o.status.success(), "{h}: {}", text(&o));
     }
 }
+
+/// Host state plus what IPv6 adds: IPv6 routes and the IPv6 switches of
+/// every link, in the host and in each namespace.
+fn snapshot6(l: &TestLab) -> String {
+    let mut out = l.snapshot_without_port_numbers("host-a");
+    let script = "for ns in '' $(ip netns list | cut -d' ' -f1); do \
+                    x=${ns:+ip netns exec $ns}; echo \"== $ns\"; \
+                    $x ip -6 route show table all | grep -v -e '^local' -e '^multicast' -e '^fe80'; \
+                    $x sh -c 'cd /proc/sys/net/ipv6/conf && grep -r . */disable_ipv6 */forwarding */accept_ra */autoconf'; \
+                  done; ls -A /run/vxrouter 2>/dev/null; cat /run/vxrouter/*.json 2>/dev/null";
+    out.push_str(&stdout(&l.sh("host-a", script)));
+    out
+}
+
+#[test]
+#[ignore = "needs root and the sandbox: scripts/test.sh"]
+fn a_failure_or_a_kill_at_any_step_of_a_dual_stack_router_rolls_back_or_converges() {
+    let l = dual_stack_lab("ipv6-steps", &router_profile());
+    l.up_bare();
+    let p = l.path("host-a.toml");
+    let clean = snapshot6(&l);
+    let steps = |args: &[&str]| {
+        let mut cmd = vec!["plan", "-q"];
+        cmd.extend_from_slice(args);
+        stdout(&l.vx("host-a", &cmd)).lines().filter(|x| !x.starts_with("note:")).count()
+    };
+    // A failure at every step of the first apply puts the host back.
+    let n = steps(&[&p]);
+    assert!(n >= 20, "the dual-stack router plan has {n} steps");
+    for k in 1..=n {
+        let o = l.exec("host-a", &["env", &format!("VXROUTER_FAULT_STEP={k}"), vx(), "apply", &p]);
+        assert_eq!(o.status.code(), Some(1), "step {k}: {}", text(&o));
+        assert!(text(&o).contains("rolled back"), "step {k}: {}", text(&o));
+        assert_same(&clean, &snapshot6(&l), &format!("a failure at apply step {k} left the host changed"));
+    }
+    // And at every step of its destroy, the converged router stays.
+    let o = l.vx("host-a", &["apply", "-q", &p]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = l.vx("host-a", &["destroy", "--json", &p]);
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&o)));
+    let n = doc["changes"].as_array().map(Vec::len).unwrap_or(0);
+    let o = l.vx("host-a", &["apply", "-q", &p]);
+    assert!(o.status.success(), "{}", text(&o));
+    let applied = snapshot6(&l);
+    assert!(n >= 4, "destroy has {n} steps");
+    for k in 1..=n {
+        let o = l.exec("host-a", &["env", &format!("VXROUTER_FAULT_STEP={k}"), vx(), "destroy", &p]);
+        assert_eq!(o.status.code(), Some(1), "destroy step {k}: {}", text(&o));
+        assert_same(&applied, &snapshot6(&l), &format!("a failure at destroy step {k} left the host changed"));
+    }
+    // A kill at every mutation point of an apply: the next destroy leaves
+    // the host as it was before anything.
+    let o = l.vx("host-a", &["destroy", "-q", &p]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_same(&clean, &snapshot6(&l), "destroy left objects");
+    let o = l.exec("host-a", &["env", "VXROUTER_FAULT_COUNT=1", vx(), "apply", "-q", &p]);
+    let points: usize = text(&o).lines().find_map(|x| x.strip_prefix("fault-points: ")).unwrap().parse().unwrap();
+    let o = l.vx("host-a", &["destroy", "-q", &p]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(points >= 20, "{points} mutation points");
+    for k in 1..=points {
+        let o = l.exec("host-a", &["env", &format!("VXROUTER_FAULT_KILL={k}"), vx(), "apply", "-q", &p]);
+        if o.status.success() {
+            continue;
+        }
+        let o = l.vx("host-a", &["destroy", "-q", &p]);
+        assert!(o.status.success(), "killed at {k}: destroy failed: {}", text(&o));
+        assert_same(&clean, &snapshot6(&l), &format!("killed at {k}: destroy left objects"));
+    }
+}

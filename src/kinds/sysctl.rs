@@ -80,12 +80,24 @@ impl Kind for Sysctls {
         if !host.is_empty() {
             out.push((Ns::Host, read(None, &host).context("read sysctls of the host's bridges")?));
         }
-        for name in cx.observed.named.keys() {
+        for (name, view) in &cx.observed.named {
             let ns = Ns::Named(name.clone());
-            let mut keys: Vec<&str> = ROUTER_SYSCTLS.iter().map(|(k, _)| *k).collect();
-            keys.extend(cx.desired.of::<Sysctls>().iter().filter(|s| s.ns == ns).map(|s| s.key.as_str()));
+            let mut keys: Vec<String> = ROUTER_SYSCTLS.iter().map(|(k, _)| k.to_string()).collect();
+            let wanted: Vec<String> = cx.desired.of::<Sysctls>().iter().filter(|s| s.ns == ns).map(|s| s.key.clone()).collect();
+            if wanted.is_empty() {
+                // A namespace about to go (destroy, a router removed or
+                // renamed): its per-link settings too, so that a rollback
+                // recreates it as it was (a leg's IPv6 switch above all:
+                // without it, its IPv6 addresses cannot come back).
+                keys.push(IPV6_FORWARDING.to_string());
+                for l in view.links.iter().filter(|l| !l.loopback) {
+                    keys.extend(per_link_keys(&l.name));
+                }
+            }
+            keys.extend(wanted);
             keys.sort();
             keys.dedup();
+            let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
             let values = read(cx.session.file(&ns)?, &keys).with_context(|| format!("read sysctls in {ns}"))?;
             out.push((ns, values));
         }
@@ -122,6 +134,19 @@ impl Kind for Sysctls {
     }
 }
 
+/// Set only when a leg has an `address6`.
+const IPV6_FORWARDING: &str = "net/ipv6/conf/all/forwarding";
+
+/// The per-link settings vxrouter sets on router legs (under `net/`, `{}`
+/// the link).
+const PER_LINK: [&str; 4] =
+    ["ipv4/conf/{}/send_redirects", "ipv6/conf/{}/disable_ipv6", "ipv6/conf/{}/accept_ra", "ipv6/conf/{}/autoconf"];
+
+/// The keys of `PER_LINK` for link `name`.
+pub fn per_link_keys(name: &str) -> Vec<String> {
+    PER_LINK.iter().map(|k| format!("net/{}", k.replace("{}", name))).collect()
+}
+
 /// The router namespace's settings (see the module comment).
 fn router(p: &Profile) -> Vec<Sysctl> {
     let Some(r) = &p.router else { return vec![] };
@@ -134,7 +159,7 @@ fn router(p: &Profile) -> Vec<Sysctl> {
     let v6: Vec<&str> =
         std::iter::once(&r.public.leg).chain(&r.private).filter(|l| l.address6.is_some()).map(|l| l.veth[1].as_str()).collect();
     if !v6.is_empty() {
-        out.push(set("net/ipv6/conf/all/forwarding".into(), "1"));
+        out.push(set(IPV6_FORWARDING.into(), "1"));
     }
     for leg in v6 {
         out.push(set(format!("net/ipv6/conf/{leg}/disable_ipv6"), "0"));
