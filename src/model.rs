@@ -144,6 +144,11 @@ pub struct Link {
     /// IFLA_LINK: for a veth, the peer's ifindex (in the peer's namespace).
     pub link: Option<u32>,
     pub no_ipv6: bool,
+    /// `net.ipv6.conf.<link>.disable_ipv6`, as the link dump carries it
+    /// (IFLA_INET6_CONF): read from there, not from /proc, by the sysctl
+    /// kind. None when the dump has no IPv6 data for the link.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ipv6_disabled: Option<bool>,
     pub bridge: Option<BridgeSpec>,
     pub vxlan: Option<ObservedVxlan>,
     pub loopback: bool,

@@ -30,7 +30,11 @@ const IFLA_GROUP: u16 = 27;
 const IFLA_INFO_KIND: u16 = 1;
 const IFLA_INFO_DATA: u16 = 2;
 const AF_INET6: u16 = 10;
+const IFLA_INET6_CONF: u16 = 2;
 const IFLA_INET6_ADDR_GEN_MODE: u16 = 8;
+/// DEVCONF_DISABLE_IPV6: the index of `disable_ipv6` in IFLA_INET6_CONF's
+/// array of s32 (include/uapi/linux/ipv6.h).
+const DEVCONF_DISABLE_IPV6: usize = 26;
 const IN6_ADDR_GEN_MODE_NONE: u8 = 1;
 const IFLA_BR_FORWARD_DELAY: u16 = 1;
 const IFLA_BR_STP_STATE: u16 = 5;
@@ -105,8 +109,15 @@ pub fn parse(payload: &[u8]) -> Option<Link> {
             IFLA_GROUP => l.group = u32_of(v).unwrap_or_default(),
             IFLA_AF_SPEC => {
                 for family in attrs(v).filter(|f| f.kind() == AF_INET6) {
-                    for x in attrs(family.value()).filter(|x| x.kind() == IFLA_INET6_ADDR_GEN_MODE) {
-                        l.no_ipv6 = x.value().first() == Some(&IN6_ADDR_GEN_MODE_NONE);
+                    for x in attrs(family.value()) {
+                        match x.kind() {
+                            IFLA_INET6_ADDR_GEN_MODE => l.no_ipv6 = x.value().first() == Some(&IN6_ADDR_GEN_MODE_NONE),
+                            IFLA_INET6_CONF => {
+                                let at = DEVCONF_DISABLE_IPV6 * 4;
+                                l.ipv6_disabled = x.value().get(at..at + 4).and_then(u32_of).map(|v| v != 0);
+                            }
+                            _ => {}
+                        }
                     }
                 }
             }
@@ -191,7 +202,15 @@ mod tests {
             LinkAttribute::IfAlias("vxrouter:host-a".into()),
             LinkAttribute::Address(vec![0x52, 0x54, 0, 1, 2, 3]),
             LinkAttribute::Stats64(Stats64::default()),
-            LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(vec![AfSpecInet6::AddrGenMode(In6AddrGenMode::None)])]),
+            LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(vec![
+                AfSpecInet6::DevConf({
+                    let mut c = netlink_packet_route::link::Inet6DevConf::default();
+                    c.disable_ipv6 = 1;
+                    c.forwarding = 1;
+                    c
+                }),
+                AfSpecInet6::AddrGenMode(In6AddrGenMode::None),
+            ])]),
             LinkAttribute::LinkInfo(vec![
                 LinkInfo::Kind(InfoKind::Bridge),
                 LinkInfo::Data(InfoData::Bridge(vec![
@@ -204,6 +223,7 @@ mod tests {
         let (a, b) = both(&br);
         assert_eq!(a, b);
         assert!(b.up && b.no_ipv6 && b.group == 0x5658_0001 && b.bridge.as_ref().is_some_and(|x| x.stp));
+        assert_eq!(b.ipv6_disabled, Some(true));
 
         let mut vx = LinkMessage::default();
         vx.header.index = 8;

@@ -381,8 +381,10 @@ pub fn parse_link(m: &LinkMessage) -> Link {
                 for s in specs {
                     if let AfSpecUnspec::Inet6(v6) = s {
                         for x in v6 {
-                            if let AfSpecInet6::AddrGenMode(mode) = x {
-                                l.no_ipv6 = *mode == In6AddrGenMode::None;
+                            match x {
+                                AfSpecInet6::AddrGenMode(mode) => l.no_ipv6 = *mode == In6AddrGenMode::None,
+                                AfSpecInet6::DevConf(c) => l.ipv6_disabled = Some(c.disable_ipv6 != 0),
+                                _ => {}
                             }
                         }
                     }
