@@ -157,8 +157,9 @@ fn load_state(
     session: &mut Session,
     host: &observe::NsView,
     access: Access,
+    read: Result<Option<State>>,
 ) -> Result<(State, Vec<String>)> {
-    let why = match State::read(dir, &p.host) {
+    let why = match read {
         Ok(Some(st)) => return Ok((st, vec![])),
         Ok(None) => format!("no state file for {}", p.host),
         Err(e) if e.kind() == crate::error::ErrorKind::Conflict => {
@@ -212,14 +213,15 @@ fn phase(opts: &Opts, what: &str, since: Instant) {
 fn world(p: &Profile, dir: &Path, destroy: bool, opts: &Opts, access: Access) -> Result<World> {
     let t = Instant::now();
     // The firewall listings the state file implies start now and run
-    // alongside the dumps (firewall::prefetch); the state is read properly
-    // below.
-    if let Ok(Some(st)) = State::read(dir, &p.host) {
-        firewall::prefetch(&st);
+    // alongside the dumps (firewall::prefetch); the state is examined
+    // below (read once: it holds the verified rulesets, ~240 kB at N = 1000).
+    let read = State::read(dir, &p.host);
+    if let Ok(Some(st)) = &read {
+        firewall::prefetch(st);
     }
     let mut session = Session::new()?;
     let (host, facts) = host_facts(p, &mut session)?;
-    let (state, recovered) = load_state(p, dir, &mut session, &host, access)?;
+    let (state, recovered) = load_state(p, dir, &mut session, &host, access, read)?;
     let (desired, mut warnings) = desire(p, &facts, &host, destroy)?;
     warnings.extend(check_owner(p, &state, opts, access)?);
     if !destroy {
@@ -234,7 +236,7 @@ fn world(p: &Profile, dir: &Path, destroy: bool, opts: &Opts, access: Access) ->
         None if !destroy && preflight::bridge_nf_on(&observed.facts) && firewall::iptables::available() => {
             let facts = observed.facts.clone();
             pending_warnings =
-                Some(std::thread::spawn(move || match firewall::read(None, "the host", &[firewall::Backend::Iptables]) {
+                Some(std::thread::spawn(move || match firewall::read(None, "the host", &[firewall::Backend::Iptables], None) {
                     Ok(fw) => preflight::host_firewall_warnings(&facts, &fw),
                     Err(_) => vec![],
                 }));
@@ -474,6 +476,7 @@ fn execute(p: &Profile, dir: &Path, mut w: World, plan: &Plan, opts: &Opts) -> R
     }
     // Verify: the host must now match exactly. If it does not (or cannot be
     // read), the run is rolled back like any failed step.
+    crate::kinds::firewall::prefetch_verification(&w.desired, &during);
     let verified = (|| -> Result<Observed> {
         let (host, facts) = host_facts(p, cx.session)?;
         let observed = observe_for(cx.session, facts, host, &during, &w.desired, Depth::Verify, false)?;
@@ -600,8 +603,13 @@ fn apply_locked(p: &Profile, opts: &Opts, dir: &Path) -> Result<u8> {
         let me = profile_path(p);
         let hash = state::profile_hash(&me);
         let stale_claim = !w.state.is_empty() && (w.state.profile.as_deref() != Some(&me) || w.state.profile_hash != hash);
-        if w.state.pending.is_some() || w.state_recovered || stale_claim {
+        // The rulesets this run found as wanted, at their generation: the
+        // next runs need not list them while that stays so.
+        let verified = crate::kinds::firewall::verified(&w.desired, &w.observed);
+        let records = !w.state.is_empty() && verified != w.state.nft_verified;
+        if w.state.pending.is_some() || w.state_recovered || stale_claim || records {
             let mut st = w.state.clone();
+            st.nft_verified = verified;
             st.pending = None;
             st.profile = Some(me);
             st.profile_hash = hash;
@@ -743,7 +751,7 @@ pub fn dump_observed(path: &Path, destroy: bool) -> Result<()> {
     let _lock = lock(&dir, &Opts { lock_timeout: Duration::from_secs(60), quiet: true, ..Opts::default() }, Access::Read)?;
     let mut session = Session::new()?;
     let (host, facts) = host_facts(&p, &mut session)?;
-    let (state, _) = load_state(&p, &dir, &mut session, &host, Access::Read)?;
+    let (state, _) = load_state(&p, &dir, &mut session, &host, Access::Read, State::read(&dir, &p.host))?;
     let desired = if destroy { Desired::nothing(&p.host, &p.owner_mark()) } else { Desired::derive(&p, &facts) };
     let observed = observe_for(&mut session, facts, host, &state, &desired, Depth::Full, false)?;
     crate::say!("{}", serde_json::to_string_pretty(&observed.to_json()?)?);

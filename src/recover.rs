@@ -65,7 +65,7 @@ pub fn rediscover(session: &mut Session, host: &str, profile: Option<&Profile>, 
     let spaces: Vec<Ns> = std::iter::once(Ns::Host).chain(st.namespaces.iter().map(|n| Ns::Named(n.clone()))).collect();
     for ns in spaces {
         let where_ = if ns == Ns::Host { "the host".to_string() } else { format!("namespace {ns}") };
-        let fw = firewall::read(session.file(&ns)?, &where_, &backends)?;
+        let fw = firewall::read(session.file(&ns)?, &where_, &backends, None)?;
         for b in holding(&fw, &mark) {
             found.push(format!("{} rules in {ns}", b.name()));
             st.firewall.entry(state::fw_key(&ns)).or_default().insert(b);

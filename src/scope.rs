@@ -4,10 +4,11 @@ use crate::desired::Desired;
 use crate::state::State;
 
 /// How much to read: everything (plan, check, apply), or what verification
-/// after an apply needs. Verification does not re-read firewalls: each batch
-/// was committed atomically by its tool (a failure is an error with
-/// rollback), and re-reading costs a process per namespace on every apply;
-/// `check` reads them in full.
+/// after an apply needs. Verification does not plan firewalls again: each
+/// batch was committed atomically by its tool (a failure is an error with
+/// rollback). It reads the nftables rulesets only to record them (the
+/// recorded one when the generation is unchanged; see
+/// `kinds::firewall::verified`); `check` reads them in full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Depth {
     #[default]

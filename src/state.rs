@@ -74,6 +74,13 @@ pub struct State {
     /// host is "@host"): that MAC is the wanted one, not drift.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub kept_macs: BTreeMap<String, String>,
+    /// The nftables ruleset vxrouter last verified in a namespace, with the
+    /// namespace instance and generation it was read at: while both are
+    /// unchanged the ruleset is the same, and is not listed again
+    /// (`firewall::nft::reusable`). Only a cache: a missing or stale record
+    /// costs a listing.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub nft_verified: BTreeMap<String, crate::firewall::nft::Verified>,
     /// This state was rebuilt from the kernel (the file was missing or
     /// unreadable), not read from the file.
     #[serde(skip)]
@@ -223,6 +230,7 @@ pub fn after(desired: &Desired, observed: &Observed, during: &State) -> State {
             st.firewall.entry(fw_key(&r.ns)).or_default().insert(r.backend);
         }
     }
+    st.nft_verified = crate::kinds::firewall::verified(desired, observed);
     for name in &st.namespaces.clone() {
         if Some(name.as_str()) != desired.router_ns()
             && let Some(b) = during.firewall.get(name)

@@ -217,7 +217,7 @@ pub fn jump_rule(mark: &str, chain: &str) -> String {
 pub struct Iptables;
 
 impl Driver for Iptables {
-    fn read(&self, ns: Option<&File>, where_: &str, st: &mut FirewallState) -> Result<()> {
+    fn read(&self, ns: Option<&File>, where_: &str, _: Option<&super::nft::Verified>, st: &mut FirewallState) -> Result<()> {
         st.ipt = Some(observe(Family::V4, ns, where_)?);
         st.ip6t = Some(observe(Family::V6, ns, where_)?);
         Ok(())

@@ -69,10 +69,13 @@ impl Backend {
 /// One firewall tool, as vxrouter uses it.
 pub trait Driver: Sync {
     /// Reads what this backend holds in a namespace (None: here) into `st`.
-    fn read(&self, ns: Option<&File>, where_: &str, st: &mut FirewallState) -> Result<()>;
+    /// `recorded`: the nftables ruleset vxrouter last verified there (see
+    /// `nft::Verified`), which stands in for a listing while the
+    /// namespace's nftables generation is unchanged.
+    fn read(&self, ns: Option<&File>, where_: &str, recorded: Option<&nft::Verified>, st: &mut FirewallState) -> Result<()>;
     /// Starts the listing `read` makes, when it is slow enough to be worth
     /// running alongside the rest of the observation (see `prefetch`).
-    fn prefetch(&self, _ns: Option<File>) {}
+    fn prefetch(&self, _ns: Option<File>, _recorded: Option<&nft::Verified>) {}
     /// The changes that make this backend hold exactly `want` (None:
     /// nothing of vxrouter's). Err: what stands in the way.
     fn diff(&self, mark: &str, want: Option<&Policy>, have: &FirewallState) -> Result<Vec<FwChange>, String>;
@@ -132,6 +135,10 @@ pub struct FirewallState {
     /// IPv6 (ip6tables-save).
     pub ip6t: Option<IptState>,
     pub nft: Option<nft::NftState>,
+    /// The namespace instance and nftables generation `nft` was read at
+    /// (None: not known, e.g. the generation changed during the listing).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nft_at: Option<crate::netlink::nfgen::Stamp>,
 }
 
 impl FirewallState {
@@ -296,16 +303,19 @@ pub fn prefetch(st: &crate::state::State) {
         if key != "@host" && !ns.as_ref().is_some_and(crate::netns::is_namespace) {
             continue;
         }
+        let recorded = st.nft_verified.get(key);
         for b in backends {
-            b.driver().prefetch(ns.as_ref().and_then(|f| f.try_clone().ok()));
+            b.driver().prefetch(ns.as_ref().and_then(|f| f.try_clone().ok()), recorded);
         }
     }
 }
 
-pub fn read(ns: Option<&File>, where_: &str, backends: &[Backend]) -> Result<FirewallState> {
+/// Reads a namespace's firewall through the given backends (`recorded`: see
+/// `Driver::read`).
+pub fn read(ns: Option<&File>, where_: &str, backends: &[Backend], recorded: Option<&nft::Verified>) -> Result<FirewallState> {
     let mut st = FirewallState::default();
     for b in backends {
-        b.driver().read(ns, where_, &mut st)?;
+        b.driver().read(ns, where_, recorded, &mut st)?;
     }
     Ok(st)
 }

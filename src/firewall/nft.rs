@@ -8,6 +8,10 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
+use std::os::fd::AsFd;
+use std::os::unix::fs::MetadataExt;
+use std::sync::Mutex;
+use std::thread::JoinHandle;
 
 use serde::{Deserialize, Serialize};
 
@@ -17,6 +21,7 @@ use super::render::{self, Syntax};
 use super::rules::{Chain, Family, Hook, Policy, Table, Verdict};
 use super::{Driver, FirewallState, FwChange};
 use crate::error::Result;
+use crate::netlink::nfgen::{NfGen, Stamp};
 use crate::profile::Proto;
 
 pub const TABLE: &str = "vxrouter";
@@ -303,8 +308,83 @@ pub fn parse_ruleset(text: &str) -> NftState {
     st
 }
 
+/// A namespace's ruleset as vxrouter last verified it (after writing it, or
+/// in a run that found it as wanted), and the namespace instance and
+/// generation it was listed at: kept in the state file per namespace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Verified {
+    pub at: Stamp,
+    pub state: NftState,
+}
+
+/// Whether a recorded ruleset may stand in for a listing: only when the
+/// namespace is the same instance (cookie) and no nf_tables commit happened
+/// in it since (generation). Anything else — no record, another instance,
+/// another generation, a generation that could not be read — lists.
+pub fn reusable(recorded: Option<&Verified>, now: Option<Stamp>) -> Option<&NftState> {
+    match (recorded, now) {
+        (Some(r), Some(now)) if r.at == now => Some(&r.state),
+        _ => None,
+    }
+}
+
+/// The generation a listing shows: the one read before it, when the one
+/// read after it is the same (no commit in between); else unknown.
+pub fn listed_at(before: Option<Stamp>, after: Option<Stamp>) -> Option<Stamp> {
+    match (before, after) {
+        (Some(b), Some(a)) if a == b => Some(b),
+        _ => None,
+    }
+}
+
+/// What to record for a namespace after a run: its ruleset as listed at a
+/// known generation, when vxrouter's tables in it are exactly the wanted
+/// ones (`want` None: none of vxrouter's). None: nothing to record.
+pub fn to_record(mark: &str, want: Option<&Policy>, have: &FirewallState) -> Option<Verified> {
+    let at = have.nft_at?;
+    let state = have.nft.as_ref()?;
+    Nftables.diff(mark, want, have).ok()?.is_empty().then(|| Verified { at, state: state.clone() })
+}
+
+/// Reads a namespace's ruleset: the recorded one when the namespace's
+/// generation says nothing changed since it was verified, else one
+/// `nft list ruleset`, bracketed by generation reads (the listing's
+/// generation is known only when both agree).
+fn observe_at(ns: Option<&File>, where_: &str, recorded: Option<&Verified>) -> Result<(NftState, Option<Stamp>)> {
+    let mut r#gen = NfGen::open_in(ns.map(|f| f.as_fd())).ok();
+    let before = r#gen.as_mut().and_then(|g| g.stamp().ok());
+    if let Some(st) = reusable(recorded, before) {
+        return Ok((st.clone(), before));
+    }
+    let text = super::tool::read("nft", LIST, ns, where_)?;
+    let after = r#gen.as_mut().and_then(|g| g.stamp().ok());
+    Ok((parse_ruleset(&text), listed_at(before, after)))
+}
+
+/// An observation started ahead of time: the namespace (nsfs device and
+/// inode; None: here) and the thread making it.
+type Early = (Option<(u64, u64)>, JoinHandle<Result<(NftState, Option<Stamp>)>>);
+
+/// Observations started by `prefetch`, waiting for `read` to ask for them.
+static EARLY: Mutex<Vec<Early>> = Mutex::new(Vec::new());
+
+fn ns_key(ns: Option<&File>) -> Option<(u64, u64)> {
+    ns.and_then(|f| f.metadata().ok()).map(|m| (m.dev(), m.ino()))
+}
+
+/// The observation of `ns` started by `prefetch`, if there is one.
+fn prefetched(ns: Option<&File>) -> Option<Result<(NftState, Option<Stamp>)>> {
+    let k = ns_key(ns);
+    let handle = {
+        let mut early = EARLY.lock().ok()?;
+        let at = early.iter().position(|(ek, _)| *ek == k)?;
+        early.swap_remove(at).1
+    };
+    handle.join().ok()
+}
+
 pub fn observe(ns: Option<&File>, where_: &str) -> Result<NftState> {
-    Ok(parse_ruleset(&super::tool::read("nft", LIST, ns, where_)?))
+    Ok(observe_at(ns, where_, None)?.0)
 }
 
 /// The part of an `nft -f` transaction that makes vxrouter's table of
@@ -353,12 +433,31 @@ pub struct Nftables;
 const LIST: &[&str] = &["list", "ruleset"];
 
 impl Driver for Nftables {
-    fn prefetch(&self, ns: Option<File>) {
-        super::tool::prefetch("nft", LIST, ns);
+    /// At N = 1000 a listing takes 30–60 ms (its own process, on the other
+    /// CPU): started with the run, it overlaps the link dumps. Only ever a
+    /// read: a run observes under the host lock, so it reads what it would
+    /// have read a moment later.
+    fn prefetch(&self, ns: Option<File>, recorded: Option<&Verified>) {
+        let k = ns_key(ns.as_ref());
+        let recorded = recorded.cloned();
+        let handle = std::thread::spawn(move || {
+            let where_ = if ns.is_some() { "the namespace" } else { "the host" };
+            observe_at(ns.as_ref(), where_, recorded.as_ref())
+        });
+        if let Ok(mut early) = EARLY.lock() {
+            early.push((k, handle));
+        }
     }
 
-    fn read(&self, ns: Option<&File>, where_: &str, st: &mut FirewallState) -> Result<()> {
-        st.nft = Some(observe(ns, where_)?);
+    fn read(&self, ns: Option<&File>, where_: &str, recorded: Option<&Verified>, st: &mut FirewallState) -> Result<()> {
+        let (nft, at) = match prefetched(ns) {
+            Some(Ok(seen)) => seen,
+            // A prefetched listing that failed is made again here, for an
+            // error that names the place.
+            _ => observe_at(ns, where_, recorded)?,
+        };
+        st.nft = Some(nft);
+        st.nft_at = at;
         Ok(())
     }
 
@@ -445,6 +544,50 @@ mod tests {
             "table ip filter {\n\tchain INPUT {\n\t\ttype filter hook input priority filter; policy accept;\n\t\t counter packets 0 bytes 0 jump VXROUTER-IN\n\t}\n}\n",
         );
         assert_eq!(ipt_nft.foreign, 0);
+    }
+
+    fn stamp(cookie: u64, generation: u32) -> Option<Stamp> {
+        Some(Stamp { cookie, generation })
+    }
+
+    #[test]
+    fn a_recorded_ruleset_stands_in_only_for_the_same_namespace_and_generation() {
+        let state = NftState { foreign: 3, ..NftState::default() };
+        let rec = Verified { at: Stamp { cookie: 7, generation: 40 }, state: state.clone() };
+        assert_eq!(reusable(Some(&rec), stamp(7, 40)), Some(&state));
+        // Any commit since (ours, `nft add rule`, `nft flush ruleset`,
+        // iptables-nft) moved the generation on: list.
+        assert_eq!(reusable(Some(&rec), stamp(7, 41)), None);
+        // A namespace made again starts at a low generation; its cookie differs.
+        assert_eq!(reusable(Some(&rec), stamp(8, 40)), None);
+        assert_eq!(reusable(Some(&rec), None), None, "generation unreadable");
+        assert_eq!(reusable(None, stamp(7, 40)), None, "nothing recorded");
+    }
+
+    #[test]
+    fn a_listing_has_a_generation_only_when_none_changed_during_it() {
+        assert_eq!(listed_at(stamp(1, 5), stamp(1, 5)), stamp(1, 5));
+        assert_eq!(listed_at(stamp(1, 5), stamp(1, 6)), None);
+        assert_eq!(listed_at(stamp(1, 5), None), None);
+        assert_eq!(listed_at(None, stamp(1, 5)), None);
+    }
+
+    #[test]
+    fn only_a_ruleset_as_wanted_at_a_known_generation_is_recorded() {
+        let p = Profile::parse("p.toml", include_str!("../../profiles/host-a.toml")).unwrap();
+        let policy = router_policy(p.router.as_ref().unwrap());
+        let mark = "vxrouter:host-a";
+        let wanted = NftState { ours: desired(mark, &policy, Family::V4), ours6: desired(mark, &policy, Family::V6), foreign: 2 };
+        let fw = |nft: &NftState, at| FirewallState { nft: Some(nft.clone()), nft_at: at, ..FirewallState::default() };
+        let rec = to_record(mark, Some(&policy), &fw(&wanted, stamp(9, 3))).unwrap();
+        assert_eq!(rec, Verified { at: Stamp { cookie: 9, generation: 3 }, state: wanted.clone() });
+        assert_eq!(to_record(mark, Some(&policy), &fw(&wanted, None)), None, "generation unknown");
+        let mut drifted = wanted.clone();
+        drifted.ours.as_mut().unwrap().chains.get_mut("forward").unwrap().1.push("drop".into());
+        assert_eq!(to_record(mark, Some(&policy), &fw(&drifted, stamp(9, 3))), None, "not as wanted");
+        let flushed = NftState::default();
+        assert_eq!(to_record(mark, Some(&policy), &fw(&flushed, stamp(9, 3))), None, "table missing");
+        assert_eq!(to_record("vxrouter:other", Some(&policy), &fw(&wanted, stamp(9, 3))), None, "another owner");
     }
 
     #[test]

@@ -86,12 +86,22 @@ impl Kind for Firewall {
         let mut seen = Seen { skipped: cx.scope.depth == Depth::Verify, ..Seen::default() };
         let spaces = std::iter::once(Ns::Host).chain(o.named.keys().map(|n| Ns::Named(n.clone())));
         for ns in spaces {
+            let where_ = if ns == Ns::Host { "the host".to_string() } else { format!("namespace {ns}") };
+            let recorded = o.state.nft_verified.get(&state::fw_key(&ns));
             let backends = reads(&ns, cx.desired, &o.state, cx.scope.depth);
             if backends.is_empty() {
+                // Verification does not plan the rules it wrote (each batch
+                // is atomic), but reads nftables, to record the ruleset
+                // vxrouter verified and its generation (`state::after`). Best
+                // effort: what cannot be read is not recorded.
+                if let Some(b) = records(&ns, cx.desired, cx.scope.depth)
+                    && let Ok(st) = firewall::read(cx.session.file(&ns)?, &where_, &[b], recorded)
+                {
+                    seen.namespaces.push((ns, st));
+                }
                 continue;
             }
-            let where_ = if ns == Ns::Host { "the host".to_string() } else { format!("namespace {ns}") };
-            let st = firewall::read(cx.session.file(&ns)?, &where_, &backends)?;
+            let st = firewall::read(cx.session.file(&ns)?, &where_, &backends, recorded)?;
             seen.namespaces.push((ns, st));
         }
         Ok(seen)
@@ -141,6 +151,46 @@ fn reads(ns: &Ns, desired: &Desired, st: &State, depth: Depth) -> Vec<Backend> {
     out.sort();
     out.dedup();
     out
+}
+
+/// When verifying: the backend read only to record what was verified
+/// (nftables, where vxrouter wants rules through it).
+fn records(ns: &Ns, desired: &Desired, depth: Depth) -> Option<Backend> {
+    let r = desired.of::<Firewall>().iter().find(|r| r.ns == *ns)?;
+    (depth == Depth::Verify && r.backend == Backend::Nftables && !r.policy.chains.is_empty()).then_some(Backend::Nftables)
+}
+
+/// Starts, ahead of verification, the nftables reads `observe` will make
+/// then (see `records`), so they run alongside the verification's dumps.
+pub fn prefetch_verification(desired: &Desired, st: &State) {
+    for r in desired.of::<Firewall>() {
+        if records(&r.ns, desired, Depth::Verify).is_none() {
+            continue;
+        }
+        let ns = match &r.ns {
+            Ns::Host => None,
+            Ns::Named(n) => match crate::netns::open(n) {
+                Ok(Some(f)) if crate::netns::is_namespace(&f) => Some(f),
+                _ => continue,
+            },
+        };
+        Backend::Nftables.driver().prefetch(ns, st.nft_verified.get(&state::fw_key(&r.ns)));
+    }
+}
+
+/// What to record, per namespace, after a run that found or made the
+/// firewall as wanted: each nftables ruleset read at a known generation in
+/// which vxrouter's tables are exactly the wanted ones (`nft::to_record`).
+pub fn verified(desired: &Desired, o: &Observed) -> std::collections::BTreeMap<String, firewall::nft::Verified> {
+    desired
+        .of::<Firewall>()
+        .iter()
+        .filter(|r| r.backend == Backend::Nftables && !r.policy.chains.is_empty())
+        .filter_map(|r| {
+            let fw = found(o, &r.ns)?;
+            Some((state::fw_key(&r.ns), firewall::nft::to_record(&desired.mark, Some(&r.policy), fw)?))
+        })
+        .collect()
 }
 
 /// A namespace's firewall as it was observed.

@@ -4,6 +4,7 @@
 
 mod linkdump;
 mod msg;
+pub mod nfgen;
 pub mod ops;
 pub mod session;
 pub mod socket;

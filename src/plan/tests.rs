@@ -156,7 +156,7 @@ pub fn converged(d: &Desired) -> Observed {
             }
             ipt
         };
-        let st = FirewallState { ipt: Some(state(Family::V4)), ip6t: Some(state(Family::V6)), nft: None };
+        let st = FirewallState { ipt: Some(state(Family::V4)), ip6t: Some(state(Family::V6)), nft: None, nft_at: None };
         fw.namespaces.push((r.ns.clone(), st));
         o.state.firewall.entry(crate::state::fw_key(&r.ns)).or_default().insert(Backend::Iptables);
     }
