@@ -37,6 +37,8 @@ pub struct Facts {
     /// This program's path, for the commands vxrouter leaves behind for a
     /// daemon to run (keepalived's uplink check).
     pub exe: PathBuf,
+    /// What is wrong with FRR for `[evpn]` (read only when it is wanted).
+    pub frr_problems: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,7 +57,7 @@ impl Facts {
             .and_then(|u| host.link(&u.device))
             .map(|dev| UnderlayFacts { mtu: dev.mtu, address: host.addrs_of(dev.index).find_map(|a| v4(a.cidr.addr())) });
         let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("vxrouter"));
-        Facts { underlay, nft, run_dir, sysctls, missing_tools: Vec::new(), exe }
+        Facts { underlay, nft, run_dir, sysctls, missing_tools: Vec::new(), exe, frr_problems: Vec::new() }
     }
 }
 
@@ -75,7 +77,9 @@ pub fn tools_needed(p: &Profile, nft: bool) -> Vec<&'static str> {
     }
     match crate::firewall::resolve(r.firewall, nft) {
         crate::firewall::Backend::Nftables => out.push("nft"),
-        crate::firewall::Backend::Iptables => out.extend(["iptables-restore", "iptables-save", "ip6tables-restore", "ip6tables-save"]),
+        crate::firewall::Backend::Iptables => {
+            out.extend(["iptables-restore", "iptables-save", "ip6tables-restore", "ip6tables-save"])
+        }
     }
     out
 }
@@ -93,5 +97,8 @@ pub fn read(p: &Profile, host: &NsView) -> Result<Facts> {
     let nft = crate::firewall::nft::available();
     let mut f = Facts::of(p, host, sysctls, nft, crate::state::run_dir());
     f.missing_tools = tools_needed(p, nft).into_iter().filter(|t| !crate::firewall::in_path(t)).map(String::from).collect();
+    if p.evpn.is_some() {
+        f.frr_problems = crate::kinds::frr::preflight();
+    }
     Ok(f)
 }

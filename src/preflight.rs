@@ -38,6 +38,9 @@ pub struct Preflight {
 
 pub fn check(p: &Profile, f: &Facts, host: &NsView) -> Preflight {
     let mut out = Preflight::default();
+    if p.evpn.is_some() {
+        out.errors.extend(f.frr_problems.iter().map(|e| format!("{}: {e}", p.key_location("evpn", "asn"))));
+    }
     if let Some(u) = &p.underlay {
         match host.link(&u.device) {
             None => out.errors.push(format!(
@@ -90,7 +93,11 @@ pub fn check(p: &Profile, f: &Facts, host: &NsView) -> Preflight {
     if let Some(r) = &p.router
         && host.link(&r.public.uplink).is_none()
     {
-        out.errors.push(format!("{}: uplink {} does not exist on this host", p.key_location("router.public", "uplink"), r.public.uplink));
+        out.errors.push(format!(
+            "{}: uplink {} does not exist on this host",
+            p.key_location("router.public", "uplink"),
+            r.public.uplink
+        ));
     }
 
     // Each VXLAN UDP port has one socket per namespace, which joins the
@@ -115,7 +122,7 @@ pub fn check(p: &Profile, f: &Facts, host: &NsView) -> Preflight {
             .filter(|s| s.port == port)
             .filter_map(|s| match s.flood {
                 Flood::Multicast(g) => Some(g),
-                Flood::Unicast(_) => None,
+                Flood::Unicast(_) | Flood::Evpn => None,
             })
             .collect();
         let needed = joined.union(&wanted).count();

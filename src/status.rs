@@ -88,6 +88,7 @@ pub fn of(st: &State, profile: Option<&Profile>, observed: Option<&Observed>, dr
                 Flood::Unicast(peers) => {
                     format!("peers {}", peers.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", "))
                 }
+                Flood::Evpn => "evpn".to_string(),
             };
             segments.push(SegmentStatus { bridge: s.bridge.clone(), vni: s.vni, flood, mtu: bridge.map(|b| b.mtu), ports });
         }
@@ -133,7 +134,8 @@ pub fn of(st: &State, profile: Option<&Profile>, observed: Option<&Observed>, dr
                     std::fs::read_to_string(transitions).ok().and_then(|t| t.lines().last().map(str::to_string));
                 HaStatus { role, vrid: h.vrid, priority: h.priority, peer: h.peer.to_string(), last_transition }
             });
-            router = Some(RouterStatus { namespace: r.namespace.clone(), exists: view.is_some(), addresses, firewall, daemons, ha });
+            router =
+                Some(RouterStatus { namespace: r.namespace.clone(), exists: view.is_some(), addresses, firewall, daemons, ha });
         }
     }
     let problem = match (&st.profile, profile) {
@@ -205,7 +207,10 @@ pub fn text(s: &HostStatus) -> String {
         }
         if let Some(h) = &r.ha {
             let last = h.last_transition.as_deref().map(|t| format!("; last change {t}")).unwrap_or_default();
-            out.push_str(&format!("           ha {} (vrid {}, priority {}, peer {}){last}\n", h.role, h.vrid, h.priority, h.peer));
+            out.push_str(&format!(
+                "           ha {} (vrid {}, priority {}, peer {}){last}\n",
+                h.role, h.vrid, h.priority, h.peer
+            ));
         }
         for d in &r.daemons {
             out.push_str(&format!("           {d}\n"));

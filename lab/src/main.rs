@@ -5,6 +5,7 @@
 
 mod agent;
 mod checks;
+mod frr;
 mod guest;
 mod interrupt;
 mod lab;

@@ -28,6 +28,7 @@ pub fn desire(p: &Profile, f: &Facts, out: &mut Vec<(Ns, LinkSpec)>) {
                 up: true,
                 mac: Some(stable_mac(&p.host, "", &l.veth[0])),
                 no_ipv6: false,
+                port: None,
             },
         ));
         out.push((
@@ -40,6 +41,7 @@ pub fn desire(p: &Profile, f: &Facts, out: &mut Vec<(Ns, LinkSpec)>) {
                 up: true,
                 mac: Some(stable_mac(&p.host, &r.namespace, &l.veth[1])),
                 no_ipv6: false,
+                port: None,
             },
         ));
     };

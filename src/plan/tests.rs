@@ -22,6 +22,7 @@ pub const SEED_A: &str = include_str!("../../profiles/host-a.toml");
 
 pub fn facts(nft: bool) -> Facts {
     Facts {
+        frr_problems: Vec::new(),
         underlay: Some(UnderlayFacts { mtu: 1500, address: Some(Ipv4Addr::new(10, 0, 0, 1)) }),
         nft,
         run_dir: "/run/vxrouter".into(),
@@ -99,12 +100,14 @@ pub fn converged(d: &Desired) -> Observed {
             mac: spec.mac,
             no_ipv6: spec.no_ipv6,
             loopback: spec.kind == LinkKind::Loopback,
+            port: spec.port,
             ..Link::default()
         };
         match &spec.kind {
             LinkKind::Bridge(b) => l.bridge = Some(b.clone()),
             LinkKind::Vxlan(x) => {
                 l.vxlan = Some(ObservedVxlan {
+                    learning: x.learning,
                     vni: x.vni,
                     group: x.group,
                     dev: Some(2),
@@ -282,7 +285,10 @@ fn adopt_marks_hand_built_links_keeps_their_macs_and_recreates_nothing() {
     let adopt = PlanOptions { adopt: true, ..PlanOptions::default() };
     let p = plan(&d, &o, adopt).unwrap();
     let lines: Vec<String> = p.steps.iter().map(|s| s.line()).collect();
-    assert!(!lines.is_empty() && lines.iter().all(|l| l.starts_with("change ") && l.contains(": alias vxrouter:host-a (found none)")), "{lines:#?}");
+    assert!(
+        !lines.is_empty() && lines.iter().all(|l| l.starts_with("change ") && l.contains(": alias vxrouter:host-a (found none)")),
+        "{lines:#?}"
+    );
     assert!(!lines.iter().any(|l| l.contains("mac") || l.contains("recreate")), "{lines:#?}");
     assert!(p.kept_macs.contains_key("@host/br-pr") && p.kept_macs.contains_key("ns1/veth15.1"), "{:?}", p.kept_macs);
     // Once adopted (marked, MACs recorded), the next plan is empty, and a
@@ -300,11 +306,18 @@ fn adopt_marks_hand_built_links_keeps_their_macs_and_recreates_nothing() {
     host_link(&mut after, "br-pr").mac = Some([2, 0, 0, 0, 0, 1]);
     let drift: Vec<String> = plan(&d, &after, PlanOptions::default()).unwrap().steps.iter().map(|s| s.line()).collect();
     assert_eq!(drift.len(), 1);
-    assert!(drift[0].starts_with("change bridge br-pr: mac 52:54:00:00:00:") && drift[0].ends_with("(found 02:00:00:00:00:01)"), "{drift:?}");
+    assert!(
+        drift[0].starts_with("change bridge br-pr: mac 52:54:00:00:00:") && drift[0].ends_with("(found 02:00:00:00:00:01)"),
+        "{drift:?}"
+    );
     // A profile that pins underlay.local recreates a VXLAN link without it.
     let pinned = desired(&SEED_A.replace("device = \"eth0\"", "device = \"eth0\"\nlocal = \"10.0.0.1\""));
     let p = plan(&pinned, &hand_built(&pinned), adopt).unwrap();
-    assert!(p.steps.iter().any(|s| s.line().contains("vxlan1070") && s.line().contains("local 10.0.0.1 (found none)")), "{:#?}", p.steps.iter().map(|s| s.line()).collect::<Vec<_>>());
+    assert!(
+        p.steps.iter().any(|s| s.line().contains("vxlan1070") && s.line().contains("local 10.0.0.1 (found none)")),
+        "{:#?}",
+        p.steps.iter().map(|s| s.line()).collect::<Vec<_>>()
+    );
 }
 
 #[test]
@@ -517,7 +530,11 @@ mod preflight {
         let mut o = bare();
         o.facts.missing_tools = vec!["dnsmasq".into()];
         let pf = check(&profile(&dhcp), &o.facts, &o.host);
-        assert!(pf.errors.iter().any(|e| e.contains("dnsmasq is not installed") && e.contains("dnsmasq-base")), "{:?}", pf.errors);
+        assert!(
+            pf.errors.iter().any(|e| e.contains("dnsmasq is not installed") && e.contains("dnsmasq-base")),
+            "{:?}",
+            pf.errors
+        );
     }
 
     #[test]
@@ -537,7 +554,9 @@ mod preflight {
         let text = include_str!("../../profiles/ha/router-a.toml").replace("peer = \"10.0.0.2\"", "peer = \"10.0.0.1\"");
         let pf = check(&profile(&text), &o.facts, &o.host);
         assert!(
-            pf.errors.iter().any(|e| e.contains("router.ha.peer") && e.contains("router.ha.peer 10.0.0.1 is an address of this host")),
+            pf.errors
+                .iter()
+                .any(|e| e.contains("router.ha.peer") && e.contains("router.ha.peer 10.0.0.1 is an address of this host")),
             "{:?}",
             pf.errors
         );
@@ -574,6 +593,7 @@ mod preflight {
                 kind: Some("vxlan".into()),
                 up,
                 vxlan: Some(ObservedVxlan {
+                    learning: true,
                     vni: 9000 + i as u32,
                     group: Some(Ipv4Addr::new(239, 9, 9, i as u8)),
                     port,
@@ -595,5 +615,90 @@ mod preflight {
         assert!(pf.warnings.iter().any(|w| w.contains("fail to rejoin")), "{:?}", pf.warnings);
         // Not applied yet, the same limit is an error.
         assert!(!check(&profile(SEED_A), &o.facts, &bare().host).errors.is_empty());
+    }
+}
+
+mod evpn {
+    use super::*;
+    use crate::model::PortFlags;
+
+    const EVPN: &str = "[host]\nname = \"host-a\"\n[underlay]\ndevice = \"eth0\"\nlocal = \"10.0.0.1\"\n\
+        [evpn]\nasn = 65000\nreflectors = [\"10.0.0.1\", \"10.0.0.2\"]\nreflector = true\nlisten = \"10.0.0.0/16\"\n\
+        [[segment]]\nbridge = \"br-pr\"\nvni = 1070\ncontrol = \"evpn\"\n";
+
+    fn desired(text: &str) -> Desired {
+        let p = Profile::parse("p.toml", text).unwrap();
+        Desired::derive(&p, &facts(true))
+    }
+
+    fn vxlan(d: &Desired) -> &crate::model::LinkSpec {
+        d.links().iter().find(|(_, s)| s.name == "vxlan1070").map(|(_, s)| s).unwrap()
+    }
+
+    #[test]
+    fn an_evpn_segment_learns_nothing_and_suppresses_neighbours() {
+        let d = desired(EVPN);
+        let v = vxlan(&d);
+        let LinkKind::Vxlan(x) = &v.kind else { panic!() };
+        assert!(!x.learning && x.group.is_none());
+        assert_eq!(v.port, Some(PortFlags { learning: false, neigh_suppress: true }));
+        assert_eq!(v.mtu, Some(1450));
+    }
+
+    #[test]
+    fn port_flags_that_drifted_are_repaired_in_place() {
+        let d = desired(EVPN);
+        let mut o = converged(&d);
+        use crate::kinds::frr::{Frr, Instance, Seen};
+        let w = d.of::<Frr>()[0].clone();
+        let instance = Instance { asn: w.asn, lines: w.lines.clone(), owner: Some("host-a".into()) };
+        o.parts.insert::<Frr, _>(Seen { running: true, instance: Some(instance), ..Seen::default() });
+        let lines = |o: &Observed| -> Vec<String> {
+            plan(&d, o, PlanOptions::default()).unwrap().steps.iter().map(|s| s.line()).filter(|l| l.contains("vxlan1070")).collect()
+        };
+        assert!(lines(&o).is_empty(), "{:?}", lines(&o));
+        for l in o.host.links.iter_mut().filter(|l| l.name == "vxlan1070") {
+            l.port = Some(PortFlags { learning: true, neigh_suppress: false });
+            l.vxlan.as_mut().unwrap().learning = true;
+        }
+        let got = lines(&o);
+        assert_eq!(got.len(), 1, "{got:?}");
+        for want in ["learning off (found on)", "port learning off (found on)", "neigh_suppress on (found off)"] {
+            assert!(got[0].contains(want), "{got:?} lacks {want}");
+        }
+        assert!(got[0].starts_with("change vxlan vxlan1070"), "{got:?}");
+    }
+
+    #[test]
+    fn a_segment_of_an_ha_router_does_not_suppress_neighbours() {
+        let ha = format!(
+            "{EVPN}[router]\nnamespace = \"ns1\"\n[router.public]\nbridge = \"br-pu\"\nuplink = \"eth1\"\n\
+             address = \"203.0.113.2/24\"\ngateway = \"203.0.113.1\"\n[[router.private]]\nbridge = \"br-pr\"\n\
+             address = \"192.168.0.1/24\"\n[router.ha]\nvrid = 7\npriority = 200\npeer = \"10.0.0.2\"\n"
+        );
+        let d = desired(&ha);
+        assert_eq!(vxlan(&d).port, Some(PortFlags { learning: false, neigh_suppress: false }));
+        let explicit = ha.replace("control = \"evpn\"\n", "control = \"evpn\"\nneigh_suppress = true\n");
+        let e = Profile::parse("p.toml", &explicit).unwrap_err().to_string();
+        assert!(e.contains("segment[0].neigh_suppress: this segment carries the HA router's gateway address"), "{e}");
+    }
+
+    #[test]
+    fn the_frr_instance_is_rendered_with_dc_timers_and_a_listen_limit() {
+        let d = desired(EVPN);
+        let w = &d.of::<crate::kinds::frr::Frr>()[0];
+        let text = crate::kinds::frr::block_text(w.asn, &w.lines);
+        for want in [
+            "router bgp 65000\n",
+            " timers bgp 3 9\n",
+            " neighbor 10.0.0.2 peer-group VXROUTER\n",
+            " bgp listen limit 1000\n",
+            " bgp listen range 10.0.0.0/16 peer-group VXROUTER-CLIENTS\n",
+            "  neighbor VXROUTER-CLIENTS route-reflector-client\n",
+            "  advertise-all-vni\n",
+        ] {
+            assert!(text.contains(want), "{text} lacks {want:?}");
+        }
+        assert!(!text.contains("neighbor 10.0.0.1 "), "no session to itself: {text}");
     }
 }
