@@ -27,6 +27,9 @@ pub struct CheckResult {
     pub to: String,
     pub ok: bool,
     pub detail: String,
+    /// The numbers behind a measuring cell (the HA cells' gaps), as JSON.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub measure: Option<serde_json::Value>,
 }
 
 /// Drops IPv4 multicast on the lab switch (a cloud underlay without it).
@@ -144,7 +147,7 @@ pub fn run_checks(lab: &Lab) -> Result<Vec<CheckResult>> {
     let state = LabState::load(&dir);
     let mut results = Vec::new();
     let mut fail = |check: &'static str, from: &str, to: &str, detail: String| {
-        results.push(CheckResult { check, from: from.into(), to: to.into(), ok: false, detail })
+        results.push(CheckResult { check, from: from.into(), to: to.into(), ok: false, detail, measure: None })
     };
 
     // VMs that never got attached fail every check, with the reason.
@@ -190,6 +193,7 @@ pub fn run_checks(lab: &Lab) -> Result<Vec<CheckResult>> {
                 to: String::new(),
                 ok: false,
                 detail: h.detail.clone(),
+                measure: None,
             });
         }
     }
@@ -216,6 +220,7 @@ pub fn run_checks(lab: &Lab) -> Result<Vec<CheckResult>> {
                 to: vm.bridge.clone(),
                 ok: false,
                 detail: format!("{e:#}"),
+                measure: None,
             }),
             Err(e) => return Err(e),
         }
@@ -261,7 +266,7 @@ pub fn run_checks(lab: &Lab) -> Result<Vec<CheckResult>> {
             jobs.push(Box::new(move || {
                 let mut out = Vec::new();
                 let mut r = |check, ok, detail: String| {
-                    out.push(CheckResult { check, from: a.name.clone(), to: b.name.clone(), ok, detail })
+                    out.push(CheckResult { check, from: a.name.clone(), to: b.name.clone(), ok, detail, measure: None })
                 };
                 if same_segment {
                     let (ok, d) = an.ping(b.address.addr());
@@ -313,7 +318,7 @@ pub fn run_checks(lab: &Lab) -> Result<Vec<CheckResult>> {
         jobs.push(Box::new(move || {
             let mut out = Vec::new();
             let mut r = |check, ok, detail: String| {
-                out.push(CheckResult { check, from: a.name.clone(), to: "internet".into(), ok, detail })
+                out.push(CheckResult { check, from: a.name.clone(), to: "internet".into(), ok, detail, measure: None })
             };
             match an.send(server_addr, SERVER_PORT, 64, 3) {
                 Ok((peer, _)) => {
@@ -334,7 +339,14 @@ pub fn run_checks(lab: &Lab) -> Result<Vec<CheckResult>> {
         let attacker = &attacker;
         jobs.push(Box::new(move || {
             let r = |ok, detail: String| {
-                vec![CheckResult { check: "inbound-blocked", from: "internet".into(), to: a.name.clone(), ok, detail }]
+                vec![CheckResult {
+                    check: "inbound-blocked",
+                    from: "internet".into(),
+                    to: a.name.clone(),
+                    ok,
+                    detail,
+                    measure: None,
+                }]
             };
             // Positive control: the listener answers from inside the segment.
             if let Err(e) = peer.send(a.address.addr(), VM_PORT, 16, 3) {
@@ -352,6 +364,7 @@ pub fn run_checks(lab: &Lab) -> Result<Vec<CheckResult>> {
     // IPv6 on the public segment (its link-local, derived from the leg's
     // MAC, does not answer). The public address answering ping is the
     // control: a dead router must not pass.
+    let ha_pair = crate::ha::pair(lab);
     for h in lab.hosts.iter().filter(|h| h.uplink) {
         let Some(r) = &h.profile.router else { continue };
         let leg = &r.public.leg.veth[1];
@@ -362,14 +375,37 @@ pub fn run_checks(lab: &Lab) -> Result<Vec<CheckResult>> {
             .stdin(Stdio::null())
             .output()
             .with_context(|| format!("read the MAC of {leg} in {}", h.name))?;
-        let link_local = link_local_of(String::from_utf8_lossy(&out.stdout).trim());
+        let mac = String::from_utf8_lossy(&out.stdout).trim().to_ascii_lowercase();
+        let link_local = link_local_of(&mac);
         let public = r.public.leg.address.addr();
         let gateways: Vec<Ipv4Addr> = r.private.iter().map(|l| l.address.addr()).collect();
+        // One of two HA routers: only the active one answers for the
+        // public address (the backup holds no address at all).
+        let ha_role = match ha_pair.as_ref().and_then(|p| p.r.iter().find(|x| x.name == h.name)) {
+            Some(x) => Some(crate::ha::role(&dir, x)?),
+            None => None,
+        };
         let (attacker, host) = (&attacker, h.name.clone());
         jobs.push(Box::new(move || {
             let mut problems = Vec::new();
             if !attacker.ping(public).0 {
                 problems.push(format!("control failed: the public address {public} does not answer ping"));
+            }
+            match ha_role {
+                Some(crate::ha::Role::Active) => {
+                    let macs = attacker.arping_macs(public);
+                    if macs != [mac.clone()] {
+                        problems.push(format!(
+                            "ARP for {public} answered by {macs:?}; expected only this active router's public leg ({mac})"
+                        ));
+                    }
+                }
+                Some(role) => {
+                    if attacker.arping_macs(public).contains(&mac) {
+                        problems.push(format!("this {role:?} router's public leg ({mac}) answers ARP for {public}"));
+                    }
+                }
+                None => {}
             }
             for g in &gateways {
                 if attacker.arping(*g) {
@@ -387,12 +423,17 @@ pub fn run_checks(lab: &Lab) -> Result<Vec<CheckResult>> {
                 None => problems.push(format!("cannot read the MAC of the public leg {leg}")),
             }
             let ok = problems.is_empty();
+            let role = match ha_role {
+                Some(crate::ha::Role::Active) => " (active: the only one answering ARP for it)",
+                Some(_) => " (by the active router; not this one)",
+                None => "",
+            };
             let detail = if ok {
-                format!("{public} answers; {} private gateway(s) silent to ARP and ping; no IPv6", gateways.len())
+                format!("{public} answers{role}; {} private gateway(s) silent to ARP and ping; no IPv6", gateways.len())
             } else {
                 problems.join("; ")
             };
-            vec![CheckResult { check: "public-side", from: "internet".into(), to: host, ok, detail }]
+            vec![CheckResult { check: "public-side", from: "internet".into(), to: host, ok, detail, measure: None }]
         }));
     }
     // Port forwards: reachable from the internet at the public address, and
@@ -415,7 +456,7 @@ pub fn run_checks(lab: &Lab) -> Result<Vec<CheckResult>> {
                     Ok((peer, _)) => (false, format!("arrived from {peer}, expected the client's {me}")),
                     Err(e) => (false, format!("{public}:{port}: {e}")),
                 };
-                vec![CheckResult { check: "forward", from: "internet".into(), to: vm.clone(), ok, detail }]
+                vec![CheckResult { check: "forward", from: "internet".into(), to: vm.clone(), ok, detail, measure: None }]
             }));
         }
     }
@@ -440,8 +481,11 @@ pub fn run_checks(lab: &Lab) -> Result<Vec<CheckResult>> {
                     "{name} fragmented {n} packet(s) on the underlay: the segment MTU leaves no room for the 50-byte VXLAN header"
                 )
             },
+            measure: None,
         });
     }
+    // Router HA: failover, sessions, return, handover, idle (ha.rs).
+    results.extend(crate::ha::run(lab, &dir, &effective)?);
     Ok(results)
 }
 
@@ -459,7 +503,14 @@ fn segment_mtu(dir: &LabDir, host: &str, bridge: &str) -> u32 {
 /// the VM started at 1500).
 fn dhcp_check(lab: &Lab, vm: &LabVm, lease: &(String, String, u32), bridge_mtu: u32) -> CheckResult {
     let (addr, gw, mtu) = lease;
-    let mut r = CheckResult { check: "dhcp", from: vm.name.clone(), to: vm.bridge.clone(), ok: false, detail: String::new() };
+    let mut r = CheckResult {
+        check: "dhcp",
+        from: vm.name.clone(),
+        to: vm.bridge.clone(),
+        ok: false,
+        detail: String::new(),
+        measure: None,
+    };
     let leg = lab
         .hosts
         .iter()
@@ -583,6 +634,13 @@ pub fn print_matrix(lab: &Lab, results: &[CheckResult]) {
             public_side.join(", ")
         );
     }
+    let ha: Vec<&CheckResult> = results.iter().filter(|r| r.to == "ha").collect();
+    if !ha.is_empty() {
+        println!("\nrouter high availability (probes every 10 ms from {}):", ha[0].from);
+        for r in ha {
+            println!("  {} {:<9} {}", if r.ok { "✓" } else { "✗" }, r.check, r.detail);
+        }
+    }
     if failed.is_empty() {
         println!("\nall {} checks passed", results.len());
     } else {
@@ -598,7 +656,12 @@ pub fn print_matrix(lab: &Lab, results: &[CheckResult]) {
 fn link_local_of(mac: &str) -> Option<String> {
     let b: Vec<u8> = mac.split(':').map(|x| u8::from_str_radix(x, 16).ok()).collect::<Option<_>>()?;
     let [a, b1, c, d, e, f] = <[u8; 6]>::try_from(b).ok()?;
-    let g = [u16::from_be_bytes([a ^ 2, b1]), u16::from_be_bytes([c, 0xff]), u16::from_be_bytes([0xfe, d]), u16::from_be_bytes([e, f])];
+    let g = [
+        u16::from_be_bytes([a ^ 2, b1]),
+        u16::from_be_bytes([c, 0xff]),
+        u16::from_be_bytes([0xfe, d]),
+        u16::from_be_bytes([e, f]),
+    ];
     Some(format!("fe80::{:x}:{:x}:{:x}:{:x}", g[0], g[1], g[2], g[3]))
 }
 

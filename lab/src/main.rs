@@ -7,10 +7,12 @@ mod agent;
 mod checks;
 mod frr;
 mod guest;
+mod ha;
 mod interrupt;
 mod lab;
 mod libvirt;
 mod nodes;
+mod probe;
 mod spec;
 mod vm;
 
@@ -64,6 +66,31 @@ enum AgentCommand {
         #[arg(long, default_value_t = 3)]
         timeout: u64,
     },
+    /// The internet server of the HA cells: UDP echo + TCP conversations.
+    Serve {
+        addr: std::net::SocketAddr,
+    },
+    /// A fixed-schedule UDP prober (see probe.rs).
+    Probe {
+        addr: std::net::SocketAddr,
+        #[arg(long, default_value_t = 10)]
+        interval_ms: u64,
+        /// Stop after this many seconds (default: when stdin closes).
+        #[arg(long)]
+        seconds: Option<f64>,
+        #[arg(long, default_value_t = 100)]
+        within_ms: u64,
+    },
+    /// The VM's end of a TCP conversation (see probe.rs).
+    Talk {
+        addr: std::net::SocketAddr,
+        #[arg(long, value_enum)]
+        mode: probe::Talk,
+        #[arg(long, default_value_t = 10)]
+        interval_ms: u64,
+        #[arg(long, default_value_t = 5)]
+        bye_wait: u64,
+    },
 }
 
 fn hidden() -> Option<anyhow::Result<()>> {
@@ -78,6 +105,16 @@ fn hidden() -> Option<anyhow::Result<()>> {
             agent::vxlan_inject(from, to, vni, sender, target)
         }
         Hidden::Agent(AgentCommand::Send { addr, bytes, timeout }) => agent::send(addr, bytes, Duration::from_secs(timeout)),
+        Hidden::Agent(AgentCommand::Serve { addr }) => probe::serve(addr),
+        Hidden::Agent(AgentCommand::Probe { addr, interval_ms, seconds, within_ms }) => probe::probe(
+            addr,
+            Duration::from_millis(interval_ms),
+            seconds.map(Duration::from_secs_f64),
+            Duration::from_millis(within_ms),
+        ),
+        Hidden::Agent(AgentCommand::Talk { addr, mode, interval_ms, bye_wait }) => {
+            probe::talk(addr, mode, Duration::from_millis(interval_ms), Duration::from_secs(bye_wait))
+        }
     })
 }
 

@@ -198,6 +198,27 @@ impl LabDir {
         Ok(PathBuf::from(format!("/proc/{}/root", pid.trim())))
     }
 
+    /// The pid of the process holding a host's mount namespace.
+    pub fn holder_pid(&self, host: &str) -> Result<u32> {
+        let pid = fs::read_to_string(self.file(host, "pid")).with_context(|| format!("no lab host {host}"))?;
+        pid.trim().parse().with_context(|| format!("holder pid of {host}"))
+    }
+
+    /// A host's network namespaces as (dev, inode): its own and every one
+    /// pinned under its /run/netns (its router namespace).
+    pub fn host_namespaces(&self, host: &str) -> Result<Vec<(u64, u64)>> {
+        let own = fs::metadata(self.file(host, "net")).with_context(|| format!("no lab host {host}"))?;
+        let mut out = vec![(own.dev(), own.ino())];
+        if let Ok(dir) = fs::read_dir(self.host_root(host)?.join("run/netns")) {
+            for ns in dir.flatten() {
+                if let Ok(m) = fs::metadata(ns.path()) {
+                    out.push((m.dev(), m.ino()));
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// A VM: its network namespace, with the mount namespace of its host.
     pub fn vm(&self, name: &str, host: &str) -> Result<Node> {
         let mut n = self.node(name)?;
@@ -366,6 +387,13 @@ pub fn create_tap(node: &Node, name: &str) -> Result<()> {
 pub fn set_mtu(node: &Node, link: &str, mtu: u32) -> Result<()> {
     let set = SetLink { mtu: Some(mtu), ..SetLink::default() };
     node.netlink()?.set_link(LinkRef::Name(link), &set).map_err(|e| anyhow!("set mtu of {link} in {}: {e}", node.name))
+}
+
+/// Sets a link down through the node's own socket (a cable pulled at
+/// that end: the other end loses its carrier).
+pub fn set_down(node: &Node, link: &str) -> Result<()> {
+    let set = SetLink { up: Some(false), ..SetLink::default() };
+    node.netlink()?.set_link(LinkRef::Name(link), &set).map_err(|e| anyhow!("set {link} down in {}: {e}", node.name))
 }
 
 /// Brings a link up through the node's own socket.

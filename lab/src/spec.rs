@@ -30,6 +30,10 @@ struct RawLab {
 #[serde(deny_unknown_fields)]
 struct RawLabName {
     name: S<String>,
+    /// Router HA: failover + return rounds (default 5; 0: none).
+    ha_rounds: Option<S<i64>>,
+    /// Router HA: seconds of the idle cell (default 60; 0: no idle cell).
+    ha_idle_seconds: Option<S<i64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -90,6 +94,10 @@ pub struct Lab {
     pub server: Ipv4Addr,
     pub hosts: Vec<LabHost>,
     pub vms: Vec<LabVm>,
+    /// Router HA cells: how many failover + return rounds.
+    pub ha_rounds: u32,
+    /// Router HA cells: how long the idle cell watches (0: not at all).
+    pub ha_idle_seconds: u32,
 }
 
 /// The underlay router's address in a routed subnet: its first host.
@@ -154,8 +162,15 @@ pub struct LabVm {
 impl Lab {
     /// Public addresses of every router in the lab (the egress addresses
     /// the internet may see).
+    /// Two HA router hosts share one public address: it is listed once.
     pub fn router_addresses(&self) -> Vec<Ipv4Addr> {
-        self.hosts.iter().filter_map(|h| h.profile.router.as_ref()).map(|r| r.public.leg.address.addr()).collect()
+        let mut out: Vec<Ipv4Addr> = Vec::new();
+        for a in self.hosts.iter().filter_map(|h| h.profile.router.as_ref()).map(|r| r.public.leg.address.addr()) {
+            if !out.contains(&a) {
+                out.push(a);
+            }
+        }
+        out
     }
 
     pub fn load(path: &Path) -> Result<Lab, ProfileErrors> {
@@ -176,6 +191,16 @@ impl Lab {
         if let Err(r) = check_plain_name("lab name", &name, 32) {
             err(raw.lab.get_ref().name.span(), "lab.name", r);
         }
+        let mut bounded = |v: &Option<S<i64>>, key: &str, max: i64, default: u32| match v {
+            Some(n) if !(0..=max).contains(n.get_ref()) => {
+                err(n.span(), key, format!("{} is out of range 0-{max}", n.get_ref()));
+                default
+            }
+            Some(n) => *n.get_ref() as u32,
+            None => default,
+        };
+        let ha_rounds = bounded(&raw.lab.get_ref().ha_rounds, "lab.ha_rounds", 100, 5);
+        let ha_idle_seconds = bounded(&raw.lab.get_ref().ha_idle_seconds, "lab.ha_idle_seconds", 3600, 60);
         let u = raw.underlay.get_ref();
         let underlay = cidr::parse(u.subnet.get_ref()).map_err(|r| err(u.subnet.span(), "underlay.subnet", r)).ok();
         let mut routed = Vec::new();
@@ -365,6 +390,8 @@ impl Lab {
             server: server.unwrap_or(Ipv4Addr::UNSPECIFIED),
             hosts,
             vms,
+            ha_rounds,
+            ha_idle_seconds,
         })
     }
 }

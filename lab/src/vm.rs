@@ -115,6 +115,12 @@ impl Vm {
         self.sh(&["arping", "-f", "-c", "2", "-w", "2", "-I", "eth0", &to.to_string()], Duration::from_secs(20)).0
     }
 
+    /// ARP for `to` on eth0: the MAC address of every reply (lower case).
+    pub fn arping_macs(&self, to: Ipv4Addr) -> Vec<String> {
+        let (_, out) = self.sh(&["arping", "-c", "3", "-w", "2", "-I", "eth0", &to.to_string()], Duration::from_secs(20));
+        reply_macs(&out)
+    }
+
     /// Sends `bytes` to a listener; Ok((peer it saw, bytes it received)).
     pub fn send(&self, to: Ipv4Addr, port: u16, bytes: u64, timeout_s: u32) -> Result<(String, u64), String> {
         let (ok, out) = match self {
@@ -226,5 +232,26 @@ impl Vm {
                 Ok(rc)
             }
         }
+    }
+}
+
+/// The MACs in iputils arping's "Unicast reply from A [MAC]" lines.
+fn reply_macs(out: &str) -> Vec<String> {
+    let mut macs: Vec<String> = out
+        .lines()
+        .filter(|l| l.contains("reply from"))
+        .filter_map(|l| Some(l.split_once('[')?.1.split_once(']')?.0.to_ascii_lowercase()))
+        .collect();
+    macs.sort();
+    macs.dedup();
+    macs
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn arping_reply_macs() {
+        let out = "ARPING 203.0.113.123 from 203.0.113.254 eth0\nUnicast reply from 203.0.113.123 [02:AA:bb:00:00:01]  0.6ms\nUnicast reply from 203.0.113.123 [02:aa:bb:00:00:02]  0.7ms\nUnicast reply from 203.0.113.123 [02:AA:BB:00:00:01]  0.5ms\nSent 2 probes (1 broadcast(s))\n";
+        assert_eq!(super::reply_macs(out), ["02:aa:bb:00:00:01", "02:aa:bb:00:00:02"]);
     }
 }
