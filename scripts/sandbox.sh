@@ -2,7 +2,8 @@
 # Runs a command inside a private network + mount namespace with its own
 # tmpfs /run, so nothing it does can touch this machine's network or leave
 # files under the machine's /run. Everything that changes networking (tests,
-# demo, benchmark) goes through here.
+# demo, benchmark) goes through here. The sandbox's loopback is up (unit
+# tests talk to 127.0.0.1 there).
 #
 # The sandbox is also a PID namespace: when the command ends, or this script
 # is killed (even with SIGKILL), every process started inside (lab hosts'
@@ -45,6 +46,7 @@ setpriv --pdeathsig KILL -- unshare --pid --fork --kill-child --mount-proc --pro
   unshare --net --mount --propagation private -- bash -c "
     mount -t tmpfs -o mode=0755 vxrouter-sandbox /run
     mkdir -p /run/netns /run/lock
+    ip link set lo up
     exec env --default-signal=INT,QUIT \"\$@\"" vxrouter-sandbox "$@" <&0 &
   child=$!
   trap "kill -TERM $child 2>/dev/null" TERM

@@ -5,8 +5,9 @@
 //! knows a MAC): remote MACs as extern_learn FDB entries pointing at the
 //! right VTEP, complete flood lists, `vxrouter check` (sessions, VNIs,
 //! expected clients); a foreign FRR stanza survives apply and destroy; a
-//! host whose FRR stops leaves every flood list; one that comes back with
-//! only its own profile is in every flood list again. Timings are measured
+//! host whose FRR stops, or that is cut off the underlay, leaves every
+//! flood list; one that comes back with only its own profile is in every
+//! flood list again. Timings are measured
 //! and printed here, asserted nowhere (docs/performance.md). Run by
 //! scripts/test.sh (root, sandbox).
 
@@ -158,6 +159,35 @@ fn evpn_over_a_routed_underlay() {
     // reflector are healthy again.
     wait_for("host-c's and rr-a's checks pass again", Duration::from_secs(30), || {
         l.vx("host-c", &["check", &p]).status.success() && l.vx("rr-a", &["check", &l.path("rr-a.toml")]).status.success()
+    });
+
+    // A host cut off the underlay cannot say goodbye: the reflectors notice
+    // when the hold time (9 s, profile default) runs out and withdraw its
+    // routes. host-d's underlay link goes down (from the others' view a cut
+    // cable); it comes back with its route to the other subnet.
+    assert!(
+        ["rr-a", "rr-b", "host-c"].iter().all(|h| flood(&l, h, "vxlan3070").contains(&"10.0.2.11".to_string())),
+        "before the cut (positive control): host-d missing from a flood list"
+    );
+    let t = Instant::now();
+    let o = l.exec("host-d", &["ip", "link", "set", "eth0", "down"]);
+    assert!(o.status.success(), "{}", text(&o));
+    wait_for("host-d (cut off) leaves the flood lists", Duration::from_secs(60), || {
+        ["rr-a", "rr-b", "host-c"].iter().all(|h| !flood(&l, h, "vxlan3070").contains(&"10.0.2.11".to_string()))
+    });
+    eprintln!("measured: host-d (cut off the underlay) gone from every flood list {:?} after the cut", t.elapsed());
+    wait_for("rr-a's check reports host-d missing", Duration::from_secs(30), || {
+        let o = l.vx("rr-a", &["check", &l.path("rr-a.toml")]);
+        !o.status.success() && stdout(&o).contains("expected client 10.0.2.11")
+    });
+    let o = l.sh("host-d", "ip link set eth0 up && ip route replace 10.0.0.0/16 via 10.0.2.1");
+    assert!(o.status.success(), "{}", text(&o));
+    let back = wait_for("host-d back in every flood list", Duration::from_secs(60), || {
+        ["rr-a", "rr-b", "host-c"].iter().all(|h| flood(&l, h, "vxlan3070").contains(&"10.0.2.11".to_string()))
+    });
+    eprintln!("measured: host-d back in every flood list {back:?} after its link came back");
+    wait_for("rr-a's check passes again", Duration::from_secs(30), || {
+        l.vx("rr-a", &["check", &l.path("rr-a.toml")]).status.success()
     });
 
     // FRR itself stops (systemctl stop): gone from every flood list.

@@ -228,12 +228,14 @@ fn lone_router(name: &str) -> TestLab {
 }
 
 /// Everything a run may leave: links, addresses, routes, rules, files,
-/// mounts and daemons of this host.
+/// mounts and daemons of this host. The lab's own mounts
+/// (/run/vxrouter-lab/…) are left out: this host's mount namespace sees
+/// other labs' come and go (the tests of this file run at once).
 fn everything(l: &TestLab) -> String {
     l.snapshot("router-a")
         + &stdout(&l.sh(
             "router-a",
-            &format!("{MINE} find /run/vxrouter -mindepth 1 2>/dev/null; grep vxrouter /proc/mounts; for p in $(mine keepalived) $(mine conntrackd) $(mine dnsmasq); do cat /proc/$p/comm; done"),
+            &format!("{MINE} find /run/vxrouter -mindepth 1 2>/dev/null; grep vxrouter /proc/mounts | grep -v ' /run/vxrouter-lab/'; for p in $(mine keepalived) $(mine conntrackd) $(mine dnsmasq); do cat /proc/$p/comm; done"),
         ))
 }
 

@@ -4,7 +4,8 @@
 //! host's private /run — as FRR's topotests run routers. The host's
 //! `vxrouter apply` then finds "its" FRR through vtysh there, exactly as on
 //! a real host. The daemons die with the host's namespaces (teardown kills
-//! every process in them); `stop` ends them earlier (the leave cell).
+//! every process in them). tests/evpn.rs and scripts/evpn-scale.sh stop
+//! and start them by hand (leave and restart cells).
 
 use std::time::{Duration, Instant};
 
@@ -46,27 +47,4 @@ chmod 640 /etc/frr/frr.conf
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-}
-
-/// Stops bgpd and zebra (SIGTERM, as `systemctl stop frr` does): bgpd
-/// closes its sessions, so peers withdraw this host's routes at once.
-pub fn stop(node: &Node) -> Result<()> {
-    let script = "for d in bgpd zebra; do [ -e /run/frr/$d.pid ] && kill $(cat /run/frr/$d.pid) 2>/dev/null; done; \
-                  for i in $(seq 50); do [ -e /run/frr/bgpd.pid ] && kill -0 $(cat /run/frr/bgpd.pid) 2>/dev/null || exit 0; sleep 0.1; done";
-    let st = node.command("sh").args(["-c", script]).status().context("stop FRR")?;
-    if !st.success() {
-        return Err(anyhow!("stopping FRR in {} failed", node.name));
-    }
-    Ok(())
-}
-
-/// Resident memory of zebra + bgpd in kB (from /proc, in the node).
-pub fn rss_kb(node: &Node) -> Option<u64> {
-    let out = node
-        .command("sh")
-        .args(["-c", "for d in bgpd zebra; do grep VmRSS /proc/$(cat /run/frr/$d.pid)/status; done"])
-        .output()
-        .ok()?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    Some(text.lines().filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok()).sum())
 }
