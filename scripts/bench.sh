@@ -8,10 +8,17 @@
 #   vxrouter apply from scratch, apply again (no-op), check, destroy
 # and the baseline for destroy: `ip netns del` + deleting the links by batch.
 # Prints medians of RUNS runs and ratios in one table, and vxrouter's peak RSS.
+# A second table has two more shapes:
+#   unicast  one segment with N unicast peers (N head-end replication FDB
+#            entries) and its router leg; its limit is the same `ip -batch`
+#            plus one `bridge -batch` of `fdb append`
+#   dhcp     the N-segment host with DHCP on every router leg (N dnsmasq
+#            processes); compared with the plain apply at the same N
 #
 #   scripts/bench.sh               N = 1 10 100 1000, RUNS=3
 #   RUNS=5 scripts/bench.sh 10 100 custom sizes and runs
 #   SKIP_SEED_ABOVE=100            skip seed-style runs above that N (slow)
+#   DHCP_ABOVE=100                 no DHCP rows above that N (a dnsmasq a leg)
 #   VXROUTER_BIN=path              measure that binary instead of building
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,6 +30,7 @@ SIZES=("$@")
 [ ${#SIZES[@]} -gt 0 ] || SIZES=(1 10 100 1000)
 RUNS=${RUNS:-3}
 SKIP_SEED_ABOVE=${SKIP_SEED_ABOVE:-1000}
+DHCP_ABOVE=${DHCP_ABOVE:-100}
 
 # VXROUTER_BIN: measure that binary (the test suite passes its own build).
 if [ -n "${VXROUTER_BIN:-}" ]; then
@@ -38,6 +46,7 @@ trap 'rm -rf "$WORK"' EXIT
 # ---- generated inputs, per N ------------------------------------------------
 seg_group() { echo "239.1.$(( ($1-1) / 250 )).$(( ($1-1) % 250 + 1 ))"; }
 seg_net() { echo "10.$(( 10 + ($1-1) / 250 )).$(( ($1-1) % 250 ))"; }
+peer_ip() { echo "10.1.$(( ($1-1) / 250 )).$(( ($1-1) % 250 + 1 ))"; }
 
 generate() {
   local n=$1 d=$WORK/$1 i
@@ -103,6 +112,46 @@ generate() {
     for i in $(seq 1 "$n"); do echo "link del vxlan$((1000 + i))"; echo "link del br$i"; done
     echo 'link del br-pu'
   } > "$d/del.batch"
+
+  # Unicast: one segment, N peers.
+  {
+    printf '[host]\nname = "bench"\n\n[underlay]\ndevice = "eth0"\n\n'
+    printf '[[segment]]\nbridge = "br1"\nvni = 1001\npeers = ['
+    for i in $(seq 1 "$n"); do printf '%s"%s"' "$([ "$i" = 1 ] || echo ', ')" "$(peer_ip "$i")"; done
+    printf ']\n\n[router]\nnamespace = "rt"\n\n[router.public]\nbridge = "br-pu"\nuplink = "eth1"\n'
+    printf 'address = "203.0.113.123/24"\ngateway = "203.0.113.1"\nveth = ["rt-pu", "gw-pu"]\n\n'
+    printf '[[router.private]]\nbridge = "br1"\naddress = "%s.1/24"\nveth = ["rt-br1", "gw-br1"]\n' "$(seg_net 1)"
+  } > "$d/unicast.toml"
+  {
+    echo 'link add br-pu type bridge'; echo 'link set br-pu up'; echo 'link set eth1 master br-pu'
+    echo 'link add rt-pu type veth peer name gw-pu netns rt'; echo 'link set rt-pu master br-pu up'
+    echo 'link add br1 mtu 1450 type bridge'; echo 'link set br1 up'
+    echo 'link add vxlan1001 mtu 1450 master br1 type vxlan id 1001 local 10.0.0.1 dev eth0 dstport 4789'
+    echo 'link set vxlan1001 up'
+    echo 'link add rt-br1 mtu 1450 master br1 type veth peer name gw-br1 mtu 1450 netns rt'; echo 'link set rt-br1 up'
+  } > "$d/unicast-host.batch"
+  for i in $(seq 1 "$n"); do echo "fdb append 00:00:00:00:00:00 dev vxlan1001 dst $(peer_ip "$i")"; done > "$d/unicast-fdb.batch"
+  {
+    echo 'link set lo up'; echo 'addr add 203.0.113.123/24 dev gw-pu'; echo 'link set gw-pu up'
+    echo "addr add $(seg_net 1).1/24 dev gw-br1"; echo 'link set gw-br1 up'; echo 'route add default via 203.0.113.1'
+  } > "$d/unicast-rt.batch"
+  {
+    echo '*nat'; echo ':VXROUTER-POST - [0:0]'
+    echo "-A VXROUTER-POST -s $(seg_net 1).0/24 -o gw-pu -j SNAT --to-source 203.0.113.123"
+    echo '-I POSTROUTING 1 -j VXROUTER-POST'; echo 'COMMIT'
+  } > "$d/unicast-nat.rules"
+
+  # DHCP on every leg: the N-segment profile, each leg with a range.
+  : > "$d/dhcp.toml"
+  local leg=0
+  while IFS= read -r line; do
+    echo "$line" >> "$d/dhcp.toml"
+    case $line in
+      'veth = ["rt-br'*)
+        leg=$((leg + 1))
+        printf 'dhcp = { range = "%s.100-%s.150", lease = "1h" }\n' "$(seg_net "$leg")" "$(seg_net "$leg")" >> "$d/dhcp.toml" ;;
+    esac
+  done < "$d/profile.toml"
 }
 
 # ---- one run: a fresh sandbox, a host with eth0 (underlay) and eth1 (uplink)
@@ -133,30 +182,45 @@ case $method in
     ip netns del rt; ip -batch "$d/del.batch"
     t2=$(now)
     echo "limit $(span "$t0" "$t1")"; echo "limit-destroy $(span "$t1" "$t2")" ;;
-  vxrouter)
+  unicast-limit)
+    t0=$(now)
+    ip netns add rt
+    ip -batch "$d/unicast-host.batch"
+    bridge -batch "$d/unicast-fdb.batch"
+    ip -n rt -batch "$d/unicast-rt.batch"
+    ip netns exec rt sysctl -qw net.ipv4.ip_forward=1
+    ip netns exec rt iptables-restore --noflush < "$d/unicast-nat.rules"
+    t1=$(now)
+    echo "unicast-limit $(span "$t0" "$t1")" ;;
+  vxrouter|unicast|dhcp)
+    case $method in
+      vxrouter) profile=$d/profile.toml prefix= ;;
+      *) profile=$d/$method.toml prefix=$method- ;;
+    esac
     rss=0
     for step in apply:apply noop:apply check:check destroy:destroy; do
       name=${step%%:*} cmd=${step#*:}
       t0=$(now)
-      /usr/bin/time -f %M -o /tmp/rss "$vx" "$cmd" -q "$d/profile.toml" >/dev/null
+      /usr/bin/time -f %M -o /tmp/rss "$vx" "$cmd" -q "$profile" >/dev/null
       t1=$(now)
-      echo "$name $(span "$t0" "$t1")"
+      echo "$prefix$name $(span "$t0" "$t1")"
       r=$(cat /tmp/rss); [ "$r" -gt "$rss" ] && rss=$r
     done
-    echo "rss-kib $rss" ;;
+    echo "${prefix}rss-kib $rss" ;;
 esac
 EOF
 }
 
-median() { sort -n | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.4f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+median() { sort -n | awk '{ v[NR] = $1 } END { if (NR == 0) exit; if (NR % 2) print v[(NR + 1) / 2]; else printf "%.4f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 RESULTS=$WORK/results
 : > "$RESULTS"
 for n in "${SIZES[@]}"; do
   generate "$n"
   for r in $(seq 1 "$RUNS"); do
-    for m in limit vxrouter seed; do
+    for m in limit vxrouter seed unicast-limit unicast dhcp; do
       if [ "$m" = seed ] && [ "$n" -gt "$SKIP_SEED_ABOVE" ]; then continue; fi
+      if [ "$m" = dhcp ] && [ "$n" -gt "$DHCP_ABOVE" ]; then continue; fi
       echo "N=$n run $r/$RUNS: $m" >&2
       run "$m" "$n" | sed "s/^/$n /" >> "$RESULTS"
     done
@@ -179,3 +243,20 @@ for n in "${SIZES[@]}"; do
     "$n" "${seed:--}" "$limit" "$apply" "$(ratio "$apply" "$limit")" "$(ratio "$seed" "$apply")" \
     "$noop" "$(pct "$noop" "$apply")" "$check" "$(pct "$check" "$apply")" "$destroy" "$ldel" "$(ratio "$destroy" "$ldel")" "$rss"
 done
+
+rss_of() { awk -v n="$1" -v k="$2" '$1 == n && $2 == k { if ($3 > m) m = $3 } END { if (m) printf "%.1f", m / 1024; else print "-" }' "$RESULTS"; }
+echo
+echo "unicast: one segment with N peers (N FDB entries) and its router leg; dhcp: N legs with DHCP (N dnsmasq)"
+printf '%-8s %6s | %8s %8s %9s | %8s %7s | %8s %7s | %8s | %8s\n' \
+  shape N limit apply apply/lim noop noop% check check% destroy "RSS MiB"
+for n in "${SIZES[@]}"; do
+  for shape in unicast dhcp; do
+    apply=$(get "$n" "$shape-apply"); [ -n "$apply" ] || continue
+    if [ "$shape" = unicast ]; then limit=$(get "$n" unicast-limit); else limit=$(get "$n" apply); fi
+    noop=$(get "$n" "$shape-noop"); check=$(get "$n" "$shape-check"); destroy=$(get "$n" "$shape-destroy")
+    printf '%-8s %6s | %8s %8s %9s | %8s %7s | %8s %7s | %8s | %8s\n' \
+      "$shape" "$n" "$limit" "$apply" "$(ratio "$apply" "$limit")" "$noop" "$(pct "$noop" "$apply")" \
+      "$check" "$(pct "$check" "$apply")" "$destroy" "$(rss_of "$n" "$shape-rss-kib")"
+  done
+done
+echo "(dhcp: 'limit' is vxrouter's plain apply at the same N, so apply/lim is what DHCP on every leg costs)"

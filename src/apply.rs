@@ -182,15 +182,32 @@ impl<'a> Apply<'a> {
 
 /// Runs every step, calling `progress` after each. On failure, undoes what
 /// this run did and returns the original error, saying whether the host is
-/// as before (kind of the error) or not (`IncompleteRollback`).
+/// as before (kind of the error) or not (`IncompleteRollback`). Link
+/// deletions next to each other in one namespace run as one batch
+/// (`kinds::link::delete_all`): one unregistration instead of one per link.
 pub fn run(steps: &[Box<dyn Step>], cx: &mut Apply<'_>, mut progress: impl FnMut(&dyn Step)) -> Result<()> {
-    for (i, step) in steps.iter().enumerate() {
+    let mut i = 0;
+    while i < steps.len() {
+        let step = &steps[i];
         let n = i + 1;
         testhooks::signal_step(n);
         if let Some(sig) = crate::signals::caught() {
             let e = crate::error!(Interrupted, "interrupted by {sig} before step {n} ({})", step.title());
             return Err(rolled_back(e, cx.rollback()));
         }
+        if let Some((ns, batch)) = deletion_batch(steps, i).filter(|(_, b)| b.len() >= crate::kinds::link::MIN_BATCH) {
+            let names: Vec<&str> = batch.iter().filter_map(|s| s.deletes_link().map(|(_, name)| name)).collect();
+            if let Err(e) = crate::kinds::link::delete_all(cx, ns, &names) {
+                let e = e.context(format!("remove {} links in {ns} ({} …)", names.len(), step.title()));
+                return Err(rolled_back(e, cx.rollback()));
+            }
+            for s in batch {
+                progress(s.as_ref());
+            }
+            i += batch.len();
+            continue;
+        }
+        i += 1;
         let result = if testhooks::fail_step(n) {
             Err(crate::error!(Internal, "injected fault before step {n}"))
         } else if testhooks::skip_step(n) {
@@ -209,6 +226,19 @@ pub fn run(steps: &[Box<dyn Step>], cx: &mut Apply<'_>, mut progress: impl FnMut
     }
     cx.send_announcements();
     Ok(())
+}
+
+/// The link deletions in one namespace from step `i` on, up to the first
+/// other step (or a step a fault-injection hook aims at, which must run on
+/// its own).
+fn deletion_batch(steps: &[Box<dyn Step>], i: usize) -> Option<(&Ns, &[Box<dyn Step>])> {
+    let (ns, _) = steps[i].deletes_link()?;
+    let len = steps[i..]
+        .iter()
+        .enumerate()
+        .take_while(|(k, s)| s.deletes_link().is_some_and(|(other, _)| other == ns) && !testhooks::targets_step(i + k + 1))
+        .count();
+    Some((ns, &steps[i..i + len]))
 }
 
 /// The error of a failed run, with what its rollback achieved.

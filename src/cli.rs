@@ -207,10 +207,6 @@ enum Hidden {
         #[arg(long)]
         destroy: bool,
     },
-    /// keepalived's uplink check: exit 0 when UPLINK, in the network
-    /// namespace pinned at NETNS, is up with a carrier.
-    #[command(name = "__ha-uplink")]
-    HaUplink { netns: PathBuf, uplink: String },
 }
 
 fn hidden() -> Option<Result<()>> {
@@ -224,11 +220,6 @@ fn hidden() -> Option<Result<()>> {
             crate::garp::announce(None, &parsed)
         }
         Hidden::Observed { profile, destroy } => engine::dump_observed(&profile, destroy),
-        Hidden::HaUplink { netns, uplink } => match crate::ha::uplink_check(&netns, &uplink) {
-            Ok(0) => Ok(()),
-            // keepalived reads the exit status; nothing to print.
-            Ok(_) | Err(_) => std::process::exit(1),
-        },
     })
 }
 

@@ -96,6 +96,54 @@ pub fn reload(pid: u32, what: &str) -> Result<()> {
     kill(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGHUP).with_context(|| format!("signal {what} (pid {pid}) to reload"))
 }
 
+/// The files of one daemon kind for one host, one set per router
+/// namespace: <run dir>/<kind>/<host>/<namespace>.<ext>.
+pub struct NsFiles {
+    dir: std::path::PathBuf,
+}
+
+impl NsFiles {
+    pub fn new(run_dir: &Path, kind: &str, host: &str) -> NsFiles {
+        NsFiles { dir: run_dir.join(kind).join(host) }
+    }
+
+    pub fn path(&self, ns: &str, ext: &str) -> std::path::PathBuf {
+        self.dir.join(format!("{ns}.{ext}"))
+    }
+
+    /// Each namespace's config file text (`<ns>.conf`), by namespace.
+    pub fn configs(&self) -> Result<Vec<(String, String)>> {
+        let entries = match fs::read_dir(&self.dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(vec![]),
+            Err(e) => return Err(e).with_context(|| format!("read {}", self.dir.display())),
+        };
+        let mut out = Vec::new();
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(ns) = name.strip_suffix(".conf") else { continue };
+            let config = fs::read_to_string(e.path()).with_context(|| format!("read {}", e.path().display()))?;
+            out.push((ns.to_string(), config));
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Makes the run, kind and host directories, private to root.
+    pub fn make_dirs(&self) -> Result<()> {
+        for d in [self.dir.parent().and_then(Path::parent), self.dir.parent(), Some(self.dir.as_path())].into_iter().flatten() {
+            crate::fsutil::private_dir(d)?;
+        }
+        Ok(())
+    }
+
+    /// Removes the host and kind directories once empty.
+    pub fn remove_empty_dirs(&self) {
+        let _ = fs::remove_dir(&self.dir);
+        let _ = self.dir.parent().map(fs::remove_dir);
+    }
+}
+
 /// Removes files that may or may not exist.
 pub fn remove_files<'a>(paths: impl IntoIterator<Item = &'a Path>) -> Result<()> {
     for p in paths {

@@ -17,6 +17,10 @@ pub struct Desired {
     pub mark: String,
     /// What each kind wants (see `kinds::Kind::desire`).
     pub parts: Parts,
+    /// Wanted links by (namespace, name), built on first use: planning
+    /// looks a wanted link up for every observed one, and a scan each time
+    /// made planning N = 1000 quadratic (~16 million name comparisons).
+    link_index: std::sync::OnceLock<std::collections::HashMap<(Ns, String), usize>>,
 }
 
 impl Desired {
@@ -25,7 +29,7 @@ impl Desired {
         for k in KINDS {
             k.desire(p, f, &mut parts);
         }
-        Desired { host: p.host.clone(), mark: p.owner_mark(), parts }
+        Desired { host: p.host.clone(), mark: p.owner_mark(), parts, link_index: Default::default() }
     }
 
     /// Nothing at all under this owner: what `destroy` converges to.
@@ -34,7 +38,7 @@ impl Desired {
         for k in KINDS {
             k.nothing(&mut parts);
         }
-        Desired { host: host.to_string(), mark: mark.to_string(), parts }
+        Desired { host: host.to_string(), mark: mark.to_string(), parts, link_index: Default::default() }
     }
 
     /// The objects of kind `K` that are wanted.
@@ -49,7 +53,11 @@ impl Desired {
     }
 
     pub fn link(&self, ns: &Ns, name: &str) -> Option<&LinkSpec> {
-        self.links().iter().find(|(n, l)| n == ns && l.name == name).map(|(_, l)| l)
+        let index = self
+            .link_index
+            .get_or_init(|| self.links().iter().enumerate().map(|(i, (n, l))| ((n.clone(), l.name.clone()), i)).collect());
+        // (A clone lookup key: HashMap cannot borrow-look-up a tuple.)
+        index.get(&(ns.clone(), name.to_string())).and_then(|i| self.links().get(*i)).map(|(_, l)| l)
     }
 
     /// The router's public address, if the profile has a router.

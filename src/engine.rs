@@ -211,6 +211,12 @@ fn phase(opts: &Opts, what: &str, since: Instant) {
 
 fn world(p: &Profile, dir: &Path, destroy: bool, opts: &Opts, access: Access) -> Result<World> {
     let t = Instant::now();
+    // The firewall listings the state file implies start now and run
+    // alongside the dumps (firewall::prefetch); the state is read properly
+    // below.
+    if let Ok(Some(st)) = State::read(dir, &p.host) {
+        firewall::prefetch(&st);
+    }
     let mut session = Session::new()?;
     let (host, facts) = host_facts(p, &mut session)?;
     let (state, recovered) = load_state(p, dir, &mut session, &host, access)?;

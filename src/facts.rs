@@ -34,9 +34,6 @@ pub struct Facts {
     pub sysctls: BTreeMap<String, String>,
     /// Programs the profile needs that are not on PATH (empty: all there).
     pub missing_tools: Vec<String>,
-    /// This program's path, for the commands vxrouter leaves behind for a
-    /// daemon to run (keepalived's uplink check).
-    pub exe: PathBuf,
     /// What is wrong with FRR for `[evpn]` (read only when it is wanted).
     pub frr_problems: Vec<String>,
 }
@@ -56,8 +53,7 @@ impl Facts {
             .as_ref()
             .and_then(|u| host.link(&u.device))
             .map(|dev| UnderlayFacts { mtu: dev.mtu, address: host.addrs_of(dev.index).find_map(|a| v4(a.cidr.addr())) });
-        let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("vxrouter"));
-        Facts { underlay, nft, run_dir, sysctls, missing_tools: Vec::new(), exe, frr_problems: Vec::new() }
+        Facts { underlay, nft, run_dir, sysctls, missing_tools: Vec::new(), frr_problems: Vec::new() }
     }
 }
 

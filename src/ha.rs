@@ -1,31 +1,13 @@
-//! Router HA commands: `vxrouter ha handover` (a planned handover to the
-//! peer router) and the uplink check keepalived runs (`__ha-uplink`). The
-//! objects themselves are kinds: kinds/ha_link.rs, kinds/keepalived.rs,
+//! Router HA command: `vxrouter ha handover` (a planned handover to the
+//! peer router). The objects themselves are kinds: kinds/ha_link.rs, kinds/keepalived.rs,
 //! kinds/conntrackd.rs.
 
-use std::fs::File;
 use std::net::IpAddr;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::error::{Context, Result, exit};
 use crate::netlink::Netlink;
 use crate::profile::Profile;
-
-/// `__ha-uplink NETNS UPLINK`: exit 0 when the uplink (in the host
-/// namespace pinned at NETNS) is up with a carrier, 1 when it is not or
-/// cannot be read. keepalived runs it inside the router namespace every
-/// second; a failure puts the instance in FAULT, which gives the addresses
-/// to the peer.
-pub fn uplink_check(netns: &Path, uplink: &str) -> Result<u8> {
-    let file = File::open(netns).with_context(|| format!("open {}", netns.display()))?;
-    let up = crate::netns::within(Some(&file), || -> Result<Option<bool>> {
-        let mut nl = Netlink::open().context("open netlink")?;
-        nl.carrier(uplink).with_context(|| format!("read {uplink}"))
-    })
-    .context("enter the host namespace")??;
-    Ok(if up == Some(true) { exit::OK } else { 1 })
-}
 
 /// Whether the router namespace holds `address` right now.
 fn holds(ns: &str, address: IpAddr) -> Result<bool> {

@@ -171,6 +171,14 @@ pub struct Link {
     pub loopback: bool,
     /// A bridge port's flags (None: not a bridge port, or not read).
     pub port: Option<PortFlags>,
+    /// IFLA_GROUP, the interface group (0: "default"). vxrouter sets one
+    /// only on links it is about to delete (see `kinds::link::group`).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub group: u32,
+}
+
+fn is_zero(v: &u32) -> bool {
+    *v == 0
 }
 
 /// VXLAN attributes as read back: `dev` is an ifindex here.

@@ -163,26 +163,27 @@ pub fn within<T: Send>(ns: Option<&File>, f: impl FnOnce() -> T + Send) -> io::R
     }
 }
 
-/// Pins this thread's network namespace on `target` (a bind mount, as
-/// `ip netns add` makes), so a process in another namespace can enter it.
-pub fn pin_current(target: &Path) -> Result<()> {
-    File::create(target).with_context(|| format!("create {}", target.display()))?;
-    mount(Some("/proc/thread-self/ns/net"), target, Some("none"), MsFlags::MS_BIND, None::<&str>)
-        .with_context(|| format!("bind-mount this namespace on {}", target.display()))
+/// Mounts a sysfs of this thread's network namespace on `target` (made
+/// if missing), read-only: another namespace's processes read this one's
+/// links there (`class/net/NAME/operstate`) without a netlink request.
+pub fn mount_sysfs(target: &Path) -> Result<()> {
+    std::fs::create_dir_all(target).with_context(|| format!("create {}", target.display()))?;
+    let flags = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    mount(Some("sysfs"), target, Some("sysfs"), flags, None::<&str>).with_context(|| format!("mount sysfs on {}", target.display()))
 }
 
-/// True when `target` is a pinned namespace.
-pub fn is_pinned(target: &Path) -> bool {
-    File::open(target).map(|f| is_namespace(&f)).unwrap_or(false)
+/// True when `target` holds a mounted sysfs.
+pub fn sysfs_mounted(target: &Path) -> bool {
+    target.join("class/net").is_dir()
 }
 
-/// Undoes [`pin_current`]; nothing to do when nothing is there.
-pub fn unpin(target: &Path) -> Result<()> {
+/// Undoes [`mount_sysfs`]; nothing to do when nothing is there.
+pub fn unmount_sysfs(target: &Path) -> Result<()> {
     match umount2(target, MntFlags::MNT_DETACH) {
         Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
         Err(e) => return Err(e).with_context(|| format!("unmount {}", target.display())),
     }
-    match std::fs::remove_file(target) {
+    match std::fs::remove_dir(target) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e).with_context(|| format!("remove {}", target.display())),

@@ -2,7 +2,7 @@
 //! routes — one dump each, never a request per object), plus what each kind
 //! reads of its own (`kinds::Kind::observe`).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
 
@@ -22,17 +22,76 @@ pub struct NsView {
     pub links: Vec<Link>,
     pub addrs: Vec<Addr>,
     pub routes: Vec<Route>,
+    #[serde(skip)]
+    index: LinkIndex,
+    #[serde(skip)]
+    addr_index: AddrIndex,
+}
+
+/// Addresses by link, like `LinkIndex` (planning asks for each leg's).
+#[derive(Debug, Clone, Default)]
+struct AddrIndex(std::sync::OnceLock<(usize, HashMap<u32, Vec<usize>>)>);
+
+/// Links by name and by ifindex, built on first lookup. Planning looks
+/// links up by name and index for every wanted and every observed link; a
+/// scan each time made a plan at N = 1000 (~4000 links) quadratic. Views
+/// are not changed once observed; the index remembers how many links it
+/// covered and is bypassed (a scan) if links were added after it was built
+/// (unit tests assemble views by hand), and a hit is always checked.
+#[derive(Debug, Clone, Default)]
+struct LinkIndex(std::sync::OnceLock<Built>);
+
+#[derive(Debug, Clone)]
+struct Built {
+    /// How many links it covers.
+    covers: usize,
+    by_name: HashMap<String, usize>,
+    by_index: HashMap<u32, usize>,
 }
 
 impl NsView {
+    pub fn new(links: Vec<Link>, addrs: Vec<Addr>, routes: Vec<Route>) -> NsView {
+        NsView { links, addrs, routes, index: LinkIndex::default(), addr_index: AddrIndex::default() }
+    }
+
+    fn indexed(&self) -> Option<&Built> {
+        let built = self.index.0.get_or_init(|| {
+            let by_name = self.links.iter().enumerate().map(|(i, l)| (l.name.clone(), i)).collect();
+            let by_index = self.links.iter().enumerate().map(|(i, l)| (l.index, i)).collect();
+            Built { covers: self.links.len(), by_name, by_index }
+        });
+        (built.covers == self.links.len()).then_some(built)
+    }
+
     pub fn link(&self, name: &str) -> Option<&Link> {
-        self.links.iter().find(|l| l.name == name)
+        match self.indexed().map(|b| b.by_name.get(name).and_then(|i| self.links.get(*i))) {
+            Some(None) => None,
+            Some(Some(l)) if l.name == name => Some(l),
+            _ => self.links.iter().find(|l| l.name == name),
+        }
     }
     pub fn by_index(&self, index: u32) -> Option<&Link> {
-        self.links.iter().find(|l| l.index == index)
+        match self.indexed().map(|b| b.by_index.get(&index).and_then(|i| self.links.get(*i))) {
+            Some(None) => None,
+            Some(Some(l)) if l.index == index => Some(l),
+            _ => self.links.iter().find(|l| l.index == index),
+        }
     }
     pub fn addrs_of(&self, index: u32) -> impl Iterator<Item = &Addr> {
-        self.addrs.iter().filter(move |a| a.index == index)
+        let built = self.addr_index.0.get_or_init(|| {
+            let mut by_link: HashMap<u32, Vec<usize>> = HashMap::new();
+            for (i, a) in self.addrs.iter().enumerate() {
+                by_link.entry(a.index).or_default().push(i);
+            }
+            (self.addrs.len(), by_link)
+        });
+        // Indexed unless addresses were added after it was built (tests).
+        let (indexed, scan) = if built.0 == self.addrs.len() {
+            (built.1.get(&index).map(Vec::as_slice).unwrap_or_default(), &[][..])
+        } else {
+            (&[][..], &self.addrs[..])
+        };
+        indexed.iter().filter_map(|i| self.addrs.get(*i)).chain(scan.iter()).filter(move |a| a.index == index)
     }
     /// The namespace's loopback carries the owner mark of a router namespace.
     pub fn loopback_mark(&self) -> Option<&str> {
@@ -121,11 +180,11 @@ impl Observed {
 
 /// Links, addresses and routes of the socket's namespace.
 pub fn read_view(sock: &mut Netlink, ns: &Ns) -> Result<NsView> {
-    Ok(NsView {
-        links: sock.links().with_context(|| format!("list links in {ns}"))?,
-        addrs: sock.addrs().with_context(|| format!("list addresses in {ns}"))?,
-        routes: sock.routes().with_context(|| format!("list routes in {ns}"))?,
-    })
+    Ok(NsView::new(
+        sock.links().with_context(|| format!("list links in {ns}"))?,
+        sock.addrs().with_context(|| format!("list addresses in {ns}"))?,
+        sock.routes().with_context(|| format!("list routes in {ns}"))?,
+    ))
 }
 
 /// Observes everything in `scope`: the named namespaces' views, then each

@@ -34,6 +34,13 @@ pub trait Step: fmt::Debug + Send + Sync + StepJson {
     }
     fn apply(&self, cx: &mut Apply<'_>) -> Result<()>;
 
+    /// The link (namespace, name) this step deletes, and nothing else: the
+    /// executor may merge such steps next to each other into one batched
+    /// unregistration (`kinds::link::delete_all`).
+    fn deletes_link(&self) -> Option<(&Ns, &str)> {
+        None
+    }
+
     /// "create vxlan vxlan1070": verb and object.
     fn title(&self) -> String {
         format!("{} {}", self.verb().word(), self.object())

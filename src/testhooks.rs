@@ -16,6 +16,9 @@
 //! - `VXROUTER_FAULT_UNDO=1`: every undo fails (an incomplete rollback).
 //! - `VXROUTER_FAULT_SIGNAL=N:SIG`: the process sends itself SIG (INT, TERM,
 //!   HUP) right before action N (tests signal handling).
+//! - `VXROUTER_FAULT_KILL_AT=NAME`: SIGKILL at the named point NAME (a step
+//!   between two netlink changes that a test wants to hit by name, such as
+//!   `group-set`: links put into a transient group, not yet deleted).
 
 #[cfg(feature = "fault-injection")]
 mod imp {
@@ -63,6 +66,18 @@ mod imp {
         var("VXROUTER_FAULT_UNDO") == Some(1)
     }
 
+    pub fn named(name: &str) -> bool {
+        std::env::var("VXROUTER_FAULT_KILL_AT").is_ok_and(|v| v == name)
+    }
+
+    /// Some hook aims at action N (it must run on its own).
+    pub fn targets_step(step: usize) -> bool {
+        let signal = std::env::var("VXROUTER_FAULT_SIGNAL").ok();
+        fail_step(step)
+            || skip_step(step)
+            || signal.and_then(|s| s.split_once(':').map(|(n, _)| n.parse() == Ok(step))).unwrap_or(false)
+    }
+
     pub fn signal_step(step: usize) {
         let Ok(spec) = std::env::var("VXROUTER_FAULT_SIGNAL") else { return };
         let Some((n, sig)) = spec.split_once(':') else { return };
@@ -100,13 +115,27 @@ mod imp {
     pub fn fail_undo() -> bool {
         false
     }
+    pub fn named(_: &str) -> bool {
+        false
+    }
+    pub fn targets_step(_: usize) -> bool {
+        false
+    }
 }
 
-pub use imp::{fail_step, fail_undo, hit, hold, report, signal_step, skip_step};
+pub use imp::{fail_step, fail_undo, hit, hold, report, signal_step, skip_step, targets_step};
 
 /// A mutation point: dies here when the test asked for it.
 pub fn point() {
     if imp::hit() {
+        imp::die();
+    }
+}
+
+/// A named point (`VXROUTER_FAULT_KILL_AT`): dies here when the test asked
+/// for it by name.
+pub fn named_point(name: &str) {
+    if imp::named(name) {
         imp::die();
     }
 }

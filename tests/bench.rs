@@ -26,4 +26,12 @@ fn the_benchmark_script_runs_at_n_1() {
     let numbers = row.split_whitespace().filter(|w| w.parse::<f64>().is_ok()).count();
     assert!(numbers >= 10, "{row}");
     assert!(!row.contains(" - "), "a method did not run: {row}");
+    // The unicast and DHCP shapes ran too.
+    for shape in ["unicast", "dhcp"] {
+        let row = out
+            .lines()
+            .find(|l| l.starts_with(shape) && l.split_whitespace().nth(1) == Some("1"))
+            .unwrap_or_else(|| panic!("no {shape} row at N=1:\n{out}"));
+        assert!(!row.contains(" - "), "a {shape} step did not run: {row}");
+    }
 }

@@ -213,3 +213,48 @@ fn a_failed_verification_rolls_back() {
     assert!(text(&o).contains("verification failed") && text(&o).contains("rolled back"), "{}", text(&o));
     assert_same(&before, &l.snapshot("host-a"), "a failed verification left the host changed");
 }
+
+/// 0x5658_0000, the first interface group vxrouter uses while removing
+/// links (src/kinds/link/group.rs).
+const FIRST_TRANSIENT_GROUP: u32 = 0x5658_0000;
+
+#[test]
+#[ignore = "needs root and the sandbox: scripts/test.sh"]
+fn a_kill_between_grouping_links_and_deleting_the_group_converges_and_spares_foreign_links() {
+    let l = TestLab::seed("recover-group");
+    l.up_bare();
+    let p = l.path("host-a.toml");
+    // A foreign link already in the first transient group: that group is
+    // never taken, and the link is never deleted.
+    let foreign =
+        format!("ip link add foreign0 type veth peer name foreign1 && ip link set foreign0 group {FIRST_TRANSIENT_GROUP}");
+    assert!(l.sh("host-a", &foreign).status.success());
+    let clean = l.snapshot("host-a");
+    let taken = FIRST_TRANSIENT_GROUP + 1;
+    let in_group = || stdout(&l.sh("host-a", &format!("ip -o link show group {taken} | cut -d: -f2")));
+    for point in ["group-set", "group-deleted"] {
+        let o = l.vx("host-a", &["apply", "-q", &p]);
+        assert!(o.status.success(), "{}", text(&o));
+        let o = l.exec("host-a", &["env", &format!("VXROUTER_FAULT_KILL_AT={point}"), vx(), "destroy", "-q", &p]);
+        assert!(!o.status.success(), "killed at {point}: {}", text(&o));
+        if point == "group-set" {
+            assert!(!in_group().trim().is_empty(), "the kill left owned links in group {taken}");
+            // The profile still wants them: apply takes them out of the
+            // group again, and check agrees.
+            let o = l.vx("host-a", &["apply", &p]);
+            assert!(o.status.success(), "{}", text(&o));
+            assert!(text(&o).contains("group default"), "{}", text(&o));
+            assert!(in_group().trim().is_empty(), "still in group {taken}: {}", in_group());
+            let o = l.vx("host-a", &["check", "-q", &p]);
+            assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+            // Killed there again, then destroy finishes the job.
+            let o = l.exec("host-a", &["env", "VXROUTER_FAULT_KILL_AT=group-set", vx(), "destroy", "-q", &p]);
+            assert!(!o.status.success(), "{}", text(&o));
+        }
+        let o = l.vx("host-a", &["destroy", "-q", &p]);
+        assert!(o.status.success(), "killed at {point}: destroy after: {}", text(&o));
+        assert_same(&clean, &l.snapshot("host-a"), &format!("killed at {point}: destroy left objects (or took foreign0)"));
+    }
+    let o = l.sh("host-a", "ip -o link show foreign0");
+    assert!(stdout(&o).contains(&format!("group {FIRST_TRANSIENT_GROUP}")), "foreign0 kept in its group: {}", text(&o));
+}

@@ -91,7 +91,9 @@ pub fn serve(addr: SocketAddr) -> Result<()> {
 
 fn converse(c: TcpStream) -> io::Result<()> {
     c.set_nodelay(true)?;
-    c.set_write_timeout(Some(Duration::from_secs(5)))?;
+    // Longer than any stall the cells accept (3 s): the server is never
+    // the one that ends a stalled conversation.
+    c.set_write_timeout(Some(Duration::from_secs(30)))?;
     let peer = c.peer_addr()?.ip();
     let mut w = c.try_clone()?;
     writeln!(w, "peer={peer}")?;
@@ -207,8 +209,9 @@ pub struct ProbeReport {
     /// Unanswered probes after the first answered one.
     pub lost: u64,
     /// The longest time between the send times of two consecutive answered
-    /// probes (10 ms on a path that loses nothing): the outage. An outage
-    /// still going on at the end counts up to the last probe sent.
+    /// probes with lost probes between them (the interval, 10 ms, on a path
+    /// that loses nothing): the outage. An outage still going on at the end
+    /// counts up to the last probe sent.
     pub longest_gap_ms: f64,
     /// Unix time (s) the longest gap began (the last answered probe's send time).
     pub longest_gap_at: f64,
@@ -217,6 +220,10 @@ pub struct ProbeReport {
     pub max_rtt_ms: f64,
     /// How late the sender was against its schedule at worst.
     pub max_send_lag_ms: f64,
+    /// The longest time between two consecutive probes that were both
+    /// answered: not an outage (nothing was lost) but the prober kept from
+    /// running by the machine; not counted in the gaps.
+    pub longest_sender_stall_ms: f64,
     /// Unix time (s) of the first and last probe.
     pub start: f64,
     pub end: f64,
@@ -241,9 +248,14 @@ pub struct Sample {
     pub rtt_ms: Option<f64>,
 }
 
+fn ok_within(s: &Sample, within_ms: f64) -> bool {
+    s.rtt_ms.is_some_and(|t| t <= within_ms)
+}
+
 /// The report of a run, from its samples (in send order).
 pub fn analyse(samples: &[Sample], start_unix: f64, interval_ms: f64, within_ms: f64, gap_over_ms: f64) -> ProbeReport {
     let mut r = ProbeReport {
+        longest_gap_ms: if samples.iter().filter(|s| ok_within(s, within_ms)).count() > 1 { interval_ms } else { 0.0 },
         interval_ms,
         answer_within_ms: within_ms,
         sent: samples.len() as u64,
@@ -251,10 +263,17 @@ pub fn analyse(samples: &[Sample], start_unix: f64, interval_ms: f64, within_ms:
         end: start_unix + samples.last().map(|s| s.sent_ms).unwrap_or(0.0) / 1000.0,
         ..ProbeReport::default()
     };
-    let ok = |s: &Sample| s.rtt_ms.is_some_and(|t| t <= within_ms);
+    let ok = |s: &Sample| ok_within(s, within_ms);
     let mut prev: Option<usize> = None;
     let note = |r: &mut ProbeReport, from: usize, ms: f64, lost: u64, open: bool| {
         let at = start_unix + samples[from].sent_ms / 1000.0;
+        if lost == 0 {
+            // Two consecutive probes, both answered: the path worked; a
+            // long time between them is the prober itself kept from
+            // running (the probes due meanwhile left late, in a burst).
+            r.longest_sender_stall_ms = r.longest_sender_stall_ms.max(ms);
+            return;
+        }
         if ms > r.longest_gap_ms {
             r.longest_gap_ms = ms;
             r.longest_gap_at = at;
@@ -463,9 +482,9 @@ impl Stalls {
 pub fn talk(to: SocketAddr, mode: Talk, interval: Duration, bye_wait: Duration) -> Result<()> {
     let c = TcpStream::connect_timeout(&to, Duration::from_secs(3)).with_context(|| format!("connect to {to}"))?;
     c.set_nodelay(true)?;
-    // A connection whose send buffer stays full is dead: say so instead
-    // of blocking (the closing "bye" must not hang the report).
-    c.set_write_timeout(Some(Duration::from_secs(1)))?;
+    // Sends give up after 100 ms (and are retried): a send buffer filled
+    // during an outage must not hold the schedule or the closing "bye".
+    c.set_write_timeout(Some(Duration::from_millis(100)))?;
     let mut lines = Lines::new(c.try_clone()?);
     let greeting = lines.next_line(Some(Duration::from_secs(3))).with_context(|| format!("greeting from {to}"))?;
     let Some(peer) = greeting.as_deref().and_then(|g| g.strip_prefix("peer=")).map(str::to_string) else {
@@ -485,26 +504,50 @@ pub fn talk(to: SocketAddr, mode: Talk, interval: Duration, bye_wait: Duration) 
         let (stop, failed) = (stop.clone(), failed.clone());
         let mut w = c.try_clone()?;
         std::thread::spawn(move || {
+            // Lines not yet taken by the socket: a full send buffer (no
+            // acknowledgements during an outage) delays them, it does not
+            // end the conversation; only a real error (reset) does.
+            let mut pending: Vec<u8> = Vec::new();
+            let fail = |e: String| {
+                if let Ok(mut f) = failed.lock() {
+                    f.get_or_insert(e);
+                }
+            };
             let t0 = Instant::now();
             let mut n: u32 = 0;
-            while !stop.load(Ordering::SeqCst) {
-                if mode == Talk::Speak {
-                    n += 1;
-                    if let Err(e) = writeln!(w, "{n}") {
-                        if let Ok(mut f) = failed.lock() {
-                            f.get_or_insert(format!("send: {e}"));
-                        }
-                        return;
-                    }
-                    sleep_until(t0 + interval * n);
-                } else {
-                    std::thread::sleep(Duration::from_millis(5));
+            let mut bye_by: Option<Instant> = None;
+            loop {
+                if bye_by.is_none() && stop.load(Ordering::SeqCst) {
+                    pending.extend_from_slice(b"bye\n");
+                    bye_by = Some(Instant::now() + bye_wait);
                 }
-            }
-            if let Err(e) = w.write_all(b"bye\n")
-                && let Ok(mut f) = failed.lock()
-            {
-                f.get_or_insert(format!("send bye: {e}"));
+                if bye_by.is_none() && mode == Talk::Speak {
+                    n += 1;
+                    pending.extend_from_slice(format!("{n}\n").as_bytes());
+                }
+                while !pending.is_empty() {
+                    match w.write(&pending) {
+                        Ok(0) => {
+                            fail("send: connection closed".into());
+                            return;
+                        }
+                        Ok(k) => {
+                            pending.drain(..k);
+                        }
+                        Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => break,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => {
+                            fail(format!("send: {e}"));
+                            return;
+                        }
+                    }
+                }
+                match bye_by {
+                    Some(by) if pending.is_empty() || Instant::now() > by => return,
+                    Some(_) => std::thread::sleep(Duration::from_millis(5)),
+                    None if mode == Talk::Speak => sleep_until(t0 + interval * n),
+                    None => std::thread::sleep(Duration::from_millis(5)),
+                }
             }
         })
     };
@@ -619,6 +662,18 @@ mod tests {
         assert_eq!(r.longest_gap_at, 1000.03);
         assert_eq!(r.gaps.len(), 1, "the 30 ms gap is not above the threshold: {:?}", r.gaps);
         assert_eq!(r.gaps[0].lost, 5);
+    }
+
+    #[test]
+    fn a_prober_kept_from_running_is_no_outage() {
+        // Probes 0-2 on time; then the machine stalls the prober for 250 ms
+        // and the probes due meanwhile leave in a burst, all answered.
+        let mut samples: Vec<Sample> = (0..3).map(|i| Sample { sent_ms: i as f64 * 10.0, rtt_ms: Some(0.5) }).collect();
+        samples.extend((3..30).map(|i| Sample { sent_ms: 270.0 + i as f64 * 0.01, rtt_ms: Some(0.5) }));
+        let r = analyse(&samples, 0.0, 10.0, 100.0, 30.0);
+        assert_eq!((r.lost, r.longest_gap_ms), (0, 10.0));
+        assert!(r.gaps.is_empty());
+        assert!((r.longest_sender_stall_ms - 250.03).abs() < 1e-6, "{}", r.longest_sender_stall_ms);
     }
 
     #[test]

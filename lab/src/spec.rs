@@ -34,6 +34,9 @@ struct RawLabName {
     ha_rounds: Option<S<i64>>,
     /// Router HA: seconds of the idle cell (default 60; 0: no idle cell).
     ha_idle_seconds: Option<S<i64>>,
+    /// Router HA: seconds the partition cell keeps the routers apart
+    /// (default 3; 0: no partition cell).
+    ha_partition_seconds: Option<S<i64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -98,6 +101,8 @@ pub struct Lab {
     pub ha_rounds: u32,
     /// Router HA cells: how long the idle cell watches (0: not at all).
     pub ha_idle_seconds: u32,
+    /// Router HA cells: how long the partition cell cuts (0: not at all).
+    pub ha_partition_seconds: u32,
 }
 
 /// The underlay router's address in a routed subnet: its first host.
@@ -201,6 +206,7 @@ impl Lab {
         };
         let ha_rounds = bounded(&raw.lab.get_ref().ha_rounds, "lab.ha_rounds", 100, 5);
         let ha_idle_seconds = bounded(&raw.lab.get_ref().ha_idle_seconds, "lab.ha_idle_seconds", 3600, 60);
+        let ha_partition_seconds = bounded(&raw.lab.get_ref().ha_partition_seconds, "lab.ha_partition_seconds", 600, 3);
         let u = raw.underlay.get_ref();
         let underlay = cidr::parse(u.subnet.get_ref()).map_err(|r| err(u.subnet.span(), "underlay.subnet", r)).ok();
         let mut routed = Vec::new();
@@ -392,6 +398,7 @@ impl Lab {
             vms,
             ha_rounds,
             ha_idle_seconds,
+            ha_partition_seconds,
         })
     }
 }

@@ -70,6 +70,9 @@ impl Backend {
 pub trait Driver: Sync {
     /// Reads what this backend holds in a namespace (None: here) into `st`.
     fn read(&self, ns: Option<&File>, where_: &str, st: &mut FirewallState) -> Result<()>;
+    /// Starts the listing `read` makes, when it is slow enough to be worth
+    /// running alongside the rest of the observation (see `prefetch`).
+    fn prefetch(&self, _ns: Option<File>) {}
     /// The changes that make this backend hold exactly `want` (None:
     /// nothing of vxrouter's). Err: what stands in the way.
     fn diff(&self, mark: &str, want: Option<&Policy>, have: &FirewallState) -> Result<Vec<FwChange>, String>;
@@ -284,6 +287,21 @@ pub fn inverse(changes: &[FwChange], before: &FirewallState) -> Vec<FwChange> {
 }
 
 /// Reads a namespace's firewall through the given backends.
+/// Starts, ahead of the observation, the listings the firewall kind will
+/// read: those of the backends the state file says hold rules, per
+/// namespace. Best effort: what is not prefetched is read as usual.
+pub fn prefetch(st: &crate::state::State) {
+    for (key, backends) in &st.firewall {
+        let ns = if key == "@host" { None } else { crate::netns::open(key).ok().flatten() };
+        if key != "@host" && !ns.as_ref().is_some_and(crate::netns::is_namespace) {
+            continue;
+        }
+        for b in backends {
+            b.driver().prefetch(ns.as_ref().and_then(|f| f.try_clone().ok()));
+        }
+    }
+}
+
 pub fn read(ns: Option<&File>, where_: &str, backends: &[Backend]) -> Result<FirewallState> {
     let mut st = FirewallState::default();
     for b in backends {

@@ -288,7 +288,7 @@ pub fn parse_ruleset(text: &str) -> NftState {
 }
 
 pub fn observe(ns: Option<&File>, where_: &str) -> Result<NftState> {
-    Ok(parse_ruleset(&super::tool::read("nft", &["list", "ruleset"], ns, where_)?))
+    Ok(parse_ruleset(&super::tool::read("nft", LIST, ns, where_)?))
 }
 
 /// The part of an `nft -f` transaction that makes vxrouter's table of
@@ -333,7 +333,14 @@ pub fn apply(ns: Option<&File>, where_: &str, changes: &[FwChange]) -> Result<()
 /// The nftables backend.
 pub struct Nftables;
 
+/// The listing `observe` parses.
+const LIST: &[&str] = &["list", "ruleset"];
+
 impl Driver for Nftables {
+    fn prefetch(&self, ns: Option<File>) {
+        super::tool::prefetch("nft", LIST, ns);
+    }
+
     fn read(&self, ns: Option<&File>, where_: &str, st: &mut FirewallState) -> Result<()> {
         st.nft = Some(observe(ns, where_)?);
         Ok(())

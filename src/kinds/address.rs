@@ -10,6 +10,8 @@
 //! is a public bridge the host's addresses were moved to from the uplink
 //! (`uplink_addresses = "move"`): its addresses are the host's.
 
+use std::collections::HashMap;
+
 use ipnet::IpNet;
 use serde::Serialize;
 
@@ -70,6 +72,9 @@ impl Kind for Addresses {
     /// on the host's owned links, none is wanted.
     fn plan(p: &mut Planner<'_>, want: &[Address], _: &()) {
         let mut per_link: Vec<(&Ns, &str, Vec<IpNet>)> = Vec::new();
+        // Where each link is in `per_link` (a scan per address was
+        // quadratic at N = 1000).
+        let mut at: HashMap<(&Ns, &str), usize> = HashMap::new();
         let host = Ns::Host;
         // A public bridge that took over the host's addresses from its
         // uplink (`uplink_addresses = "move"`) holds them by the profile's
@@ -80,23 +85,30 @@ impl Kind for Addresses {
                 && p.live(ns, &spec.name).is_some_and(|l| p.owned(l))
                 && !holds_host_addresses(host_held, &spec.name)
             {
+                at.insert((&host, &spec.name), per_link.len());
                 per_link.push((&host, &spec.name, vec![]));
             }
         }
         for a in want.iter().filter(|a| !a.vrrp) {
-            match per_link.iter_mut().find(|(n, l, _)| **n == a.ns && *l == a.link) {
-                Some(e) => e.2.push(a.addr),
-                None => per_link.push((&a.ns, &a.link, vec![a.addr])),
+            match at.get(&(&a.ns, a.link.as_str())) {
+                Some(i) => per_link[*i].2.push(a.addr),
+                None => {
+                    at.insert((&a.ns, &a.link), per_link.len());
+                    per_link.push((&a.ns, &a.link, vec![a.addr]));
+                }
             }
         }
         for a in want.iter().filter(|a| a.vrrp) {
-            if !per_link.iter().any(|(n, l, _)| **n == a.ns && *l == a.link) {
+            if !at.contains_key(&(&a.ns, a.link.as_str())) {
+                at.insert((&a.ns, &a.link), per_link.len());
                 per_link.push((&a.ns, &a.link, vec![]));
             }
         }
+        // keepalived's to add and remove, whichever router is active.
+        let vrrp_held: std::collections::HashSet<(&Ns, &str, IpNet)> =
+            want.iter().filter(|a| a.vrrp).map(|a| (&a.ns, a.link.as_str(), a.addr)).collect();
         for (ns, link, wanted) in per_link {
-            // keepalived's to add and remove, whichever router is active.
-            let vrrp = |x: &IpNet| want.iter().any(|a| a.vrrp && a.ns == *ns && a.link == link && a.addr == *x);
+            let vrrp = |x: &IpNet| vrrp_held.contains(&(ns, link, *x));
             let have: Vec<IpNet> = match (p.live(ns, link), p.view(ns)) {
                 (Some(l), Some(v)) => v.addrs_of(l.index).map(|a| a.cidr).filter(|a| !link_local(a) && !vrrp(a)).collect(),
                 _ => vec![],

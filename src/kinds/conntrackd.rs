@@ -14,7 +14,6 @@
 //! by its command line (`-C PATH`) inside the router namespace.
 
 use std::fs::{self, File};
-use std::io;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -155,16 +154,14 @@ fn run(cx: &mut Apply<'_>, ns: &str, config: Option<&str>, pid: Option<u32>) -> 
 }
 
 /// Where a host's conntrackd files live.
-pub struct Files {
-    dir: PathBuf,
-}
+pub struct Files(daemon::NsFiles);
 
 impl Files {
     pub fn new(run_dir: &Path, host: &str) -> Files {
-        Files { dir: run_dir.join("conntrackd").join(host) }
+        Files(daemon::NsFiles::new(run_dir, "conntrackd", host))
     }
     fn path(&self, ns: &str, ext: &str) -> PathBuf {
-        self.dir.join(format!("{ns}.{ext}"))
+        self.0.path(ns, ext)
     }
     pub fn conf(&self, ns: &str) -> PathBuf {
         self.path(ns, "conf")
@@ -240,28 +237,12 @@ fn find(files: &Files, ns: &str) -> Option<u32> {
 }
 
 fn observe(files: &Files) -> Result<Vec<Running>> {
-    let entries = match fs::read_dir(&files.dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(vec![]),
-        Err(e) => return Err(e).with_context(|| format!("read {}", files.dir.display())),
-    };
-    let mut out = Vec::new();
-    for e in entries.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let Some(ns) = name.strip_suffix(".conf") else { continue };
-        let config = fs::read_to_string(e.path()).with_context(|| format!("read {}", e.path().display()))?;
-        out.push(Running { ns: ns.to_string(), config, pid: find(files, ns) });
-    }
-    out.sort_by(|a, b| a.ns.cmp(&b.ns));
-    Ok(out)
+    Ok(files.0.configs()?.into_iter().map(|(ns, config)| Running { pid: find(files, &ns), ns, config }).collect())
 }
 
 fn start(files: &Files, ns: &str, ns_file: &File, config: &str) -> Result<()> {
     crate::testhooks::point();
-    for d in [files.dir.parent().and_then(Path::parent), files.dir.parent()].into_iter().flatten() {
-        crate::fsutil::private_dir(d)?;
-    }
-    crate::fsutil::private_dir(&files.dir)?;
+    files.0.make_dirs()?;
     crate::fsutil::write_private(&files.conf(ns), config.as_bytes())?;
     // A conntrackd killed outright leaves its lock behind and the next one
     // refuses to start; none runs now (stopped before), so it is stale.
@@ -293,8 +274,7 @@ fn stop(files: &Files, ns: &str, found: Option<u32>) -> Result<()> {
         daemon::terminate(pid, &format!("conntrackd in {ns}"), Duration::from_secs(5))?;
     }
     daemon::remove_files([files.conf(ns).as_path(), &files.lock(ns), &files.socket(ns), &files.log(ns)])?;
-    let _ = fs::remove_dir(&files.dir);
-    let _ = files.dir.parent().map(fs::remove_dir);
+    files.0.remove_empty_dirs();
     Ok(())
 }
 

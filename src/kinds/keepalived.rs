@@ -17,7 +17,6 @@
 
 use std::fmt::Write as _;
 use std::fs::{self, File};
-use std::io;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -69,7 +68,7 @@ impl Kind for Keepalived {
         let files = Files::new(&f.run_dir, &p.host);
         vec![Instance {
             ns: r.namespace.clone(),
-            config: config(&files, &p.host, r, ha, ha.priority, &f.exe),
+            config: config(&files, &p.host, r, ha, ha.priority),
             notify: notify(&files, &p.host, r, ha, &f.run_dir),
         }]
     }
@@ -189,16 +188,14 @@ impl Undo for Revert {
 }
 
 /// Where a host's keepalived files live.
-pub struct Files {
-    dir: PathBuf,
-}
+pub struct Files(daemon::NsFiles);
 
 impl Files {
     pub fn new(run_dir: &Path, host: &str) -> Files {
-        Files { dir: run_dir.join("keepalived").join(host) }
+        Files(daemon::NsFiles::new(run_dir, "keepalived", host))
     }
     fn path(&self, ns: &str, ext: &str) -> PathBuf {
-        self.dir.join(format!("{ns}.{ext}"))
+        self.0.path(ns, ext)
     }
     pub fn conf(&self, ns: &str) -> PathBuf {
         self.path(ns, "conf")
@@ -212,14 +209,18 @@ impl Files {
     fn notify(&self, ns: &str) -> PathBuf {
         self.path(ns, "notify")
     }
+    /// keepalived's own log.
+    pub fn log(&self, ns: &str) -> PathBuf {
+        self.path(ns, "log")
+    }
     /// One line per state change: `<unix time> <STATE>`.
     pub fn transitions(&self, ns: &str) -> PathBuf {
         self.path(ns, "transitions")
     }
-    /// The host's network namespace, pinned while keepalived runs, for the
-    /// uplink check (which runs inside the router namespace).
-    fn host_net(&self, ns: &str) -> PathBuf {
-        self.path(ns, "host-net")
+    /// A sysfs of the host's network namespace, mounted while keepalived
+    /// runs, for the uplink check (which runs inside the router namespace).
+    fn host_sys(&self, ns: &str) -> PathBuf {
+        self.path(ns, "host-sys")
     }
 }
 
@@ -228,7 +229,7 @@ fn arg(conf: &Path) -> String {
 }
 
 /// The keepalived configuration of a router namespace.
-pub fn config(files: &Files, host: &str, r: &Router, ha: &Ha, priority: u8, exe: &Path) -> String {
+pub fn config(files: &Files, host: &str, r: &Router, ha: &Ha, priority: u8) -> String {
     let public = &r.public.leg.veth[1];
     let advert = f64::from(ha.advert_centis) / 100.0;
     let mut c = format!(
@@ -243,23 +244,33 @@ pub fn config(files: &Files, host: &str, r: &Router, ha: &Ha, priority: u8, exe:
          \x20   # after a partition heals, one of two masters steps down within\n\
          \x20   # an advert instead of after a timeout.\n\
          \x20   vrrp_higher_prio_send_advert true\n\
+         \x20   # Sub-second adverts: the VRRP process runs at a real-time\n\
+         \x20   # priority (keepalived picks it), so a busy host does not delay\n\
+         \x20   # its adverts into a spurious failover.\n\
+         \x20   max_auto_priority\n\
          \x20   script_user root\n\
          \x20   enable_script_security\n\
          }}\n",
         ns = r.namespace
     );
     if ha.track_uplink {
+        // The uplink's operational state as the host's own sysfs shows it
+        // (mounted for this, see `start`): a file read, no netlink request,
+        // so the check does not wait for the kernel's rtnl lock, which a
+        // busy host (links being created or namespaces torn down) can hold
+        // for seconds — long enough, with a netlink check, to give the
+        // addresses up on both routers at once (seen in the lab). Every
+        // second; three failures in a row give the addresses up.
         let _ = write!(
             c,
             "vrrp_script vxrouter_uplink {{\n\
-             \x20   script \"{} __ha-uplink {} {}\"\n\
+             \x20   script \"/bin/grep -qx up {}/class/net/{}/operstate\"\n\
              \x20   interval 1\n\
-             \x20   timeout 1\n\
-             \x20   fall 1\n\
-             \x20   rise 1\n\
+             \x20   timeout 2\n\
+             \x20   fall 3\n\
+             \x20   rise 2\n\
              }}\n",
-            exe.display(),
-            files.host_net(&r.namespace).display(),
+            files.host_sys(&r.namespace).display(),
             r.public.uplink
         );
     }
@@ -334,30 +345,11 @@ fn running_pid(files: &Files, ns: &str) -> Option<u32> {
 
 /// The keepalived instances this host's vxrouter started.
 fn observe(files: &Files) -> Result<Vec<Running>> {
-    let entries = match fs::read_dir(&files.dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(vec![]),
-        Err(e) => return Err(e).with_context(|| format!("read {}", files.dir.display())),
-    };
-    let mut out = Vec::new();
-    for e in entries.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let Some(ns) = name.strip_suffix(".conf") else { continue };
-        let config = fs::read_to_string(e.path()).with_context(|| format!("read {}", e.path().display()))?;
-        out.push(Running { ns: ns.to_string(), config, pid: running_pid(files, ns) });
-    }
-    out.sort_by(|a, b| a.ns.cmp(&b.ns));
-    Ok(out)
+    Ok(files.0.configs()?.into_iter().map(|(ns, config)| Running { pid: running_pid(files, &ns), ns, config }).collect())
 }
 
 fn write_files(files: &Files, ns: &str, config: &str, notify: &str) -> Result<()> {
-    if let Some(run_dir) = files.dir.parent().and_then(Path::parent) {
-        crate::fsutil::private_dir(run_dir)?;
-    }
-    if let Some(kind_dir) = files.dir.parent() {
-        crate::fsutil::private_dir(kind_dir)?;
-    }
-    crate::fsutil::private_dir(&files.dir)?;
+    files.0.make_dirs()?;
     crate::fsutil::write_private(&files.conf(ns), config.as_bytes())?;
     // keepalived runs the script as root and refuses one others could edit.
     let script = files.notify(ns);
@@ -382,32 +374,60 @@ fn start(files: &Files, ns: &str, ns_file: &File, config: &str, notify: &str) ->
     crate::testhooks::point();
     stop_orphan(files, ns)?;
     write_files(files, ns, config, notify)?;
-    let pin = files.host_net(ns);
-    if config.contains("__ha-uplink") && !netns::is_pinned(&pin) {
-        netns::pin_current(&pin)?;
+    let sys = files.host_sys(ns);
+    if config.contains("vxrouter_uplink") && !netns::sysfs_mounted(&sys) {
+        netns::mount_sysfs(&sys)?;
     }
+    // Its log (state changes and why: a fault, a higher priority heard) goes
+    // to a file of its own: keepalived logs to syslog otherwise, which a
+    // host may not run, and when it forks it closes its console. So it runs
+    // in the foreground (`--dont-fork`) of a process of its own (a new
+    // session: a signal to this command's terminal or process group does
+    // not reach it), logging to this file, and outlives this command.
+    let log = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(files.log(ns))
+        .with_context(|| format!("open {}", files.log(ns).display()))?;
     let mut cmd = Command::new("keepalived");
     cmd.arg(arg(&files.conf(ns)))
         .arg(format!("--pid={}", files.pid(ns).display()))
         .arg(format!("--vrrp_pid={}", files.vrrp_pid(ns).display()))
-        .args(["--vrrp", "--log-detail"])
+        .args(["--vrrp", "--log-detail", "--log-console", "--no-syslog", "--dont-fork"])
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+        .stdout(log.try_clone().context("log file")?)
+        .stderr(log);
     netns::command_in(&mut cmd, ns_file);
-    let out = cmd.output().with_context(|| format!("run keepalived in {ns} (is keepalived installed?)"))?;
-    if !out.status.success() {
-        crate::bail!(Tool, "keepalived in {ns} did not start: {}", String::from_utf8_lossy(&out.stderr).trim());
+    // SAFETY: setsid(2) is async-signal-safe; nothing else runs in the child.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
     }
-    // The parent returns before its daemon has written the pid file.
+    let mut child = cmd.spawn().with_context(|| format!("run keepalived in {ns} (is keepalived installed?)"))?;
+    // Up once it has written its pid file (and its VRRP process started).
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while running_pid(files, ns).is_none() {
+        if let Ok(Some(status)) = child.try_wait() {
+            crate::bail!(Tool, "keepalived in {ns} did not start ({status}): {}", last_lines(&files.log(ns)));
+        }
         if std::time::Instant::now() > deadline {
-            crate::bail!(Tool, "keepalived in {ns} did not start (no process with {} after 5 s)", arg(&files.conf(ns)));
+            crate::bail!(Tool, "keepalived in {ns} did not start (no process after 5 s): {}", last_lines(&files.log(ns)));
         }
         std::thread::sleep(Duration::from_millis(10));
     }
     Ok(())
+}
+
+/// The end of a log, for an error message.
+fn last_lines(path: &Path) -> String {
+    let text = fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(3)..].join("; ")
 }
 
 /// New config and notify script, then SIGHUP: keepalived re-reads them and
@@ -427,10 +447,9 @@ fn stop(files: &Files, ns: &str, found: Option<u32>) -> Result<()> {
         daemon::terminate(pid, &format!("keepalived in {ns}"), Duration::from_secs(5))?;
     }
     stop_orphan(files, ns)?;
-    netns::unpin(&files.host_net(ns))?;
-    daemon::remove_files([conf.as_path(), &files.pid(ns), &files.vrrp_pid(ns), &files.notify(ns), &files.transitions(ns)])?;
-    let _ = fs::remove_dir(&files.dir);
-    let _ = files.dir.parent().map(fs::remove_dir);
+    netns::unmount_sysfs(&files.host_sys(ns))?;
+    daemon::remove_files([conf.as_path(), &files.pid(ns), &files.vrrp_pid(ns), &files.notify(ns), &files.transitions(ns), &files.log(ns)])?;
+    files.0.remove_empty_dirs();
     Ok(())
 }
 
@@ -521,7 +540,7 @@ mod tests {
         let r = router("a");
         let ha = r.ha.clone().unwrap();
         let files = Files::new(Path::new("/run/vxrouter"), "router-a");
-        let c = config(&files, "router-a", &r, &ha, ha.priority, Path::new("/usr/bin/vxrouter"));
+        let c = config(&files, "router-a", &r, &ha, ha.priority);
         for line in [
             "    vrrp_version 3",
             "    interface vxha51",
@@ -533,13 +552,13 @@ mod tests {
             "        203.0.113.123/24 dev gw-br-pu",
             "        192.168.10.1/24 dev gw-br-pr",
             "        0.0.0.0/0 via 203.0.113.1 dev gw-br-pu",
-            "    script \"/usr/bin/vxrouter __ha-uplink /run/vxrouter/keepalived/router-a/ns1.host-net eth1\"",
+            "    script \"/bin/grep -qx up /run/vxrouter/keepalived/router-a/ns1.host-sys/class/net/eth1/operstate\"",
             "    notify \"/run/vxrouter/keepalived/router-a/ns1.notify\"",
         ] {
             assert!(c.lines().any(|l| l == line), "{line:?} missing from:\n{c}");
         }
         let fast = router("fast");
-        let c = config(&files, "router-a", &fast, fast.ha.as_ref().unwrap(), 254, Path::new("/usr/bin/vxrouter"));
+        let c = config(&files, "router-a", &fast, fast.ha.as_ref().unwrap(), 254);
         assert!(c.lines().any(|l| l == "    advert_int 0.03"), "{c}");
     }
 
@@ -560,8 +579,8 @@ mod tests {
         let r = router("a");
         let ha = r.ha.clone().unwrap();
         let files = Files::new(Path::new("/run/vxrouter"), "router-a");
-        let c = config(&files, "router-a", &r, &ha, ha.priority, Path::new("/usr/bin/vxrouter"));
+        let c = config(&files, "router-a", &r, &ha, ha.priority);
         let h = handover_config(&c).unwrap();
-        assert_eq!(h, config(&files, "router-a", &r, &ha, HANDOVER_PRIORITY, Path::new("/usr/bin/vxrouter")));
+        assert_eq!(h, config(&files, "router-a", &r, &ha, HANDOVER_PRIORITY));
     }
 }

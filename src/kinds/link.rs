@@ -24,6 +24,9 @@ use crate::observe::Observed;
 use crate::plan::{Diff, Order, Planner, Step, Verb, in_ns};
 use crate::profile::Profile;
 
+mod group;
+pub use group::{MIN_BATCH, delete_all};
+
 /// rtm_protocol of routes the kernel adds for an address's subnet.
 const RTPROT_KERNEL: u8 = 2;
 
@@ -69,6 +72,10 @@ pub struct LinkChange {
     pub vxlan_learning: Option<bool>,
     /// Bridge port flags (set after the master).
     pub port: Option<PortFlags>,
+    /// Back to the default group: a transient group left by a removal that
+    /// was interrupted (see `group`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<u32>,
 }
 
 fn master_name(p: &Planner<'_>, ns: &Ns, l: &Link) -> Option<String> {
@@ -202,6 +209,10 @@ fn change(p: &mut Planner<'_>, ns: &Ns, spec: &LinkSpec, found: &Link) {
         c.no_ipv6 = Some(true);
         diff("addrgenmode", "none".into(), "eui64".into());
     }
+    if group::is_transient(found.group) {
+        c.group = Some(0);
+        diff("group", "default".into(), format!("{} (left by an interrupted removal)", found.group));
+    }
     match &spec.kind {
         LinkKind::Bridge(b) => bridge::diff(b, found, &mut c, &mut diffs),
         LinkKind::Vxlan(v) => vxlan::diff(v, found, &mut c, &mut diffs),
@@ -268,6 +279,7 @@ fn inverse(c: &LinkChange, old: &Link, old_master: &Option<String>) -> LinkChang
         vxlan_ttl: c.vxlan_ttl.map(|_| ov.ttl),
         vxlan_learning: c.vxlan_learning.map(|_| ov.learning),
         port: c.port.and(old.port),
+        group: c.group.map(|_| old.group),
     }
 }
 
@@ -456,6 +468,9 @@ impl Step for DeleteLink {
     fn apply(&self, cx: &mut Apply<'_>) -> Result<()> {
         let restore = cx.link_before(&self.ns, &self.name).map(|l| snapshot(cx.before, &self.ns, l));
         delete(cx, &self.ns, &self.name, restore)
+    }
+    fn deletes_link(&self) -> Option<(&Ns, &str)> {
+        Some((&self.ns, &self.name))
     }
 }
 
@@ -671,8 +686,22 @@ pub fn set(cx: &mut Apply<'_>, ns: &Ns, name: &str, c: &LinkChange) -> Result<()
     {
         sock.set_link(link, &kind_change).with_context(|| format!("change {name} in {ns}"))?;
     }
-    let plain = SetLink { alias: c.alias.clone(), mtu: c.mtu, master, mac: c.mac, no_ipv6: c.no_ipv6, ..SetLink::default() };
-    if plain.alias.is_some() || plain.mtu.is_some() || plain.master.is_some() || plain.mac.is_some() || plain.no_ipv6.is_some() {
+    let plain = SetLink {
+        alias: c.alias.clone(),
+        mtu: c.mtu,
+        master,
+        mac: c.mac,
+        no_ipv6: c.no_ipv6,
+        group: c.group,
+        ..SetLink::default()
+    };
+    if plain.alias.is_some()
+        || plain.mtu.is_some()
+        || plain.master.is_some()
+        || plain.mac.is_some()
+        || plain.no_ipv6.is_some()
+        || plain.group.is_some()
+    {
         sock.set_link(link, &plain).with_context(|| format!("change {name} in {ns}"))?;
     }
     if let Some(f) = c.port
@@ -738,7 +767,12 @@ pub fn restore(cx: &mut Apply<'_>, s: &Snapshot) -> Result<()> {
     for e in ends {
         let (index, name) = (e.link.index, e.link.name.as_str());
         let sock = cx.sock(&e.ns)?;
-        let set = SetLink { alias: e.link.alias.clone(), no_ipv6: e.link.no_ipv6.then_some(true), ..SetLink::default() };
+        let set = SetLink {
+            alias: e.link.alias.clone(),
+            no_ipv6: e.link.no_ipv6.then_some(true),
+            group: (e.link.group != 0).then_some(e.link.group),
+            ..SetLink::default()
+        };
         sock.set_link(LinkRef::Index(index), &set).with_context(|| format!("mark {name}"))?;
         if e.link.up {
             let up = SetLink { up: Some(true), ..SetLink::default() };

@@ -2,6 +2,7 @@
 //! typed operations everything else uses (`ops`), message encoding
 //! (`msg`, private) and one socket per namespace a run touches (`session`).
 
+mod linkdump;
 mod msg;
 pub mod ops;
 pub mod session;

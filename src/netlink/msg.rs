@@ -166,6 +166,9 @@ pub fn set_link(index: u32, name: &str, s: &SetLink) -> RouteNetlinkMessage {
     if let Some(mac) = s.mac {
         msg.attributes.push(LinkAttribute::Address(mac.to_vec()));
     }
+    if let Some(g) = s.group {
+        msg.attributes.push(LinkAttribute::Group(g));
+    }
     if let Some(off) = s.no_ipv6 {
         let mode = if off { In6AddrGenMode::None } else { In6AddrGenMode::Eui64 };
         msg.attributes.push(LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(vec![AfSpecInet6::AddrGenMode(mode)])]));
@@ -203,6 +206,27 @@ pub fn del_link(index: u32, name: &str) -> RouteNetlinkMessage {
     if index == 0 {
         msg.attributes.push(LinkAttribute::IfName(name.to_string()));
     }
+    RouteNetlinkMessage::DelLink(msg)
+}
+
+/// RTM_SETLINK putting one link into interface group `group` (IFLA_GROUP),
+/// what `ip link set DEV group G` sends.
+pub fn set_group(index: u32, name: &str, group: u32) -> RouteNetlinkMessage {
+    let mut msg = LinkMessage::default();
+    msg.header.index = index;
+    if index == 0 {
+        msg.attributes.push(LinkAttribute::IfName(name.to_string()));
+    }
+    msg.attributes.push(LinkAttribute::Group(group));
+    RouteNetlinkMessage::SetLink(msg)
+}
+
+/// RTM_DELLINK with no index or name but IFLA_GROUP: the kernel deletes
+/// every link of the namespace in that group and unregisters them all in
+/// one batch (`rtnl_group_dellink`), what `ip link del group G` sends.
+pub fn del_group(group: u32) -> RouteNetlinkMessage {
+    let mut msg = LinkMessage::default();
+    msg.attributes.push(LinkAttribute::Group(group));
     RouteNetlinkMessage::DelLink(msg)
 }
 
@@ -328,6 +352,7 @@ pub fn parse_link(m: &LinkMessage) -> Link {
             LinkAttribute::IfAlias(s) if !s.is_empty() => l.alias = Some(s.clone()),
             LinkAttribute::Address(b) if b.len() == 6 => l.mac = Some([b[0], b[1], b[2], b[3], b[4], b[5]]),
             LinkAttribute::Link(v) if *v != 0 => l.link = Some(*v),
+            LinkAttribute::Group(g) => l.group = *g,
             LinkAttribute::AfSpecUnspec(specs) => {
                 for s in specs {
                     if let AfSpecUnspec::Inet6(v6) = s {
@@ -464,6 +489,22 @@ pub fn parse_route(m: &RouteMessage) -> Option<Route> {
 /// IPv4 and IPv6 routes (AF_UNSPEC).
 pub fn get_all_routes() -> RouteNetlinkMessage {
     RouteNetlinkMessage::GetRoute(RouteMessage::default())
+}
+
+/// IPv4 and IPv6 addresses of link `index` only: with strict checking
+/// (see `socket`) the kernel filters the dump by ifa_index.
+pub fn get_addresses_of(index: u32) -> RouteNetlinkMessage {
+    let mut m = AddressMessage::default();
+    m.header.index = index;
+    RouteNetlinkMessage::GetAddress(m)
+}
+
+/// IPv4 and IPv6 routes through link `oif` only: with strict checking the
+/// kernel filters the dump by RTA_OIF.
+pub fn get_all_routes_via(oif: u32) -> RouteNetlinkMessage {
+    let mut m = RouteMessage::default();
+    m.attributes.push(RouteAttribute::Oif(oif));
+    RouteNetlinkMessage::GetRoute(m)
 }
 
 /// Flags RTM_NEWADDR takes from userspace; the others (secondary,

@@ -66,6 +66,8 @@ pub struct SetLink {
     pub vxlan_ageing: Option<u32>,
     pub vxlan_ttl: Option<u8>,
     pub vxlan_learning: Option<bool>,
+    /// The interface group (IFLA_GROUP).
+    pub group: Option<u32>,
 }
 
 /// What to do when an address to add is already there.
@@ -79,10 +81,7 @@ pub enum IfExists {
 impl Netlink {
     /// Every link of the namespace, in one dump.
     pub fn links(&mut self) -> Result<Vec<Link>, NlError> {
-        self.dump(msg::get_links(), |m| match m {
-            RouteNetlinkMessage::NewLink(l) => Some(msg::parse_link(&l)),
-            _ => None,
-        })
+        self.dump_raw(msg::get_links(), libc::RTM_NEWLINK, super::linkdump::parse)
     }
 
     /// One link by name; None when there is none.
@@ -90,20 +89,6 @@ impl Netlink {
         match self.request(msg::get_link(name), 0) {
             Ok(replies) => Ok(replies.iter().find_map(|r| match r {
                 RouteNetlinkMessage::NewLink(l) => Some(msg::parse_link(l)),
-                _ => None,
-            })),
-            Err(e) if e.is(libc::ENODEV) => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Whether a link is up with a carrier (IFF_UP and IFF_LOWER_UP); None
-    /// when there is no such link.
-    pub fn carrier(&mut self, name: &str) -> Result<Option<bool>, NlError> {
-        use netlink_packet_route::link::LinkFlags;
-        match self.request(msg::get_link(name), 0) {
-            Ok(replies) => Ok(replies.iter().find_map(|r| match r {
-                RouteNetlinkMessage::NewLink(l) => Some(l.header.flags.contains(LinkFlags::Up | LinkFlags::LowerUp)),
                 _ => None,
             })),
             Err(e) if e.is(libc::ENODEV) => Ok(None),
@@ -160,6 +145,22 @@ impl Netlink {
     pub fn delete_link(&mut self, link: LinkRef<'_>) -> Result<bool, NlError> {
         let (index, name) = link.parts();
         match self.request(msg::del_link(index, name), 0) {
+            Ok(_) => Ok(true),
+            Err(e) if e.is(libc::ENODEV) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Puts a link into interface group `group`.
+    pub fn set_group(&mut self, link: LinkRef<'_>, group: u32) -> Result<(), NlError> {
+        let (index, name) = link.parts();
+        self.request(msg::set_group(index, name, group), 0).map(drop)
+    }
+
+    /// Deletes every link of the namespace in interface group `group` in one
+    /// batched unregistration; false when no link was in it.
+    pub fn delete_group(&mut self, group: u32) -> Result<bool, NlError> {
+        match self.request(msg::del_group(group), 0) {
             Ok(_) => Ok(true),
             Err(e) if e.is(libc::ENODEV) => Ok(false),
             Err(e) => Err(e),
@@ -229,6 +230,24 @@ impl Netlink {
     pub fn host_routes(&mut self) -> Result<Vec<HostRoute>, NlError> {
         self.dump(msg::get_all_routes(), |m| match m {
             RouteNetlinkMessage::NewRoute(r) => msg::parse_host_route(&r),
+            _ => None,
+        })
+    }
+
+    /// The addresses of link `index`, with flags and lifetimes (filtered by
+    /// the kernel where it checks dump requests strictly, and here anyway).
+    pub fn host_addrs_on(&mut self, index: u32) -> Result<Vec<HostAddr>, NlError> {
+        self.dump(msg::get_addresses_of(index), |m| match m {
+            RouteNetlinkMessage::NewAddress(a) => msg::parse_host_addr(&a).filter(|a| a.index == index),
+            _ => None,
+        })
+    }
+
+    /// The main table's unicast routes of both families through link
+    /// `oif` (filtered by the kernel where it can, and here anyway).
+    pub fn host_routes_via(&mut self, oif: u32) -> Result<Vec<HostRoute>, NlError> {
+        self.dump(msg::get_all_routes_via(oif), |m| match m {
+            RouteNetlinkMessage::NewRoute(r) => msg::parse_host_route(&r).filter(|r| r.oif == Some(oif)),
             _ => None,
         })
     }

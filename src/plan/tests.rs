@@ -28,7 +28,6 @@ pub fn facts(nft: bool) -> Facts {
         run_dir: "/run/vxrouter".into(),
         sysctls: BTreeMap::new(),
         missing_tools: Vec::new(),
-        exe: "/usr/bin/vxrouter".into(),
     }
 }
 
