@@ -162,30 +162,46 @@ fn evpn_over_a_routed_underlay() {
     });
 
     // A host cut off the underlay cannot say goodbye: the reflectors notice
-    // when the hold time (9 s, profile default) runs out and withdraw its
-    // routes. host-d's underlay link goes down (from the others' view a cut
-    // cable); it comes back with its route to the other subnet.
-    assert!(
-        ["rr-a", "rr-b", "host-c"].iter().all(|h| flood(&l, h, "vxlan3070").contains(&"10.0.2.11".to_string())),
-        "before the cut (positive control): host-d missing from a flood list"
-    );
+    // when the hold time runs out (9 s, the profile default: `timers bgp 3
+    // 9`) and withdraw its routes. host-d's cable is pulled at the switch
+    // (the fabric's end of it goes down, as in the HA lab's failover): its
+    // configuration stays, nothing it could send gets out. The goal is the
+    // hold time plus 1.5 s for the withdrawal to reach every host and for
+    // this loop to see it (each look is three `bridge` runs): a run with
+    // FRR's `traditional` 180 s hold time fails it.
+    const HOLD: Duration = Duration::from_secs(9);
+    let d_vtep = "10.0.2.11".to_string();
+    let in_lists = |l: &TestLab, hosts: &[&str]| hosts.iter().filter(|h| flood(l, h, "vxlan3070").contains(&d_vtep)).count();
+    assert_eq!(in_lists(&l, &["rr-a", "rr-b", "host-c"]), 3, "before the cut (positive control): host-d missing from a flood list");
+    let timers = stdout(&l.exec("host-d", &["vtysh", "-c", "show running-config"]));
+    assert!(timers.contains("timers bgp 3 9"), "host-d's FRR does not run the profile's 3/9 timers:\n{timers}");
+    let cable = "u3"; // host-d is the lab's fourth host
     let t = Instant::now();
-    let o = l.exec("host-d", &["ip", "link", "set", "eth0", "down"]);
+    let o = l.exec("fabric", &["ip", "link", "set", cable, "down"]);
     assert!(o.status.success(), "{}", text(&o));
-    wait_for("host-d (cut off) leaves the flood lists", Duration::from_secs(60), || {
-        ["rr-a", "rr-b", "host-c"].iter().all(|h| !flood(&l, h, "vxlan3070").contains(&"10.0.2.11".to_string()))
-    });
-    eprintln!("measured: host-d (cut off the underlay) gone from every flood list {:?} after the cut", t.elapsed());
+    let mut still = 3;
+    while still > 0 && t.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(50));
+        still = in_lists(&l, &["rr-a", "rr-b", "host-c"]);
+    }
+    let cut = t.elapsed();
+    eprintln!("measured: host-d (cut off the underlay) gone from every flood list {cut:?} after the cut (hold time {HOLD:?})");
+    assert_eq!(still, 0, "host-d still in {still} flood list(s) 60 s after the cut");
+    assert!(
+        cut <= HOLD + Duration::from_millis(1500),
+        "host-d (cut off) left the flood lists only {cut:?} after the cut: beyond the hold time {HOLD:?} + 1.5 s"
+    );
     wait_for("rr-a's check reports host-d missing", Duration::from_secs(30), || {
         let o = l.vx("rr-a", &["check", &l.path("rr-a.toml")]);
         !o.status.success() && stdout(&o).contains("expected client 10.0.2.11")
     });
-    let o = l.sh("host-d", "ip link set eth0 up && ip route replace 10.0.0.0/16 via 10.0.2.1");
+    // The cable plugged back: host-d's configuration was never touched.
+    let o = l.exec("fabric", &["ip", "link", "set", cable, "up"]);
     assert!(o.status.success(), "{}", text(&o));
     let back = wait_for("host-d back in every flood list", Duration::from_secs(60), || {
-        ["rr-a", "rr-b", "host-c"].iter().all(|h| flood(&l, h, "vxlan3070").contains(&"10.0.2.11".to_string()))
+        in_lists(&l, &["rr-a", "rr-b", "host-c"]) == 3
     });
-    eprintln!("measured: host-d back in every flood list {back:?} after its link came back");
+    eprintln!("measured: host-d back in every flood list {back:?} after its cable came back");
     wait_for("rr-a's check passes again", Duration::from_secs(30), || {
         l.vx("rr-a", &["check", &l.path("rr-a.toml")]).status.success()
     });
