@@ -208,10 +208,11 @@ case $method in
     echo "unicast-limit $(span "$t0" "$t1")" ;;
   vxrouter|unicast|dhcp|evpn)
     if [ "$method" = evpn ]; then
-      # FRR as the lab runs it (lab/src/frr.rs): private /etc/frr and
-      # /var/log/frr in this sandbox's mount namespace, zebra and bgpd
+      # FRR as the lab runs it (lab/src/frr.rs): private /etc/frr,
+      # /var/log/frr and /var/tmp in this sandbox's mount namespace, zebra and bgpd
       # stopped when this run ends (also on failure).
       for dir in /etc/frr /var/log/frr /var/lib/frr; do [ ! -d "$dir" ] || mount -t tmpfs -o mode=0755 frr-bench "$dir"; done
+      mount -t tmpfs -o mode=1777 tmp-bench /var/tmp # FRR's crash-log directories
       mkdir -p /run/frr
       printf 'zebra=yes\nbgpd=yes\nvtysh_enable=yes\n' > /etc/frr/daemons
       printf 'service integrated-vtysh-config\n' > /etc/frr/vtysh.conf

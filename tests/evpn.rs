@@ -7,9 +7,12 @@
 //! expected clients); a foreign FRR stanza survives apply and destroy; a
 //! host whose FRR stops, or that is cut off the underlay, leaves every
 //! flood list; one that comes back with only its own profile is in every
-//! flood list again. Timings are measured
-//! and printed here, asserted nowhere (docs/performance.md). Run by
-//! scripts/test.sh (root, sandbox).
+//! flood list again. Timings are printed (docs/performance.md); held to
+//! the goals: a host whose FRR stops out of every flood list within
+//! 1 s, a host cut off the underlay within the hold time (9 s) + 1.5 s; a
+//! joining host in every flood list within 30 s of its apply (the goal is
+//! 5 s: not met in every run, see below). Run by scripts/test.sh (root,
+//! sandbox).
 
 mod common;
 
@@ -66,13 +69,17 @@ fn vm_mac(l: &TestLab, vm: &str) -> String {
     mac.unwrap_or_else(|| panic!("{vm}: no MAC for eth0: {}", text(&o)))
 }
 
+/// Polls `ok` until it holds; fails when that takes longer than `limit`
+/// (also when the last, successful look itself ended past it).
 fn wait_for(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) -> Duration {
     let t = Instant::now();
     while !ok() {
         assert!(t.elapsed() < limit, "{what}: not within {limit:?}");
         std::thread::sleep(Duration::from_millis(50));
     }
-    t.elapsed()
+    let took = t.elapsed();
+    assert!(took <= limit, "{what}: only after {took:?} (limit {limit:?})");
+    took
 }
 
 #[test]
@@ -151,10 +158,18 @@ fn evpn_over_a_routed_underlay() {
     let o = l.vx("host-c", &["apply", &p]);
     assert!(o.status.success(), "{}", text(&o));
     let applied = t.elapsed();
+    // The goal is 5 s; most runs take 1.3-4 s, one run on a loaded
+    // machine took 21 s (docs/performance.md), so the limit here is 30 s
+    // and a run past the goal prints what FRR says about the sessions.
     let back = wait_for("host-c in every flood list again", Duration::from_secs(30), || {
         ["rr-a", "rr-b", "host-d"].iter().all(|h| flood(&l, h, "vxlan3070").contains(&"10.0.1.11".to_string()))
     });
-    eprintln!("measured: apply took {applied:?}; flood entries everywhere {back:?} after it");
+    eprintln!("measured: apply took {applied:?}; flood entries everywhere {back:?} after it (goal 5 s)");
+    if back > Duration::from_secs(5) {
+        for (h, cmd) in [("host-c", "show bgp neighbors json"), ("rr-a", "show bgp l2vpn evpn summary")] {
+            eprintln!("{h}: {cmd}:\n{}", stdout(&l.exec(h, &["vtysh", "-c", cmd])));
+        }
+    }
     // Positive control for the failures below: the rejoined host and its
     // reflector are healthy again.
     wait_for("host-c's and rr-a's checks pass again", Duration::from_secs(30), || {
@@ -209,7 +224,7 @@ fn evpn_over_a_routed_underlay() {
     // FRR itself stops (systemctl stop): gone from every flood list.
     let o = l.sh("host-c", "kill $(cat /run/frr/bgpd.pid) $(cat /run/frr/zebra.pid)");
     assert!(o.status.success(), "{}", text(&o));
-    let gone = wait_for("host-c (FRR stopped) leaves the flood lists", Duration::from_secs(15), || {
+    let gone = wait_for("host-c (FRR stopped) leaves the flood lists (goal: 1 s)", Duration::from_secs(1), || {
         ["rr-a", "rr-b", "host-d"].iter().all(|h| !flood(&l, h, "vxlan3070").contains(&"10.0.1.11".to_string()))
     });
     eprintln!("measured: host-c gone {gone:?} after its FRR was stopped");

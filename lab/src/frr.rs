@@ -1,7 +1,9 @@
 //! FRR in a simulated host: zebra and bgpd started directly in the host's
-//! network and mount namespaces, with private tmpfs over /etc/frr and
-//! /var/log/frr (and /var/lib/frr where it exists) and /run/frr on the
-//! host's private /run — as FRR's topotests run routers. The host's
+//! network and mount namespaces, with private tmpfs over /etc/frr,
+//! /var/log/frr (and /var/lib/frr where it exists) and /var/tmp (FRR keeps
+//! a crash-log directory per daemon and pid in /var/tmp/frr: on the
+//! machine's own /var/tmp they piled up, one per lab run) and /run/frr on
+//! the host's private /run — as FRR's topotests run routers. The host's
 //! `vxrouter apply` then finds "its" FRR through vtysh there, exactly as on
 //! a real host. The daemons die with the host's namespaces (teardown kills
 //! every process in them). tests/evpn.rs and scripts/evpn-scale.sh stop
@@ -22,6 +24,7 @@ pub fn start(node: &Node, host: &str) -> Result<()> {
 for d in /etc/frr /var/log/frr /var/lib/frr; do
   if [ -d "$d" ] && ! mountpoint -q "$d"; then mount -t tmpfs -o mode=0755 frr-{host} "$d"; fi
 done
+mountpoint -q /var/tmp || mount -t tmpfs -o mode=1777 tmp-{host} /var/tmp
 mkdir -p /run/frr /etc/frr
 printf 'zebra=yes\nbgpd=yes\nvtysh_enable=yes\n' > /etc/frr/daemons
 printf 'service integrated-vtysh-config\n' > /etc/frr/vtysh.conf
