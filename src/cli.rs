@@ -440,5 +440,8 @@ pub fn man(out: &mut dyn std::io::Write) -> Result<()> {
 /// control character.
 fn roff(text: &str) -> String {
     let t = text.replace('\\', "\\e").replace('-', "\\-");
-    t.lines().map(|l| if l.starts_with('.') || l.starts_with('\'') { format!("\\&{l}") } else { l.to_string() }).collect::<Vec<_>>().join("\n")
+    t.lines()
+        .map(|l| if l.starts_with('.') || l.starts_with('\'') { format!("\\&{l}") } else { l.to_string() })
+        .collect::<Vec<_>>()
+        .join("\n")
 }

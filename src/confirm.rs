@@ -98,16 +98,16 @@ fn watch(dir: &Path, host: &str, deadline: Instant) -> Outcome {
 /// holding.
 pub fn confirm(dir: &Path, host: Option<&str>) -> Result<u8> {
     let waiting: Vec<String> = fs::read_dir(dir)
-        .map(|d| {
-            d.flatten().filter_map(|e| e.file_name().to_str()?.strip_suffix(".confirming").map(str::to_string)).collect()
-        })
+        .map(|d| d.flatten().filter_map(|e| e.file_name().to_str()?.strip_suffix(".confirming").map(str::to_string)).collect())
         .unwrap_or_default();
     let host = match (host, waiting.as_slice()) {
         (Some(h), _) if waiting.iter().any(|w| w == h) => h.to_string(),
         (Some(h), _) => crate::bail!(Conflict, "no apply of {h} is waiting for a confirmation"),
         (None, [one]) => one.clone(),
         (None, []) => crate::bail!(Conflict, "no apply is waiting for a confirmation"),
-        (None, many) => crate::bail!(Usage, "several applies wait for a confirmation ({}); name one with --host", many.join(", ")),
+        (None, many) => {
+            crate::bail!(Usage, "several applies wait for a confirmation ({}); name one with --host", many.join(", "))
+        }
     };
     crate::fsutil::write_private(&confirmation(dir, &host), b"confirm\n")?;
     let deadline = Instant::now() + Duration::from_secs(5);

@@ -76,7 +76,9 @@ pub fn terminate(pid: u32, what: &str, grace: Duration) -> Result<()> {
     use nix::sys::signal::{Signal, kill};
     let target = nix::unistd::Pid::from_raw(pid as i32);
     let born = started_at(pid);
-    let gone = || kill(target, None).is_err() || !matches!(process_state(pid), Some(s) if s != 'Z' && s != 'X') || started_at(pid) != born;
+    let gone = || {
+        kill(target, None).is_err() || !matches!(process_state(pid), Some(s) if s != 'Z' && s != 'X') || started_at(pid) != born
+    };
     for (signal, wait) in [(Signal::SIGTERM, grace), (Signal::SIGKILL, Duration::from_secs(3))] {
         let _ = kill(target, signal);
         let deadline = Instant::now() + wait;

@@ -76,8 +76,14 @@ impl Desired {
 }
 
 /// The MTU of a segment: as written, or the underlay's minus VXLAN overhead.
-pub fn segment_mtu(profile_mtu: Option<u32>, underlay_mtu: u32) -> u32 {
-    profile_mtu.unwrap_or_else(|| underlay_mtu.saturating_sub(VXLAN_OVERHEAD).max(68))
+pub fn segment_mtu(profile_mtu: Option<u32>, underlay_mtu: u32, overhead: u32) -> u32 {
+    profile_mtu.unwrap_or_else(|| underlay_mtu.saturating_sub(overhead).max(68))
+}
+
+/// VXLAN's overhead on the profile's underlay (50 bytes over IPv4, 70 over
+/// IPv6).
+pub fn overhead(p: &Profile) -> u32 {
+    p.underlay.as_ref().map(|u| u.overhead()).unwrap_or(VXLAN_OVERHEAD)
 }
 
 /// The underlay MTU the facts give (1500 when the device is missing:
@@ -92,7 +98,8 @@ mod tests {
 
     #[test]
     fn segment_mtu_defaults_to_underlay_minus_overhead() {
-        assert_eq!(segment_mtu(None, 9000), 8950);
-        assert_eq!(segment_mtu(Some(1400), 9000), 1400);
+        assert_eq!(segment_mtu(None, 9000, 50), 8950);
+        assert_eq!(segment_mtu(None, 1500, 70), 1430);
+        assert_eq!(segment_mtu(Some(1400), 9000, 50), 1400);
     }
 }

@@ -13,12 +13,14 @@ use crate::observe::NsView;
 use crate::profile::Profile;
 
 pub const IGMP_MAX_SYSCTL: &str = "net/ipv4/igmp_max_memberships";
+/// Bounds a socket's IPv6 multicast memberships (see `preflight`).
+pub const OPTMEM_MAX_SYSCTL: &str = "net/core/optmem_max";
 pub const IP_FORWARD_SYSCTL: &str = "net/ipv4/ip_forward";
 /// Present only when br_netfilter is loaded.
 pub const BRIDGE_NF_SYSCTL: &str = "net/bridge/bridge-nf-call-iptables";
 
 /// The host's sysctls that preflight looks at.
-const HOST_SYSCTLS: &[&str] = &[IP_FORWARD_SYSCTL, IGMP_MAX_SYSCTL, BRIDGE_NF_SYSCTL];
+const HOST_SYSCTLS: &[&str] = &[IP_FORWARD_SYSCTL, IGMP_MAX_SYSCTL, OPTMEM_MAX_SYSCTL, BRIDGE_NF_SYSCTL];
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(default)]

@@ -2,11 +2,9 @@
 //! a link, an address or a route is, independent of netlink encoding.
 
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use serde::{Deserialize, Serialize};
-
-use crate::profile::Ipv4Cidr;
 
 /// A network namespace vxrouter works in: the host's own (the one vxrouter
 /// runs in) or a named one under /run/netns.
@@ -124,11 +122,12 @@ pub struct BridgeSpec {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VxlanSpec {
     pub vni: u32,
-    /// Multicast group; None for unicast peers (FDB entries).
-    pub group: Option<Ipv4Addr>,
+    /// Multicast group; None for unicast peers (FDB entries). IPv4 or
+    /// IPv6, the family of `local`.
+    pub group: Option<IpAddr>,
     /// Underlay device name.
     pub dev: String,
-    pub local: Ipv4Addr,
+    pub local: IpAddr,
     pub port: u16,
     pub ageing: u32,
     /// 0: kernel default.
@@ -185,9 +184,9 @@ fn is_zero(v: &u32) -> bool {
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct ObservedVxlan {
     pub vni: u32,
-    pub group: Option<Ipv4Addr>,
+    pub group: Option<IpAddr>,
     pub dev: Option<u32>,
-    pub local: Option<Ipv4Addr>,
+    pub local: Option<IpAddr>,
     pub port: u16,
     pub ageing: u32,
     pub ttl: u8,
@@ -206,14 +205,14 @@ pub struct Addr {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FdbEntry {
     pub index: u32,
-    pub dst: Ipv4Addr,
+    pub dst: IpAddr,
 }
 
-/// An IPv4 route in the main table.
+/// A unicast route in the main table (IPv4, or IPv6 in router namespaces).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Route {
-    pub dst: Ipv4Cidr,
-    pub gateway: Option<Ipv4Addr>,
+    pub dst: ipnet::IpNet,
+    pub gateway: Option<std::net::IpAddr>,
     pub oif: Option<u32>,
     pub protocol: u8,
 }

@@ -169,7 +169,8 @@ pub fn within<T: Send>(ns: Option<&File>, f: impl FnOnce() -> T + Send) -> io::R
 pub fn mount_sysfs(target: &Path) -> Result<()> {
     std::fs::create_dir_all(target).with_context(|| format!("create {}", target.display()))?;
     let flags = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-    mount(Some("sysfs"), target, Some("sysfs"), flags, None::<&str>).with_context(|| format!("mount sysfs on {}", target.display()))
+    mount(Some("sysfs"), target, Some("sysfs"), flags, None::<&str>)
+        .with_context(|| format!("mount sysfs on {}", target.display()))
 }
 
 /// True when `target` holds a mounted sysfs.

@@ -178,12 +178,18 @@ impl Observed {
     }
 }
 
-/// Links, addresses and routes of the socket's namespace.
+/// Links, addresses and routes of the socket's namespace: IPv4 routes, and
+/// in a router namespace IPv6 routes too (vxrouter routes nothing else over
+/// IPv6, and the host's may be many).
 pub fn read_view(sock: &mut Netlink, ns: &Ns) -> Result<NsView> {
+    let mut routes = sock.routes(false).with_context(|| format!("list routes in {ns}"))?;
+    if *ns != Ns::Host {
+        routes.extend(sock.routes(true).with_context(|| format!("list IPv6 routes in {ns}"))?);
+    }
     Ok(NsView::new(
         sock.links().with_context(|| format!("list links in {ns}"))?,
         sock.addrs().with_context(|| format!("list addresses in {ns}"))?,
-        sock.routes().with_context(|| format!("list routes in {ns}"))?,
+        routes,
     ))
 }
 

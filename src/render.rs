@@ -62,7 +62,7 @@ pub fn libvirt(p: &Profile, underlay_mtu: u32) -> Vec<(String, String)> {
     p.segments
         .iter()
         .map(|s| {
-            let mtu = segment_mtu(s.mtu, underlay_mtu);
+            let mtu = segment_mtu(s.mtu, underlay_mtu, crate::desired::overhead(p));
             let name = xml_escape(&s.bridge);
             let xml = format!(
                 "<network>\n  <!-- vxrouter: segment MTU {mtu}; libvirt gives guests' taps the bridge's MTU;\n       guests without DHCP need <mtu size='{mtu}'/> in their <interface> -->\n  <name>{name}</name>\n  <forward mode='bridge'/>\n  <bridge name='{name}'/>\n</network>\n"

@@ -111,7 +111,10 @@ fn adopting_hand_built_hosts_loses_no_reply() {
     let (a, b) = (profile("host-a"), profile("host-b"));
     let l = TestLab::new("adopt", &seed_lab("adopt", "host-a.toml", "host-b.toml"), &[("host-a.toml", &a), ("host-b.toml", &b)]);
     l.up_bare();
-    for (host, script) in [("host-a", HOST_A.to_string() + &vm("vma", "192.168.10.10")), ("host-b", HOST_B.to_string() + &vm("vmb", "192.168.10.20"))] {
+    for (host, script) in [
+        ("host-a", HOST_A.to_string() + &vm("vma", "192.168.10.10")),
+        ("host-b", HOST_B.to_string() + &vm("vmb", "192.168.10.20")),
+    ] {
         let o = l.sh(host, &script);
         assert!(o.status.success(), "{host}: {}", text(&o));
     }
@@ -172,10 +175,7 @@ fn adopting_hand_built_hosts_loses_no_reply() {
     // The internet still cannot open a connection to a VM (vxrouter's
     // firewall replaced the bare NAT): routed to the private subnet via
     // the router's public address, as an attacker would.
-    let o = l.sh(
-        "attacker",
-        "ip route add 192.168.10.0/24 via 203.0.113.123 2>/dev/null; ping -n -c 2 -W 1 192.168.10.10",
-    );
+    let o = l.sh("attacker", "ip route add 192.168.10.0/24 via 203.0.113.123 2>/dev/null; ping -n -c 2 -W 1 192.168.10.10");
     assert!(!o.status.success(), "the internet reached a VM: {}", text(&o));
     let o = l.sh("attacker", "ip route del 192.168.10.0/24 via 203.0.113.123; ping -n -c 1 -W 1 203.0.113.123");
     assert!(o.status.success(), "control: the attacker reaches the router's public address: {}", text(&o));

@@ -19,18 +19,23 @@ const GATEWAY: &str = "192.168.10.1/24";
 /// 1 s keeps the returns short.
 fn ha_lab(name: &str) -> TestLab {
     let profile = |f: &str| {
-        std::fs::read_to_string(repo().join("profiles/ha").join(f))
-            .unwrap()
-            .replace("# preempt_delay = 5 ", "preempt_delay = 1 ")
+        std::fs::read_to_string(repo().join("profiles/ha").join(f)).unwrap().replace("# preempt_delay = 5 ", "preempt_delay = 1 ")
     };
     let lab = std::fs::read_to_string(repo().join("profiles/lab/ha.toml"))
         .unwrap()
-        .replace("name = \"ha\"", &format!("name = \"{name}\"\n# Measurements are tests/ha_lab.rs's.\nha_rounds = 0\nha_idle_seconds = 0"))
+        .replace(
+            "name = \"ha\"",
+            &format!("name = \"{name}\"\n# Measurements are tests/ha_lab.rs's.\nha_rounds = 0\nha_idle_seconds = 0"),
+        )
         .replace("../ha/", "");
     TestLab::new(
         name,
         &lab,
-        &[("router-a.toml", &profile("router-a.toml")), ("router-b.toml", &profile("router-b.toml")), ("compute-c.toml", &profile("compute-c.toml"))],
+        &[
+            ("router-a.toml", &profile("router-a.toml")),
+            ("router-b.toml", &profile("router-b.toml")),
+            ("compute-c.toml", &profile("compute-c.toml")),
+        ],
     )
 }
 

@@ -200,8 +200,13 @@ fn drift(backend: &str) {
         (format!("{ns} sysctl -qw net.ipv6.conf.all.disable_ipv6=0"), "different: sysctl net.ipv6.conf.all.disable_ipv6 in ns1: 1 (found 0)", &[]),
         // The hypervisor holds no address on the segments or the public bridge.
         ("ip addr add 192.168.10.250/24 dev br-pr".into(), "extra: address 192.168.10.250/24 on br-pr", &[]),
-        ("ip addr add 2001:db8:9::1/64 dev br-pu".into(), "extra: address 2001:db8:9::1/64 on br-pu", &[]),
-
+        // IPv6 is off on the hypervisor's bridges (no SLAAC address from a
+        // router advertisement a VM sends): switching it back on is drift.
+        (
+            "sysctl -qw net.ipv6.conf.br-pu.disable_ipv6=0".into(),
+            "different: sysctl net.ipv6.conf.br-pu.disable_ipv6: 1 (found 0)",
+            &[],
+        ),
         ("ip link set eth1 nomaster".into(), "different: uplink eth1 in br-pu: master br-pu (found none)", &[]),
         ("ip netns del ns1".into(), "missing: namespace ns1", &["veth15.0", "veth17.0"]),
     ];

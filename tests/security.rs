@@ -287,7 +287,11 @@ fn the_lab_public_side_cell_catches_arp_ping_and_ipv6_leaks() {
     let (ok, checks) = l.check();
     assert!(ok, "{checks:#?}");
     let cell = |checks: &[serde_json::Value]| {
-        checks.iter().find(|c| c["check"] == "public-side" && c["to"] == "host-a").cloned().expect("a public-side cell for host-a")
+        checks
+            .iter()
+            .find(|c| c["check"] == "public-side" && c["to"] == "host-a")
+            .cloned()
+            .expect("a public-side cell for host-a")
     };
     assert_eq!(cell(&checks)["ok"], true, "{}", cell(&checks));
     // Undo the router's hardening by hand: the leg answers ARP for every

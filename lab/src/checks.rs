@@ -32,9 +32,10 @@ pub struct CheckResult {
     pub measure: Option<serde_json::Value>,
 }
 
-/// Drops IPv4 multicast on the lab switch (a cloud underlay without it).
+/// Drops multicast on the lab switch (a cloud underlay without it): IPv4's,
+/// and IPv6's beyond the link-local scope (neighbour discovery stays).
 pub fn block_multicast(fabric: &Node) -> Result<()> {
-    let rules = "table bridge vxrouter_lab {\n chain forward {\n  type filter hook forward priority 0; policy accept;\n  ether type ip ip daddr 224.0.0.0/4 drop\n }\n}\n";
+    let rules = "table bridge vxrouter_lab {\n chain forward {\n  type filter hook forward priority 0; policy accept;\n  ether type ip ip daddr 224.0.0.0/4 drop\n  ether type ip6 ip6 daddr ff00::/8 ip6 daddr != ff02::/16 drop\n }\n}\n";
     let mut child = fabric
         .command("nft")
         .args(["-f", "-"])
@@ -238,6 +239,11 @@ pub fn run_checks(lab: &Lab) -> Result<Vec<CheckResult>> {
         }
     }
     let vms = reachable;
+    // IPv6: the VMs' SLAAC addresses (`slaac` cells), listeners, the
+    // attacker's IPv6 routes (checks6.rs).
+    let seg_mtu_of = |vm: &LabVm| mtu_of(vm);
+    let six = crate::checks6::prepare(lab, &state, &vms, &server, &attacker_node, &seg_mtu_of)?;
+    results.extend(six.early.iter().cloned());
     // The attacker routes the private subnets through each router's public
     // address, as anyone on the public segment can.
     for h in &lab.hosts {
@@ -260,6 +266,10 @@ pub fn run_checks(lab: &Lab) -> Result<Vec<CheckResult>> {
             host_nodes.push((h.name.clone(), node, before));
         }
     }
+
+    // VXLAN over IPv6 (labs with an IPv6 underlay): what each host sends
+    // on the switch while the checks run.
+    let families = crate::checks6::VxlanCounters::start(lab, dir.node("fabric")?)?;
 
     let me = attacker_address(lab).addr().to_string();
     let mut jobs: Vec<Box<dyn FnOnce() -> Vec<CheckResult> + Send + '_>> = Vec::new();
@@ -398,6 +408,8 @@ pub fn run_checks(lab: &Lab) -> Result<Vec<CheckResult>> {
         let link_local = link_local_of(&mac);
         let public = r.public.leg.address.addr();
         let gateways: Vec<Ipv4Addr> = r.private.iter().map(|l| l.address.addr()).collect();
+        let public6 = r.public.leg.address6.map(|a| a.addr());
+        let gateways6: Vec<std::net::Ipv6Addr> = r.private.iter().filter_map(|l| l.address6.map(|a| a.addr())).collect();
         // One of two HA routers: only the active one answers for the
         // public address (the backup holds no address at all).
         let ha_role = match ha_pair.as_ref().and_then(|p| p.r.iter().find(|x| x.name == h.name)) {
@@ -434,12 +446,15 @@ pub fn run_checks(lab: &Lab) -> Result<Vec<CheckResult>> {
                     problems.push(format!("the private gateway {g} answers ping from the public side"));
                 }
             }
-            match &link_local {
-                Some(ll) if attacker.ping6_link_local(ll, "eth0") => {
+            match (&link_local, public6) {
+                // A public IPv6 address: it answers, the private IPv6
+                // gateways behind it do not.
+                (_, Some(p6)) => problems.extend(crate::checks6::public_side6(lab, attacker, p6, &gateways6)),
+                (Some(ll), None) if attacker.ping6_link_local(ll, "eth0") => {
                     problems.push(format!("the router answers IPv6 on the public segment ({ll})"))
                 }
-                Some(_) => {}
-                None => problems.push(format!("cannot read the MAC of the public leg {leg}")),
+                (Some(_), None) => {}
+                (None, None) => problems.push(format!("cannot read the MAC of the public leg {leg}")),
             }
             let ok = problems.is_empty();
             let role = match ha_role {
@@ -447,8 +462,12 @@ pub fn run_checks(lab: &Lab) -> Result<Vec<CheckResult>> {
                 Some(_) => " (by the active router; not this one)",
                 None => "",
             };
+            let v6 = match public6 {
+                Some(p6) => format!("{p6} answers, {} private IPv6 gateway(s) silent", gateways6.len()),
+                None => "no IPv6".into(),
+            };
             let detail = if ok {
-                format!("{public} answers{role}; {} private gateway(s) silent to ARP and ping; no IPv6", gateways.len())
+                format!("{public} answers{role}; {} private gateway(s) silent to ARP and ping; {v6}", gateways.len())
             } else {
                 problems.join("; ")
             };
@@ -479,10 +498,12 @@ pub fn run_checks(lab: &Lab) -> Result<Vec<CheckResult>> {
             }));
         }
     }
+    jobs.extend(crate::checks6::jobs(lab, &six, &attacker));
     for batch in parallel(jobs) {
         results.extend(batch);
     }
     drop(vm_listeners);
+    drop(six);
     drop(forward_listeners);
     interrupt::check()?;
     for (name, node, before) in host_nodes {
@@ -497,11 +518,14 @@ pub fn run_checks(lab: &Lab) -> Result<Vec<CheckResult>> {
                 "no fragments".into()
             } else {
                 format!(
-                    "{name} fragmented {n} packet(s) on the underlay: the segment MTU leaves no room for the 50-byte VXLAN header"
+                    "{name} fragmented {n} packet(s) on the underlay: the segment MTU leaves no room for the VXLAN headers (50 bytes over IPv4, 70 over IPv6)"
                 )
             },
             measure: None,
         });
+    }
+    if let Some(f) = families {
+        results.extend(f.finish());
     }
     // Router HA: failover, sessions, return, handover, idle (ha.rs).
     results.extend(crate::ha::run(lab, &dir, &effective)?);
@@ -556,8 +580,19 @@ fn dhcp_check(lab: &Lab, vm: &LabVm, lease: &(String, String, u32), bridge_mtu: 
     r
 }
 
-/// The IP FragCreates counter of a node's network namespace.
+/// Fragments a node's network namespace created: IPv4's FragCreates plus
+/// IPv6's Ip6FragCreates (VXLAN over an IPv6 underlay).
 fn frag_creates(node: &Node) -> Result<u64> {
+    let v6 = vxrouter::netns::within(Some(&node.net), || std::fs::read_to_string("/proc/thread-self/net/snmp6"))?
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("Ip6FragCreates").and_then(|v| v.trim().parse::<u64>().ok()))
+        .unwrap_or(0);
+    Ok(frag_creates4(node)? + v6)
+}
+
+/// The IP FragCreates counter of a node's network namespace.
+fn frag_creates4(node: &Node) -> Result<u64> {
     let text = vxrouter::netns::within(Some(&node.net), || std::fs::read_to_string("/proc/thread-self/net/snmp"))?
         .with_context(|| format!("read IP counters of {}", node.name))?;
     let mut ip = text.lines().filter(|l| l.starts_with("Ip:"));
@@ -590,6 +625,9 @@ pub fn print_matrix(lab: &Lab, results: &[CheckResult]) {
                         "inbound-blocked" => "blocked",
                         "routed-blocked" => "no-route",
                         "pmtu" => "mtu",
+                        "egress6-source" => "snat6",
+                        "inbound6-blocked" => "blocked6",
+                        "pmtu6" => "mtu6",
                         other => other,
                     })
                     .collect();
@@ -621,8 +659,19 @@ pub fn print_matrix(lab: &Lab, results: &[CheckResult]) {
         println!("{:w$}{:w$}", cell(from, "internet"), cell("internet", from), w = width);
     }
     let failed: Vec<&CheckResult> = results.iter().filter(|r| !r.ok).collect();
-    let egress: Vec<String> =
-        results.iter().filter(|r| r.check == "egress-source" && r.ok).map(|r| format!("{} → {}", r.from, r.detail)).collect();
+    let egress: Vec<String> = results
+        .iter()
+        .filter(|r| (r.check == "egress-source" || r.check == "egress6-source") && r.ok)
+        .map(|r| format!("{} → {}", r.from, r.detail))
+        .collect();
+    let slaac: Vec<String> = results
+        .iter()
+        .filter(|r| r.check == "slaac")
+        .map(|r| format!("{} {} {}", r.from, if r.ok { "✓" } else { "✗" }, r.detail.split(',').next().unwrap_or("")))
+        .collect();
+    if !slaac.is_empty() {
+        println!("\nIPv6 addresses from router advertisements: {}", slaac.join(", "));
+    }
     let frag: Vec<String> = results
         .iter()
         .filter(|r| r.check == "unfragmented")
@@ -635,6 +684,14 @@ pub fn print_matrix(lab: &Lab, results: &[CheckResult]) {
         .collect();
     if !leases.is_empty() {
         println!("\nDHCP leases from the router: {}", leases.join(", "));
+    }
+    let family: Vec<String> = results
+        .iter()
+        .filter(|r| r.check == "underlay-family")
+        .map(|r| format!("{} {} {}", r.from, if r.ok { "✓" } else { "✗" }, r.detail))
+        .collect();
+    if !family.is_empty() {
+        println!("\nVXLAN on the underlay switch while the checks ran: {}", family.join("; "));
     }
     if !frag.is_empty() {
         println!("\nunderlay carried VXLAN unfragmented: {}", frag.join(", "));
@@ -649,7 +706,7 @@ pub fn print_matrix(lab: &Lab, results: &[CheckResult]) {
         .collect();
     if !public_side.is_empty() {
         println!(
-            "\nrouter seen from the public segment (private gateways silent to ARP and ping, no IPv6): {}",
+            "\nrouter seen from the public segment (private gateways silent to ARP, ping and IPv6 ping; no IPv6 on a router without a public address6): {}",
             public_side.join(", ")
         );
     }

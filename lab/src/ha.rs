@@ -801,7 +801,14 @@ impl Ctx<'_> {
 
     /// The index of the active router, the other's; None unless exactly
     /// one is active and the other backup.
+    /// Which router is active and which backup; waits up to 5 s for one of
+    /// each (a loaded machine can show a router between the two for a
+    /// moment, e.g. while keepalived re-adds its addresses).
     fn active(&self) -> Result<Option<(usize, usize)>> {
+        let one_each = |rs: [Role; 2]| matches!(rs, [Role::Active, Role::Backup] | [Role::Backup, Role::Active]);
+        if wait_roles(self.dir, self.p, one_each, Duration::from_secs(5))?.is_err() {
+            return Ok(None);
+        }
         Ok(match roles(self.dir, self.p)? {
             [Role::Active, Role::Backup] => Some((0, 1)),
             [Role::Backup, Role::Active] => Some((1, 0)),

@@ -1,7 +1,7 @@
 //! `vxrouter lab`: a whole multi-host deployment simulated on one machine,
 //! each host applying its real profile, checked by a connectivity matrix.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -43,6 +43,10 @@ pub struct NodeStatus {
     /// A DHCP VM's lease: address with prefix, gateway, MTU.
     #[serde(default)]
     pub lease: Option<Lease>,
+    /// A VM on a segment with IPv6: the global address it autoconfigured
+    /// from the router's advertisements (None: none came).
+    #[serde(default)]
+    pub address6: Option<Ipv6Addr>,
 }
 
 impl LabState {
@@ -151,7 +155,7 @@ fn address(node: &Node, link: &str, cidr: Ipv4Cidr) -> Result<()> {
 /// A static route (rtm_protocol 4).
 pub fn route(node: &Node, dst: Ipv4Cidr, via: Ipv4Addr) -> Result<()> {
     let mut s = node.netlink()?;
-    let r = Route { dst, gateway: Some(via), oif: None, protocol: 4 };
+    let r = Route { dst: dst.into(), gateway: Some(via.into()), oif: None, protocol: 4 };
     s.replace_route(&r).map_err(|e| anyhow!("add route {dst} via {via} in {}: {e}", node.name))
 }
 
@@ -164,6 +168,101 @@ fn server_side(server: Ipv4Addr) -> (Ipv4Cidr, Ipv4Cidr) {
     let base = u32::from(cidr::cidr(server, 24).network());
     let gw = if u32::from(server) == base + 1 { base + 2 } else { base + 1 };
     (cidr::cidr(Ipv4Addr::from(gw), 24), cidr::cidr(server, 24))
+}
+
+/// Runs `ip ARGS` in a node.
+pub fn ip(node: &Node, args: &[&str]) -> Result<()> {
+    let out = node
+        .command("ip")
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .with_context(|| format!("run ip in {}", node.name))?;
+    if !out.status.success() {
+        bail!("ip {} in {}: {}", args.join(" "), node.name, String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(())
+}
+
+/// The MTU of the narrow hop behind the internet node (IPv6's minimum):
+/// the `pmtu6` cell's packet-too-big comes from there.
+pub const NARROW_MTU: u32 = 1280;
+
+/// The IPv6 server's side: (the internet node's address towards the
+/// server, a /112 of further server addresses behind a hop of MTU 1280),
+/// both in the server's /64. The server answers every address of the /112
+/// (a local route), so each `pmtu6` probe can take one no path MTU is
+/// cached for yet.
+pub fn server6_side(server6: Ipv6Addr) -> (Ipv6Addr, ipnet::Ipv6Net) {
+    let net = u128::from(server6) & !((1u128 << 64) - 1);
+    let upstream = if u128::from(server6) == net + 1 { net + 2 } else { net + 1 };
+    let block = |tag: u128| ipnet::Ipv6Net::new(Ipv6Addr::from(net | (tag << 16)), 112).expect("prefix length 112");
+    let narrow = [0xffff_ffff_ffffu128, 0xffff_ffff_fffe].into_iter().map(block).find(|b| !b.contains(&server6));
+    (Ipv6Addr::from(upstream), narrow.unwrap_or_else(|| block(0xffff_ffff_fffd)))
+}
+
+/// The attacker's IPv6 address on the public segment, taken by nobody else.
+pub fn attacker_address6(lab: &Lab) -> Option<Ipv6Addr> {
+    let g = lab.gateway6?;
+    let taken: Vec<Ipv6Addr> = lab
+        .hosts
+        .iter()
+        .filter_map(|h| h.profile.router.as_ref()?.public.leg.address6.map(|a| a.addr()))
+        .chain([g.addr()])
+        .collect();
+    let net = u128::from(g.network());
+    (0x66..0x166).map(|i| Ipv6Addr::from(net + i)).find(|a| g.contains(a) && !taken.contains(a))
+}
+
+/// The internet's IPv6 side: its address on the public segment (the
+/// routers' gateway6), the server's /64 behind it (the server and its
+/// narrow second address), and, as an ISP routes them, each routed
+/// (nat6 = "none") router's private prefixes via its public IPv6 address.
+fn internet6(lab: &Lab, internet: &Node, server: &Node, attacker: &Node) -> Result<()> {
+    let Some(g) = lab.gateway6 else { return Ok(()) };
+    vxrouter::kinds::sysctl::write(Some(&internet.net), "net/ipv6/conf/all/forwarding", "1")?;
+    ip(internet, &["-6", "addr", "replace", &g.to_string(), "dev", "eth0", "nodad"])?;
+    if let Some(a) = attacker_address6(lab) {
+        ip(attacker, &["-6", "addr", "replace", &format!("{a}/{}", g.prefix_len()), "dev", "eth0", "nodad"])?;
+    }
+    if let Some(s6) = lab.server6 {
+        let (up6, narrow) = server6_side(s6);
+        ip(internet, &["-6", "addr", "replace", &format!("{up6}/64"), "dev", "eth1", "nodad"])?;
+        ip(server, &["-6", "addr", "replace", &format!("{s6}/64"), "dev", "eth0", "nodad"])?;
+        ip(server, &["-6", "route", "replace", "local", &narrow.to_string(), "dev", "lo"])?;
+        ip(server, &["-6", "route", "replace", "default", "via", &up6.to_string()])?;
+        // A hop narrower than any segment on the way to those addresses
+        // (as a tunnel on the internet would be): the internet node answers
+        // bigger packets with packet-too-big.
+        ip(
+            internet,
+            &[
+                "-6",
+                "route",
+                "replace",
+                &narrow.to_string(),
+                "via",
+                &s6.to_string(),
+                "dev",
+                "eth1",
+                "mtu",
+                "lock",
+                &NARROW_MTU.to_string(),
+            ],
+        )?;
+    }
+    for r in lab.hosts.iter().filter_map(|h| h.profile.router.as_ref()) {
+        let Some(public6) = r.public.leg.address6 else { continue };
+        if r.nat6 != vxrouter::profile::Nat6::None {
+            continue;
+        }
+        for leg in &r.private {
+            if let Some(a6) = leg.address6 {
+                ip(internet, &["-6", "route", "replace", &a6.trunc().to_string(), "via", &public6.addr().to_string()])?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// An address on the public segment for the attacker, taken by nobody else.
@@ -219,6 +318,7 @@ pub fn up(lab: &Lab, opts: &UpOptions) -> Result<LabState> {
     let attacker = dir.new_netns("attacker")?;
     cable(&attacker, "eth0", None, &fabric, "atk", Some("public"), None)?;
     address(&attacker, "eth0", attacker_address(lab))?;
+    internet6(lab, &internet, &server, &attacker)?;
 
     for (i, h) in lab.hosts.iter().enumerate() {
         interrupt::check()?;
@@ -230,6 +330,10 @@ pub fn up(lab: &Lab, opts: &UpOptions) -> Result<LabState> {
         if let Some(gw) = gw {
             route(&node, lab.underlay, gw)?;
         }
+        if let (Some(a6), Some(net6)) = (h.underlay6, lab.underlay6) {
+            vxrouter::kinds::sysctl::write(Some(&node.net), &format!("net/ipv6/conf/{dev}/disable_ipv6"), "0")?;
+            ip(&node, &["-6", "addr", "replace", &format!("{a6}/{}", net6.prefix_len()), "dev", &dev, "nodad"])?;
+        }
         if h.profile.evpn.is_some() && opts.apply {
             say(q, format!("{}: starting FRR (zebra, bgpd)", h.name));
             crate::frr::start(&node, &h.name)?;
@@ -239,7 +343,7 @@ pub fn up(lab: &Lab, opts: &UpOptions) -> Result<LabState> {
         {
             cable(&node, &r.public.uplink, None, &fabric, &format!("p{i}"), Some("public"), None)?;
         }
-        let mut status = NodeStatus { name: h.name.clone(), ok: true, detail: String::new(), lease: None };
+        let mut status = NodeStatus { name: h.name.clone(), ok: true, detail: String::new(), lease: None, address6: None };
         if opts.apply {
             say(q, format!("{}: vxrouter apply {}", h.name, h.profile_path.display()));
             let mut cmd = node.command(nodes::vxrouter_bin());
@@ -288,15 +392,23 @@ pub fn up(lab: &Lab, opts: &UpOptions) -> Result<LabState> {
         interrupt::check()?;
         let (vm, tap) = (&lab.vms[i], &names[i]);
         let attached = match vm.kind {
-            VmKind::Namespace => attach_vm(&dir, vm, tap).map(|lease| (format!("{tap} in {} on {}", vm.bridge, vm.host), lease)),
+            VmKind::Namespace => {
+                attach_vm(&dir, lab, vm, tap).map(|lease| (format!("{tap} in {} on {}", vm.bridge, vm.host), lease))
+            }
             VmKind::Qemu => attach_guest(&dir, lab, vm, tap, &mut guests, &mut state, q),
         };
         let status = match attached {
-            Ok((detail, lease)) => NodeStatus { name: vm.name.clone(), ok: true, detail, lease },
+            Ok((detail, lease)) => NodeStatus { name: vm.name.clone(), ok: true, detail, lease, address6: None },
             Err(e) if interrupt::of(&e).is_some() => return Err(e),
             Err(e) => {
                 say(q, format!("{}: not attached: {e:#}", vm.name));
-                NodeStatus { name: vm.name.clone(), ok: false, detail: format!("not attached: {e:#}"), lease: None }
+                NodeStatus {
+                    name: vm.name.clone(),
+                    ok: false,
+                    detail: format!("not attached: {e:#}"),
+                    lease: None,
+                    address6: None,
+                }
             }
         };
         statuses[i] = Some(status);
@@ -304,8 +416,59 @@ pub fn up(lab: &Lab, opts: &UpOptions) -> Result<LabState> {
         state.save(&dir)?;
     }
     interrupt::check()?;
+    wait_slaac(&dir, lab, &mut statuses, q)?;
+    state.vms = statuses.iter().flatten().cloned().collect();
+    state.save(&dir)?;
     say(q, format!("lab {} is up: {} host(s), {} VM(s)", lab.name, lab.hosts.len(), lab.vms.len()));
     Ok(state)
+}
+
+/// How long a VM may take to autoconfigure from router advertisements:
+/// dnsmasq answers a router solicitation at once, but the first ones may
+/// go out before the router's leg is up; its periodic advertisements
+/// follow within seconds, then duplicate address detection takes a second.
+const SLAAC_WAIT: Duration = Duration::from_secs(30);
+
+/// Waits until every namespace VM on a segment with IPv6 has a usable
+/// (non-tentative) global address from its router's prefix, and records it.
+fn wait_slaac(dir: &LabDir, lab: &Lab, statuses: &mut [Option<NodeStatus>], q: bool) -> Result<()> {
+    let mut waiting: Vec<(usize, Vm, ipnet::Ipv6Net)> = Vec::new();
+    for (i, vm) in lab.vms.iter().enumerate() {
+        let attached = statuses[i].as_ref().is_some_and(|s| s.ok);
+        if let (true, VmKind::Namespace, Some((_, leg))) = (attached, vm.kind, lab.leg6(&vm.bridge))
+            && let Some(a6) = leg.address6
+        {
+            waiting.push((i, vm_handle(dir, vm)?, a6.trunc()));
+        }
+    }
+    if waiting.is_empty() {
+        return Ok(());
+    }
+    say(q, format!("waiting for {} VM(s) to autoconfigure IPv6 from router advertisements", waiting.len()));
+    let start = Instant::now();
+    while !waiting.is_empty() {
+        interrupt::check()?;
+        waiting.retain(|(i, vm, prefix)| match vm.global6(*prefix) {
+            Some(a) => {
+                if let Some(s) = statuses[*i].as_mut() {
+                    s.address6 = Some(a);
+                }
+                say(q, format!("{}: {a} (SLAAC, {:.1} s)", vm.name(), start.elapsed().as_secs_f64()));
+                false
+            }
+            None => true,
+        });
+        if start.elapsed() > SLAAC_WAIT {
+            for (_, vm, prefix) in &waiting {
+                say(q, format!("{}: no IPv6 address from {prefix} after {} s", vm.name(), SLAAC_WAIT.as_secs()));
+            }
+            break;
+        }
+        if !waiting.is_empty() {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    Ok(())
 }
 
 /// The guest image and accelerator, found once per `up` when the first
@@ -390,11 +553,18 @@ fn attach_guest(
 /// a tap-like veth the host end of which vxrouter does not own (as with
 /// libvirt's vnetN), with the segment's MTU — or, for a DHCP VM, starting
 /// like a stock image (MTU 1500, no address) and configured by its lease.
-fn attach_vm(dir: &LabDir, vm: &spec::LabVm, tap: &str) -> Result<Option<Lease>> {
+fn attach_vm(dir: &LabDir, lab: &Lab, vm: &spec::LabVm, tap: &str) -> Result<Option<Lease>> {
     let host = dir.node(&vm.host)?;
     let mut hs = host.netlink()?;
     let bridge_mtu = mtu_of(&mut hs, &vm.bridge)?.ok_or_else(|| anyhow!("host {} has no bridge {}", vm.host, vm.bridge))?;
     let node = dir.new_netns(&vm.name)?;
+    if lab.leg6(&vm.bridge).is_some() {
+        // As a guest does: take router advertisements and autoconfigure
+        // (set before eth0 exists, so its first solicitation counts).
+        for (key, value) in [("accept_ra", "2"), ("autoconf", "1"), ("accept_ra_mtu", "1")] {
+            vxrouter::kinds::sysctl::write(Some(&node.net), &format!("net/ipv6/conf/default/{key}"), value)?;
+        }
+    }
     cable(&host, tap, Some(&vm.bridge), &node, "eth0", None, Some(vm.mtu.unwrap_or(bridge_mtu)))?;
     if vm.dhcp {
         // A stock guest's NIC: the lease must bring the segment MTU.

@@ -5,6 +5,7 @@
 
 mod agent;
 mod checks;
+mod checks6;
 mod frr;
 mod guest;
 mod ha;

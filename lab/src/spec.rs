@@ -2,7 +2,9 @@
 //! underlay switch and the internet. Parsed and validated like profiles.
 
 use std::collections::BTreeSet;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use ipnet::Ipv6Net;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -48,6 +50,9 @@ struct RawUnderlay {
     /// A routed underlay: these subnets of `subnet`, each its own switch,
     /// joined by an underlay router (multicast does not cross it).
     routed: Option<S<Vec<S<String>>>>,
+    /// The underlay's IPv6 prefix: hosts with `underlay6` get an address
+    /// in it on their underlay NIC (VXLAN over IPv6).
+    subnet6: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -55,6 +60,11 @@ struct RawUnderlay {
 struct RawInternet {
     gateway: S<String>,
     server: S<String>,
+    /// The internet's IPv6 address on the public segment, with its prefix
+    /// (the routers' `gateway6`).
+    gateway6: Option<S<String>>,
+    /// An IPv6 internet server, reached through the internet node.
+    server6: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -63,6 +73,8 @@ struct RawHost {
     name: S<String>,
     profile: S<String>,
     underlay: S<String>,
+    /// The host's IPv6 address on the underlay (inside `underlay.subnet6`).
+    underlay6: Option<S<String>>,
     uplink: Option<S<bool>>,
     /// Run a real libvirtd in this host; its QEMU guests are started
     /// through it, on networks defined from `vxrouter render libvirt`.
@@ -95,6 +107,12 @@ pub struct Lab {
     /// Upstream router address on the public segment, with its prefix.
     pub gateway: Ipv4Cidr,
     pub server: Ipv4Addr,
+    /// The underlay's IPv6 prefix (`underlay.subnet6`).
+    pub underlay6: Option<Ipv6Net>,
+    /// The internet's IPv6 address on the public segment, with its prefix.
+    pub gateway6: Option<Ipv6Net>,
+    /// The IPv6 internet server.
+    pub server6: Option<Ipv6Addr>,
     pub hosts: Vec<LabHost>,
     pub vms: Vec<LabVm>,
     /// Router HA cells: how many failover + return rounds.
@@ -128,6 +146,8 @@ pub struct LabHost {
     pub profile_path: PathBuf,
     pub profile: Profile,
     pub underlay: Ipv4Addr,
+    /// The host's IPv6 underlay address (`underlay6`).
+    pub underlay6: Option<Ipv6Addr>,
     pub uplink: bool,
     pub libvirt: bool,
 }
@@ -135,8 +155,8 @@ pub struct LabHost {
 impl LabHost {
     /// The address this host sends VXLAN from (what other hosts' unicast
     /// peers must list).
-    pub fn local_address(&self) -> Ipv4Addr {
-        self.profile.underlay.as_ref().and_then(|u| u.local).unwrap_or(self.underlay)
+    pub fn local_address(&self) -> IpAddr {
+        self.profile.underlay.as_ref().and_then(|u| u.local).unwrap_or(IpAddr::V4(self.underlay))
     }
 }
 
@@ -176,6 +196,15 @@ impl Lab {
             }
         }
         out
+    }
+
+    /// The router leg serving a segment (bridge) over IPv6, with its
+    /// router: the segment's VMs autoconfigure from its advertisements.
+    pub fn leg6(&self, bridge: &str) -> Option<(&vxrouter::profile::Router, &vxrouter::profile::Leg)> {
+        self.hosts
+            .iter()
+            .filter_map(|h| h.profile.router.as_ref())
+            .find_map(|r| r.private.iter().find(|l| l.bridge == bridge && l.address6.is_some()).map(|l| (r, l)))
     }
 
     pub fn load(path: &Path) -> Result<Lab, ProfileErrors> {
@@ -222,6 +251,34 @@ impl Lab {
         }
         let i = raw.internet.get_ref();
         let gateway = cidr::parse(i.gateway.get_ref()).map_err(|r| err(i.gateway.span(), "internet.gateway", r)).ok();
+        let v6 = |v: &Option<S<String>>, key: &str, err: &mut dyn FnMut(std::ops::Range<usize>, &str, String)| {
+            v.as_ref().and_then(|s| {
+                s.get_ref()
+                    .parse::<Ipv6Addr>()
+                    .map_err(|_| err(s.span(), key, format!("{:?} is not an IPv6 address", s.get_ref())))
+                    .ok()
+            })
+        };
+        let net6 = |v: &Option<S<String>>, key: &str, err: &mut dyn FnMut(std::ops::Range<usize>, &str, String)| {
+            v.as_ref().and_then(|s| {
+                s.get_ref()
+                    .parse::<Ipv6Net>()
+                    .map_err(|_| err(s.span(), key, format!("{:?} is not an IPv6 address with a prefix length", s.get_ref())))
+                    .ok()
+            })
+        };
+        let underlay6 = net6(&u.subnet6, "underlay.subnet6", &mut err);
+        let gateway6 = net6(&i.gateway6, "internet.gateway6", &mut err);
+        let server6 = v6(&i.server6, "internet.server6", &mut err);
+        if let (Some(g), Some(s), Some(span)) = (gateway6, server6, i.server6.as_ref().map(|s| s.span()))
+            && g.contains(&s)
+        {
+            err(
+                span,
+                "internet.server6",
+                format!("{s} is on the public segment ({}); the server sits behind the internet node", g.trunc()),
+            );
+        }
         let server = i
             .server
             .get_ref()
@@ -261,6 +318,16 @@ impl Lab {
                     None
                 }
             };
+            let addr6 = v6(&h.underlay6, &key("underlay6"), &mut err);
+            if let (Some(a), Some(span)) = (addr6, h.underlay6.as_ref().map(|s| s.span())) {
+                match underlay6 {
+                    Some(net) if !net.contains(&a) => err(span, &key("underlay6"), format!("{a} is not inside underlay.subnet6")),
+                    Some(_) => {}
+                    // An unreadable subnet6 is reported at its own key.
+                    None if u.subnet6.is_some() => {}
+                    None => err(span, &key("underlay6"), "give the underlay an IPv6 prefix: [underlay] subnet6".into()),
+                }
+            }
             let profile_path = base.join(h.profile.get_ref());
             let profile = match Profile::load(&profile_path) {
                 Ok(p) => Some(p),
@@ -279,6 +346,31 @@ impl Lab {
                 if p.router.is_some() && !uplink {
                     err(h.name.span(), &key("uplink"), "this host's profile has a [router]; give it `uplink = true`".into());
                 }
+                let local = p.underlay.as_ref().and_then(|u| u.local);
+                // Without underlay6 the address is the user's to add (e.g.
+                // `lab up --no-apply`, then `lab exec`).
+                if let (Some(IpAddr::V6(l)), Some(a6)) = (local, addr6)
+                    && a6 != l
+                {
+                    err(
+                        h.profile.span(),
+                        &key("profile"),
+                        format!("the profile's underlay local address is {l}, not this host's underlay6 {a6}"),
+                    );
+                }
+                if let (Some(r), Some(g6)) = (&p.router, gateway6)
+                    && let Some(want) = r.public.gateway6
+                    && want != g6.addr()
+                {
+                    err(
+                        h.profile.span(),
+                        &key("profile"),
+                        format!(
+                            "the profile's router.public.gateway6 is {want}, but the lab's internet.gateway6 is {}",
+                            g6.addr()
+                        ),
+                    );
+                }
                 if p.underlay.is_none() {
                     err(
                         h.profile.span(),
@@ -293,6 +385,7 @@ impl Lab {
                     profile_path: std::fs::canonicalize(&profile_path).unwrap_or(profile_path),
                     profile,
                     underlay: a,
+                    underlay6: addr6,
                     uplink: h.uplink.as_ref().is_some_and(|u| *u.get_ref()),
                     libvirt: h.libvirt.as_ref().is_some_and(|l| *l.get_ref()),
                 });
@@ -394,6 +487,9 @@ impl Lab {
             routed,
             gateway: gateway.unwrap_or(cidr::any()),
             server: server.unwrap_or(Ipv4Addr::UNSPECIFIED),
+            underlay6,
+            gateway6,
+            server6,
             hosts,
             vms,
             ha_rounds,

@@ -4,7 +4,7 @@
 //! so every cell of the matrix is computed the same way for both.
 
 use std::io::{BufRead, BufReader};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
@@ -82,6 +82,11 @@ impl Vm {
         }
     }
 
+    /// A command line in the VM: (exited 0, stdout+stderr).
+    pub fn shell(&self, argv: &[&str]) -> (bool, String) {
+        self.sh(argv, Duration::from_secs(20))
+    }
+
     /// One echo request, up to three tries.
     pub fn ping(&self, to: Ipv4Addr) -> (bool, String) {
         for _ in 0..3 {
@@ -110,6 +115,56 @@ impl Vm {
         self.sh(&["ping", "-6", "-n", "-c", "2", "-w", "2", &format!("{to}%{dev}")], Duration::from_secs(20)).0
     }
 
+    /// One IPv6 echo request, up to three tries.
+    pub fn ping6(&self, to: Ipv6Addr) -> (bool, String) {
+        for _ in 0..3 {
+            if self.sh(&["ping", "-6", "-n", "-c", "1", "-W", "1", "-q", &to.to_string()], Duration::from_secs(20)).0 {
+                return (true, "ping".into());
+            }
+        }
+        (false, format!("no reply to ping {to}"))
+    }
+
+    /// One IPv6 echo request of `size` payload bytes that may not be
+    /// fragmented by the sender either (`-M do`; routers never fragment
+    /// IPv6): (answered, output, not quiet: it tells "message too long"
+    /// and "Packet too big" from a loss).
+    pub fn ping6_df(&self, to: Ipv6Addr, size: u32) -> (bool, String) {
+        let ping = if self.is_guest() { "ping-iputils" } else { "ping" };
+        self.sh(
+            &[ping, "-6", "-n", "-c", "1", "-W", "2", "-M", "do", "-s", &size.to_string(), &to.to_string()],
+            Duration::from_secs(20),
+        )
+    }
+
+    /// The path MTU the VM's kernel has learnt for `to` (from a
+    /// packet-too-big: the route cache's "mtu N"); None when it knows none.
+    pub fn route6_mtu(&self, to: Ipv6Addr) -> Option<u32> {
+        let (ok, out) = self.sh(&["ip", "-6", "route", "get", &to.to_string()], Duration::from_secs(20));
+        if !ok {
+            return None;
+        }
+        out.split_whitespace().skip_while(|w| *w != "mtu").nth(1).and_then(|m| m.parse().ok())
+    }
+
+    /// The VM's global IPv6 address inside `prefix` on eth0, once duplicate
+    /// address detection is done (not tentative); None while there is none.
+    pub fn global6(&self, prefix: ipnet::Ipv6Net) -> Option<Ipv6Addr> {
+        let (_, out) = self.sh(&["ip", "-6", "-o", "addr", "show", "dev", "eth0", "scope", "global"], Duration::from_secs(20));
+        out.lines()
+            .filter(|l| !l.contains("tentative") && !l.contains("dadfailed"))
+            .filter_map(|l| l.split_whitespace().skip_while(|w| *w != "inet6").nth(1))
+            .filter_map(|a| a.split('/').next()?.parse::<Ipv6Addr>().ok())
+            .find(|a| prefix.contains(a))
+    }
+
+    /// The VM's IPv6 MTU on eth0 (router advertisements may lower it below
+    /// the link's).
+    pub fn mtu6(&self) -> Option<u32> {
+        let (ok, out) = self.sh(&["cat", "/proc/sys/net/ipv6/conf/eth0/mtu"], Duration::from_secs(20));
+        if ok { out.trim().parse().ok() } else { None }
+    }
+
     /// ARP for `to` on eth0: true when it answers.
     pub fn arping(&self, to: Ipv4Addr) -> bool {
         self.sh(&["arping", "-f", "-c", "2", "-w", "2", "-I", "eth0", &to.to_string()], Duration::from_secs(20)).0
@@ -122,14 +177,15 @@ impl Vm {
     }
 
     /// Sends `bytes` to a listener; Ok((peer it saw, bytes it received)).
-    pub fn send(&self, to: Ipv4Addr, port: u16, bytes: u64, timeout_s: u32) -> Result<(String, u64), String> {
+    pub fn send(&self, to: impl Into<IpAddr>, port: u16, bytes: u64, timeout_s: u32) -> Result<(String, u64), String> {
+        let to: IpAddr = to.into();
         let (ok, out) = match self {
             Vm::Ns(_) => self.sh(
                 &[
                     SELF_EXE,
                     "__agent",
                     "send",
-                    &format!("{to}:{port}"),
+                    &SocketAddr::new(to, port).to_string(),
                     "--bytes",
                     &bytes.to_string(),
                     "--timeout",
@@ -165,12 +221,13 @@ impl Vm {
     }
 
     /// A listener on `addr`:`port` until the returned guard is dropped.
-    pub fn listen(&self, addr: Ipv4Addr, port: u16) -> Result<Listener> {
+    pub fn listen(&self, addr: impl Into<IpAddr>, port: u16) -> Result<Listener> {
+        let addr: IpAddr = addr.into();
         match self {
             Vm::Ns(node) => {
                 let mut child = node
                     .command(SELF_EXE)
-                    .args(["__agent", "listen", &format!("{addr}:{port}")])
+                    .args(["__agent", "listen", &SocketAddr::new(addr, port).to_string()])
                     .stdout(Stdio::piped())
                     .stderr(Stdio::null())
                     .spawn()

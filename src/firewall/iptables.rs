@@ -97,6 +97,9 @@ impl Syntax for IptSyntax {
             Family::V6 => "-p ipv6-icmp -m icmp6 --icmpv6-type 128".into(),
         }
     }
+    fn icmp6(&self, t: u8) -> String {
+        format!("-p ipv6-icmp -m icmp6 --icmpv6-type {t}")
+    }
     fn vrrp(&self) -> String {
         "-p vrrp".into()
     }
@@ -116,7 +119,8 @@ impl Syntax for IptSyntax {
             Verdict::Return => "-j RETURN".into(),
             Verdict::Snat(a) => format!("-j SNAT --to-source {a}"),
             Verdict::Masquerade => "-j MASQUERADE".into(),
-            Verdict::Dnat(a, p) => format!("-j DNAT --to-destination {a}:{p}"),
+            Verdict::Dnat(std::net::IpAddr::V4(a), p) => format!("-j DNAT --to-destination {a}:{p}"),
+            Verdict::Dnat(std::net::IpAddr::V6(a), p) => format!("-j DNAT --to-destination [{a}]:{p}"),
         }
     }
 }

@@ -123,6 +123,21 @@ impl Syntax for NftSyntax {
             Family::V6 => "icmpv6 type echo-request".into(),
         }
     }
+    fn icmp6(&self, t: u8) -> String {
+        // As `nft list` prints them: known types by name.
+        let name = match t {
+            1 => "destination-unreachable",
+            2 => "packet-too-big",
+            3 => "time-exceeded",
+            4 => "parameter-problem",
+            133 => "nd-router-solicit",
+            134 => "nd-router-advert",
+            135 => "nd-neighbor-solicit",
+            136 => "nd-neighbor-advert",
+            _ => return format!("icmpv6 type {t}"),
+        };
+        format!("icmpv6 type {name}")
+    }
     fn vrrp(&self) -> String {
         "ip protocol vrrp".into()
     }
@@ -142,7 +157,8 @@ impl Syntax for NftSyntax {
             Verdict::Return => "return".into(),
             Verdict::Snat(a) => format!("snat to {a}"),
             Verdict::Masquerade => "masquerade".into(),
-            Verdict::Dnat(a, p) => format!("dnat to {a}:{p}"),
+            Verdict::Dnat(std::net::IpAddr::V4(a), p) => format!("dnat to {a}:{p}"),
+            Verdict::Dnat(std::net::IpAddr::V6(a), p) => format!("dnat to [{a}]:{p}"),
         }
     }
 }

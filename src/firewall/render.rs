@@ -16,6 +16,7 @@ pub trait Syntax {
     fn port(&self, proto: Proto, port: u16) -> String;
     fn icmp_echo(&self, family: Family) -> String;
     fn vrrp(&self) -> String;
+    fn icmp6(&self, t: u8) -> String;
     fn established(&self) -> String;
     fn invalid(&self) -> String;
     fn dnatted(&self) -> String;
@@ -28,7 +29,7 @@ fn group(m: &Match) -> u8 {
         Match::Src(_) => 0,
         Match::Dst(_) => 1,
         Match::In(_) | Match::Out(_) => 2,
-        Match::Port(..) | Match::IcmpEcho | Match::Vrrp => 3,
+        Match::Port(..) | Match::IcmpEcho | Match::Vrrp | Match::Icmp6(_) => 3,
         Match::Established | Match::Invalid | Match::Dnatted => 4,
     }
 }
@@ -47,6 +48,7 @@ pub fn rule(r: &Rule, family: Family, s: &dyn Syntax) -> String {
             Match::Port(proto, p) => s.port(*proto, *p),
             Match::IcmpEcho => s.icmp_echo(family),
             Match::Vrrp => s.vrrp(),
+            Match::Icmp6(t) => s.icmp6(*t),
             Match::Established => s.established(),
             Match::Invalid => s.invalid(),
             Match::Dnatted => s.dnatted(),

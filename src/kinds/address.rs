@@ -15,8 +15,8 @@ use std::collections::HashMap;
 use ipnet::IpNet;
 use serde::Serialize;
 
-use super::{Kind, ha_link};
 use super::uplink_addrs::{UplinkAddrs, holds_host_addresses};
+use super::{Kind, ha_link};
 use crate::apply::Apply;
 use crate::error::{Context, Result};
 use crate::facts::Facts;
@@ -55,10 +55,13 @@ impl Kind for Addresses {
         let Some(r) = &p.router else { return vec![] };
         let ns = Ns::Named(r.namespace.clone());
         let vrrp = r.ha.is_some();
-        let mut out: Vec<Address> = std::iter::once(&r.public.leg)
-            .chain(&r.private)
-            .map(|l| Address { ns: ns.clone(), link: l.veth[1].clone(), addr: IpNet::V4(l.address), vrrp })
-            .collect();
+        let mut out: Vec<Address> = Vec::new();
+        for l in std::iter::once(&r.public.leg).chain(&r.private) {
+            out.push(Address { ns: ns.clone(), link: l.veth[1].clone(), addr: IpNet::V4(l.address), vrrp });
+            if let Some(a6) = l.address6 {
+                out.push(Address { ns: ns.clone(), link: l.veth[1].clone(), addr: IpNet::V6(a6), vrrp });
+            }
+        }
         if let Some(ha) = &r.ha {
             let local = super::vxlan::local_address(p, f);
             let link = ha.link.clone();

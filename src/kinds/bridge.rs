@@ -3,7 +3,7 @@
 //! router's public leg). Created down with IPv6 address generation off, so
 //! the hypervisor gets no address on a tenant segment, then raised.
 
-use crate::desired::{DEFAULT_FORWARD_DELAY_CS, segment_mtu, underlay_mtu};
+use crate::desired::{DEFAULT_FORWARD_DELAY_CS, overhead, segment_mtu, underlay_mtu};
 use crate::facts::Facts;
 use crate::model::{BridgeSpec, Link, LinkKind, LinkSpec, Ns};
 use crate::plan::Diff;
@@ -26,7 +26,7 @@ pub fn desire(p: &Profile, f: &Facts, out: &mut Vec<(Ns, LinkSpec)>) {
     };
     for s in &p.segments {
         let spec = BridgeSpec { stp: s.stp, forward_delay: s.forward_delay.map(|d| d * 100).unwrap_or(DEFAULT_FORWARD_DELAY_CS) };
-        out.push((Ns::Host, bridge(&s.bridge, spec, Some(segment_mtu(s.mtu, underlay_mtu(f))))));
+        out.push((Ns::Host, bridge(&s.bridge, spec, Some(segment_mtu(s.mtu, underlay_mtu(f), overhead(p))))));
     }
     if let Some(r) = &p.router {
         let spec = BridgeSpec { stp: false, forward_delay: DEFAULT_FORWARD_DELAY_CS };

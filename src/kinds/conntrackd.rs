@@ -14,7 +14,7 @@
 //! by its command line (`-C PATH`) inside the router namespace.
 
 use std::fs::{self, File};
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -179,7 +179,7 @@ impl Files {
 
 /// FTFW over UDP on the HA link, from this end's address to the peer's.
 /// The HA link's own addresses are not synced (they are each router's own).
-fn config(files: &Files, host: &str, ns: &str, ha: &Ha, local: Ipv4Addr) -> String {
+fn config(files: &Files, host: &str, ns: &str, ha: &Ha, local: IpAddr) -> String {
     let me = ha_link::address(ha, local).addr();
     let peer = ha_link::peer_address(ha, local);
     let vip = ha_link::virtual_address(ha).addr();

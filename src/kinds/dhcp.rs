@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use super::{Kind, ObserveCx};
 use crate::apply::Apply;
 use crate::daemon;
-use crate::desired::{segment_mtu, underlay_mtu};
+use crate::desired::{overhead, segment_mtu, underlay_mtu};
 use crate::error::{Context, Result};
 use crate::facts::Facts;
 use crate::journal::Undo;
@@ -59,9 +59,10 @@ impl Kind for Dhcp {
         let files = Files::new(&f.run_dir, &p.host);
         r.private
             .iter()
-            .filter(|l| l.dhcp.is_some() || l.dns)
+            .filter(|l| l.dhcp.is_some() || l.dns || l.address6.is_some())
             .map(|l| {
-                let mtu = p.segments.iter().find(|s| s.bridge == l.bridge).map(|s| segment_mtu(s.mtu, underlay_mtu(f)));
+                let mtu =
+                    p.segments.iter().find(|s| s.bridge == l.bridge).map(|s| segment_mtu(s.mtu, underlay_mtu(f), overhead(p)));
                 Server {
                     ns: r.namespace.clone(),
                     leg: l.veth[1].clone(),
@@ -235,6 +236,17 @@ fn config(files: &Files, host: &str, ns: &str, leg: &Leg, mtu: u32, ha: bool) ->
         c.push_str("domain-needed\nbogus-priv\n");
     } else {
         c.push_str("port=0\n");
+    }
+    if let Some(a6) = leg.address6 {
+        // Router advertisements: the prefix for SLAAC (no DHCPv6), the
+        // segment MTU, the gateway's address as DNS server (RDNSS) with
+        // `dns`, none without.
+        c.push_str(&format!("enable-ra\ndhcp-range={},ra-only,64\nra-param={name},mtu:{mtu},0\n", a6.network()));
+        if leg.dns {
+            c.push_str(&format!("dhcp-option=option6:dns-server,[{}]\n", a6.addr()));
+        } else {
+            c.push_str("dhcp-option=option6:dns-server\n");
+        }
     }
     if let Some(d) = &leg.dhcp {
         let mask: Ipv4Addr = leg.address.netmask();

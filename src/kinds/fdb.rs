@@ -7,7 +7,7 @@
 //! are wanted or were used. An EVPN segment's entries are FRR's (zebra
 //! installs the flood list it learns from BGP): never judged or removed.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use serde::Serialize;
 
@@ -26,7 +26,7 @@ pub struct Fdb;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Peer {
     pub vxlan: String,
-    pub peer: Ipv4Addr,
+    pub peer: IpAddr,
 }
 
 impl Kind for Fdb {
@@ -78,9 +78,15 @@ impl Kind for Fdb {
                 // or to remove.
                 continue;
             }
-            let wanted: Vec<Ipv4Addr> = want.iter().filter(|w| w.vxlan == vx).map(|w| w.peer).collect();
-            let have: Vec<Ipv4Addr> = match p.live(&Ns::Host, vx) {
-                Some(l) => found.iter().filter(|e| e.index == l.index).map(|e| e.dst).collect(),
+            let wanted: Vec<IpAddr> = want.iter().filter(|w| w.vxlan == vx).map(|w| w.peer).collect();
+            // A link with a group has the kernel's own all-zero entry for
+            // it (dst = the group): not a peer (a profile mixing group and
+            // peer segments reads the FDB of both kinds of link).
+            let have: Vec<IpAddr> = match p.live(&Ns::Host, vx) {
+                Some(l) => {
+                    let group = l.vxlan.as_ref().and_then(|v| v.group);
+                    found.iter().filter(|e| e.index == l.index && Some(e.dst) != group).map(|e| e.dst).collect()
+                }
                 None => vec![],
             };
             for a in have.iter().filter(|a| !wanted.contains(a)) {

@@ -5,6 +5,7 @@
 //! objects, and the host once protection is dropped, are emptied of
 //! vxrouter's rules.
 
+use ipnet::IpNet;
 use serde::Serialize;
 
 use super::{Kind, ObserveCx};
@@ -65,13 +66,17 @@ impl Kind for Firewall {
             if let Some(ha) = p.router.as_ref().and_then(|r| r.ha.as_ref()) {
                 ports.push(crate::profile::DEFAULT_VXLAN_PORT);
                 if !allow.iter().any(|a| a.contains(&ha.peer)) {
-                    allow.push(crate::profile::cidr::host(ha.peer));
+                    allow.push(IpNet::from(ha.peer));
                 }
             }
             ports.sort();
             ports.dedup();
             let choice = p.router.as_ref().map(|r| r.firewall).unwrap_or(FirewallChoice::Auto);
-            out.push(Rules { ns: Ns::Host, policy: underlay_policy(&ports, &allow), backend: firewall::resolve(choice, f.nft) });
+            out.push(Rules {
+                ns: Ns::Host,
+                policy: underlay_policy(&ports, &allow, u.ipv6()),
+                backend: firewall::resolve(choice, f.nft),
+            });
         }
         out
     }

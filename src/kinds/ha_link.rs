@@ -14,7 +14,7 @@
 //! repaired and removed like a segment's VXLAN link); this module says what
 //! it is and which addresses go on it.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use crate::desired::underlay_mtu;
 use crate::facts::Facts;
@@ -23,9 +23,6 @@ use crate::profile::names::stable_mac;
 use crate::profile::{DEFAULT_VXLAN_PORT, Ha, Ipv4Cidr, Profile, cidr};
 
 use super::vxlan::local_address;
-
-/// VXLAN over IPv4 takes 50 bytes of the underlay MTU.
-const OVERHEAD: u32 = 50;
 
 pub fn desire(p: &Profile, f: &Facts, out: &mut Vec<(Ns, LinkSpec)>) {
     let (Some(r), Some(u)) = (&p.router, &p.underlay) else { return };
@@ -48,7 +45,7 @@ pub fn desire(p: &Profile, f: &Facts, out: &mut Vec<(Ns, LinkSpec)>) {
         LinkSpec {
             name: ha.link.clone(),
             kind: LinkKind::Vxlan(spec),
-            mtu: Some(underlay_mtu(f).saturating_sub(OVERHEAD).max(68)),
+            mtu: Some(underlay_mtu(f).saturating_sub(u.overhead()).max(68)),
             master: None,
             up: true,
             mac: Some(stable_mac(&p.host, &r.namespace, &ha.link)),
@@ -60,14 +57,14 @@ pub fn desire(p: &Profile, f: &Facts, out: &mut Vec<(Ns, LinkSpec)>) {
 }
 
 /// This end's address on the HA link: .1 for the host with the lower
-/// underlay address, .2 for the other.
-pub fn address(ha: &Ha, local: Ipv4Addr) -> Ipv4Cidr {
-    let last = if u32::from(local) < u32::from(ha.peer) { 1 } else { 2 };
+/// underlay address, .2 for the other (both of one family).
+pub fn address(ha: &Ha, local: IpAddr) -> Ipv4Cidr {
+    let last = if local < ha.peer { 1 } else { 2 };
     cidr::cidr(Ipv4Addr::new(169, 254, ha.vrid, last), 24)
 }
 
 /// The peer's address on the HA link.
-pub fn peer_address(ha: &Ha, local: Ipv4Addr) -> Ipv4Addr {
+pub fn peer_address(ha: &Ha, local: IpAddr) -> Ipv4Addr {
     let mine = address(ha, local).addr().octets()[3];
     Ipv4Addr::new(169, 254, ha.vrid, 3 - mine)
 }

@@ -147,7 +147,10 @@ mod tests {
                     -A vxr-post -o veth15.1 -j SNAT --to-source 203.0.113.123\nCOMMIT\n";
         assert_eq!(
             source_nat_rules(save),
-            ["POSTROUTING -o veth15.1 -j MASQUERADE", "POSTROUTING -s 192.168.20.0/24 -o veth15.1 -j SNAT --to-source 203.0.113.123"]
+            [
+                "POSTROUTING -o veth15.1 -j MASQUERADE",
+                "POSTROUTING -s 192.168.20.0/24 -o veth15.1 -j SNAT --to-source 203.0.113.123"
+            ]
         );
         assert_eq!(batch("-D", &source_nat_rules(save)[..1]), "*nat\n-D POSTROUTING -o veth15.1 -j MASQUERADE\nCOMMIT\n");
     }

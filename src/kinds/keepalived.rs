@@ -54,6 +54,9 @@ pub struct Running {
     pub pid: Option<u32>,
 }
 
+/// The link-local address of a high-availability router's IPv6 gateway.
+pub const GATEWAY_LINK_LOCAL: &str = "fe80::1";
+
 /// The priority `vxrouter ha handover` gives a router: below any peer's.
 pub const HANDOVER_PRIORITY: u8 = 1;
 
@@ -81,8 +84,13 @@ impl Kind for Keepalived {
     fn plan(p: &mut Planner<'_>, want: &[Instance], seen: &Vec<Running>) {
         for r in seen {
             if !want.iter().any(|w| w.ns == r.ns) {
-                let step =
-                    Supervise { ns: r.ns.clone(), want: None, running: r.pid.map(|_| r.config.clone()), pid: r.pid, orphaned: false };
+                let step = Supervise {
+                    ns: r.ns.clone(),
+                    want: None,
+                    running: r.pid.map(|_| r.config.clone()),
+                    pid: r.pid,
+                    orphaned: false,
+                };
                 p.push(Order::StopDaemons, step);
             }
         }
@@ -96,7 +104,13 @@ impl Kind for Keepalived {
             // link, alive): it stops first of all, and a new one starts.
             let orphaned = found.and_then(|r| r.pid).filter(|_| fresh);
             if let Some(pid) = orphaned {
-                let stop = Supervise { ns: w.ns.clone(), want: None, running: found.map(|r| r.config.clone()), pid: Some(pid), orphaned: true };
+                let stop = Supervise {
+                    ns: w.ns.clone(),
+                    want: None,
+                    running: found.map(|r| r.config.clone()),
+                    pid: Some(pid),
+                    orphaned: true,
+                };
                 p.push(Order::StopDaemons, stop);
             }
             if running.as_deref() != Some(w.config.as_str()) {
@@ -137,7 +151,8 @@ impl Step for Supervise {
     fn detail(&self) -> String {
         match (&self.want, &self.running) {
             (Some(new), Some(old)) => {
-                let lines = |t: &str| t.lines().filter(|l| !l.trim_start().starts_with('#')).map(str::to_string).collect::<Vec<_>>();
+                let lines =
+                    |t: &str| t.lines().filter(|l| !l.trim_start().starts_with('#')).map(str::to_string).collect::<Vec<_>>();
                 format!("config changed: reload ({})", crate::firewall::rule_diff(&lines(&new.config), &lines(old)))
             }
             (Some(_), None) => "not running".into(),
@@ -152,7 +167,9 @@ impl Step for Supervise {
             (Some(w), Some(pid)) => reload(&files, &w.ns, pid, &w.config, &w.notify)?,
             (Some(w), None) => {
                 cx.session.attach(&w.ns)?;
-                let ns_file = cx.file(&Ns::Named(w.ns.clone()))?.ok_or_else(|| crate::error!(Internal, "namespace {} is not open", w.ns))?;
+                let ns_file = cx
+                    .file(&Ns::Named(w.ns.clone()))?
+                    .ok_or_else(|| crate::error!(Internal, "namespace {} is not open", w.ns))?;
                 start(&files, &w.ns, ns_file, &w.config, &w.notify)?;
             }
             (None, pid) => stop(&files, &self.ns, pid)?,
@@ -178,8 +195,9 @@ impl Undo for Revert {
             (Some(c), Some(pid)) => reload(&files, &self.ns, pid, c, self.notify.as_deref().unwrap_or_default()),
             (Some(c), None) => {
                 cx.session.attach(&self.ns)?;
-                let ns_file =
-                    cx.file(&Ns::Named(self.ns.clone()))?.ok_or_else(|| crate::error!(Internal, "namespace {} is not open", self.ns))?;
+                let ns_file = cx
+                    .file(&Ns::Named(self.ns.clone()))?
+                    .ok_or_else(|| crate::error!(Internal, "namespace {} is not open", self.ns))?;
                 start(&files, &self.ns, ns_file, c, self.notify.as_deref().unwrap_or_default())
             }
             (None, pid) => stop(&files, &self.ns, pid),
@@ -294,15 +312,26 @@ pub fn config(files: &Files, host: &str, r: &Router, ha: &Ha, priority: u8) -> S
     );
     for leg in std::iter::once(&r.public.leg).chain(&r.private) {
         let _ = writeln!(c, "        {} dev {}", leg.address, leg.veth[1]);
+        if let Some(a6) = leg.address6 {
+            let _ = writeln!(c, "        {a6} dev {}", leg.veth[1]);
+        }
+    }
+    // The VMs' IPv6 gateway: router advertisements come from the active
+    // router's link-local address, so it moves too (kinds/veth.rs).
+    for leg in r.private.iter().filter(|l| l.address6.is_some()) {
+        let _ = writeln!(c, "        {GATEWAY_LINK_LOCAL}/64 dev {}", leg.veth[1]);
     }
     let _ = write!(
         c,
         "    }}\n\
          \x20   virtual_routes {{\n\
-         \x20       0.0.0.0/0 via {gw} dev {public}\n\
-         \x20   }}\n",
+         \x20       0.0.0.0/0 via {gw} dev {public}\n",
         gw = r.public.gateway
     );
+    if let Some(g6) = r.public.gateway6 {
+        let _ = writeln!(c, "        ::/0 via {g6} dev {public}");
+    }
+    c.push_str("    }\n");
     if ha.track_uplink {
         c.push_str("    track_script {\n        vxrouter_uplink\n    }\n");
     }
@@ -355,7 +384,8 @@ fn write_files(files: &Files, ns: &str, config: &str, notify: &str) -> Result<()
     let script = files.notify(ns);
     crate::fsutil::write_private(&script, notify.as_bytes())?;
     use std::os::unix::fs::PermissionsExt;
-    fs::set_permissions(&script, fs::Permissions::from_mode(0o700)).with_context(|| format!("make {} executable", script.display()))
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("make {} executable", script.display()))
 }
 
 /// A VRRP process whose parent is gone: keepalived's main process killed
@@ -448,7 +478,14 @@ fn stop(files: &Files, ns: &str, found: Option<u32>) -> Result<()> {
     }
     stop_orphan(files, ns)?;
     netns::unmount_sysfs(&files.host_sys(ns))?;
-    daemon::remove_files([conf.as_path(), &files.pid(ns), &files.vrrp_pid(ns), &files.notify(ns), &files.transitions(ns), &files.log(ns)])?;
+    daemon::remove_files([
+        conf.as_path(),
+        &files.pid(ns),
+        &files.vrrp_pid(ns),
+        &files.notify(ns),
+        &files.transitions(ns),
+        &files.log(ns),
+    ])?;
     files.0.remove_empty_dirs();
     Ok(())
 }
@@ -480,7 +517,8 @@ pub fn role(p: &Profile, o: &crate::observe::Observed, seen: Option<&Vec<Running
     r.ha.as_ref()?;
     let ns = Ns::Named(r.namespace.clone());
     let holds = o.view(&ns).is_some_and(|v| {
-        v.link(&r.public.leg.veth[1]).is_some_and(|l| v.addrs_of(l.index).any(|a| a.cidr == ipnet::IpNet::V4(r.public.leg.address)))
+        v.link(&r.public.leg.veth[1])
+            .is_some_and(|l| v.addrs_of(l.index).any(|a| a.cidr == ipnet::IpNet::V4(r.public.leg.address)))
     });
     let runs = seen.is_some_and(|s| s.iter().any(|x| x.ns == r.namespace && x.pid.is_some()));
     Some(match (holds, runs) {

@@ -66,7 +66,7 @@ pub struct LinkChange {
     pub mac: Option<[u8; 6]>,
     pub no_ipv6: Option<bool>,
     pub bridge: Option<BridgeSpec>,
-    pub vxlan_group: Option<std::net::Ipv4Addr>,
+    pub vxlan_group: Option<std::net::IpAddr>,
     pub vxlan_ageing: Option<u32>,
     pub vxlan_ttl: Option<u8>,
     pub vxlan_learning: Option<bool>,
@@ -310,7 +310,12 @@ fn extra(p: &mut Planner<'_>) {
                 let foreign: Vec<&str> = view
                     .links
                     .iter()
-                    .filter(|port| port.master == Some(l.index) && !p.owned(port) && !uplinks.contains(&&port.name))
+                    .filter(|port| {
+                        port.master == Some(l.index)
+                            && !p.owned(port)
+                            && !p.interrupted(&ns, port)
+                            && !uplinks.contains(&&port.name)
+                    })
                     .map(|port| port.name.as_str())
                     .collect();
                 if !foreign.is_empty() {
@@ -354,6 +359,9 @@ pub struct Snapshot {
     /// addresses.
     pub routes: Vec<Route>,
     pub peer: Option<Box<Snapshot>>,
+    /// Its per-link sysctls (`sysctl::PER_LINK`), read right before the
+    /// deletion: the kernel forgets them with the link.
+    pub sysctls: Vec<(String, String)>,
 }
 
 /// What it takes to put `l` (in `ns`, as observed in `o`) back.
@@ -369,6 +377,7 @@ pub fn snapshot(o: &Observed, ns: &Ns, l: &Link) -> Snapshot {
                 .map(|v| v.routes.iter().filter(|r| r.oif == Some(l.index) && r.protocol != RTPROT_KERNEL).cloned().collect())
                 .unwrap_or_default(),
             peer: None,
+            sysctls: Vec::new(),
         }
     };
     let mut s = one(ns, l);
@@ -643,6 +652,7 @@ fn mark_new(cx: &mut Apply<'_>, ns: &Ns, spec: &LinkSpec, created_down: bool) ->
 /// Deletes a link by name; a link already gone (its veth peer or its
 /// namespace took it along) is fine. `restore` makes it undoable.
 pub fn delete(cx: &mut Apply<'_>, ns: &Ns, name: &str, restore: Option<Snapshot>) -> Result<()> {
+    let restore = restore.map(|s| with_sysctls(cx, s)).transpose()?;
     if let Some(p) = restore.as_ref().and_then(|s| s.peer.as_ref()) {
         cx.forget(&p.ns, &p.link.name);
     }
@@ -720,6 +730,34 @@ pub fn set(cx: &mut Apply<'_>, ns: &Ns, name: &str, c: &LinkChange) -> Result<()
 /// master, state, alias, addresses and routes; a veth comes back as the same
 /// pair, its peer in the same namespace with its own index.
 pub fn restore(cx: &mut Apply<'_>, s: &Snapshot) -> Result<()> {
+    restore_link(cx, s)?;
+    restore_addresses(cx, s)
+}
+
+/// `s` with the per-link sysctls of both its ends as they are now. Best
+/// effort: an end whose namespace is gone already (deleted earlier in the
+/// run) keeps none, and comes back with the kernel's defaults if at all.
+pub fn with_sysctls(cx: &mut Apply<'_>, mut s: Snapshot) -> Result<Snapshot> {
+    let read = |cx: &mut Apply<'_>, e: &Snapshot| -> Vec<(String, String)> {
+        let keys = super::sysctl::per_link_keys(&e.link.name);
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        match cx.file(&e.ns) {
+            Ok(f) => super::sysctl::read(f, &keys).map(|m| m.into_iter().collect()).unwrap_or_default(),
+            Err(_) => Vec::new(),
+        }
+    };
+    s.sysctls = read(cx, &s);
+    if let Some(mut p) = s.peer.take() {
+        p.sysctls = read(cx, &p);
+        s.peer = Some(p);
+    }
+    Ok(s)
+}
+
+/// [`restore`] without the addresses and routes: for a namespace recreated
+/// around its links, whose IPv6 switches must be set (which drops IPv6
+/// addresses) before the addresses come back.
+pub fn restore_link(cx: &mut Apply<'_>, s: &Snapshot) -> Result<()> {
     let l = &s.link;
     let ns = &s.ns;
     let kind = match l.kind.as_deref() {
@@ -778,6 +816,23 @@ pub fn restore(cx: &mut Apply<'_>, s: &Snapshot) -> Result<()> {
             let up = SetLink { up: Some(true), ..SetLink::default() };
             sock.set_link(LinkRef::Index(index), &up).with_context(|| format!("set {name} up"))?;
         }
+        // Its IPv6 switch first: writing it drops nothing yet (no IPv6
+        // address is back), and the others need IPv6 on to be written.
+        let mut sysctls: Vec<&(String, String)> = e.sysctls.iter().collect();
+        sysctls.sort_by_key(|(k, _)| !k.ends_with("/disable_ipv6"));
+        for (k, v) in sysctls {
+            super::sysctl::write(cx.file(&e.ns)?, k, v)?;
+        }
+    }
+    Ok(())
+}
+
+/// The addresses and routes of a link [`restore_link`] brought back (and of
+/// its veth peer).
+pub fn restore_addresses(cx: &mut Apply<'_>, s: &Snapshot) -> Result<()> {
+    for e in std::iter::once(s).chain(s.peer.as_deref()) {
+        let (index, name) = (e.link.index, e.link.name.as_str());
+        let sock = cx.sock(&e.ns)?;
         for a in &e.addrs {
             sock.add_addr(index, *a, IfExists::Replace).with_context(|| format!("address {a} on {name}"))?;
         }

@@ -57,8 +57,16 @@ impl Kind for Namespace {
                 continue;
             }
             let view = &o.named[name];
-            let foreign_links: Vec<&str> =
-                view.links.iter().filter(|l| !l.loopback && !p.owned(l)).map(|l| l.name.as_str()).collect();
+            // A link an interrupted run was creating is not foreign: it
+            // may be unmarked still (a veth's inner end is marked after the
+            // pair is made).
+            let ns = Ns::Named(name.clone());
+            let foreign_links: Vec<&str> = view
+                .links
+                .iter()
+                .filter(|l| !l.loopback && !p.owned(l) && !p.interrupted(&ns, l))
+                .map(|l| l.name.as_str())
+                .collect();
             let foreign_rules = firewall::found(o, &Ns::Named(name.clone())).map(FirewallState::foreign).unwrap_or(0);
             if foreign_links.is_empty() && foreign_rules == 0 {
                 // Host ends of pairs with an end inside go with the namespace
@@ -68,7 +76,11 @@ impl Kind for Namespace {
                     .host
                     .links
                     .iter()
-                    .filter(|l| p.owned(l) && l.kind.as_deref() == Some("veth") && l.link.is_some_and(|x| inside.contains(&x)))
+                    .filter(|l| {
+                        (p.owned(l) || p.interrupted(&Ns::Host, l))
+                            && l.kind.as_deref() == Some("veth")
+                            && l.link.is_some_and(|x| inside.contains(&x))
+                    })
                     .filter(|l| link::snapshot(o, &Ns::Host, l).peer.is_some())
                     .map(|l| (l.index, l.name.clone()))
                     .collect();
@@ -225,10 +237,22 @@ impl Undo for Recreate {
         let set = SetLink { alias: c.mark.clone(), up: Some(true), ..SetLink::default() };
         cx.sock(&ns)?.set_link(LinkRef::Name("lo"), &set).with_context(|| format!("mark lo in {name}"))?;
         for leg in &c.legs {
-            link::restore(cx, leg)?;
+            link::restore_link(cx, leg)?;
         }
-        for (k, v) in &c.sysctls {
+        // Before the addresses: writing IPv6 switches drops a link's IPv6
+        // addresses, and `all`/`default` reset every link's, so they go
+        // first and the per-link ones after them.
+        // Per-link ones only for the links that came back (a link the
+        // namespace held that is not one of these legs' ends went with it).
+        let global = |k: &str| k.contains("/conf/all/") || k.contains("/conf/default/");
+        let back: Vec<&str> = c.legs.iter().filter_map(|l| l.peer.as_ref()).map(|p| p.link.name.as_str()).collect();
+        let per_link_of_a_leg = |k: &str| back.iter().any(|l| k.contains(&format!("/conf/{l}/")));
+        let ordered = c.sysctls.iter().filter(|(k, _)| global(k)).chain(c.sysctls.iter().filter(|(k, _)| !global(k)));
+        for (k, v) in ordered.filter(|(k, _)| global(k) || !k.contains("/conf/") || per_link_of_a_leg(k)) {
             sysctl::write(cx.file(&ns)?, k, v)?;
+        }
+        for leg in &c.legs {
+            link::restore_addresses(cx, leg)?;
         }
         if let Some(fw) = &c.firewall {
             firewall::restore_fresh(cx, &ns, fw)?;

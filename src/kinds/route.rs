@@ -1,5 +1,6 @@
-//! Routes vxrouter owns: the router namespace's default route through the
-//! public leg, stamped with rtm_protocol 118 ("proto 118" in `ip route`).
+//! Routes vxrouter owns: the router namespace's default routes through the
+//! public leg (IPv4, and IPv6 with `gateway6`), stamped with rtm_protocol 118
+//! ("proto 118" in `ip route`).
 
 use serde::Serialize;
 
@@ -10,15 +11,17 @@ use crate::facts::Facts;
 use crate::journal::Undo;
 use crate::model::{Ns, RTPROT_VXROUTER, Route};
 use crate::plan::{Order, Planner, Step, Verb, in_ns};
-use crate::profile::{Ipv4Cidr, Profile, cidr};
+use crate::profile::{Profile, cidr};
+use ipnet::{IpNet, Ipv6Net};
+use std::net::IpAddr;
 
 pub struct Routes;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct WantedRoute {
     pub ns: Ns,
-    pub dst: Ipv4Cidr,
-    pub gateway: std::net::Ipv4Addr,
+    pub dst: IpNet,
+    pub gateway: IpAddr,
     pub dev: String,
     pub protocol: u8,
 }
@@ -31,17 +34,19 @@ impl Kind for Routes {
     fn desire(p: &Profile, _f: &Facts) -> Vec<WantedRoute> {
         // A high-availability router's default route is keepalived's (it
         // comes and goes with the public address).
-        p.router
-            .iter()
-            .filter(|r| r.ha.is_none())
-            .map(|r| WantedRoute {
-                ns: Ns::Named(r.namespace.clone()),
-                dst: cidr::any(),
-                gateway: r.public.gateway,
-                dev: r.public.leg.veth[1].clone(),
-                protocol: RTPROT_VXROUTER,
-            })
-            .collect()
+        let Some(r) = p.router.as_ref().filter(|r| r.ha.is_none()) else { return vec![] };
+        let route = |dst: IpNet, gateway: IpAddr| WantedRoute {
+            ns: Ns::Named(r.namespace.clone()),
+            dst,
+            gateway,
+            dev: r.public.leg.veth[1].clone(),
+            protocol: RTPROT_VXROUTER,
+        };
+        let mut out = vec![route(cidr::any().into(), r.public.gateway.into())];
+        if let Some(g6) = r.public.gateway6 {
+            out.push(route(IpNet::V6(Ipv6Net::default()), g6.into()));
+        }
+        out
     }
 
     fn plan(p: &mut Planner<'_>, want: &[WantedRoute], _: &()) {

@@ -5,7 +5,10 @@
 //! - forwarding on (`ip_forward`);
 //! - IPv6 off (`disable_ipv6` on all and new links): no link-local address,
 //!   no router advertisement accepted, no autoconfiguration, no answer to
-//!   `ff02::1` — IPv6 is not a feature of the router yet;
+//!   `ff02::1` — except on the legs that have an `address6`: IPv6 on
+//!   (after the namespace-wide setting, which would switch it off again),
+//!   forwarding on, no router advertisement accepted and no address
+//!   autoconfigured (a router configures itself from the profile);
 //! - ARP as a router answers it: only for addresses of the asking leg
 //!   (`arp_ignore` 1) and from the best local address (`arp_announce` 2), so
 //!   the public leg does not answer for the private gateway addresses;
@@ -37,9 +40,11 @@ pub struct Sysctls;
 /// The router namespace's settings that apply to the whole namespace (and
 /// are read in every namespace vxrouter looks into, so a namespace it deletes
 /// can be put back as it was).
+const ALL_DISABLE_IPV6: &str = "net/ipv6/conf/all/disable_ipv6";
+
 const ROUTER_SYSCTLS: &[(&str, &str)] = &[
     (IP_FORWARD_SYSCTL, "1"),
-    ("net/ipv6/conf/all/disable_ipv6", "1"),
+    (ALL_DISABLE_IPV6, "1"),
     ("net/ipv6/conf/default/disable_ipv6", "1"),
     ("net/ipv4/conf/all/arp_ignore", "1"),
     ("net/ipv4/conf/all/arp_announce", "2"),
@@ -64,24 +69,35 @@ impl Kind for Sysctls {
     type Seen = Vec<(Ns, BTreeMap<String, String>)>;
 
     fn desire(p: &Profile, _f: &Facts) -> Vec<Sysctl> {
-        let Some(r) = &p.router else { return vec![] };
-        let ns = Ns::Named(r.namespace.clone());
-        let set = |key: String, value: &str| Sysctl { ns: ns.clone(), key, value: value.to_string() };
-        let mut out: Vec<Sysctl> = ROUTER_SYSCTLS.iter().map(|(k, v)| set(k.to_string(), v)).collect();
-        for leg in std::iter::once(&r.public.leg).chain(&r.private) {
-            out.push(set(format!("net/ipv4/conf/{}/send_redirects", leg.veth[1]), "0"));
-        }
+        let mut out = host_bridges(p);
+        out.extend(router(p));
         out
     }
 
     fn observe(cx: &mut ObserveCx<'_>) -> Result<Self::Seen> {
         let mut out = Vec::new();
-        for name in cx.observed.named.keys() {
+        let host: Vec<&str> = cx.desired.of::<Sysctls>().iter().filter(|s| s.ns == Ns::Host).map(|s| s.key.as_str()).collect();
+        if !host.is_empty() {
+            out.push((Ns::Host, read(None, &host).context("read sysctls of the host's bridges")?));
+        }
+        for (name, view) in &cx.observed.named {
             let ns = Ns::Named(name.clone());
-            let mut keys: Vec<&str> = ROUTER_SYSCTLS.iter().map(|(k, _)| *k).collect();
-            keys.extend(cx.desired.of::<Sysctls>().iter().filter(|s| s.ns == ns).map(|s| s.key.as_str()));
+            let mut keys: Vec<String> = ROUTER_SYSCTLS.iter().map(|(k, _)| k.to_string()).collect();
+            let wanted: Vec<String> = cx.desired.of::<Sysctls>().iter().filter(|s| s.ns == ns).map(|s| s.key.clone()).collect();
+            if wanted.is_empty() {
+                // A namespace about to go (destroy, a router removed or
+                // renamed): its per-link settings too, so that a rollback
+                // recreates it as it was (a leg's IPv6 switch above all:
+                // without it, its IPv6 addresses cannot come back).
+                keys.push(IPV6_FORWARDING.to_string());
+                for l in view.links.iter().filter(|l| !l.loopback) {
+                    keys.extend(per_link_keys(&l.name));
+                }
+            }
+            keys.extend(wanted);
             keys.sort();
             keys.dedup();
+            let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
             let values = read(cx.session.file(&ns)?, &keys).with_context(|| format!("read sysctls in {ns}"))?;
             out.push((ns, values));
         }
@@ -89,17 +105,83 @@ impl Kind for Sysctls {
     }
 
     fn plan(p: &mut Planner<'_>, want: &[Sysctl], seen: &Self::Seen) {
+        let old = |s: &Sysctl| {
+            p.view(&s.ns).and_then(|_| seen.iter().find(|(n, _)| *n == s.ns)).and_then(|(_, values)| values.get(&s.key)).cloned()
+        };
+        // Writing `all/disable_ipv6` sets every link of the namespace: the
+        // links that keep IPv6 on are set again after it.
+        let reset: Vec<Ns> = want
+            .iter()
+            .filter(|s| s.key == ALL_DISABLE_IPV6 && old(s).as_deref() != Some(s.value.as_str()))
+            .map(|s| s.ns.clone())
+            .collect();
+        let mut steps = Vec::new();
         for s in want {
-            let old = p
-                .view(&s.ns)
-                .and_then(|_| seen.iter().find(|(n, _)| *n == s.ns))
-                .and_then(|(_, values)| values.get(&s.key))
-                .cloned();
-            if old.as_deref() != Some(s.value.as_str()) {
-                p.push(Order::Late, SetSysctl { sysctl: s.clone(), old });
+            let old = old(s);
+            let per_link = s.key.ends_with("/disable_ipv6") && s.key != ALL_DISABLE_IPV6 && !s.key.contains("/default/");
+            if old.as_deref() != Some(s.value.as_str()) || (per_link && reset.contains(&s.ns)) {
+                steps.push(SetSysctl { sysctl: s.clone(), old });
             }
         }
+        // With IPv6 legs, the IPv6 settings come before the addresses:
+        // switching IPv6 off namespace-wide (or on a link) drops the link's
+        // IPv6 addresses and routes.
+        let v6_legs = want.iter().any(|s| s.key.ends_with("/disable_ipv6") && s.value == "0");
+        for s in steps {
+            let order = if v6_legs && s.sysctl.key.starts_with("net/ipv6/") { Order::Create } else { Order::Late };
+            p.push(order, s);
+        }
     }
+}
+
+/// Set only when a leg has an `address6`.
+const IPV6_FORWARDING: &str = "net/ipv6/conf/all/forwarding";
+
+/// The per-link settings vxrouter sets on router legs (under `net/`, `{}`
+/// the link).
+const PER_LINK: [&str; 4] =
+    ["ipv4/conf/{}/send_redirects", "ipv6/conf/{}/disable_ipv6", "ipv6/conf/{}/accept_ra", "ipv6/conf/{}/autoconf"];
+
+/// The keys of `PER_LINK` for link `name`.
+pub fn per_link_keys(name: &str) -> Vec<String> {
+    PER_LINK.iter().map(|k| format!("net/{}", k.replace("{}", name))).collect()
+}
+
+/// The router namespace's settings (see the module comment).
+fn router(p: &Profile) -> Vec<Sysctl> {
+    let Some(r) = &p.router else { return vec![] };
+    let ns = Ns::Named(r.namespace.clone());
+    let set = |key: String, value: &str| Sysctl { ns: ns.clone(), key, value: value.to_string() };
+    let mut out: Vec<Sysctl> = ROUTER_SYSCTLS.iter().map(|(k, v)| set(k.to_string(), v)).collect();
+    for leg in std::iter::once(&r.public.leg).chain(&r.private) {
+        out.push(set(format!("net/ipv4/conf/{}/send_redirects", leg.veth[1]), "0"));
+    }
+    let v6: Vec<&str> =
+        std::iter::once(&r.public.leg).chain(&r.private).filter(|l| l.address6.is_some()).map(|l| l.veth[1].as_str()).collect();
+    if !v6.is_empty() {
+        out.push(set(IPV6_FORWARDING.into(), "1"));
+    }
+    for leg in v6 {
+        out.push(set(format!("net/ipv6/conf/{leg}/disable_ipv6"), "0"));
+        out.push(set(format!("net/ipv6/conf/{leg}/accept_ra"), "0"));
+        out.push(set(format!("net/ipv6/conf/{leg}/autoconf"), "0"));
+    }
+    out
+}
+
+/// IPv6 off on the host's segment and public bridges: a router
+/// advertisement on a segment (the router's, or one a VM sends) would
+/// otherwise give the hypervisor an IPv6 address there (the kernel
+/// autoconfigures even without a link-local address), and VMs could reach
+/// it (docs/security.md). Not on a public bridge that holds the host's own
+/// addresses (`uplink_addresses = "move"`).
+fn host_bridges(p: &Profile) -> Vec<Sysctl> {
+    let off = |b: &str| Sysctl { ns: Ns::Host, key: format!("net/ipv6/conf/{b}/disable_ipv6"), value: "1".into() };
+    let mut out: Vec<Sysctl> = p.segments.iter().map(|s| off(&s.bridge)).collect();
+    if let Some(r) = p.router.as_ref().filter(|r| r.public.uplink_addresses != crate::profile::UplinkAddresses::Move) {
+        out.push(off(&r.public.leg.bridge));
+    }
+    out
 }
 
 /// The sysctls seen in a namespace.

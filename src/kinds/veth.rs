@@ -5,7 +5,7 @@
 //! marking it raises it. Each end has a stable MAC, so a leg that is
 //! recreated keeps the gateway MAC VMs have cached.
 
-use crate::desired::{segment_mtu, underlay_mtu};
+use crate::desired::{overhead, segment_mtu, underlay_mtu};
 use crate::facts::Facts;
 use crate::model::{Link, LinkKind, LinkSpec, Ns, VethPeer};
 use crate::plan::Planner;
@@ -17,6 +17,12 @@ use crate::profile::{Leg, Profile};
 pub fn desire(p: &Profile, f: &Facts, out: &mut Vec<(Ns, LinkSpec)>) {
     let Some(r) = &p.router else { return };
     let rns = Ns::Named(r.namespace.clone());
+    // A high-availability router's private leg with IPv6 gets no link-local
+    // address of its own: the VMs' IPv6 gateway is the link-local address
+    // keepalived moves with the other addresses (kinds/keepalived.rs), so
+    // router advertisements come from it and the VMs' default route follows
+    // the active router.
+    let moving_ll = |l: &Leg| r.ha.is_some() && l.address6.is_some() && l.bridge != r.public.leg.bridge;
     let mut leg = |l: &Leg, mtu: Option<u32>| {
         out.push((
             Ns::Host,
@@ -40,14 +46,14 @@ pub fn desire(p: &Profile, f: &Facts, out: &mut Vec<(Ns, LinkSpec)>) {
                 master: None,
                 up: true,
                 mac: Some(stable_mac(&p.host, &r.namespace, &l.veth[1])),
-                no_ipv6: false,
+                no_ipv6: moving_ll(l),
                 port: None,
             },
         ));
     };
     leg(&r.public.leg, None);
     for l in &r.private {
-        let mtu = p.segments.iter().find(|s| s.bridge == l.bridge).map(|s| segment_mtu(s.mtu, underlay_mtu(f)));
+        let mtu = p.segments.iter().find(|s| s.bridge == l.bridge).map(|s| segment_mtu(s.mtu, underlay_mtu(f), overhead(p)));
         leg(l, mtu);
     }
 }

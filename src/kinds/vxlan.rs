@@ -2,11 +2,14 @@
 //! device. VNI, port, device, local address and the flood mode (multicast
 //! group or unicast peers) cannot change in place: the link is recreated.
 //! Group, ageing and TTL change in place (a group change flaps the link so
-//! the new group is joined).
+//! the new group is joined). An IPv6 `underlay.local` makes every link use
+//! IPv6 endpoints (local, group or peers): the kernel's VXLAN device has one
+//! family, that of its local and remote addresses, and opens only that
+//! family's socket.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use crate::desired::{segment_mtu, underlay_mtu};
+use crate::desired::{overhead, segment_mtu, underlay_mtu};
 use crate::facts::Facts;
 use crate::model::{Link, LinkKind, LinkSpec, Ns, PortFlags, VxlanSpec};
 use crate::observe::Observed;
@@ -17,13 +20,23 @@ use crate::profile::{Flood, Profile};
 use super::link::LinkChange;
 
 /// The address VXLAN packets leave from: the profile's, or the underlay
-/// device's first.
-pub fn local_address(p: &Profile, f: &Facts) -> Ipv4Addr {
+/// device's first IPv4 address.
+pub fn local_address(p: &Profile, f: &Facts) -> IpAddr {
     p.underlay
         .as_ref()
         .and_then(|u| u.local)
-        .or_else(|| f.underlay.as_ref().and_then(|u| u.address))
-        .unwrap_or(Ipv4Addr::UNSPECIFIED)
+        .or_else(|| f.underlay.as_ref().and_then(|u| u.address).map(IpAddr::V4))
+        .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
+}
+
+/// The unspecified address of `like`'s family: a link without a local
+/// address still has a family, and the kernel refuses a local and a remote
+/// of different families.
+fn unspecified_like(like: Option<IpAddr>) -> IpAddr {
+    match like {
+        Some(IpAddr::V6(_)) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+        _ => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+    }
 }
 
 pub fn desire(p: &Profile, f: &Facts, out: &mut Vec<(Ns, LinkSpec)>) {
@@ -51,7 +64,7 @@ pub fn desire(p: &Profile, f: &Facts, out: &mut Vec<(Ns, LinkSpec)>) {
             LinkSpec {
                 name: s.vxlan.clone(),
                 kind: LinkKind::Vxlan(spec),
-                mtu: Some(segment_mtu(s.mtu, underlay_mtu(f))),
+                mtu: Some(segment_mtu(s.mtu, underlay_mtu(f), overhead(p))),
                 master: Some(s.bridge.clone()),
                 up: true,
                 mac: Some(stable_mac(&p.host, "", &s.vxlan)),
@@ -79,14 +92,22 @@ pub fn recreate_reason(want: &VxlanSpec, found: &Link, o: &Observed) -> Option<S
     match (want.group, f.group) {
         (None, Some(g)) => return Some(format!("unicast peers (found multicast group {g})")),
         (Some(g), None) => return Some(format!("multicast group {g} (found unicast peers)")),
+        (Some(w), Some(h)) if w.is_ipv6() != h.is_ipv6() => {
+            return Some(format!("group {w} (found {h}): the address family cannot change in place"));
+        }
         _ => {}
+    }
+    if let Some(l) = f.local
+        && l.is_ipv6() != want.local.is_ipv6()
+    {
+        return Some(format!("local {} (found {l}): the address family cannot change in place", want.local));
     }
     // No local address on a link the profile does not pin one for (a host
     // built by hand): the kernel sends from the underlay's address by
     // route, which is what vxrouter would set; recreating it would cost
     // every VM on the segment its connectivity for nothing.
     let unpinned = f.local.is_none() && !want.pin_local;
-    if !unpinned && f.local.unwrap_or(Ipv4Addr::UNSPECIFIED) != want.local {
+    if !unpinned && f.local.unwrap_or(unspecified_like(Some(want.local))) != want.local {
         return Some(format!("local {} (found {})", want.local, f.local.map(|a| a.to_string()).unwrap_or("none".into())));
     }
     None
@@ -141,7 +162,7 @@ pub fn as_found(l: &Link) -> LinkKind {
         vni: v.vni,
         group: v.group,
         dev: String::new(),
-        local: v.local.unwrap_or(Ipv4Addr::UNSPECIFIED),
+        local: v.local.unwrap_or(unspecified_like(v.group)),
         port: v.port,
         ageing: v.ageing,
         ttl: v.ttl,

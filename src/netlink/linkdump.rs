@@ -11,7 +11,7 @@
 //! crate's zero-copy `NlasIterator`, descending only into IFLA_LINKINFO and
 //! IFLA_AF_SPEC. The unit tests check it against the crate's parser.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use netlink_packet_core::{NlaBuffer, NlasIterator};
 
@@ -46,6 +46,8 @@ const IFLA_VXLAN_TTL: u16 = 5;
 const IFLA_VXLAN_LEARNING: u16 = 7;
 const IFLA_VXLAN_AGEING: u16 = 8;
 const IFLA_VXLAN_PORT: u16 = 15;
+const IFLA_VXLAN_GROUP6: u16 = 16;
+const IFLA_VXLAN_LOCAL6: u16 = 17;
 const IFF_UP: u32 = 0x1;
 const IFF_LOOPBACK: u32 = 0x8;
 /// sizeof(struct ifinfomsg)
@@ -71,6 +73,17 @@ fn u32_of(v: &[u8]) -> Option<u32> {
 fn ipv4_of(v: &[u8]) -> Option<Ipv4Addr> {
     let b: [u8; 4] = v.get(..4)?.try_into().ok()?;
     Some(Ipv4Addr::from(b))
+}
+
+fn ipv6_of(v: &[u8]) -> Option<Ipv6Addr> {
+    let b: [u8; 16] = v.get(..16)?.try_into().ok()?;
+    Some(Ipv6Addr::from(b))
+}
+
+/// A VXLAN address attribute; the all-zero address means none.
+fn ip_of(v: &[u8], v6: bool) -> Option<IpAddr> {
+    let a = if v6 { ipv6_of(v).map(IpAddr::V6) } else { ipv4_of(v).map(IpAddr::V4) };
+    a.filter(|a| !a.is_unspecified())
 }
 
 fn text_of(v: &[u8]) -> String {
@@ -155,9 +168,11 @@ fn link_info(v: &[u8], l: &mut Link) {
                 let v = x.value();
                 match x.kind() {
                     IFLA_VXLAN_ID => o.vni = u32_of(v).unwrap_or_default(),
-                    IFLA_VXLAN_GROUP => o.group = ipv4_of(v).filter(|g| !g.is_unspecified()),
+                    // The kernel sends only the family it has (group and
+                    // local share one).
+                    IFLA_VXLAN_GROUP | IFLA_VXLAN_GROUP6 => o.group = ip_of(v, x.kind() == IFLA_VXLAN_GROUP6),
                     IFLA_VXLAN_LINK => o.dev = u32_of(v).filter(|d| *d != 0),
-                    IFLA_VXLAN_LOCAL => o.local = ipv4_of(v).filter(|a| !a.is_unspecified()),
+                    IFLA_VXLAN_LOCAL | IFLA_VXLAN_LOCAL6 => o.local = ip_of(v, x.kind() == IFLA_VXLAN_LOCAL6),
                     IFLA_VXLAN_TTL => o.ttl = v.first().copied().unwrap_or_default(),
                     IFLA_VXLAN_LEARNING => o.learning = v.first().is_some_and(|b| *b != 0),
                     IFLA_VXLAN_AGEING => o.ageing = u32_of(v).unwrap_or_default(),
@@ -236,6 +251,21 @@ mod tests {
         let (a, b) = both(&vx);
         assert_eq!(a, b);
         assert_eq!(b.vxlan.as_ref().map(|v| (v.port, v.vni, v.dev)), Some((4789, 1070, Some(2))));
+
+        // VXLAN over IPv6: the kernel sends GROUP6/LOCAL6 instead.
+        vx.attributes[3] = LinkAttribute::LinkInfo(vec![
+            LinkInfo::Kind(InfoKind::Vxlan),
+            LinkInfo::Data(InfoData::Vxlan(vec![
+                InfoVxlan::Id(1070),
+                InfoVxlan::Group6("ff05::4:46".parse().unwrap()),
+                InfoVxlan::Local6("fd00::1".parse().unwrap()),
+                InfoVxlan::Port(4789),
+            ])),
+        ]);
+        let (a, b) = both(&vx);
+        assert_eq!(a, b);
+        let v = b.vxlan.as_ref().unwrap();
+        assert_eq!((v.group, v.local), (Some("ff05::4:46".parse().unwrap()), Some("fd00::1".parse().unwrap())));
 
         let mut veth = LinkMessage::default();
         veth.header.index = 9;

@@ -17,7 +17,6 @@ use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 
 use super::ops::{CreateCtx, SetLink};
 use crate::model::{Addr, BridgeSpec, FdbEntry, HostAddr, HostRoute, Link, LinkKind, LinkSpec, ObservedVxlan, PortFlags, Route};
-use crate::profile::Ipv4Cidr;
 use crate::profile::cidr;
 use ipnet::IpNet;
 
@@ -44,9 +43,9 @@ pub fn get_addresses() -> RouteNetlinkMessage {
     RouteNetlinkMessage::GetAddress(AddressMessage::default())
 }
 
-pub fn get_routes() -> RouteNetlinkMessage {
+pub fn get_routes(v6: bool) -> RouteNetlinkMessage {
     let mut m = RouteMessage::default();
-    m.header.address_family = AddressFamily::Inet;
+    m.header.address_family = if v6 { AddressFamily::Inet6 } else { AddressFamily::Inet };
     RouteNetlinkMessage::GetRoute(m)
 }
 
@@ -82,10 +81,13 @@ pub fn create(spec: &LinkSpec, ctx: &CreateCtx) -> RouteNetlinkMessage {
         LinkKind::Vxlan(v) => {
             let mut attrs = vec![InfoVxlan::Id(v.vni)];
             if let Some(g) = v.group {
-                attrs.push(InfoVxlan::Group(g));
+                attrs.push(vxlan_group(g));
             }
+            attrs.push(match v.local {
+                IpAddr::V4(a) => InfoVxlan::Local(a),
+                IpAddr::V6(a) => InfoVxlan::Local6(a),
+            });
             attrs.extend([
-                InfoVxlan::Local(v.local),
                 InfoVxlan::Port(v.port),
                 InfoVxlan::Ageing(v.ageing),
                 InfoVxlan::Ttl(v.ttl),
@@ -175,7 +177,7 @@ pub fn set_link(index: u32, name: &str, s: &SetLink) -> RouteNetlinkMessage {
     }
     let mut vx = Vec::new();
     if let Some(g) = s.vxlan_group {
-        vx.push(InfoVxlan::Group(g));
+        vx.push(vxlan_group(g));
     }
     if let Some(a) = s.vxlan_ageing {
         vx.push(InfoVxlan::Ageing(a));
@@ -247,7 +249,15 @@ fn addr_msg(index: u32, cidr: IpNet) -> AddressMessage {
 }
 
 pub fn add_addr(index: u32, cidr: IpNet) -> RouteNetlinkMessage {
-    RouteNetlinkMessage::NewAddress(addr_msg(index, cidr))
+    let mut m = addr_msg(index, cidr);
+    // A router's own IPv6 address is usable at once: duplicate address
+    // detection would hold it tentative (unusable as a source, no answer to
+    // neighbour solicitations) for a second after every apply. Link-local
+    // addresses are the kernel's own (a rollback puts one back as it was).
+    if matches!(cidr, IpNet::V6(n) if n.addr().segments()[0] & 0xffc0 != 0xfe80) {
+        m.attributes.push(AddressAttribute::Flags(AddressFlags::Nodad));
+    }
+    RouteNetlinkMessage::NewAddress(m)
 }
 
 pub fn del_addr(index: u32, cidr: IpNet) -> RouteNetlinkMessage {
@@ -256,17 +266,18 @@ pub fn del_addr(index: u32, cidr: IpNet) -> RouteNetlinkMessage {
 
 fn route_msg(r: &Route) -> RouteMessage {
     let mut m = RouteMessage::default();
-    m.header.address_family = AddressFamily::Inet;
+    m.header.address_family = if r.dst.addr().is_ipv4() { AddressFamily::Inet } else { AddressFamily::Inet6 };
     m.header.destination_prefix_length = r.dst.prefix_len();
     m.header.table = RouteHeader::RT_TABLE_MAIN;
     m.header.protocol = RouteProtocol::from(r.protocol);
-    m.header.scope = if r.gateway.is_some() { RouteScope::Universe } else { RouteScope::Link };
+    // IPv6 routes are always universe scope (the kernel refuses others).
+    m.header.scope = if r.gateway.is_some() || !r.dst.addr().is_ipv4() { RouteScope::Universe } else { RouteScope::Link };
     m.header.kind = RouteType::Unicast;
     if r.dst.prefix_len() > 0 {
-        m.attributes.push(RouteAttribute::Destination(RouteAddress::Inet(r.dst.network())));
+        m.attributes.push(RouteAttribute::Destination(RouteAddress::from(r.dst.network())));
     }
     if let Some(g) = r.gateway {
-        m.attributes.push(RouteAttribute::Gateway(RouteAddress::Inet(g)));
+        m.attributes.push(RouteAttribute::Gateway(RouteAddress::from(g)));
     }
     if let Some(o) = r.oif {
         m.attributes.push(RouteAttribute::Oif(o));
@@ -293,8 +304,19 @@ fn fdb_msg(e: FdbEntry) -> NeighbourMessage {
     m.header.state = NeighbourState::Permanent;
     m.header.flags = NeighbourFlags::Own;
     m.attributes.push(NeighbourAttribute::LinkLayerAddress(vec![0; 6]));
-    m.attributes.push(NeighbourAttribute::Destination(NeighbourAddress::Inet(dst)));
+    m.attributes.push(NeighbourAttribute::Destination(match dst {
+        IpAddr::V4(a) => NeighbourAddress::Inet(a),
+        IpAddr::V6(a) => NeighbourAddress::Inet6(a),
+    }));
     m
+}
+
+/// IFLA_VXLAN_GROUP or IFLA_VXLAN_GROUP6 (for unicast, the remote).
+fn vxlan_group(g: IpAddr) -> InfoVxlan {
+    match g {
+        IpAddr::V4(a) => InfoVxlan::Group(a),
+        IpAddr::V6(a) => InfoVxlan::Group6(a),
+    }
 }
 
 /// RTM_NEWNEIGH; send with NLM_F_CREATE|NLM_F_APPEND (several entries share
@@ -323,11 +345,16 @@ pub fn parse_fdb(m: &NeighbourMessage) -> Option<FdbEntry> {
     for a in &m.attributes {
         match a {
             NeighbourAttribute::LinkLayerAddress(b) => zero = b.iter().all(|x| *x == 0),
-            NeighbourAttribute::Destination(NeighbourAddress::Inet(d)) => dst = Some(*d),
+            NeighbourAttribute::Destination(NeighbourAddress::Inet(d)) => dst = Some(IpAddr::V4(*d)),
+            NeighbourAttribute::Destination(NeighbourAddress::Inet6(d)) => dst = Some(IpAddr::V6(*d)),
             // For AF_BRIDGE entries the crate cannot tell the address family
-            // of NDA_DST and hands back the raw bytes.
-            NeighbourAttribute::Destination(NeighbourAddress::Other(b)) if b.len() == 4 => {
-                dst = Some(Ipv4Addr::new(b[0], b[1], b[2], b[3]))
+            // of NDA_DST and hands back the raw bytes (4 or 16 of them).
+            NeighbourAttribute::Destination(NeighbourAddress::Other(b)) => {
+                dst = match b.len() {
+                    4 => Some(IpAddr::V4(Ipv4Addr::new(b[0], b[1], b[2], b[3]))),
+                    16 => <[u8; 16]>::try_from(&b[..]).ok().map(|o| IpAddr::V6(o.into())),
+                    _ => None,
+                }
             }
             _ => {}
         }
@@ -429,9 +456,11 @@ fn parse_vxlan(attrs: &[InfoVxlan]) -> ObservedVxlan {
     for a in attrs {
         match a {
             InfoVxlan::Id(x) => v.vni = *x,
-            InfoVxlan::Group(g) if !g.is_unspecified() => v.group = Some(*g),
+            InfoVxlan::Group(g) if !g.is_unspecified() => v.group = Some(IpAddr::V4(*g)),
+            InfoVxlan::Group6(g) if !g.is_unspecified() => v.group = Some(IpAddr::V6(*g)),
             InfoVxlan::Link(d) if *d != 0 => v.dev = Some(*d),
-            InfoVxlan::Local(x) if !x.is_unspecified() => v.local = Some(*x),
+            InfoVxlan::Local(x) if !x.is_unspecified() => v.local = Some(IpAddr::V4(*x)),
+            InfoVxlan::Local6(x) if !x.is_unspecified() => v.local = Some(IpAddr::V6(*x)),
             InfoVxlan::Port(p) => v.port = *p,
             InfoVxlan::Ageing(x) => v.ageing = *x,
             InfoVxlan::Ttl(x) => v.ttl = *x,
@@ -464,23 +493,27 @@ pub fn parse_addr(m: &AddressMessage) -> Option<Addr> {
 
 /// Main-table IPv4 unicast routes only: the ones vxrouter may manage.
 pub fn parse_route(m: &RouteMessage) -> Option<Route> {
-    if m.header.address_family != AddressFamily::Inet
-        || m.header.table != RouteHeader::RT_TABLE_MAIN
-        || m.header.kind != RouteType::Unicast
-    {
+    let v4 = match m.header.address_family {
+        AddressFamily::Inet => true,
+        AddressFamily::Inet6 => false,
+        _ => return None,
+    };
+    if m.header.table != RouteHeader::RT_TABLE_MAIN || m.header.kind != RouteType::Unicast {
         return None;
     }
-    let mut dst = Ipv4Addr::UNSPECIFIED;
-    let mut r = Route { dst: cidr::any(), gateway: None, oif: None, protocol: u8::from(m.header.protocol) };
+    let mut dst: IpAddr = if v4 { Ipv4Addr::UNSPECIFIED.into() } else { std::net::Ipv6Addr::UNSPECIFIED.into() };
+    let mut r = Route { dst: cidr::any().into(), gateway: None, oif: None, protocol: u8::from(m.header.protocol) };
     for a in &m.attributes {
         match a {
-            RouteAttribute::Destination(RouteAddress::Inet(d)) => dst = *d,
-            RouteAttribute::Gateway(RouteAddress::Inet(g)) => r.gateway = Some(*g),
+            RouteAttribute::Destination(RouteAddress::Inet(d)) => dst = (*d).into(),
+            RouteAttribute::Destination(RouteAddress::Inet6(d)) => dst = (*d).into(),
+            RouteAttribute::Gateway(RouteAddress::Inet(g)) => r.gateway = Some((*g).into()),
+            RouteAttribute::Gateway(RouteAddress::Inet6(g)) => r.gateway = Some((*g).into()),
             RouteAttribute::Oif(o) => r.oif = Some(*o),
             _ => {}
         }
     }
-    r.dst = Ipv4Cidr::new(dst, m.header.destination_prefix_length).ok()?;
+    r.dst = IpNet::new(dst, m.header.destination_prefix_length).ok()?;
     Some(r)
 }
 

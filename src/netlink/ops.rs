@@ -2,7 +2,7 @@
 //! in its own vocabulary (`model.rs`). Request flags, and which errors mean
 //! "already so" rather than failure, are decided here and nowhere else.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::os::fd::RawFd;
 
 use netlink_packet_core::{NLM_F_APPEND, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE};
@@ -62,7 +62,7 @@ pub struct SetLink {
     /// IPv6 address generation off (true) or EUI-64 (false).
     pub no_ipv6: Option<bool>,
     pub bridge: Option<BridgeSpec>,
-    pub vxlan_group: Option<Ipv4Addr>,
+    pub vxlan_group: Option<IpAddr>,
     pub vxlan_ageing: Option<u32>,
     pub vxlan_ttl: Option<u8>,
     pub vxlan_learning: Option<bool>,
@@ -105,8 +105,9 @@ impl Netlink {
     }
 
     /// The main table's IPv4 unicast routes, in one dump.
-    pub fn routes(&mut self) -> Result<Vec<Route>, NlError> {
-        self.dump(msg::get_routes(), |m| match m {
+    /// Main-table unicast routes of one family, in one dump.
+    pub fn routes(&mut self, v6: bool) -> Result<Vec<Route>, NlError> {
+        self.dump(msg::get_routes(v6), |m| match m {
             RouteNetlinkMessage::NewRoute(r) => msg::parse_route(&r),
             _ => None,
         })

@@ -203,6 +203,8 @@ fn bare_host_gets_everything_in_dependency_order() {
             "create address 203.0.113.123/24 on veth15.1 in ns1",
             "create address 192.168.10.3/24 on veth17.1 in ns1",
             "create route default via 203.0.113.1 dev veth15.1 in ns1",
+            "change sysctl net.ipv6.conf.br-pr.disable_ipv6",
+            "change sysctl net.ipv6.conf.br-pu.disable_ipv6",
             "change sysctl net.ipv4.ip_forward in ns1",
             "change sysctl net.ipv6.conf.all.disable_ipv6 in ns1",
             "change sysctl net.ipv6.conf.default.disable_ipv6 in ns1",
@@ -296,7 +298,9 @@ fn adopt_marks_hand_built_links_keeps_their_macs_and_recreates_nothing() {
     for l in after.host.links.iter_mut().chain(after.named.values_mut().flat_map(|v| v.links.iter_mut())) {
         if let Some(m) = o.host.links.iter().chain(o.named.values().flat_map(|v| v.links.iter())).find(|x| x.name == l.name) {
             l.mac = m.mac;
-            l.vxlan.as_mut().map(|v| v.local = None);
+            if let Some(v) = l.vxlan.as_mut() {
+                v.local = None;
+            }
         }
     }
     after.state.kept_macs = p.kept_macs.clone();
@@ -337,7 +341,7 @@ fn drift_is_reported_per_attribute_and_immutable_ones_recreate() {
     assert!(p.steps[0].line().contains("vni 1070 (found 99) cannot change in place"), "{}", p.steps[0].line());
 
     let mut o = converged(&d);
-    host_link(&mut o, "vxlan1070").vxlan.as_mut().unwrap().group = Some(Ipv4Addr::new(239, 9, 9, 9));
+    host_link(&mut o, "vxlan1070").vxlan.as_mut().unwrap().group = Some(Ipv4Addr::new(239, 9, 9, 9).into());
     let p = plan(&d, &o, PlanOptions::default()).unwrap();
     assert_eq!(p.steps[0].line(), "change vxlan vxlan1070: group 239.0.4.46 (found 239.9.9.9)");
 }
@@ -412,17 +416,32 @@ const UNICAST: &str =
 fn unicast_peers_become_fdb_entries_without_the_own_address() {
     let d = desired(&SEED_A.replace("[router]", UNICAST));
     let peer = |a| Peer { vxlan: "vxlan3000".to_string(), peer: a };
-    assert_eq!(d.of::<Fdb>(), [peer(Ipv4Addr::new(10, 0, 0, 2)), peer(Ipv4Addr::new(10, 0, 0, 3))]);
+    assert_eq!(d.of::<Fdb>(), [peer(Ipv4Addr::new(10, 0, 0, 2).into()), peer(Ipv4Addr::new(10, 0, 0, 3).into())]);
     let mut o = converged(&d);
     assert!(plan(&d, &o, PlanOptions::default()).unwrap().steps.is_empty());
     // A peer removed by hand comes back; a stray one goes.
     let vx = o.host.link("vxlan3000").unwrap().index;
     let mut fdb = seen::<Fdb>(&o).unwrap();
     fdb.retain(|e| e.dst != Ipv4Addr::new(10, 0, 0, 3));
-    fdb.push(FdbEntry { index: vx, dst: Ipv4Addr::new(10, 0, 0, 9) });
+    fdb.push(FdbEntry { index: vx, dst: Ipv4Addr::new(10, 0, 0, 9).into() });
     set_seen::<Fdb>(&mut o, Some(fdb));
     let p = plan(&d, &o, PlanOptions::default()).unwrap();
     assert_eq!(lines(&p), ["remove peer 10.0.0.9 on vxlan3000", "create peer 10.0.0.3 on vxlan3000"]);
+}
+
+#[test]
+fn the_kernels_group_entry_of_a_multicast_segment_is_no_peer() {
+    // A profile mixing a group segment (seed's vxlan1070) and a peer
+    // segment reads the FDB of both links; the kernel's all-zero entry
+    // for the group (dst = the group) must not be planned away.
+    let d = desired(&SEED_A.replace("[router]", UNICAST));
+    let mut o = converged(&d);
+    let vx = o.host.link("vxlan1070").unwrap().index;
+    let group = o.host.link("vxlan1070").unwrap().vxlan.as_ref().unwrap().group.unwrap();
+    let mut fdb = seen::<Fdb>(&o).unwrap();
+    fdb.push(FdbEntry { index: vx, dst: group });
+    set_seen::<Fdb>(&mut o, Some(fdb));
+    assert!(plan(&d, &o, PlanOptions::default()).unwrap().steps.is_empty());
 }
 
 #[test]
@@ -434,6 +453,29 @@ fn switching_a_segment_from_multicast_to_unicast_recreates_its_vxlan() {
     assert_eq!(p.steps[0].line().split(':').next().unwrap(), "recreate vxlan vxlan3000");
     assert!(p.steps[0].line().contains("unicast peers (found multicast group 239.1.1.1)"));
     assert_eq!(lines(&p)[1..], ["create peer 10.0.0.2 on vxlan3000", "create peer 10.0.0.3 on vxlan3000"]);
+}
+
+#[test]
+fn an_ipv6_local_moves_every_segment_onto_ipv6_and_recreates_its_links() {
+    let v6 =
+        SEED_A.replacen("device = \"eth0\"", "device = \"eth0\"\nlocal = \"fd00::1\"", 1).replace("239.0.4.46", "ff05::4:46");
+    let d = desired(&v6);
+    let vx = d.link(&Ns::Host, "vxlan1070").unwrap();
+    let LinkKind::Vxlan(spec) = &vx.kind else { panic!("{vx:?}") };
+    assert_eq!((spec.local.to_string(), spec.group.map(|g| g.to_string())), ("fd00::1".into(), Some("ff05::4:46".into())));
+    // The IPv6 header is 20 bytes longer than the IPv4 one.
+    assert_eq!(vx.mtu, Some(1430));
+    assert!(plan(&d, &converged(&d), PlanOptions::default()).unwrap().steps.is_empty());
+    // A host converged over IPv4: family changes cannot happen in place.
+    let p = plan(&d, &converged(&desired(SEED_A)), PlanOptions::default()).unwrap();
+    let vx_line = lines(&p).into_iter().find(|l| l.contains("vxlan vxlan1070")).unwrap();
+    assert!(vx_line.starts_with("recreate vxlan vxlan1070"), "{vx_line}");
+    let step = p.steps.iter().find(|s| s.title().contains("vxlan vxlan1070")).unwrap().line();
+    assert!(step.contains("the address family cannot change in place"), "{step}");
+    // IPv6 peers are IPv6 flood entries, the own address left out.
+    let peers = v6.replace("group = \"ff05::4:46\"", "peers = [\"fd00::1\", \"fd00::2\"]");
+    let d = desired(&peers);
+    assert_eq!(d.of::<Fdb>(), [Peer { vxlan: "vxlan1070".into(), peer: "fd00::2".parse().unwrap() }]);
 }
 
 #[test]
@@ -486,7 +528,7 @@ fn seed_router_derives_the_seed_topology_with_safe_defaults() {
     assert_eq!(vx.mtu, Some(1450));
     assert_eq!(vx.master.as_deref(), Some("br-pr"));
     let LinkKind::Vxlan(v) = &vx.kind else { panic!() };
-    assert_eq!((v.vni, v.port, v.dev.as_str(), v.local), (1070, 4789, "eth0", Ipv4Addr::new(10, 0, 0, 1)));
+    assert_eq!((v.vni, v.port, v.dev.as_str(), v.local), (1070, 4789, "eth0", Ipv4Addr::new(10, 0, 0, 1).into()));
     // The seed's mistake: the private leg goes into the private bridge.
     assert_eq!(d.link(&Ns::Host, "veth17.0").unwrap().master.as_deref(), Some("br-pr"));
     assert_eq!(d.link(&Ns::Host, "veth15.0").unwrap().master.as_deref(), Some("br-pu"));
@@ -594,7 +636,7 @@ mod preflight {
                 vxlan: Some(ObservedVxlan {
                     learning: true,
                     vni: 9000 + i as u32,
-                    group: Some(Ipv4Addr::new(239, 9, 9, i as u8)),
+                    group: Some(Ipv4Addr::new(239, 9, 9, i as u8).into()),
                     port,
                     ..ObservedVxlan::default()
                 }),
@@ -602,6 +644,35 @@ mod preflight {
             });
         }
         assert!(check(&profile(&text), &o.facts, &o.host).errors.is_empty());
+    }
+
+    #[test]
+    fn ipv6_groups_are_bounded_by_the_sockets_option_memory() {
+        let mut text =
+            SEED_A.replacen("device = \"eth0\"", "device = \"eth0\"\nlocal = \"fd00::1\"", 1).replace("239.0.4.46", "ff05::4:46");
+        for i in 0..3 {
+            text = text.replace(
+                "[router]\n",
+                &format!("[[segment]]\nbridge = \"b{i}\"\nvni = {}\ngroup = \"ff05::1:{i}\"\n\n[router]\n", 3000 + i),
+            );
+        }
+        let mut o = bare();
+        o.host.addrs.push(Addr { index: o.host.link("eth0").unwrap().index, cidr: "fd00::1/64".parse().unwrap() });
+        // 4 groups need 4 * 56 bytes; 200 bytes hold 3. The IPv4 limit is
+        // not what counts here.
+        o.facts.sysctls.insert(crate::facts::OPTMEM_MAX_SYSCTL.into(), "200".into());
+        o.facts.sysctls.insert(IGMP_MAX_SYSCTL.into(), "0".into());
+        let pf = check(&profile(&text), &o.facts, &o.host);
+        assert!(
+            pf.errors
+                .iter()
+                .any(|e| e.contains("4 distinct IPv6 multicast groups are needed") && e.contains("net.core.optmem_max allows 3")),
+            "{:?}",
+            pf.errors
+        );
+        o.facts.sysctls.insert(crate::facts::OPTMEM_MAX_SYSCTL.into(), "225".into());
+        let pf = check(&profile(&text), &o.facts, &o.host);
+        assert!(pf.errors.is_empty() && pf.warnings.is_empty(), "{:?} {:?}", pf.errors, pf.warnings);
     }
 
     #[test]

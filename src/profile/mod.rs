@@ -9,8 +9,10 @@ pub mod names;
 mod raw;
 mod validate;
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::Path;
+
+use ipnet::IpNet;
 
 use serde::Serialize;
 
@@ -21,6 +23,8 @@ pub use error::{ProfileError, ProfileErrors};
 pub const DEFAULT_VXLAN_PORT: u16 = 4789;
 /// IPv4 (20) + UDP (8) + VXLAN (8) + inner Ethernet (14).
 pub const VXLAN_OVERHEAD: u32 = 50;
+/// The same over IPv6: its header is 20 bytes longer (40).
+pub const VXLAN6_OVERHEAD: u32 = 70;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Profile {
@@ -59,10 +63,13 @@ pub const EVPN_LISTEN_LIMIT: u32 = 1000;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Underlay {
     pub device: String,
-    pub local: Option<Ipv4Addr>,
+    /// The VXLAN source address; an IPv6 one makes every segment's VXLAN
+    /// run over IPv6 (None: the device's first IPv4 address).
+    pub local: Option<IpAddr>,
     /// When set, VXLAN packets are accepted on the device only from these
-    /// sources (an owned chain on the host firewall drops the rest).
-    pub allow: Option<Vec<Ipv4Cidr>>,
+    /// sources (an owned chain on the host firewall drops the rest); of the
+    /// underlay's family.
+    pub allow: Option<Vec<IpNet>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -90,10 +97,10 @@ pub struct Segment {
 #[serde(rename_all = "lowercase")]
 pub enum Flood {
     /// Flood-and-learn through a multicast group.
-    Multicast(Ipv4Addr),
+    Multicast(IpAddr),
     /// Head-end replication to these underlay addresses (all-zero FDB
     /// entries), for underlays without multicast.
-    Unicast(Vec<Ipv4Addr>),
+    Unicast(Vec<IpAddr>),
     /// BGP EVPN (FRR): remote MACs and flood lists come from BGP.
     Evpn,
 }
@@ -102,6 +109,8 @@ pub enum Flood {
 pub struct Router {
     pub namespace: String,
     pub nat: Nat,
+    /// How the private IPv6 prefixes leave (default: routed, no NAT).
+    pub nat6: Nat6,
     /// Which tool writes the rules (default: auto).
     pub firewall: FirewallChoice,
     /// Forward between this router's private segments (default: no).
@@ -121,8 +130,8 @@ pub struct Ha {
     pub vrid: u8,
     /// 1-254; the higher one holds the addresses while both are healthy.
     pub priority: u8,
-    /// The other router host's underlay address.
-    pub peer: Ipv4Addr,
+    /// The other router host's underlay address (the underlay's family).
+    pub peer: IpAddr,
     /// VRRP advert interval in centiseconds (VRRPv3's unit).
     pub advert_centis: u32,
     /// Seconds a higher-priority router waits after it starts before it
@@ -162,6 +171,17 @@ pub enum Nat {
     None,
 }
 
+/// `[router] nat6`: IPv6 is routed by default (upstream routes the
+/// segments' prefixes to the router's public IPv6 address, as Neutron does);
+/// `masquerade` is NAT66 to the public IPv6 address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Nat6 {
+    #[default]
+    None,
+    Masquerade,
+}
+
 /// A port forward: DNAT of `proto`/`port` on the public address to `to`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Forward {
@@ -169,6 +189,9 @@ pub struct Forward {
     pub port: u16,
     pub to: Ipv4Addr,
     pub to_port: u16,
+    /// The same service's IPv6 address and port (`to6 = "[ADDR]:PORT"`),
+    /// on a leg with an `address6`.
+    pub to6: Option<(Ipv6Addr, u16)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -194,6 +217,9 @@ pub struct Public {
     pub uplink: String,
     /// The upstream default gateway.
     pub gateway: Ipv4Addr,
+    /// The upstream IPv6 gateway (with `leg.address6`): an address of the
+    /// public prefix or a link-local one.
+    pub gateway6: Option<std::net::Ipv6Addr>,
     /// What to do with the host's own addresses and routes on the uplink
     /// when it is enslaved (default: refuse).
     pub uplink_addresses: UplinkAddresses,
@@ -224,6 +250,9 @@ pub struct Leg {
     pub dhcp: Option<Dhcp>,
     /// A DNS forwarder on the gateway address (private legs only).
     pub dns: bool,
+    /// The leg's IPv6 address with its prefix: the public address, or the
+    /// VMs' gateway, announced with router advertisements (SLAAC, /64).
+    pub address6: Option<ipnet::Ipv6Net>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -232,6 +261,18 @@ pub struct Dhcp {
     pub last: Ipv4Addr,
     /// As dnsmasq takes it: "12h", "45m", "3600", "infinite".
     pub lease: String,
+}
+
+impl Underlay {
+    /// Whether the segments' VXLAN runs over IPv6 (an IPv6 `local`).
+    pub fn ipv6(&self) -> bool {
+        matches!(self.local, Some(IpAddr::V6(_)))
+    }
+
+    /// VXLAN's encapsulation overhead on this underlay.
+    pub fn overhead(&self) -> u32 {
+        if self.ipv6() { VXLAN6_OVERHEAD } else { VXLAN_OVERHEAD }
+    }
 }
 
 impl Profile {

@@ -71,6 +71,7 @@ pub struct RawSegment {
 pub struct RawRouter {
     pub namespace: S<String>,
     pub nat: Option<S<String>>,
+    pub nat6: Option<S<String>>,
     pub firewall: Option<S<String>>,
     pub route_between_segments: Option<S<bool>>,
     pub public: S<RawPublic>,
@@ -120,6 +121,7 @@ pub struct RawForward {
     pub proto: S<String>,
     pub port: S<i64>,
     pub to: S<String>,
+    pub to6: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -131,6 +133,8 @@ pub struct RawPublic {
     pub gateway: S<String>,
     pub veth: Option<S<Vec<S<String>>>>,
     pub uplink_addresses: Option<S<String>>,
+    pub address6: Option<S<String>>,
+    pub gateway6: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -141,6 +145,7 @@ pub struct RawPrivate {
     pub veth: Option<S<Vec<S<String>>>>,
     pub dhcp: Option<S<RawDhcp>>,
     pub dns: Option<S<bool>>,
+    pub address6: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]

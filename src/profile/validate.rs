@@ -2,7 +2,9 @@
 //! location. Pure: no file system, no kernel.
 
 use std::collections::{BTreeMap, HashSet};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use ipnet::{IpNet, Ipv6Net};
 use std::ops::Range;
 
 use toml::de::{DeTable, DeValue};
@@ -12,7 +14,7 @@ use super::error::{Locator, ProfileError, ProfileErrors};
 use super::names::{check_ifname, check_plain_name, default_leg_names, default_vxlan_name, shown};
 use super::raw::*;
 use super::{
-    DEFAULT_VXLAN_PORT, Dhcp, Evpn, FirewallChoice, Flood, Forward, Ha, Ipv4Cidr, Leg, Nat, Profile, Proto, Public, Router,
+    DEFAULT_VXLAN_PORT, Dhcp, Evpn, FirewallChoice, Flood, Forward, Ha, Ipv4Cidr, Leg, Nat, Nat6, Profile, Proto, Public, Router,
     Segment, Underlay, UplinkAddresses, default_ha_vni,
 };
 
@@ -141,6 +143,50 @@ impl Validator<'_> {
         }
     }
 
+    /// An IPv6 address with its prefix that a router interface can hold: not
+    /// link-local (the kernel makes those), multicast, loopback, unspecified
+    /// or IPv4-mapped, and not the prefix's subnet-router anycast address.
+    fn cidr6(&mut self, key: &str, s: &S<String>) -> Option<Ipv6Net> {
+        let Ok(c) = s.get_ref().parse::<Ipv6Net>() else {
+            let reason = if s.get_ref().parse::<Ipv6Addr>().is_ok() {
+                format!("{:?} has no prefix length (e.g. \"2001:db8:10::1/64\")", s.get_ref())
+            } else {
+                format!("{:?} is not an IPv6 address with a prefix length (e.g. \"2001:db8:10::1/64\")", s.get_ref())
+            };
+            self.err(s.span(), key, reason);
+            return None;
+        };
+        let a = c.addr();
+        let reason = if a.is_unspecified() || a.is_loopback() || a.is_multicast() || a.to_ipv4_mapped().is_some() {
+            Some(format!("{a} is not a unicast address a router interface can hold"))
+        } else if a.segments()[0] & 0xffc0 == 0xfe80 {
+            Some(format!(
+                "{a} is link-local; the kernel gives every IPv6 link one of those, name a global or unique-local address"
+            ))
+        } else if c.prefix_len() == 0 {
+            Some(format!("{c}: a /0 prefix leaves no room for a subnet"))
+        } else if c.prefix_len() < 128 && a == c.network() {
+            Some(format!("{a} is the subnet-router anycast address of {}; use a host address", c.trunc()))
+        } else {
+            None
+        };
+        if let Some(r) = reason {
+            self.err(s.span(), key, r);
+            return None;
+        }
+        Some(c)
+    }
+
+    fn ipv6(&mut self, key: &str, s: &S<String>) -> Option<Ipv6Addr> {
+        match s.get_ref().parse::<Ipv6Addr>() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                self.err(s.span(), key, format!("{:?} is not an IPv6 address", s.get_ref()));
+                None
+            }
+        }
+    }
+
     fn cidr(&mut self, key: &str, s: &S<String>) -> Option<Ipv4Cidr> {
         match cidr::parse(s.get_ref()) {
             Ok(c) if !c.is_host_address() => {
@@ -170,10 +216,33 @@ impl Validator<'_> {
         }
     }
 
-    /// Unicast VXLAN peers: a non-empty list of distinct unicast IPv4
-    /// addresses. Duplicates are found with a set: lists of many thousands
-    /// of peers must not make validation quadratic.
-    fn peers(&mut self, key: &str, list: &S<Vec<S<String>>>) -> Vec<Ipv4Addr> {
+    /// An address of the underlay: IPv6 when `underlay.local` is (`v6`),
+    /// IPv4 otherwise — a VXLAN link has one family.
+    fn underlay_ip(&mut self, key: &str, s: &S<String>, v6: bool) -> Option<IpAddr> {
+        let Ok(a) = s.get_ref().parse::<IpAddr>() else {
+            self.err(s.span(), key, format!("{:?} is not an IP address", s.get_ref()));
+            return None;
+        };
+        if a.is_ipv6() != v6 {
+            let reason = if v6 {
+                format!(
+                    "{a} is IPv4, but underlay.local is IPv6, so VXLAN runs over IPv6 on this host; use IPv6 underlay addresses"
+                )
+            } else {
+                format!(
+                    "{a} is IPv6, but the underlay is IPv4; VXLAN runs over IPv6 when underlay.local is an IPv6 address of this host"
+                )
+            };
+            self.err(s.span(), key, reason);
+            return None;
+        }
+        Some(a)
+    }
+
+    /// Unicast VXLAN peers: a non-empty list of distinct unicast addresses
+    /// of the underlay's family. Duplicates are found with a set: lists of
+    /// many thousands of peers must not make validation quadratic.
+    fn peers(&mut self, key: &str, list: &S<Vec<S<String>>>, v6: bool) -> Vec<IpAddr> {
         if list.get_ref().is_empty() {
             // Refused rather than warned about: the VXLAN link would send
             // this host's broadcast and unknown traffic nowhere, so its VMs
@@ -189,9 +258,9 @@ impl Validator<'_> {
         let mut seen = HashSet::new();
         for (i, p) in list.get_ref().iter().enumerate() {
             let k = format!("{key}[{i}]");
-            let Some(a) = self.ipv4(&k, p) else { continue };
-            if a.is_multicast() || a.is_broadcast() || a.is_unspecified() || a.is_loopback() {
-                self.err(p.span(), &k, format!("{a} is not a unicast address of a host"));
+            let Some(a) = self.underlay_ip(&k, p, v6) else { continue };
+            if let Some(reason) = not_a_host(a) {
+                self.err(p.span(), &k, reason);
             } else if !seen.insert(a) {
                 self.err(p.span(), &k, format!("{a} is listed twice"));
             } else {
@@ -210,8 +279,9 @@ impl Validator<'_> {
         }
     }
 
-    /// A list of CIDR ranges (network addresses allowed).
-    fn ranges(&mut self, key: &str, list: &S<Vec<S<String>>>) -> Vec<Ipv4Cidr> {
+    /// A list of CIDR ranges of the underlay's family (network addresses
+    /// allowed).
+    fn ranges(&mut self, key: &str, list: &S<Vec<S<String>>>, v6: bool) -> Vec<IpNet> {
         if list.get_ref().is_empty() {
             self.err(
                 list.span(),
@@ -221,9 +291,32 @@ impl Validator<'_> {
         }
         let mut out = Vec::new();
         for (i, r) in list.get_ref().iter().enumerate() {
+            let k = format!("{key}[{i}]");
+            if v6 {
+                match r.get_ref().parse::<IpNet>() {
+                    Ok(IpNet::V6(c)) => out.push(IpNet::V6(c.trunc())),
+                    Ok(IpNet::V4(c)) => self.err(
+                        r.span(),
+                        &k,
+                        format!(
+                            "{c} is IPv4, but underlay.local is IPv6, so VXLAN runs over IPv6 on this host; list IPv6 ranges"
+                        ),
+                    ),
+                    Err(_) => self.err(r.span(), &k, format!("{:?} is not an IPv6 range (e.g. \"fd00::/64\")", r.get_ref())),
+                }
+                continue;
+            }
             match cidr::parse(r.get_ref()) {
-                Ok(c) => out.push(c.trunc()),
-                Err(reason) => self.err(r.span(), &format!("{key}[{i}]"), reason),
+                Ok(c) => out.push(IpNet::V4(c.trunc())),
+                Err(_) if r.get_ref().parse::<Ipv6Net>().is_ok() => self.err(
+                    r.span(),
+                    &k,
+                    format!(
+                        "{} is IPv6, but the underlay is IPv4; VXLAN runs over IPv6 when underlay.local is an IPv6 address",
+                        r.get_ref()
+                    ),
+                ),
+                Err(reason) => self.err(r.span(), &k, reason),
             }
         }
         out
@@ -257,20 +350,32 @@ impl Validator<'_> {
                 &u.device,
                 "VXLAN packets sent over it never leave this host; name the NIC that reaches the other hosts",
             );
-            let local = u.local.as_ref().and_then(|l| self.ipv4("underlay.local", l));
-            if let Some(l) = local
-                && (l.is_multicast() || l.is_unspecified() || l.is_broadcast() || l.is_loopback())
-            {
-                self.err(
-                    u.local.as_ref().map(|l| l.span()).unwrap_or(0..0),
-                    "underlay.local",
-                    format!("{l} cannot be a VXLAN source address"),
-                );
-            }
-            let allow = u.allow.as_ref().map(|a| self.ranges("underlay.allow", a));
+            let local = u.local.as_ref().and_then(|l| match l.get_ref().parse::<IpAddr>() {
+                Ok(a) => Some((a, l.span())),
+                Err(_) => {
+                    self.err(l.span(), "underlay.local", format!("{:?} is not an IP address", l.get_ref()));
+                    None
+                }
+            });
+            let local = local.and_then(|(l, span)| match not_a_host(l) {
+                Some(reason) => {
+                    self.err(span, "underlay.local", format!("{reason}; it cannot be a VXLAN source address"));
+                    None
+                }
+                None => Some(l),
+            });
+            let v6 = local.is_some_and(|l| l.is_ipv6());
+            let allow = u.allow.as_ref().map(|a| self.ranges("underlay.allow", a, v6));
             Underlay { device, local, allow }
         });
 
+        // VXLAN over IPv6 (every segment) when underlay.local is IPv6 (read
+        // from the text: a refused IPv6 local still means IPv6 is meant).
+        let v6 = raw
+            .underlay
+            .as_ref()
+            .and_then(|u| u.get_ref().local.as_ref())
+            .is_some_and(|l| l.get_ref().parse::<IpAddr>().is_ok_and(|a| a.is_ipv6()));
         if !raw.segment.is_empty() && underlay.is_none() {
             let span = raw.segment[0].span();
             self.err(span, "underlay", "[underlay] is required when the profile has segments (which NIC carries VXLAN?)");
@@ -336,11 +441,21 @@ impl Validator<'_> {
                 _ if evpn => Flood::Evpn,
                 (Some(g), Some(_)) => {
                     self.err(g.span(), &key("group"), "give either a multicast `group` or unicast `peers`, not both");
-                    Flood::Multicast(Ipv4Addr::UNSPECIFIED)
+                    Flood::Multicast(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
                 }
-                (None, Some(list)) => Flood::Unicast(self.peers(&key("peers"), list)),
+                (None, Some(list)) => Flood::Unicast(self.peers(&key("peers"), list, v6)),
+                (Some(g), None) if v6 => {
+                    let group = self.underlay_ip(&key("group"), g, true);
+                    if let Some(reason) = group.and_then(not_a_vxlan_group6) {
+                        self.err(g.span(), &key("group"), reason);
+                    }
+                    Flood::Multicast(group.unwrap_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED)))
+                }
                 (Some(g), None) => {
-                    let group = self.ipv4(&key("group"), g);
+                    let group = self.underlay_ip(&key("group"), g, false).and_then(|a| match a {
+                        IpAddr::V4(a) => Some(a),
+                        IpAddr::V6(_) => None,
+                    });
                     if let Some(a) = group {
                         if !a.is_multicast() {
                             self.err(g.span(), &key("group"), format!("{a} is not an IPv4 multicast address (224.0.0.0/4)"));
@@ -352,11 +467,11 @@ impl Validator<'_> {
                             );
                         }
                     }
-                    Flood::Multicast(group.unwrap_or(Ipv4Addr::UNSPECIFIED))
+                    Flood::Multicast(IpAddr::V4(group.unwrap_or(Ipv4Addr::UNSPECIFIED)))
                 }
                 (None, None) => {
                     self.err(seg_span.clone(), &key("group"), "a segment needs a multicast `group` or unicast `peers`");
-                    Flood::Multicast(Ipv4Addr::UNSPECIFIED)
+                    Flood::Multicast(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
                 }
             };
             let vxlan = match &s.vxlan {
@@ -437,6 +552,15 @@ impl Validator<'_> {
         if asn == Some(23456) {
             self.err(e.asn.span(), "evpn.asn", "AS 23456 is AS_TRANS (RFC 6793), not an AS a router may use");
         }
+        // FRR's router-id, update-source and listen range here are IPv4:
+        // EVPN runs over an IPv4 underlay only.
+        if let Some(l) = underlay.and_then(|u| u.local).filter(|l| l.is_ipv6()) {
+            self.err(
+                raw.span(),
+                "evpn",
+                format!("[evpn] needs an IPv4 underlay: underlay.local {l} is IPv6 (EVPN over an IPv6 underlay is not supported)"),
+            );
+        }
         let reflectors = if e.reflectors.get_ref().is_empty() {
             self.err(
                 e.reflectors.span(),
@@ -445,7 +569,7 @@ impl Validator<'_> {
             );
             vec![]
         } else {
-            self.peers("evpn.reflectors", &e.reflectors)
+            self.peers("evpn.reflectors", &e.reflectors, false)
         };
         let reflector = e.reflector.as_ref().is_some_and(|b| *b.get_ref());
         let local = underlay.and_then(|u| u.local);
@@ -512,6 +636,13 @@ impl Validator<'_> {
                 "hold time (seconds; FRR's default 180 is far too slow for a data center)",
             )
         });
+        let reflectors = reflectors
+            .into_iter()
+            .filter_map(|r| match r {
+                IpAddr::V4(a) => Some(a),
+                IpAddr::V6(_) => None,
+            })
+            .collect();
         Some(Evpn { asn: asn?, reflectors, reflector, listen, expect_clients, hold_time: hold_time? })
     }
 
@@ -579,10 +710,38 @@ impl Validator<'_> {
         }
         let (veth, spans) = self.veth("router.public.veth", p.veth.as_ref(), &bridge);
         self.claim_leg("router.public.veth", &veth, spans, p.bridge.span(), host_names, ns_names);
+        let address6 = p.address6.as_ref().and_then(|a| self.cidr6("router.public.address6", a));
+        let gateway6 = p.gateway6.as_ref().and_then(|g| self.ipv6("router.public.gateway6", g));
+        match (&p.address6, &p.gateway6) {
+            (Some(a), None) => {
+                self.err(a.span(), "router.public.address6", "an IPv6 public address needs gateway6 (the upstream IPv6 router)")
+            }
+            (None, Some(g)) => {
+                self.err(g.span(), "router.public.gateway6", "gateway6 needs address6 (the router's public IPv6 address)")
+            }
+            _ => {}
+        }
+        if let (Some(a), Some(g), Some(raw)) = (address6, gateway6, &p.gateway6) {
+            let link_local = g.segments()[0] & 0xffc0 == 0xfe80;
+            if g == a.addr() {
+                self.err(raw.span(), "router.public.gateway6", format!("{g} is the router's own public IPv6 address"));
+            } else if !link_local && !a.contains(&g) {
+                let reason = format!("{g} is neither inside the public prefix {} nor link-local (fe80::/10)", a.trunc());
+                self.err(raw.span(), "router.public.gateway6", reason);
+            }
+        }
         let public = Public {
-            leg: Leg { bridge, address: address.unwrap_or(cidr::host(Ipv4Addr::UNSPECIFIED)), veth, dhcp: None, dns: false },
+            leg: Leg {
+                bridge,
+                address: address.unwrap_or(cidr::host(Ipv4Addr::UNSPECIFIED)),
+                veth,
+                dhcp: None,
+                dns: false,
+                address6,
+            },
             uplink,
             gateway: gateway.unwrap_or(Ipv4Addr::UNSPECIFIED),
+            gateway6,
             uplink_addresses: match p.uplink_addresses.as_ref().map(|m| (m, m.get_ref().as_str())) {
                 None | Some((_, "refuse")) => UplinkAddresses::Refuse,
                 Some((_, "move")) => UplinkAddresses::Move,
@@ -603,6 +762,11 @@ impl Validator<'_> {
         let mut subnets: SubnetIndex<String> = SubnetIndex::default();
         if let Some(a) = address {
             subnets.insert(a, "router.public.address".into());
+        }
+        // IPv6 prefixes: few (one per leg), all /64 but the public one.
+        let mut prefixes6: Vec<(Ipv6Net, String)> = Vec::new();
+        if let Some(a) = public.leg.address6 {
+            prefixes6.push((a.trunc(), "router.public.address6".into()));
         }
         for (i, leg) in r.private.iter().enumerate() {
             let key = |f: &str| format!("router.private[{i}].{f}");
@@ -645,7 +809,39 @@ impl Validator<'_> {
             self.claim_leg(&key("veth"), &veth, spans, leg.bridge.span(), host_names, ns_names);
             let dhcp = leg.dhcp.as_ref().and_then(|d| self.dhcp(&key("dhcp"), d, address));
             let dns = leg.dns.as_ref().is_some_and(|d| *d.get_ref());
-            private.push(Leg { bridge, address: address.unwrap_or(cidr::host(Ipv4Addr::UNSPECIFIED)), veth, dhcp, dns });
+            let address6 = leg.address6.as_ref().and_then(|raw| {
+                let key6 = key("address6");
+                let a = self.cidr6(&key6, raw)?;
+                // SLAAC: VMs form their addresses from a /64 prefix and a
+                // 64-bit interface identifier (RFC 4862); other lengths
+                // leave them without an address.
+                if a.prefix_len() != 64 {
+                    let reason = format!("{a}: VMs autoconfigure (SLAAC) only from a /64 prefix; use /64");
+                    self.err(raw.span(), &key6, reason);
+                    return None;
+                }
+                if p.address6.is_none() {
+                    let reason = "IPv6 on a private leg needs [router.public] address6 and gateway6 (its way out)";
+                    self.err(raw.span(), &key6, reason);
+                    return None;
+                }
+                if let Some((other, other_key)) = prefixes6.iter().find(|(n, _)| n.contains(&a.trunc()) || a.trunc().contains(n))
+                {
+                    let reason = format!("prefix {} overlaps {other} ({other_key})", a.trunc());
+                    self.err(raw.span(), &key6, reason);
+                    return None;
+                }
+                prefixes6.push((a.trunc(), key6));
+                Some(a)
+            });
+            private.push(Leg {
+                bridge,
+                address: address.unwrap_or(cidr::host(Ipv4Addr::UNSPECIFIED)),
+                veth,
+                dhcp,
+                dns,
+                address6,
+            });
         }
 
         let nat = match r.nat.as_ref().map(|n| (n, n.get_ref().as_str())) {
@@ -655,6 +851,14 @@ impl Validator<'_> {
             Some((n, other)) => {
                 self.err(n.span(), "router.nat", format!("{other:?} is not one of \"snat\", \"masquerade\", \"none\""));
                 Nat::Snat
+            }
+        };
+        let nat6 = match r.nat6.as_ref().map(|n| (n, n.get_ref().as_str())) {
+            None | Some((_, "none")) => Nat6::None,
+            Some((_, "masquerade")) => Nat6::Masquerade,
+            Some((n, other)) => {
+                self.err(n.span(), "router.nat6", format!("{other:?} is not one of \"none\", \"masquerade\""));
+                Nat6::None
             }
         };
         let firewall = match r.firewall.as_ref().map(|n| (n, n.get_ref().as_str())) {
@@ -670,6 +874,7 @@ impl Validator<'_> {
         Router {
             namespace: r.namespace.get_ref().clone(),
             nat,
+            nat6,
             firewall,
             route_between_segments: r.route_between_segments.as_ref().is_some_and(|b| *b.get_ref()),
             public,
@@ -691,8 +896,8 @@ impl Validator<'_> {
         };
         let vrid = self.range::<u8>("router.ha.vrid", &h.vrid, 1, 255, "VRRP virtual router id");
         let priority = self.range::<u8>("router.ha.priority", &h.priority, 1, 254, "priority");
-        let peer = self.ipv4("router.ha.peer", &h.peer).filter(|a| {
-            let reason = if a.is_multicast() || a.is_broadcast() || a.is_unspecified() || a.is_loopback() {
+        let peer = self.underlay_ip("router.ha.peer", &h.peer, underlay.ipv6()).filter(|a| {
+            let reason = if not_a_host(*a).is_some() {
                 Some(format!("{a} is not a unicast address of another host"))
             } else if underlay.local == Some(*a) {
                 Some(format!("{a} is this host's own underlay.local; name the other router host"))
@@ -858,6 +1063,39 @@ impl Validator<'_> {
         Some(Dhcp { first, last, lease })
     }
 
+    /// A forward's IPv6 target, "[ADDR]:PORT": a host address inside a
+    /// private leg's `address6` prefix, not the router's own.
+    fn forward_to6(&mut self, key: &str, s: &S<String>, private: &[Leg]) -> Option<(Ipv6Addr, u16)> {
+        let parsed = s.get_ref().parse::<std::net::SocketAddrV6>().ok().filter(|a| a.port() > 0);
+        let Some(a) = parsed else {
+            self.err(
+                s.span(),
+                key,
+                format!("{:?} is not [ADDRESS]:PORT (e.g. \"[2001:db8:10::11]:22\", port 1-65535)", s.get_ref()),
+            );
+            return None;
+        };
+        let ip = *a.ip();
+        let Some(leg) = private.iter().find_map(|l| l.address6.filter(|n| n.contains(&ip))) else {
+            let nets: Vec<String> = private.iter().filter_map(|l| l.address6.map(|n| n.trunc().to_string())).collect();
+            let reason = if nets.is_empty() {
+                format!("{ip}: no private leg of this router has an address6")
+            } else {
+                format!(
+                    "{ip} is not inside an IPv6 prefix of this router ({})",
+                    listed(&nets.iter().map(String::as_str).collect::<Vec<_>>())
+                )
+            };
+            self.err(s.span(), key, reason);
+            return None;
+        };
+        if ip == leg.addr() || ip == leg.network() {
+            self.err(s.span(), key, format!("{ip} is the router's own or the subnet-router anycast address"));
+            return None;
+        }
+        Some((ip, a.port()))
+    }
+
     /// Port forwards: ports in range, `to` a host of a private subnet, one
     /// forward per public port and protocol.
     fn forwards(&mut self, raw: &[S<RawForward>], private: &[Leg]) -> Vec<Forward> {
@@ -924,8 +1162,11 @@ impl Validator<'_> {
                     seen.insert((proto, port), format!("router.forward[{i}]"));
                 }
             }
-            if let (Some(proto), Some(port), Some((to, to_port))) = (proto, port, to) {
-                out.push(Forward { proto, port, to, to_port });
+            let to6 = f.to6.as_ref().and_then(|t| self.forward_to6(&key("to6"), t, private));
+            if let (Some(proto), Some(port), Some((to, to_port))) = (proto, port, to)
+                && (f.to6.is_none() || to6.is_some())
+            {
+                out.push(Forward { proto, port, to, to_port, to6 });
             }
         }
         out
@@ -955,6 +1196,45 @@ impl Validator<'_> {
             self.err(at(1), &label(1), "\"lo\" is the namespace's loopback; choose another name");
         }
     }
+}
+
+/// Why `a` cannot be a host's underlay address (None: it can be).
+fn not_a_host(a: IpAddr) -> Option<String> {
+    match a {
+        IpAddr::V4(v) if v.is_multicast() || v.is_broadcast() || v.is_unspecified() || v.is_loopback() => {
+            Some(format!("{a} is not a unicast address of a host"))
+        }
+        IpAddr::V6(v) if v.is_multicast() || v.is_unspecified() || v.is_loopback() || v.to_ipv4_mapped().is_some() => {
+            Some(format!("{a} is not a unicast address of a host"))
+        }
+        // A link-local endpoint would need an interface (a scope) the VXLAN
+        // link cannot carry.
+        IpAddr::V6(v) if v.segments()[0] & 0xffc0 == 0xfe80 => {
+            Some(format!("{a} is link-local; use a global or unique-local (fd00::/8) underlay address"))
+        }
+        _ => None,
+    }
+}
+
+/// Why `a` cannot be an IPv6 VXLAN group (None: it can be). Interface-local
+/// (ff01::/16) and reserved-scope groups never leave the host; the
+/// all-nodes, all-routers and solicited-node groups carry neighbour
+/// discovery, which every IPv6 host on the underlay would then receive as
+/// VXLAN (or the reverse).
+fn not_a_vxlan_group6(a: IpAddr) -> Option<String> {
+    let IpAddr::V6(g) = a else { return None };
+    let s = g.segments();
+    if !g.is_multicast() {
+        return Some(format!("{g} is not an IPv6 multicast address (ff00::/8)"));
+    }
+    if s[0] & 0x000f <= 1 {
+        return Some(format!("{g} has interface-local or reserved scope and never leaves this host; use e.g. ff05::…"));
+    }
+    let solicited = s[0] == 0xff02 && s[1..5] == [0, 0, 0, 0] && s[5] == 1 && s[6] >> 8 == 0xff;
+    if s[0] == 0xff02 && s[1..7] == [0; 6] && (s[7] == 1 || s[7] == 2) || solicited {
+        return Some(format!("{g} carries IPv6 neighbour discovery on the underlay; use e.g. ff05::…"));
+    }
+    None
 }
 
 #[cfg(test)]
@@ -1004,7 +1284,7 @@ veth = ["veth17.0", "veth17.1"]
         assert_eq!(p.host, "host-a");
         let s = &p.segments[0];
         assert_eq!((s.vni, s.port, s.ageing, s.stp), (1070, 4789, 600, false));
-        assert_eq!(s.flood, Flood::Multicast(Ipv4Addr::new(239, 0, 4, 46)));
+        assert_eq!(s.flood, Flood::Multicast(Ipv4Addr::new(239, 0, 4, 46).into()));
         let r = p.router.unwrap();
         assert_eq!(r.public.leg.veth, ["veth15.0".to_string(), "veth15.1".to_string()]);
         assert_eq!(r.private[0].address.to_string(), "192.168.10.3/24");
@@ -1190,12 +1470,12 @@ veth = ["veth17.0", "veth17.1"]
         let mut list = S::new(0..0, list);
         let loc = Locator::new("");
         let mut v = Validator { file: "p.toml", loc: &loc, errors: Vec::new() };
-        assert_eq!(v.peers("segment[0].peers", &list).len(), n as usize);
+        assert_eq!(v.peers("segment[0].peers", &list, false).len(), n as usize);
         assert!(v.errors.is_empty());
         // The same address again at the end is the one error.
         list.get_mut().push(S::new(0..0, "10.0.0.1".into()));
         let mut v = Validator { file: "p.toml", loc: &loc, errors: Vec::new() };
-        assert_eq!(v.peers("segment[0].peers", &list).len(), n as usize);
+        assert_eq!(v.peers("segment[0].peers", &list, false).len(), n as usize);
         assert_eq!(v.errors.len(), 1);
         assert_eq!(v.errors[0].key, format!("segment[0].peers[{n}]"));
     }

@@ -190,6 +190,7 @@ case_ha-destroy() { start "$(ha)"; capture "$WORK/ha.toml" destroy; }
 frr_start() {
   on sh -c 'for d in /etc/frr /var/log/frr /var/lib/frr; do
       if [ -d "$d" ] && ! mountpoint -q "$d"; then mount -t tmpfs -o mode=0755 frr-golden "$d"; fi; done
+    mountpoint -q /var/tmp || mount -t tmpfs -o mode=1777 tmp-golden /var/tmp
     mkdir -p /run/frr /etc/frr
     printf "zebra=yes\nbgpd=yes\nvtysh_enable=yes\n" > /etc/frr/daemons
     printf "service integrated-vtysh-config\n" > /etc/frr/vtysh.conf

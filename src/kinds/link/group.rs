@@ -97,6 +97,8 @@ pub fn delete_all(cx: &mut Apply<'_>, ns: &Ns, names: &[&str]) -> Result<()> {
     }
     let restores: Vec<_> =
         doomed.iter().map(|l| cx.before.view(ns).and_then(|v| v.link(&l.name)).map(|b| snapshot(cx.before, ns, b))).collect();
+    let restores: Vec<_> =
+        restores.into_iter().map(|r| r.map(|s| super::with_sysctls(cx, s)).transpose()).collect::<Result<_>>()?;
     let deleted = cx
         .sock(ns)?
         .delete_group(group)
