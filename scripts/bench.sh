@@ -14,11 +14,18 @@
 #            plus one `bridge -batch` of `fdb append`
 #   dhcp     the N-segment host with DHCP on every router leg (N dnsmasq
 #            processes); compared with the plain apply at the same N
+#   evpn     the N-segment host with every segment `control = "evpn"` (FRR's
+#            zebra and bgpd running in the sandbox, the host its own and only
+#            route reflector, so `check` has no session to wait for):
+#            VXLAN links with a local address, learning off, bridge ports
+#            with neigh_suppress, and the FRR configuration applied through
+#            vtysh; compared with the plain apply at the same N
 #
 #   scripts/bench.sh               N = 1 10 100 1000, RUNS=3
 #   RUNS=5 scripts/bench.sh 10 100 custom sizes and runs
 #   SKIP_SEED_ABOVE=100            skip seed-style runs above that N (slow)
 #   DHCP_ABOVE=100                 no DHCP rows above that N (a dnsmasq a leg)
+#   EVPN_ABOVE=1000                no EVPN rows above that N
 #   VXROUTER_BIN=path              measure that binary instead of building
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,6 +38,7 @@ SIZES=("$@")
 RUNS=${RUNS:-3}
 SKIP_SEED_ABOVE=${SKIP_SEED_ABOVE:-1000}
 DHCP_ABOVE=${DHCP_ABOVE:-100}
+EVPN_ABOVE=${EVPN_ABOVE:-1000}
 
 # VXROUTER_BIN: measure that binary (the test suite passes its own build).
 if [ -n "${VXROUTER_BIN:-}" ]; then
@@ -152,6 +160,12 @@ generate() {
         printf 'dhcp = { range = "%s.100-%s.150", lease = "1h" }\n' "$(seg_net "$leg")" "$(seg_net "$leg")" >> "$d/dhcp.toml" ;;
     esac
   done < "$d/profile.toml"
+
+  # EVPN: the N-segment profile with every segment's flood list from BGP
+  # EVPN; this host (10.0.0.1, see run) is its only route reflector.
+  sed -e 's/^group = .*/control = "evpn"/' \
+    -e 's|^device = "eth0"$|device = "eth0"\nlocal = "10.0.0.1"\n\n[evpn]\nasn = 65000\nreflectors = ["10.0.0.1"]\nreflector = true\nlisten = "10.0.0.0/24"|' \
+    "$d/profile.toml" > "$d/evpn.toml"
 }
 
 # ---- one run: a fresh sandbox, a host with eth0 (underlay) and eth1 (uplink)
@@ -192,7 +206,24 @@ case $method in
     ip netns exec rt iptables-restore --noflush < "$d/unicast-nat.rules"
     t1=$(now)
     echo "unicast-limit $(span "$t0" "$t1")" ;;
-  vxrouter|unicast|dhcp)
+  vxrouter|unicast|dhcp|evpn)
+    if [ "$method" = evpn ]; then
+      # FRR as the lab runs it (lab/src/frr.rs): private /etc/frr,
+      # /var/log/frr and /var/tmp in this sandbox's mount namespace, zebra and bgpd
+      # stopped when this run ends (also on failure).
+      for dir in /etc/frr /var/log/frr /var/lib/frr; do [ ! -d "$dir" ] || mount -t tmpfs -o mode=0755 frr-bench "$dir"; done
+      mount -t tmpfs -o mode=1777 tmp-bench /var/tmp # FRR's crash-log directories
+      mkdir -p /run/frr
+      printf 'zebra=yes\nbgpd=yes\nvtysh_enable=yes\n' > /etc/frr/daemons
+      printf 'service integrated-vtysh-config\n' > /etc/frr/vtysh.conf
+      printf 'frr defaults traditional\nhostname bench\nlog file /var/log/frr/frr.log\n!\n' > /etc/frr/frr.conf
+      chown -R frr:frr /etc/frr /run/frr /var/log/frr
+      chmod 640 /etc/frr/frr.conf
+      trap 'for p in /run/frr/bgpd.pid /run/frr/zebra.pid; do [ ! -e "$p" ] || kill "$(cat "$p")" 2>/dev/null || :; done' EXIT
+      /usr/lib/frr/zebra -d -F traditional -A 127.0.0.1 -s 90000000 2>&1 | grep -v 'Disabling MPLS support' >&2 || :
+      /usr/lib/frr/bgpd -d -F traditional -A 127.0.0.1
+      until vtysh -b >/dev/null 2>&1; do sleep 0.1; done
+    fi
     case $method in
       vxrouter) profile=$d/profile.toml prefix= ;;
       *) profile=$d/$method.toml prefix=$method- ;;
@@ -218,9 +249,10 @@ RESULTS=$WORK/results
 for n in "${SIZES[@]}"; do
   generate "$n"
   for r in $(seq 1 "$RUNS"); do
-    for m in limit vxrouter seed unicast-limit unicast dhcp; do
+    for m in limit vxrouter seed unicast-limit unicast dhcp evpn; do
       if [ "$m" = seed ] && [ "$n" -gt "$SKIP_SEED_ABOVE" ]; then continue; fi
       if [ "$m" = dhcp ] && [ "$n" -gt "$DHCP_ABOVE" ]; then continue; fi
+      if [ "$m" = evpn ] && [ "$n" -gt "$EVPN_ABOVE" ]; then continue; fi
       echo "N=$n run $r/$RUNS: $m" >&2
       run "$m" "$n" | sed "s/^/$n /" >> "$RESULTS"
     done
@@ -246,11 +278,12 @@ done
 
 rss_of() { awk -v n="$1" -v k="$2" '$1 == n && $2 == k { if ($3 > m) m = $3 } END { if (m) printf "%.1f", m / 1024; else print "-" }' "$RESULTS"; }
 echo
-echo "unicast: one segment with N peers (N FDB entries) and its router leg; dhcp: N legs with DHCP (N dnsmasq)"
+echo "unicast: one segment with N peers (N FDB entries) and its router leg; dhcp: N legs with DHCP (N dnsmasq);"
+echo "evpn: N segments with control = \"evpn\" (FRR running, this host its own reflector)"
 printf '%-8s %6s | %8s %8s %9s | %8s %7s | %8s %7s | %8s | %8s\n' \
   shape N limit apply apply/lim noop noop% check check% destroy "RSS MiB"
 for n in "${SIZES[@]}"; do
-  for shape in unicast dhcp; do
+  for shape in unicast dhcp evpn; do
     apply=$(get "$n" "$shape-apply"); [ -n "$apply" ] || continue
     if [ "$shape" = unicast ]; then limit=$(get "$n" unicast-limit); else limit=$(get "$n" apply); fi
     noop=$(get "$n" "$shape-noop"); check=$(get "$n" "$shape-check"); destroy=$(get "$n" "$shape-destroy")
@@ -259,4 +292,4 @@ for n in "${SIZES[@]}"; do
       "$check" "$(pct "$check" "$apply")" "$destroy" "$(rss_of "$n" "$shape-rss-kib")"
   done
 done
-echo "(dhcp: 'limit' is vxrouter's plain apply at the same N, so apply/lim is what DHCP on every leg costs)"
+echo "(dhcp, evpn: 'limit' is vxrouter's plain apply at the same N, so apply/lim is what DHCP on every leg, or EVPN, costs)"

@@ -13,6 +13,7 @@ PKGS=(
   dnsmasq-base    # DHCP/DNS for VMs, run inside the router namespace
   keepalived      # router HA: VRRPv3 in the router namespace
   conntrackd      # router HA: connection-state sync between the routers
+  frr             # BGP EVPN: zebra + bgpd, run by the lab inside its hosts' namespaces
   busybox         # udhcpc: a DHCP client for lab VMs
   libvirt-clients libxml2-utils  # virt-xml-validate for `render libvirt`
   systemd         # systemd-analyze verify for `render systemd`
@@ -56,8 +57,9 @@ if [ ${#missing[@]} -gt 0 ]; then
       extra=("qemu-utils=$qemu" --allow-downgrades)
     fi
   fi
-  # keepalived and conntrackd come with system services that Debian starts
-  # on install: vxrouter runs its own instances inside router namespaces,
+  # keepalived, conntrackd and frr come with system services that Debian
+  # starts on install: vxrouter runs its own instances inside router
+  # namespaces (and the lab its own FRR inside each lab host),
   # and a conntrackd of the package's would sync this machine's own
   # connection table onto its network. Keep the package's from starting
   # (policy-rc.d, for the length of the install) and from starting at boot.
@@ -76,9 +78,9 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 # Whether installed now or earlier: the package's own services stay off.
 if command -v systemctl >/dev/null 2>&1; then
-  for unit in keepalived.service conntrackd.service; do
+  for unit in keepalived.service conntrackd.service frr.service; do
     if systemctl is-enabled --quiet "$unit" 2>/dev/null; then
-      echo "disabling $unit: vxrouter runs its own keepalived and conntrackd inside router namespaces"
+      echo "disabling $unit: vxrouter runs its own keepalived and conntrackd inside router namespaces, the lab its own FRR inside lab hosts"
       systemctl disable --now "$unit" >/dev/null 2>&1 || systemctl disable "$unit" >/dev/null 2>&1 || true
     fi
   done

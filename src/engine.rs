@@ -391,7 +391,7 @@ fn check_locked(p: &Profile, opts: &Opts, dir: &Path) -> Result<u8> {
             plan.steps.iter().map(|s| Difference { status: s.verb().status(), object: s.object(), detail: s.detail() }).collect();
         let doc = serde_json::json!({
             "profile": p.source, "host": p.host, "matches": diffs.is_empty(),
-            "differences": diffs, "notes": plan.notes, "warnings": warnings,
+            "differences": diffs, "notes": plan.notes, "warnings": warnings, "unhealthy": plan.health,
         });
         crate::say!("{}", serde_json::to_string_pretty(&doc)?);
     } else {
@@ -408,11 +408,14 @@ fn check_locked(p: &Profile, opts: &Opts, dir: &Path) -> Result<u8> {
         for n in &plan.notes {
             crate::say!("note: {n}");
         }
-        if plan.steps.is_empty() && !opts.quiet {
+        for h in &plan.health {
+            crate::say!("{}: {h}", output::out(output::Tone::Bad, "unhealthy"));
+        }
+        if plan.steps.is_empty() && plan.health.is_empty() && !opts.quiet {
             crate::say!("ok: the host matches {}", p.source);
         }
     }
-    Ok(if plan.steps.is_empty() { exit::OK } else { exit::DRIFT })
+    Ok(if plan.steps.is_empty() && plan.health.is_empty() { exit::OK } else { exit::DRIFT })
 }
 
 fn tone(v: Verb) -> output::Tone {
@@ -682,6 +685,7 @@ pub fn destroy_host(host: &str, opts: &Opts) -> Result<u8> {
         underlay: None,
         segments: vec![],
         router: None,
+        evpn: None,
     };
     let result = locked(&p, &Opts { take_over: true, ..*opts }, Access::Write, destroy_locked);
     if opts.json

@@ -36,6 +36,8 @@ pub struct Facts {
     pub sysctls: BTreeMap<String, String>,
     /// Programs the profile needs that are not on PATH (empty: all there).
     pub missing_tools: Vec<String>,
+    /// What is wrong with FRR for `[evpn]` (read only when it is wanted).
+    pub frr_problems: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,7 +55,7 @@ impl Facts {
             .as_ref()
             .and_then(|u| host.link(&u.device))
             .map(|dev| UnderlayFacts { mtu: dev.mtu, address: host.addrs_of(dev.index).find_map(|a| v4(a.cidr.addr())) });
-        Facts { underlay, nft, run_dir, sysctls, missing_tools: Vec::new() }
+        Facts { underlay, nft, run_dir, sysctls, missing_tools: Vec::new(), frr_problems: Vec::new() }
     }
 }
 
@@ -93,5 +95,8 @@ pub fn read(p: &Profile, host: &NsView) -> Result<Facts> {
     let nft = crate::firewall::nft::available();
     let mut f = Facts::of(p, host, sysctls, nft, crate::state::run_dir());
     f.missing_tools = tools_needed(p, nft).into_iter().filter(|t| !crate::firewall::in_path(t)).map(String::from).collect();
+    if p.evpn.is_some() {
+        f.frr_problems = crate::kinds::frr::preflight();
+    }
     Ok(f)
 }

@@ -66,6 +66,23 @@ pub struct LinkSpec {
     /// IPv6 address generation off: the host gets no link-local address on
     /// the segment, so VMs cannot reach the hypervisor through it.
     pub no_ipv6: bool,
+    /// Bridge port flags to keep (None: not managed, kernel defaults).
+    #[serde(default)]
+    pub port: Option<PortFlags>,
+}
+
+/// The bridge port flags vxrouter manages (IFLA_BRPORT_LEARNING,
+/// IFLA_BRPORT_NEIGH_SUPPRESS): an EVPN segment's VXLAN port learns nothing
+/// (FRR installs remote MACs) and, unless a moving gateway address is on the
+/// segment, answers ARP/ND from the bridge's neighbour table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortFlags {
+    pub learning: bool,
+    pub neigh_suppress: bool,
+}
+
+pub fn yes() -> bool {
+    true
 }
 
 /// The link kinds: one variant per kind module (`kinds/bridge.rs`, …).
@@ -120,6 +137,10 @@ pub struct VxlanSpec {
     /// hand: the kernel picks the source by route) is accepted as it is.
     #[serde(default)]
     pub pin_local: bool,
+    /// Learning of remote MACs from received packets (off for EVPN: FRR
+    /// installs them).
+    #[serde(default = "yes")]
+    pub learning: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -152,6 +173,8 @@ pub struct Link {
     pub bridge: Option<BridgeSpec>,
     pub vxlan: Option<ObservedVxlan>,
     pub loopback: bool,
+    /// A bridge port's flags (None: not a bridge port, or not read).
+    pub port: Option<PortFlags>,
     /// IFLA_GROUP, the interface group (0: "default"). vxrouter sets one
     /// only on links it is about to delete (see `kinds::link::group`).
     #[serde(skip_serializing_if = "is_zero")]
@@ -172,6 +195,8 @@ pub struct ObservedVxlan {
     pub port: u16,
     pub ageing: u32,
     pub ttl: u8,
+    #[serde(default = "yes")]
+    pub learning: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

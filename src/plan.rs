@@ -143,6 +143,9 @@ pub struct Plan {
     /// adopted with it. The state file keeps the list, so that later runs
     /// see that MAC as intended, not as drift.
     pub kept_macs: BTreeMap<String, String>,
+    /// Problems that are not changes apply could make (a BGP session down):
+    /// `check` reports them and fails.
+    pub health: Vec<String>,
 }
 
 /// Options that change what a plan may remove.
@@ -165,6 +168,7 @@ pub struct Planner<'a> {
     pub opts: PlanOptions,
     conflicts: Vec<String>,
     notes: Vec<String>,
+    health: Vec<String>,
     steps: Vec<(Order, Box<dyn Step>)>,
     /// Namespaces that do not exist yet, or will be deleted.
     pub fresh_ns: BTreeSet<String>,
@@ -190,6 +194,7 @@ pub fn plan(d: &Desired, o: &Observed, opts: PlanOptions) -> Result<Plan, Confli
         opts,
         conflicts: Vec::new(),
         notes: Vec::new(),
+        health: Vec::new(),
         steps: Vec::new(),
         fresh_ns: BTreeSet::new(),
         kept_ns: Vec::new(),
@@ -206,7 +211,7 @@ pub fn plan(d: &Desired, o: &Observed, opts: PlanOptions) -> Result<Plan, Confli
     }
     // Stable: within a stage, steps keep the registry's (and each kind's) order.
     p.steps.sort_by_key(|(order, _)| *order);
-    Ok(Plan { steps: p.steps.into_iter().map(|(_, s)| s).collect(), notes: p.notes, kept_macs: p.kept_macs })
+    Ok(Plan { steps: p.steps.into_iter().map(|(_, s)| s).collect(), notes: p.notes, kept_macs: p.kept_macs, health: p.health })
 }
 
 impl<'a> Planner<'a> {
@@ -220,6 +225,11 @@ impl<'a> Planner<'a> {
 
     pub fn note(&mut self, what: String) {
         self.notes.push(what);
+    }
+
+    /// Something `check` must fail on that is not a step.
+    pub fn unhealthy(&mut self, what: String) {
+        self.health.push(what);
     }
 
     /// A namespace's view, unless the plan creates or deletes it.

@@ -38,6 +38,9 @@ pub struct Preflight {
 
 pub fn check(p: &Profile, f: &Facts, host: &NsView) -> Preflight {
     let mut out = Preflight::default();
+    if p.evpn.is_some() {
+        out.errors.extend(f.frr_problems.iter().map(|e| format!("{}: {e}", p.key_location("evpn", "asn"))));
+    }
     if let Some(u) = &p.underlay {
         match host.link(&u.device) {
             None => out.errors.push(format!(
@@ -155,7 +158,7 @@ fn multicast_limits(p: &Profile, f: &Facts, host: &NsView, out: &mut Preflight) 
             .filter(|s| s.port == port)
             .filter_map(|s| match s.flood {
                 Flood::Multicast(g) => Some(g),
-                Flood::Unicast(_) => None,
+                Flood::Unicast(_) | Flood::Evpn => None,
             })
             .collect();
         let needed = joined.union(&wanted).count();

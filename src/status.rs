@@ -88,6 +88,7 @@ pub fn of(st: &State, profile: Option<&Profile>, observed: Option<&Observed>, dr
                 Flood::Unicast(peers) => {
                     format!("peers {}", peers.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", "))
                 }
+                Flood::Evpn => "evpn".to_string(),
             };
             segments.push(SegmentStatus { bridge: s.bridge.clone(), vni: s.vni, flood, mtu: bridge.map(|b| b.mtu), ports });
         }

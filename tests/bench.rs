@@ -26,8 +26,8 @@ fn the_benchmark_script_runs_at_n_1() {
     let numbers = row.split_whitespace().filter(|w| w.parse::<f64>().is_ok()).count();
     assert!(numbers >= 10, "{row}");
     assert!(!row.contains(" - "), "a method did not run: {row}");
-    // The unicast and DHCP shapes ran too.
-    for shape in ["unicast", "dhcp"] {
+    // The unicast, DHCP and EVPN shapes ran too.
+    for shape in ["unicast", "dhcp", "evpn"] {
         let row = out
             .lines()
             .find(|l| l.starts_with(shape) && l.split_whitespace().nth(1) == Some("1"))

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use vxrouter::profile::{MAX_PROFILE_BYTES, Profile, ProfileError};
 
-const MIN_CASES: usize = 167;
+const MIN_CASES: usize = 178;
 
 #[derive(Debug)]
 struct Case {

@@ -233,7 +233,9 @@ fn lone_router(name: &str) -> TestLab {
 }
 
 /// Everything a run may leave: links, addresses, routes, rules, files,
-/// mounts and daemons of this host.
+/// mounts and daemons of this host. The lab's own mounts
+/// (/run/vxrouter-lab/…) are left out: this host's mount namespace sees
+/// other labs' come and go (the tests of this file run at once).
 fn everything(l: &TestLab) -> String {
     l.snapshot("router-a")
         + &stdout(&l.sh(

@@ -123,24 +123,36 @@ fn human(bytes: u64) -> String {
     if bytes >= 1 << 20 { format!("{} MiB", bytes >> 20) } else { format!("{bytes} B") }
 }
 
-/// Runs closures on a few threads at once, keeping their order.
+/// Runs closures on a few threads at once (a pool of 24 workers, each taking
+/// the next job as soon as it is done with one: most jobs wait on a timeout
+/// rather than a CPU, and a batch would wait for its slowest), keeping
+/// their order. Jobs not started when a signal arrives are dropped.
 fn parallel<T: Send>(jobs: Vec<Box<dyn FnOnce() -> T + Send + '_>>) -> Vec<T> {
-    let mut out: Vec<Option<T>> = (0..jobs.len()).map(|_| None).collect();
-    let mut jobs: Vec<(usize, Box<dyn FnOnce() -> T + Send + '_>)> = jobs.into_iter().enumerate().collect();
-    while !jobs.is_empty() {
-        if interrupt::received().is_some() {
-            break;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    const WORKERS: usize = 24;
+    let n = jobs.len();
+    let jobs: Vec<Mutex<Option<Box<dyn FnOnce() -> T + Send + '_>>>> = jobs.into_iter().map(|j| Mutex::new(Some(j))).collect();
+    let out: Vec<Mutex<Option<T>>> = (0..n).map(|_| Mutex::new(None)).collect();
+    let next = AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..WORKERS.min(n) {
+            s.spawn(|| {
+                loop {
+                    if interrupt::received().is_some() {
+                        break;
+                    }
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(job) = jobs.get(i).and_then(|j| j.lock().ok()?.take()) else { break };
+                    let r = job();
+                    if let Ok(mut o) = out[i].lock() {
+                        *o = Some(r);
+                    }
+                }
+            });
         }
-        let batch: Vec<_> = jobs.drain(..jobs.len().min(24)).collect();
-        let results: Vec<(usize, T)> = std::thread::scope(|s| {
-            let handles: Vec<_> = batch.into_iter().map(|(i, f)| s.spawn(move || (i, f()))).collect();
-            handles.into_iter().filter_map(|h| h.join().ok()).collect()
-        });
-        for (i, r) in results {
-            out[i] = Some(r);
-        }
-    }
-    out.into_iter().flatten().collect()
+    });
+    out.into_iter().filter_map(|o| o.into_inner().ok().flatten()).collect()
 }
 
 pub fn run_checks(lab: &Lab) -> Result<Vec<CheckResult>> {
@@ -296,21 +308,28 @@ pub fn run_checks(lab: &Lab) -> Result<Vec<CheckResult>> {
                         r("pmtu", ok, d);
                     }
                 } else {
+                    // Routed between segments of one router: only when the
+                    // profile says so. Sent while the ARP probe runs: both
+                    // usually wait for their timeout.
+                    let routed = shared_router(lab, a, b).map(|r| r.route_between_segments);
+                    let (arp, sent) = std::thread::scope(|s| {
+                        let sent = routed.map(|_| s.spawn(|| an.send(b.address.addr(), VM_PORT, 16, 2)));
+                        let arp = gw_control && an.arping(b.address.addr());
+                        (arp, sent.map(|h| h.join().unwrap_or_else(|_| Err("the probe panicked".into()))))
+                    });
                     if !gw_control {
                         r(
                             "l2-isolated",
                             false,
                             format!("control failed: {} gets no ARP reply on its own segment either", a.name),
                         );
-                    } else if an.arping(b.address.addr()) {
+                    } else if arp {
                         r("l2-isolated", false, format!("{} answered ARP from {}: the segments share L2", b.name, a.name));
                     } else {
                         r("l2-isolated", true, "isolated".into());
                     }
-                    // Routed between segments of one router: only when the
-                    // profile says so.
-                    if let Some(allowed) = shared_router(lab, a, b).map(|r| r.route_between_segments) {
-                        match (allowed, an.send(b.address.addr(), VM_PORT, 16, 2)) {
+                    if let (Some(allowed), Some(sent)) = (routed, sent) {
+                        match (allowed, sent) {
                             (true, Ok(_)) => r("routed", true, "routed between segments".into()),
                             (true, Err(e)) => r("routed", false, format!("route_between_segments is on, but: {e}")),
                             (false, Ok(_)) => {

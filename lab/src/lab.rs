@@ -121,6 +121,7 @@ fn cable(
             up: false,
             mac: None,
             no_ipv6: false,
+            port: None,
         };
         let peer = end(b_name, vxrouter::model::LinkKind::VethPeer { peer: a_name.to_string() });
         let this = end(
@@ -288,6 +289,18 @@ pub fn up(lab: &Lab, opts: &UpOptions) -> Result<LabState> {
     let fabric = dir.new_netns("fabric")?;
     switch(&fabric, "underlay")?;
     switch(&fabric, "public")?;
+    if !lab.routed.is_empty() {
+        // A routed underlay: one switch per subnet, an underlay router
+        // between them (it routes unicast only: multicast stays in its
+        // subnet, as in a leaf-spine fabric).
+        let router = dir.new_netns("urouter")?;
+        for (j, s) in lab.routed.iter().enumerate() {
+            switch(&fabric, &format!("underlay{j}"))?;
+            cable(&router, &format!("eth{j}"), None, &fabric, &format!("r{j}"), Some(&format!("underlay{j}")), None)?;
+            address(&router, &format!("eth{j}"), cidr::cidr(spec::router_address(*s), s.prefix_len()))?;
+        }
+        forwarding(&router)?;
+    }
     if !lab.multicast {
         checks::block_multicast(&fabric)?;
     }
@@ -311,11 +324,19 @@ pub fn up(lab: &Lab, opts: &UpOptions) -> Result<LabState> {
         interrupt::check()?;
         let node = dir.new_host(&h.name)?;
         let dev = h.profile.underlay.as_ref().map(|u| u.device.clone()).unwrap_or_else(|| "eth0".into());
-        cable(&node, &dev, None, &fabric, &format!("u{i}"), Some("underlay"), None)?;
-        address(&node, &dev, cidr::cidr(h.underlay, lab.underlay.prefix_len()))?;
+        let (sw, prefix, gw) = lab.underlay_of(h.underlay);
+        cable(&node, &dev, None, &fabric, &format!("u{i}"), Some(&sw), None)?;
+        address(&node, &dev, cidr::cidr(h.underlay, prefix))?;
+        if let Some(gw) = gw {
+            route(&node, lab.underlay, gw)?;
+        }
         if let (Some(a6), Some(net6)) = (h.underlay6, lab.underlay6) {
             vxrouter::kinds::sysctl::write(Some(&node.net), &format!("net/ipv6/conf/{dev}/disable_ipv6"), "0")?;
             ip(&node, &["-6", "addr", "replace", &format!("{a6}/{}", net6.prefix_len()), "dev", &dev, "nodad"])?;
+        }
+        if h.profile.evpn.is_some() && opts.apply {
+            say(q, format!("{}: starting FRR (zebra, bgpd)", h.name));
+            crate::frr::start(&node, &h.name)?;
         }
         if h.uplink
             && let Some(r) = &h.profile.router

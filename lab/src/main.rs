@@ -6,6 +6,7 @@
 mod agent;
 mod checks;
 mod checks6;
+mod frr;
 mod guest;
 mod ha;
 mod interrupt;

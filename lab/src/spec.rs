@@ -47,6 +47,9 @@ struct RawUnderlay {
     subnet: S<String>,
     /// false: the simulated switch drops multicast (clouds without it).
     multicast: Option<S<bool>>,
+    /// A routed underlay: these subnets of `subnet`, each its own switch,
+    /// joined by an underlay router (multicast does not cross it).
+    routed: Option<S<Vec<S<String>>>>,
     /// The underlay's IPv6 prefix: hosts with `underlay6` get an address
     /// in it on their underlay NIC (VXLAN over IPv6).
     subnet6: Option<S<String>>,
@@ -99,6 +102,8 @@ pub struct Lab {
     pub name: String,
     pub underlay: Ipv4Cidr,
     pub multicast: bool,
+    /// Routed underlay subnets (empty: one switched underlay).
+    pub routed: Vec<Ipv4Cidr>,
     /// Upstream router address on the public segment, with its prefix.
     pub gateway: Ipv4Cidr,
     pub server: Ipv4Addr,
@@ -116,6 +121,22 @@ pub struct Lab {
     pub ha_idle_seconds: u32,
     /// Router HA cells: how long the partition cell cuts (0: not at all).
     pub ha_partition_seconds: u32,
+}
+
+/// The underlay router's address in a routed subnet: its first host.
+pub fn router_address(subnet: Ipv4Cidr) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(subnet.network()) + 1)
+}
+
+impl Lab {
+    /// The switch a host's underlay cable goes to, its prefix length, and
+    /// its underlay router (routed underlays only).
+    pub fn underlay_of(&self, a: Ipv4Addr) -> (String, u8, Option<Ipv4Addr>) {
+        match self.routed.iter().position(|r| r.contains(&a)) {
+            Some(i) => (format!("underlay{i}"), self.routed[i].prefix_len(), Some(router_address(self.routed[i]))),
+            None => ("underlay".to_string(), self.underlay.prefix_len(), None),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -217,6 +238,17 @@ impl Lab {
         let ha_partition_seconds = bounded(&raw.lab.get_ref().ha_partition_seconds, "lab.ha_partition_seconds", 600, 3);
         let u = raw.underlay.get_ref();
         let underlay = cidr::parse(u.subnet.get_ref()).map_err(|r| err(u.subnet.span(), "underlay.subnet", r)).ok();
+        let mut routed = Vec::new();
+        for (i, r) in u.routed.as_ref().map(|r| r.get_ref().as_slice()).unwrap_or_default().iter().enumerate() {
+            match cidr::parse(r.get_ref()) {
+                Ok(c) if underlay.is_some_and(|u| !u.contains(&c.addr())) => {
+                    err(r.span(), &format!("underlay.routed[{i}]"), format!("{c} is not inside underlay.subnet"))
+                }
+                Ok(c) if c.prefix_len() > 30 => err(r.span(), &format!("underlay.routed[{i}]"), format!("{c} is too small")),
+                Ok(c) => routed.push(c.trunc()),
+                Err(reason) => err(r.span(), &format!("underlay.routed[{i}]"), reason),
+            }
+        }
         let i = raw.internet.get_ref();
         let gateway = cidr::parse(i.gateway.get_ref()).map_err(|r| err(i.gateway.span(), "internet.gateway", r)).ok();
         let v6 = |v: &Option<S<String>>, key: &str, err: &mut dyn FnMut(std::ops::Range<usize>, &str, String)| {
@@ -270,6 +302,14 @@ impl Lab {
             let addr = match addr {
                 Ok(a) if underlay.is_some_and(|u| !u.contains(&a)) => {
                     err(h.underlay.span(), &key("underlay"), format!("{a} is not inside underlay.subnet"));
+                    None
+                }
+                Ok(a) if !routed.is_empty() && !routed.iter().any(|r| r.contains(&a) && router_address(*r) != a) => {
+                    err(
+                        h.underlay.span(),
+                        &key("underlay"),
+                        format!("{a} is in no underlay.routed subnet (or is its router's first address)"),
+                    );
                     None
                 }
                 Ok(a) => Some(a),
@@ -444,6 +484,7 @@ impl Lab {
             name,
             underlay: underlay.unwrap_or(cidr::any()),
             multicast: u.multicast.as_ref().map(|m| *m.get_ref()).unwrap_or(true),
+            routed,
             gateway: gateway.unwrap_or(cidr::any()),
             server: server.unwrap_or(Ipv4Addr::UNSPECIFIED),
             underlay6,
@@ -486,6 +527,8 @@ fn segment_disagreement(a: &LabHost, b: &LabHost) -> Option<String> {
                 (Flood::Multicast(ga), Flood::Multicast(gb)) if ga != gb => d.push(format!("group {ga} vs {gb}")),
                 (Flood::Multicast(g), Flood::Unicast(_)) => d.push(format!("multicast group {g} vs unicast peers")),
                 (Flood::Unicast(_), Flood::Multicast(g)) => d.push(format!("unicast peers vs multicast group {g}")),
+                (Flood::Evpn, Flood::Evpn) => {}
+                (Flood::Evpn, _) | (_, Flood::Evpn) => d.push("evpn vs flood-and-learn".to_string()),
                 (Flood::Unicast(pa), Flood::Unicast(pb)) => {
                     if !pa.contains(&b.local_address()) {
                         d.push(format!("{}'s peers lack {}'s underlay address {}", a.name, b.name, b.local_address()));

@@ -22,6 +22,7 @@ pub fn desire(p: &Profile, f: &Facts, out: &mut Vec<(Ns, LinkSpec)>) {
         up: true,
         mac: Some(stable_mac(&p.host, "", name)),
         no_ipv6: true,
+        port: None,
     };
     for s in &p.segments {
         let spec = BridgeSpec { stp: s.stp, forward_delay: s.forward_delay.map(|d| d * 100).unwrap_or(DEFAULT_FORWARD_DELAY_CS) };

@@ -4,7 +4,8 @@
 //! frames are copied to every peer (head-end replication). The host's own
 //! address may be listed (one list for all hosts): a tunnel to itself is
 //! skipped. Entries are read with one FDB dump, only where unicast peers
-//! are wanted or were used.
+//! are wanted or were used. An EVPN segment's entries are FRR's (zebra
+//! installs the flood list it learns from BGP): never judged or removed.
 
 use std::net::IpAddr;
 
@@ -15,7 +16,7 @@ use crate::apply::Apply;
 use crate::error::{Context, Result};
 use crate::facts::Facts;
 use crate::journal::Undo;
-use crate::model::{FdbEntry, Ns};
+use crate::model::{FdbEntry, LinkKind, Ns};
 use crate::plan::{Order, Planner, Step, Verb};
 use crate::profile::{Flood, Profile};
 
@@ -68,8 +69,14 @@ impl Kind for Fdb {
         vxlans.sort();
         vxlans.dedup();
         for vx in vxlans {
-            if p.d.link(&Ns::Host, vx).is_none() {
+            let Some(spec) = p.d.link(&Ns::Host, vx) else {
                 continue; // the link itself goes, with its entries
+            };
+            if matches!(&spec.kind, LinkKind::Vxlan(v) if !v.learning) {
+                // An EVPN segment (the only VXLAN without learning): its
+                // flood list is zebra's, from BGP, not vxrouter's to judge
+                // or to remove.
+                continue;
             }
             let wanted: Vec<IpAddr> = want.iter().filter(|w| w.vxlan == vx).map(|w| w.peer).collect();
             // A link with a group has the kernel's own all-zero entry for

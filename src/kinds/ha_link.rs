@@ -28,6 +28,7 @@ pub fn desire(p: &Profile, f: &Facts, out: &mut Vec<(Ns, LinkSpec)>) {
     let (Some(r), Some(u)) = (&p.router, &p.underlay) else { return };
     let Some(ha) = &r.ha else { return };
     let spec = VxlanSpec {
+        learning: true,
         vni: ha.vni,
         // A unicast address in the group attribute is the link's default
         // remote (`ip link … remote PEER`): every frame goes to the peer.
@@ -50,6 +51,7 @@ pub fn desire(p: &Profile, f: &Facts, out: &mut Vec<(Ns, LinkSpec)>) {
             mac: Some(stable_mac(&p.host, &r.namespace, &ha.link)),
             // VRRPv3 for IPv4 and conntrackd need no IPv6 on the link.
             no_ipv6: true,
+            port: None,
         },
     ));
 }

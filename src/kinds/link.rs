@@ -18,7 +18,7 @@ use crate::apply::Apply;
 use crate::error::{Context, Result};
 use crate::facts::Facts;
 use crate::journal::Undo;
-use crate::model::{BridgeSpec, Link, LinkKind, LinkSpec, Ns, Route, fmt_mac};
+use crate::model::{BridgeSpec, Link, LinkKind, LinkSpec, Ns, PortFlags, Route, fmt_mac};
 use crate::netlink::{CreateCtx, IfExists, LinkRef, SetLink};
 use crate::observe::Observed;
 use crate::plan::{Diff, Order, Planner, Step, Verb, in_ns};
@@ -69,6 +69,9 @@ pub struct LinkChange {
     pub vxlan_group: Option<std::net::IpAddr>,
     pub vxlan_ageing: Option<u32>,
     pub vxlan_ttl: Option<u8>,
+    pub vxlan_learning: Option<bool>,
+    /// Bridge port flags (set after the master).
+    pub port: Option<PortFlags>,
     /// Back to the default group: a transient group left by a removal that
     /// was interrupted (see `group`).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -215,6 +218,28 @@ fn change(p: &mut Planner<'_>, ns: &Ns, spec: &LinkSpec, found: &Link) {
         LinkKind::Vxlan(v) => vxlan::diff(v, found, &mut c, &mut diffs),
         _ => {}
     }
+    // Port flags: compared as found; a link that changes master starts
+    // over with the kernel's defaults, so they are set again.
+    if let Some(w) = spec.port {
+        let f = found.port;
+        if c.master.is_some()
+            || f.map(|f| f.learning) != Some(w.learning)
+            || f.map(|f| f.neigh_suppress) != Some(w.neigh_suppress)
+        {
+            c.port = Some(w);
+        }
+        let show = |b: Option<bool>| b.map(|b| if b { "on" } else { "off" }).unwrap_or("none").to_string();
+        if f.map(|f| f.learning) != Some(w.learning) {
+            diffs.push(Diff { field: "port learning", expected: show(Some(w.learning)), found: show(f.map(|f| f.learning)) });
+        }
+        if f.map(|f| f.neigh_suppress) != Some(w.neigh_suppress) {
+            diffs.push(Diff {
+                field: "neigh_suppress",
+                expected: show(Some(w.neigh_suppress)),
+                found: show(f.map(|f| f.neigh_suppress)),
+            });
+        }
+    }
     // State last: a group change is applied with a down/up flap.
     if spec.up != found.up {
         c.up = Some(spec.up);
@@ -252,6 +277,8 @@ fn inverse(c: &LinkChange, old: &Link, old_master: &Option<String>) -> LinkChang
         vxlan_group: c.vxlan_group.and(ov.group),
         vxlan_ageing: c.vxlan_ageing.map(|_| ov.ageing),
         vxlan_ttl: c.vxlan_ttl.map(|_| ov.ttl),
+        vxlan_learning: c.vxlan_learning.map(|_| ov.learning),
+        port: c.port.and(old.port),
         group: c.group.map(|_| old.group),
     }
 }
@@ -594,6 +621,10 @@ pub fn create(cx: &mut Apply<'_>, ns: &Ns, spec: &LinkSpec, peer: Option<&(Ns, L
     drop(target_file);
     cx.undo_with(DeleteCreated { ns: ns.clone(), name: spec.name.clone() });
     mark_new(cx, ns, spec, false)?;
+    if let (Some(f), Some(_)) = (spec.port, &spec.master) {
+        let name = spec.name.as_str();
+        cx.sock(ns)?.set_port(LinkRef::Name(name), f).with_context(|| format!("set bridge port flags of {name} in {ns}"))?;
+    }
     if let Some((pns, p)) = peer {
         mark_new(cx, pns, p, true)?;
     }
@@ -654,9 +685,15 @@ pub fn set(cx: &mut Apply<'_>, ns: &Ns, name: &str, c: &LinkChange) -> Result<()
         vxlan_group: c.vxlan_group,
         vxlan_ageing: c.vxlan_ageing,
         vxlan_ttl: c.vxlan_ttl,
+        vxlan_learning: c.vxlan_learning,
         ..SetLink::default()
     };
-    if kind_change.bridge.is_some() || c.vxlan_group.is_some() || c.vxlan_ageing.is_some() || c.vxlan_ttl.is_some() {
+    if kind_change.bridge.is_some()
+        || c.vxlan_group.is_some()
+        || c.vxlan_ageing.is_some()
+        || c.vxlan_ttl.is_some()
+        || c.vxlan_learning.is_some()
+    {
         sock.set_link(link, &kind_change).with_context(|| format!("change {name} in {ns}"))?;
     }
     let plain = SetLink {
@@ -676,6 +713,11 @@ pub fn set(cx: &mut Apply<'_>, ns: &Ns, name: &str, c: &LinkChange) -> Result<()
         || plain.group.is_some()
     {
         sock.set_link(link, &plain).with_context(|| format!("change {name} in {ns}"))?;
+    }
+    if let Some(f) = c.port
+        && c.master != Some(None)
+    {
+        sock.set_port(link, f).with_context(|| format!("set bridge port flags of {name} in {ns}"))?;
     }
     if let Some(up) = c.up.or(flap.then_some(true)) {
         let s = SetLink { up: Some(up), ..SetLink::default() };
@@ -732,6 +774,7 @@ pub fn restore_link(cx: &mut Apply<'_>, s: &Snapshot) -> Result<()> {
         up: false,
         mac: l.mac,
         no_ipv6: false,
+        port: None,
     };
     let master = match &s.master {
         Some(m) => Some(cx.resolve(ns, m)?),

@@ -18,6 +18,7 @@ pub fn desire(p: &Profile, _f: &Facts, out: &mut Vec<(Ns, LinkSpec)>) {
                 up: true,
                 mac: None,
                 no_ipv6: false,
+                port: None,
             },
         ));
     }

@@ -14,6 +14,7 @@ pub mod conntrackd;
 pub mod dhcp;
 pub mod fdb;
 pub mod firewall;
+pub mod frr;
 pub mod ha_link;
 pub mod hand_nat;
 pub mod keepalived;
@@ -93,6 +94,8 @@ pub static KINDS: &[&dyn Registered] = &[
     // conntrackd first: keepalived's notify script talks to it.
     &reg::<conntrackd::Conntrackd>(),
     &reg::<keepalived::Keepalived>(),
+    // After the links: zebra finds the VXLAN links when bgpd advertises.
+    &reg::<frr::Frr>(),
 ];
 
 /// A kind behind the registry's uniform face.

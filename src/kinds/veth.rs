@@ -34,6 +34,7 @@ pub fn desire(p: &Profile, f: &Facts, out: &mut Vec<(Ns, LinkSpec)>) {
                 up: true,
                 mac: Some(stable_mac(&p.host, "", &l.veth[0])),
                 no_ipv6: false,
+                port: None,
             },
         ));
         out.push((
@@ -46,6 +47,7 @@ pub fn desire(p: &Profile, f: &Facts, out: &mut Vec<(Ns, LinkSpec)>) {
                 up: true,
                 mac: Some(stable_mac(&p.host, &r.namespace, &l.veth[1])),
                 no_ipv6: moving_ll(l),
+                port: None,
             },
         ));
     };

@@ -11,7 +11,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::desired::{overhead, segment_mtu, underlay_mtu};
 use crate::facts::Facts;
-use crate::model::{Link, LinkKind, LinkSpec, Ns, VxlanSpec};
+use crate::model::{Link, LinkKind, LinkSpec, Ns, PortFlags, VxlanSpec};
 use crate::observe::Observed;
 use crate::plan::Diff;
 use crate::profile::names::stable_mac;
@@ -45,8 +45,9 @@ pub fn desire(p: &Profile, f: &Facts, out: &mut Vec<(Ns, LinkSpec)>) {
     for s in &p.segments {
         let group = match &s.flood {
             Flood::Multicast(g) => Some(*g),
-            Flood::Unicast(_) => None,
+            Flood::Unicast(_) | Flood::Evpn => None,
         };
+        let evpn = s.flood == Flood::Evpn;
         let spec = VxlanSpec {
             vni: s.vni,
             group,
@@ -56,6 +57,7 @@ pub fn desire(p: &Profile, f: &Facts, out: &mut Vec<(Ns, LinkSpec)>) {
             ageing: s.ageing,
             ttl: s.ttl.unwrap_or(0),
             pin_local: p.underlay.as_ref().is_some_and(|u| u.local.is_some()),
+            learning: !evpn,
         };
         out.push((
             Ns::Host,
@@ -67,6 +69,7 @@ pub fn desire(p: &Profile, f: &Facts, out: &mut Vec<(Ns, LinkSpec)>) {
                 up: true,
                 mac: Some(stable_mac(&p.host, "", &s.vxlan)),
                 no_ipv6: false,
+                port: evpn.then_some(PortFlags { learning: false, neigh_suppress: s.neigh_suppress }),
             },
         ));
     }
@@ -123,6 +126,11 @@ pub fn diff(want: &VxlanSpec, found: &Link, change: &mut LinkChange, diffs: &mut
         change.vxlan_ageing = Some(want.ageing);
         diffs.push(Diff { field: "ageing", expected: want.ageing.to_string(), found: f.ageing.to_string() });
     }
+    if f.learning != want.learning {
+        change.vxlan_learning = Some(want.learning);
+        let show = |b: bool| if b { "on" } else { "off" }.to_string();
+        diffs.push(Diff { field: "learning", expected: show(want.learning), found: show(f.learning) });
+    }
     if f.ttl != want.ttl {
         change.vxlan_ttl = Some(want.ttl);
         diffs.push(Diff { field: "ttl", expected: want.ttl.to_string(), found: f.ttl.to_string() });
@@ -137,6 +145,7 @@ pub fn describe(v: &VxlanSpec) -> String {
             // A unicast address there is the default remote (the HA link).
             Some(g) if !g.is_multicast() => format!("remote {g}"),
             Some(g) => format!("group {g}"),
+            None if !v.learning => "no group (evpn), nolearning".into(),
             None => "unicast peers".into(),
         },
         v.dev,
@@ -158,5 +167,6 @@ pub fn as_found(l: &Link) -> LinkKind {
         ageing: v.ageing,
         ttl: v.ttl,
         pin_local: v.local.is_some(),
+        learning: v.learning,
     })
 }

@@ -15,7 +15,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use netlink_packet_core::{NlaBuffer, NlasIterator};
 
-use crate::model::{BridgeSpec, Link, ObservedVxlan};
+use crate::model::{BridgeSpec, Link, ObservedVxlan, PortFlags};
 
 // if_link.h
 const IFLA_ADDRESS: u16 = 1;
@@ -29,6 +29,10 @@ const IFLA_AF_SPEC: u16 = 26;
 const IFLA_GROUP: u16 = 27;
 const IFLA_INFO_KIND: u16 = 1;
 const IFLA_INFO_DATA: u16 = 2;
+const IFLA_INFO_SLAVE_KIND: u16 = 4;
+const IFLA_INFO_SLAVE_DATA: u16 = 5;
+const IFLA_BRPORT_LEARNING: u16 = 8;
+const IFLA_BRPORT_NEIGH_SUPPRESS: u16 = 32;
 const AF_INET6: u16 = 10;
 const IFLA_INET6_CONF: u16 = 2;
 const IFLA_INET6_ADDR_GEN_MODE: u16 = 8;
@@ -43,6 +47,7 @@ const IFLA_VXLAN_GROUP: u16 = 2;
 const IFLA_VXLAN_LINK: u16 = 3;
 const IFLA_VXLAN_LOCAL: u16 = 4;
 const IFLA_VXLAN_TTL: u16 = 5;
+const IFLA_VXLAN_LEARNING: u16 = 7;
 const IFLA_VXLAN_AGEING: u16 = 8;
 const IFLA_VXLAN_PORT: u16 = 15;
 const IFLA_VXLAN_GROUP6: u16 = 16;
@@ -128,15 +133,31 @@ pub fn parse(payload: &[u8]) -> Option<Link> {
     Some(l)
 }
 
-/// IFLA_LINKINFO: the kind, and for bridges and VXLAN links their data.
+/// IFLA_LINKINFO: the kind, for bridges and VXLAN links their data, and for
+/// a bridge's port its flags (learning, neigh_suppress).
 fn link_info(v: &[u8], l: &mut Link) {
     let mut data = None;
+    let mut port_kind = None;
+    let mut port_data = None;
     for i in attrs(v) {
         match i.kind() {
             IFLA_INFO_KIND => l.kind = Some(text_of(i.value())),
             IFLA_INFO_DATA => data = Some(value(i)),
+            IFLA_INFO_SLAVE_KIND => port_kind = Some(text_of(i.value())),
+            IFLA_INFO_SLAVE_DATA => port_data = Some(value(i)),
             _ => {}
         }
+    }
+    if let (Some("bridge"), Some(pd)) = (port_kind.as_deref(), port_data) {
+        let mut f = PortFlags { learning: true, neigh_suppress: false };
+        for x in attrs(pd) {
+            match x.kind() {
+                IFLA_BRPORT_LEARNING => f.learning = x.value().first().is_some_and(|b| *b != 0),
+                IFLA_BRPORT_NEIGH_SUPPRESS => f.neigh_suppress = x.value().first().is_some_and(|b| *b != 0),
+                _ => {}
+            }
+        }
+        l.port = Some(f);
     }
     let Some(data) = data else { return };
     match l.kind.as_deref() {
@@ -152,7 +173,8 @@ fn link_info(v: &[u8], l: &mut Link) {
             l.bridge = Some(b);
         }
         Some("vxlan") => {
-            let mut o = ObservedVxlan::default();
+            // The kernel always sends IFLA_VXLAN_LEARNING; on by default.
+            let mut o = ObservedVxlan { learning: true, ..ObservedVxlan::default() };
             for x in attrs(data) {
                 let v = x.value();
                 match x.kind() {
@@ -163,6 +185,7 @@ fn link_info(v: &[u8], l: &mut Link) {
                     IFLA_VXLAN_LINK => o.dev = u32_of(v).filter(|d| *d != 0),
                     IFLA_VXLAN_LOCAL | IFLA_VXLAN_LOCAL6 => o.local = ip_of(v, x.kind() == IFLA_VXLAN_LOCAL6),
                     IFLA_VXLAN_TTL => o.ttl = v.first().copied().unwrap_or_default(),
+                    IFLA_VXLAN_LEARNING => o.learning = v.first().is_some_and(|b| *b != 0),
                     IFLA_VXLAN_AGEING => o.ageing = u32_of(v).unwrap_or_default(),
                     // Network byte order, as on the wire.
                     IFLA_VXLAN_PORT => o.port = v.get(..2).map(|p| u16::from_be_bytes([p[0], p[1]])).unwrap_or_default(),
@@ -180,8 +203,8 @@ mod tests {
     use super::*;
     use netlink_packet_core::Emitable;
     use netlink_packet_route::link::{
-        AfSpecInet6, AfSpecUnspec, BridgeStpState, In6AddrGenMode, InfoBridge, InfoData, InfoKind, InfoVxlan, LinkAttribute,
-        LinkFlags, LinkInfo, LinkMessage, Stats64,
+        AfSpecInet6, AfSpecUnspec, BridgeStpState, In6AddrGenMode, InfoBridge, InfoBridgePort, InfoData, InfoKind, InfoPortData,
+        InfoPortKind, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage, Stats64,
     };
 
     fn both(m: &LinkMessage) -> (Link, Link) {
@@ -276,6 +299,57 @@ mod tests {
         let (a, b) = both(&veth);
         assert_eq!(a, b);
         assert!(b.loopback && b.link == Some(12) && b.alias.is_none() && b.kind.as_deref() == Some("veth"));
+    }
+
+    #[test]
+    fn agrees_with_the_crate_on_evpn_ports_and_vxlan_learning() {
+        // An EVPN segment's VXLAN link: learning off, a bridge port with
+        // learning off and neigh_suppress on.
+        let mut vx = LinkMessage::default();
+        vx.header.index = 10;
+        vx.attributes = vec![
+            LinkAttribute::IfName("vxlan1070".into()),
+            LinkAttribute::Controller(7),
+            LinkAttribute::LinkInfo(vec![
+                LinkInfo::Kind(InfoKind::Vxlan),
+                LinkInfo::Data(InfoData::Vxlan(vec![
+                    InfoVxlan::Id(1070),
+                    InfoVxlan::Local(Ipv4Addr::new(10, 0, 0, 1)),
+                    InfoVxlan::Learning(false),
+                    InfoVxlan::Port(4789),
+                ])),
+                LinkInfo::PortKind(InfoPortKind::Bridge),
+                LinkInfo::PortData(InfoPortData::BridgePort(vec![
+                    InfoBridgePort::Priority(32),
+                    InfoBridgePort::Learning(false),
+                    InfoBridgePort::UnicastFlood(true),
+                    InfoBridgePort::NeighSupress(true),
+                ])),
+            ]),
+        ];
+        let (a, b) = both(&vx);
+        assert_eq!(a, b);
+        assert_eq!(b.vxlan.as_ref().map(|v| v.learning), Some(false));
+        assert_eq!(b.port, Some(PortFlags { learning: false, neigh_suppress: true }));
+
+        // A plain port: the kernel's defaults (learning on, no suppression).
+        let mut leg = LinkMessage::default();
+        leg.header.index = 11;
+        leg.attributes = vec![
+            LinkAttribute::IfName("vm1".into()),
+            LinkAttribute::Controller(7),
+            LinkAttribute::LinkInfo(vec![
+                LinkInfo::Kind(InfoKind::Veth),
+                LinkInfo::PortKind(InfoPortKind::Bridge),
+                LinkInfo::PortData(InfoPortData::BridgePort(vec![
+                    InfoBridgePort::Learning(true),
+                    InfoBridgePort::NeighSupress(false),
+                ])),
+            ]),
+        ];
+        let (a, b) = both(&leg);
+        assert_eq!(a, b);
+        assert_eq!(b.port, Some(PortFlags { learning: true, neigh_suppress: false }));
     }
 
     #[test]

@@ -6,8 +6,8 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressMessage, AddressScope, CacheInfo};
 use netlink_packet_route::link::{
-    AfSpecInet6, AfSpecUnspec, BridgeStpState, In6AddrGenMode, InfoBridge, InfoData, InfoKind, InfoVeth, InfoVxlan,
-    LinkAttribute, LinkExtentMask, LinkFlags, LinkInfo, LinkMessage,
+    AfSpecInet6, AfSpecUnspec, BridgeStpState, In6AddrGenMode, InfoBridge, InfoBridgePort, InfoData, InfoKind, InfoPortData,
+    InfoPortKind, InfoVeth, InfoVxlan, LinkAttribute, LinkExtentMask, LinkFlags, LinkInfo, LinkMessage,
 };
 use netlink_packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState};
 use netlink_packet_route::route::{
@@ -16,7 +16,7 @@ use netlink_packet_route::route::{
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 
 use super::ops::{CreateCtx, SetLink};
-use crate::model::{Addr, BridgeSpec, FdbEntry, HostAddr, HostRoute, Link, LinkKind, LinkSpec, ObservedVxlan, Route};
+use crate::model::{Addr, BridgeSpec, FdbEntry, HostAddr, HostRoute, Link, LinkKind, LinkSpec, ObservedVxlan, PortFlags, Route};
 use crate::profile::cidr;
 use ipnet::IpNet;
 
@@ -96,7 +96,7 @@ pub fn create(spec: &LinkSpec, ctx: &CreateCtx) -> RouteNetlinkMessage {
                 InfoVxlan::Port(v.port),
                 InfoVxlan::Ageing(v.ageing),
                 InfoVxlan::Ttl(v.ttl),
-                InfoVxlan::Learning(true),
+                InfoVxlan::Learning(v.learning),
             ]);
             if let Some(d) = ctx.vxlan_dev {
                 attrs.push(InfoVxlan::Link(d));
@@ -189,6 +189,9 @@ pub fn set_link(index: u32, name: &str, s: &SetLink) -> RouteNetlinkMessage {
     }
     if let Some(t) = s.vxlan_ttl {
         vx.push(InfoVxlan::Ttl(t));
+    }
+    if let Some(l) = s.vxlan_learning {
+        vx.push(InfoVxlan::Learning(l));
     }
     let data = match (&s.bridge, vx.is_empty()) {
         (Some(b), _) => Some((InfoKind::Bridge, InfoData::Bridge(bridge_attrs(b)))),
@@ -401,6 +404,7 @@ pub fn parse_link(m: &LinkMessage) -> Link {
                         LinkInfo::Kind(k) => l.kind = Some(k.to_string()),
                         LinkInfo::Data(InfoData::Bridge(b)) => l.bridge = Some(parse_bridge(b)),
                         LinkInfo::Data(InfoData::Vxlan(v)) => l.vxlan = Some(parse_vxlan(v)),
+                        LinkInfo::PortData(InfoPortData::BridgePort(p)) => l.port = Some(parse_port(p)),
                         _ => {}
                     }
                 }
@@ -409,6 +413,37 @@ pub fn parse_link(m: &LinkMessage) -> Link {
         }
     }
     l
+}
+
+/// A bridge port's flags (the kernel sends them with every port's link).
+fn parse_port(attrs: &[InfoBridgePort]) -> PortFlags {
+    let mut f = PortFlags { learning: true, neigh_suppress: false };
+    for a in attrs {
+        match a {
+            InfoBridgePort::Learning(x) => f.learning = *x,
+            InfoBridgePort::NeighSupress(x) => f.neigh_suppress = *x,
+            _ => {}
+        }
+    }
+    f
+}
+
+/// RTM_NEWLINK changing a bridge port's flags ("bridge_slave" data): the
+/// link must already be a port of a bridge.
+pub fn set_port(index: u32, name: &str, f: PortFlags) -> RouteNetlinkMessage {
+    let mut msg = LinkMessage::default();
+    msg.header.index = index;
+    if index == 0 {
+        msg.attributes.push(LinkAttribute::IfName(name.to_string()));
+    }
+    msg.attributes.push(LinkAttribute::LinkInfo(vec![
+        LinkInfo::PortKind(InfoPortKind::Bridge),
+        LinkInfo::PortData(InfoPortData::BridgePort(vec![
+            InfoBridgePort::Learning(f.learning),
+            InfoBridgePort::NeighSupress(f.neigh_suppress),
+        ])),
+    ]));
+    RouteNetlinkMessage::NewLink(msg)
 }
 
 fn parse_bridge(attrs: &[InfoBridge]) -> BridgeSpec {
@@ -424,7 +459,7 @@ fn parse_bridge(attrs: &[InfoBridge]) -> BridgeSpec {
 }
 
 fn parse_vxlan(attrs: &[InfoVxlan]) -> ObservedVxlan {
-    let mut v = ObservedVxlan::default();
+    let mut v = ObservedVxlan { learning: true, ..ObservedVxlan::default() };
     for a in attrs {
         match a {
             InfoVxlan::Id(x) => v.vni = *x,
@@ -436,6 +471,7 @@ fn parse_vxlan(attrs: &[InfoVxlan]) -> ObservedVxlan {
             InfoVxlan::Port(p) => v.port = *p,
             InfoVxlan::Ageing(x) => v.ageing = *x,
             InfoVxlan::Ttl(x) => v.ttl = *x,
+            InfoVxlan::Learning(x) => v.learning = *x,
             _ => {}
         }
     }

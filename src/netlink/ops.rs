@@ -10,7 +10,7 @@ use netlink_packet_route::RouteNetlinkMessage;
 
 use super::msg;
 use super::socket::{Netlink, NlError};
-use crate::model::{Addr, BridgeSpec, FdbEntry, HostAddr, HostRoute, Link, LinkSpec, Mac, Route};
+use crate::model::{Addr, BridgeSpec, FdbEntry, HostAddr, HostRoute, Link, LinkSpec, Mac, PortFlags, Route};
 use ipnet::IpNet;
 
 /// A link to act on: by index (known), or by name (just created, or only
@@ -65,6 +65,7 @@ pub struct SetLink {
     pub vxlan_group: Option<IpAddr>,
     pub vxlan_ageing: Option<u32>,
     pub vxlan_ttl: Option<u8>,
+    pub vxlan_learning: Option<bool>,
     /// The interface group (IFLA_GROUP).
     pub group: Option<u32>,
 }
@@ -133,6 +134,12 @@ impl Netlink {
     pub fn set_link(&mut self, link: LinkRef<'_>, change: &SetLink) -> Result<(), NlError> {
         let (index, name) = link.parts();
         self.request(msg::set_link(index, name, change), 0).map(drop)
+    }
+
+    /// Sets a bridge port's learning and neighbour-suppression flags.
+    pub fn set_port(&mut self, link: LinkRef<'_>, flags: PortFlags) -> Result<(), NlError> {
+        let (index, name) = link.parts();
+        self.request(msg::set_port(index, name, flags), 0).map(drop)
     }
 
     /// Deletes a link; false when it was already gone.

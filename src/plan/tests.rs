@@ -22,6 +22,7 @@ pub const SEED_A: &str = include_str!("../../profiles/host-a.toml");
 
 pub fn facts(nft: bool) -> Facts {
     Facts {
+        frr_problems: Vec::new(),
         underlay: Some(UnderlayFacts { mtu: 1500, address: Some(Ipv4Addr::new(10, 0, 0, 1)) }),
         nft,
         run_dir: "/run/vxrouter".into(),
@@ -98,12 +99,14 @@ pub fn converged(d: &Desired) -> Observed {
             mac: spec.mac,
             no_ipv6: spec.no_ipv6,
             loopback: spec.kind == LinkKind::Loopback,
+            port: spec.port,
             ..Link::default()
         };
         match &spec.kind {
             LinkKind::Bridge(b) => l.bridge = Some(b.clone()),
             LinkKind::Vxlan(x) => {
                 l.vxlan = Some(ObservedVxlan {
+                    learning: x.learning,
                     vni: x.vni,
                     group: x.group,
                     dev: Some(2),
@@ -631,6 +634,7 @@ mod preflight {
                 kind: Some("vxlan".into()),
                 up,
                 vxlan: Some(ObservedVxlan {
+                    learning: true,
                     vni: 9000 + i as u32,
                     group: Some(Ipv4Addr::new(239, 9, 9, i as u8).into()),
                     port,
@@ -681,5 +685,90 @@ mod preflight {
         assert!(pf.warnings.iter().any(|w| w.contains("fail to rejoin")), "{:?}", pf.warnings);
         // Not applied yet, the same limit is an error.
         assert!(!check(&profile(SEED_A), &o.facts, &bare().host).errors.is_empty());
+    }
+}
+
+mod evpn {
+    use super::*;
+    use crate::model::PortFlags;
+
+    const EVPN: &str = "[host]\nname = \"host-a\"\n[underlay]\ndevice = \"eth0\"\nlocal = \"10.0.0.1\"\n\
+        [evpn]\nasn = 65000\nreflectors = [\"10.0.0.1\", \"10.0.0.2\"]\nreflector = true\nlisten = \"10.0.0.0/16\"\n\
+        [[segment]]\nbridge = \"br-pr\"\nvni = 1070\ncontrol = \"evpn\"\n";
+
+    fn desired(text: &str) -> Desired {
+        let p = Profile::parse("p.toml", text).unwrap();
+        Desired::derive(&p, &facts(true))
+    }
+
+    fn vxlan(d: &Desired) -> &crate::model::LinkSpec {
+        d.links().iter().find(|(_, s)| s.name == "vxlan1070").map(|(_, s)| s).unwrap()
+    }
+
+    #[test]
+    fn an_evpn_segment_learns_nothing_and_suppresses_neighbours() {
+        let d = desired(EVPN);
+        let v = vxlan(&d);
+        let LinkKind::Vxlan(x) = &v.kind else { panic!() };
+        assert!(!x.learning && x.group.is_none());
+        assert_eq!(v.port, Some(PortFlags { learning: false, neigh_suppress: true }));
+        assert_eq!(v.mtu, Some(1450));
+    }
+
+    #[test]
+    fn port_flags_that_drifted_are_repaired_in_place() {
+        let d = desired(EVPN);
+        let mut o = converged(&d);
+        use crate::kinds::frr::{Frr, Instance, Seen};
+        let w = d.of::<Frr>()[0].clone();
+        let instance = Instance { asn: w.asn, lines: w.lines.clone(), owner: Some("host-a".into()) };
+        o.parts.insert::<Frr, _>(Seen { running: true, instance: Some(instance), ..Seen::default() });
+        let lines = |o: &Observed| -> Vec<String> {
+            plan(&d, o, PlanOptions::default()).unwrap().steps.iter().map(|s| s.line()).filter(|l| l.contains("vxlan1070")).collect()
+        };
+        assert!(lines(&o).is_empty(), "{:?}", lines(&o));
+        for l in o.host.links.iter_mut().filter(|l| l.name == "vxlan1070") {
+            l.port = Some(PortFlags { learning: true, neigh_suppress: false });
+            l.vxlan.as_mut().unwrap().learning = true;
+        }
+        let got = lines(&o);
+        assert_eq!(got.len(), 1, "{got:?}");
+        for want in ["learning off (found on)", "port learning off (found on)", "neigh_suppress on (found off)"] {
+            assert!(got[0].contains(want), "{got:?} lacks {want}");
+        }
+        assert!(got[0].starts_with("change vxlan vxlan1070"), "{got:?}");
+    }
+
+    #[test]
+    fn a_segment_of_an_ha_router_does_not_suppress_neighbours() {
+        let ha = format!(
+            "{EVPN}[router]\nnamespace = \"ns1\"\n[router.public]\nbridge = \"br-pu\"\nuplink = \"eth1\"\n\
+             address = \"203.0.113.2/24\"\ngateway = \"203.0.113.1\"\n[[router.private]]\nbridge = \"br-pr\"\n\
+             address = \"192.168.0.1/24\"\n[router.ha]\nvrid = 7\npriority = 200\npeer = \"10.0.0.2\"\n"
+        );
+        let d = desired(&ha);
+        assert_eq!(vxlan(&d).port, Some(PortFlags { learning: false, neigh_suppress: false }));
+        let explicit = ha.replace("control = \"evpn\"\n", "control = \"evpn\"\nneigh_suppress = true\n");
+        let e = Profile::parse("p.toml", &explicit).unwrap_err().to_string();
+        assert!(e.contains("segment[0].neigh_suppress: this segment carries the HA router's gateway address"), "{e}");
+    }
+
+    #[test]
+    fn the_frr_instance_is_rendered_with_dc_timers_and_a_listen_limit() {
+        let d = desired(EVPN);
+        let w = &d.of::<crate::kinds::frr::Frr>()[0];
+        let text = crate::kinds::frr::block_text(w.asn, &w.lines);
+        for want in [
+            "router bgp 65000\n",
+            " timers bgp 3 9\n",
+            " neighbor 10.0.0.2 peer-group VXROUTER\n",
+            " bgp listen limit 1000\n",
+            " bgp listen range 10.0.0.0/16 peer-group VXROUTER-CLIENTS\n",
+            "  neighbor VXROUTER-CLIENTS route-reflector-client\n",
+            "  advertise-all-vni\n",
+        ] {
+            assert!(text.contains(want), "{text} lacks {want:?}");
+        }
+        assert!(!text.contains("neighbor 10.0.0.1 "), "no session to itself: {text}");
     }
 }

@@ -34,7 +34,31 @@ pub struct Profile {
     pub underlay: Option<Underlay>,
     pub segments: Vec<Segment>,
     pub router: Option<Router>,
+    /// `[evpn]`: BGP EVPN through FRR (kinds/frr.rs).
+    pub evpn: Option<Evpn>,
 }
+
+/// The BGP EVPN control plane: every host peers (iBGP) with the route
+/// reflectors only; a reflector accepts clients from `listen` (dynamic
+/// neighbours), so a new host needs no change elsewhere.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Evpn {
+    pub asn: u32,
+    /// The reflectors' underlay addresses (this host's own is skipped).
+    pub reflectors: Vec<Ipv4Addr>,
+    pub reflector: bool,
+    /// On a reflector: the underlay range clients connect from.
+    pub listen: Option<Ipv4Cidr>,
+    /// On a reflector: clients `check` expects to see established (a dead
+    /// client silently leaves the reflector's summary).
+    pub expect_clients: Vec<Ipv4Addr>,
+    /// BGP hold time, seconds; keepalives every third of it.
+    pub hold_time: u16,
+}
+
+/// More dynamic neighbours than FRR's default of 100 (FRR refuses the
+/// 101st silently).
+pub const EVPN_LISTEN_LIMIT: u32 = 1000;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Underlay {
@@ -64,6 +88,9 @@ pub struct Segment {
     pub stp: bool,
     /// Seconds; None: kernel default (15).
     pub forward_delay: Option<u32>,
+    /// EVPN segments only: the VXLAN port answers ARP/ND from the bridge's
+    /// neighbour table (off where a router's gateway address can move).
+    pub neigh_suppress: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -74,6 +101,8 @@ pub enum Flood {
     /// Head-end replication to these underlay addresses (all-zero FDB
     /// entries), for underlays without multicast.
     Unicast(Vec<IpAddr>),
+    /// BGP EVPN (FRR): remote MACs and flood lists come from BGP.
+    Evpn,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

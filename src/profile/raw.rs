@@ -18,6 +18,20 @@ pub struct RawProfile {
     #[serde(default)]
     pub segment: Vec<S<RawSegment>>,
     pub router: Option<S<RawRouter>>,
+    pub evpn: Option<S<RawEvpn>>,
+}
+
+/// `[evpn]`: the BGP EVPN control plane (FRR) of the `control = "evpn"`
+/// segments.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "an [evpn] table")]
+pub struct RawEvpn {
+    pub asn: S<i64>,
+    pub reflectors: S<Vec<S<String>>>,
+    pub reflector: Option<S<bool>>,
+    pub listen: Option<S<String>>,
+    pub expect_clients: Option<S<Vec<S<String>>>>,
+    pub hold_time: Option<S<i64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -48,6 +62,8 @@ pub struct RawSegment {
     pub ttl: Option<S<i64>>,
     pub stp: Option<S<bool>>,
     pub forward_delay: Option<S<i64>>,
+    pub control: Option<S<String>>,
+    pub neigh_suppress: Option<S<bool>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -14,7 +14,7 @@ use super::error::{Locator, ProfileError, ProfileErrors};
 use super::names::{check_ifname, check_plain_name, default_leg_names, default_vxlan_name, shown};
 use super::raw::*;
 use super::{
-    DEFAULT_VXLAN_PORT, Dhcp, FirewallChoice, Flood, Forward, Ha, Ipv4Cidr, Leg, Nat, Nat6, Profile, Proto, Public, Router,
+    DEFAULT_VXLAN_PORT, Dhcp, Evpn, FirewallChoice, Flood, Forward, Ha, Ipv4Cidr, Leg, Nat, Nat6, Profile, Proto, Public, Router,
     Segment, Underlay, UplinkAddresses, default_ha_vni,
 };
 
@@ -399,7 +399,46 @@ impl Validator<'_> {
             self.not_loopback(&key("bridge"), &s.bridge, CREATED);
             self.claim(&mut host_names, &key("bridge"), &bridge, s.bridge.span(), None);
             let vni = self.range::<u32>(&key("vni"), &s.vni, 1, 16_777_215, "VNI").unwrap_or(0);
+            let evpn = match &s.control {
+                None => false,
+                Some(c) if c.get_ref() == "evpn" => {
+                    if raw.evpn.is_none() {
+                        self.err(c.span(), &key("control"), "control = \"evpn\" needs an [evpn] table (asn, reflectors)");
+                    }
+                    for (name, given) in
+                        [("group", s.group.as_ref().map(|g| g.span())), ("peers", s.peers.as_ref().map(|p| p.span()))]
+                    {
+                        if let Some(span) = given {
+                            self.err(
+                                span,
+                                &key(name),
+                                format!("an EVPN segment learns its flood list from BGP; remove `{name}`"),
+                            );
+                        }
+                    }
+                    true
+                }
+                Some(c) => {
+                    self.err(
+                        c.span(),
+                        &key("control"),
+                        format!(
+                            "unknown control plane {:?}; the only one is \"evpn\" (without `control`, give `group` or `peers`)",
+                            c.get_ref()
+                        ),
+                    );
+                    true
+                }
+            };
+            if let (Some(n), false) = (&s.neigh_suppress, evpn) {
+                self.err(
+                    n.span(),
+                    &key("neigh_suppress"),
+                    "only an EVPN segment (control = \"evpn\") suppresses neighbour discovery",
+                );
+            }
             let flood = match (&s.group, &s.peers) {
+                _ if evpn => Flood::Evpn,
                 (Some(g), Some(_)) => {
                     self.err(g.span(), &key("group"), "give either a multicast `group` or unicast `peers`, not both");
                     Flood::Multicast(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
@@ -471,7 +510,8 @@ impl Validator<'_> {
                     vnis.insert((vni, port), format!("segment[{i}]"));
                 }
             }
-            segments.push(Segment { bridge, vni, flood, vxlan, ageing, port, mtu, ttl, stp, forward_delay });
+            let neigh_suppress = evpn && s.neigh_suppress.as_ref().is_none_or(|b| *b.get_ref());
+            segments.push(Segment { bridge, vni, flood, vxlan, ageing, port, mtu, ttl, stp, forward_delay, neigh_suppress });
         }
 
         let mut router = raw.router.as_ref().map(|r| self.router(r, &segments, &mut host_names, &mut ns_names));
@@ -479,7 +519,131 @@ impl Validator<'_> {
             r.ha = self.ha(raw_ha, underlay.as_ref(), &segments, &mut ns_names);
         }
 
-        Profile { source: self.file.to_string(), host: host.name.get_ref().clone(), underlay, segments, router }
+        // A gateway address that moves between routers is announced with
+        // gratuitous ARP, which a neighbour-suppressing port does not flood
+        // (a ~20 s outage seen in the field): never suppress on a segment
+        // an HA router serves.
+        if let Some(r) = router.as_ref().filter(|r| r.ha.is_some()) {
+            for (i, s) in segments.iter_mut().enumerate() {
+                if s.flood == Flood::Evpn && r.private.iter().any(|l| l.bridge == s.bridge) {
+                    if let Some(n) = raw.segment[i].get_ref().neigh_suppress.as_ref().filter(|n| *n.get_ref()) {
+                        self.err(
+                            n.span(),
+                            &format!("segment[{i}].neigh_suppress"),
+                            "this segment carries the HA router's gateway address, which moves with gratuitous ARP; a \
+                             neighbour-suppressing port would not flood it to other hosts (set it false or remove it)",
+                        );
+                    }
+                    s.neigh_suppress = false;
+                }
+            }
+        }
+        let evpn = raw.evpn.as_ref().and_then(|e| self.evpn(e, underlay.as_ref()));
+
+        Profile { source: self.file.to_string(), host: host.name.get_ref().clone(), underlay, segments, router, evpn }
+    }
+
+    fn evpn(&mut self, raw: &S<RawEvpn>, underlay: Option<&Underlay>) -> Option<Evpn> {
+        let e = raw.get_ref();
+        if underlay.is_none() {
+            self.err(raw.span(), "evpn", "[evpn] needs an [underlay]: BGP and VXLAN run over it");
+        }
+        let asn = self.range::<u32>("evpn.asn", &e.asn, 1, 4_294_967_295, "AS number");
+        if asn == Some(23456) {
+            self.err(e.asn.span(), "evpn.asn", "AS 23456 is AS_TRANS (RFC 6793), not an AS a router may use");
+        }
+        // FRR's router-id, update-source and listen range here are IPv4:
+        // EVPN runs over an IPv4 underlay only.
+        if let Some(l) = underlay.and_then(|u| u.local).filter(|l| l.is_ipv6()) {
+            self.err(
+                raw.span(),
+                "evpn",
+                format!("[evpn] needs an IPv4 underlay: underlay.local {l} is IPv6 (EVPN over an IPv6 underlay is not supported)"),
+            );
+        }
+        let reflectors = if e.reflectors.get_ref().is_empty() {
+            self.err(
+                e.reflectors.span(),
+                "evpn.reflectors",
+                "list the route reflectors' underlay addresses (two, for redundancy)",
+            );
+            vec![]
+        } else {
+            self.peers("evpn.reflectors", &e.reflectors, false)
+        };
+        let reflector = e.reflector.as_ref().is_some_and(|b| *b.get_ref());
+        let local = underlay.and_then(|u| u.local);
+        if let Some(l) = local {
+            if reflector && !reflectors.contains(&l) {
+                self.err(
+                    e.reflectors.span(),
+                    "evpn.reflectors",
+                    format!("this host is a reflector but its underlay.local {l} is not listed; every host must list the same reflectors"),
+                );
+            }
+            if !reflector && reflectors.contains(&l) {
+                let at =
+                    e.reflectors.get_ref().iter().find(|r| r.get_ref().parse() == Ok(l)).map(|r| r.span()).unwrap_or(raw.span());
+                self.err(
+                    at,
+                    "evpn.reflectors",
+                    format!("{l} is this host's underlay.local; set reflector = true on this host or list another host"),
+                );
+            }
+        }
+        let listen = e.listen.as_ref().and_then(|l| match cidr::parse(l.get_ref()) {
+            Ok(c) => Some(c.trunc()),
+            Err(reason) => {
+                self.err(l.span(), "evpn.listen", reason);
+                None
+            }
+        });
+        match (&e.listen, reflector) {
+            (Some(l), false) => {
+                self.err(l.span(), "evpn.listen", "only a reflector listens for clients; set reflector = true or remove `listen`")
+            }
+            (None, true) => self.err(
+                e.reflector.as_ref().map(|r| r.span()).unwrap_or(raw.span()),
+                "evpn.listen",
+                "a reflector needs `listen`: the underlay range its clients connect from",
+            ),
+            _ => {}
+        }
+        let mut expect_clients = Vec::new();
+        if let Some(list) = &e.expect_clients {
+            if !reflector {
+                self.err(list.span(), "evpn.expect_clients", "only a reflector has clients; remove `expect_clients`");
+            }
+            let mut seen = HashSet::new();
+            for (i, c) in list.get_ref().iter().enumerate() {
+                let k = format!("evpn.expect_clients[{i}]");
+                let Some(a) = self.ipv4(&k, c) else { continue };
+                if !seen.insert(a) {
+                    self.err(c.span(), &k, format!("{a} is listed twice"));
+                } else if let Some(l) = listen.filter(|l| !l.contains(&a)) {
+                    self.err(c.span(), &k, format!("{a} is outside listen {l}: it could not connect"));
+                } else {
+                    expect_clients.push(a);
+                }
+            }
+        }
+        let hold_time = e.hold_time.as_ref().map_or(Some(9), |h| {
+            self.range::<u16>(
+                "evpn.hold_time",
+                h,
+                3,
+                60,
+                "hold time (seconds; FRR's default 180 is far too slow for a data center)",
+            )
+        });
+        let reflectors = reflectors
+            .into_iter()
+            .filter_map(|r| match r {
+                IpAddr::V4(a) => Some(a),
+                IpAddr::V6(_) => None,
+            })
+            .collect();
+        Some(Evpn { asn: asn?, reflectors, reflector, listen, expect_clients, hold_time: hold_time? })
     }
 
     fn veth(&mut self, key: &str, raw: Option<&S<Vec<S<String>>>>, bridge: &str) -> ([String; 2], [Range<usize>; 2]) {

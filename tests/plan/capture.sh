@@ -184,6 +184,40 @@ case_ha-daemons-died() {
 }
 case_ha-destroy() { start "$(ha)"; capture "$WORK/ha.toml" destroy; }
 
+# EVPN: FRR (zebra + bgpd) started in host-a as the lab starts it
+# (lab/src/frr.rs: private tmpfs /etc/frr and /var/log/frr, traditional
+# defaults); the profile is profiles/evpn/host-c.toml moved to 10.0.0.1.
+frr_start() {
+  on sh -c 'for d in /etc/frr /var/log/frr /var/lib/frr; do
+      if [ -d "$d" ] && ! mountpoint -q "$d"; then mount -t tmpfs -o mode=0755 frr-golden "$d"; fi; done
+    mountpoint -q /var/tmp || mount -t tmpfs -o mode=1777 tmp-golden /var/tmp
+    mkdir -p /run/frr /etc/frr
+    printf "zebra=yes\nbgpd=yes\nvtysh_enable=yes\n" > /etc/frr/daemons
+    printf "service integrated-vtysh-config\n" > /etc/frr/vtysh.conf
+    printf "frr defaults traditional\nhostname host-a\n!\n" > /etc/frr/frr.conf
+    chown -R frr:frr /etc/frr /run/frr /var/log/frr; chmod 640 /etc/frr/frr.conf
+    /usr/lib/frr/zebra -d -F traditional -A 127.0.0.1 -s 90000000
+    /usr/lib/frr/bgpd -d -F traditional -A 127.0.0.1
+    until vtysh -b >/dev/null 2>&1; do sleep 0.1; done'
+}
+evpn() {
+  variant evpn 's/^name = "host-c"/name = "host-a"/; s/^local = "10.0.1.11"/local = "10.0.0.1"/; s/^reflectors = .*/reflectors = ["10.0.0.2", "10.0.0.3"]/' \
+    "$P/evpn/host-c.toml"
+}
+case_evpn-bare-host() { frr_start; capture "$(evpn)" plan; }
+case_evpn-flood-list-is-frrs() {
+  # zebra's flood-list entries on an EVPN segment are not vxrouter's peers:
+  # nothing to remove.
+  frr_start; start "$(evpn)"
+  on bridge fdb append 00:00:00:00:00:00 dev vxlan3070 dst 10.0.0.9 self permanent
+  capture "$WORK/evpn.toml" plan
+}
+case_evpn-foreign-bgp() {
+  frr_start
+  on vtysh -c 'configure terminal' -c 'router bgp 65001' -c 'bgp router-id 10.0.0.1'
+  capture "$(evpn)" plan
+}
+case_evpn-destroy() { frr_start; start "$(evpn)"; capture "$WORK/evpn.toml" destroy; }
 [ "$(id -u)" = 0 ] || { echo "run as root inside scripts/sandbox.sh" >&2; exit 1; }
 cases=("$@")
 [ ${#cases[@]} -gt 0 ] || mapfile -t cases < <(declare -F | awk '{print $3}' | sed -n 's/^case_//p')
