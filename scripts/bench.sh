@@ -14,6 +14,10 @@
 #            plus one `bridge -batch` of `fdb append`
 #   dhcp     the N-segment host with DHCP on every router leg (N dnsmasq
 #            processes); compared with the plain apply at the same N
+#   ha       the N-segment host as one of two HA routers ([router.ha]:
+#            the HA link, keepalived with the public and N gateway
+#            addresses, conntrackd; the peer is absent, so this router
+#            takes the addresses itself); compared with the plain apply
 #   evpn     the N-segment host with every segment `control = "evpn"` (FRR's
 #            zebra and bgpd running in the sandbox, the host its own and only
 #            route reflector, so `check` has no session to wait for):
@@ -26,6 +30,7 @@
 #   SKIP_SEED_ABOVE=100            skip seed-style runs above that N (slow)
 #   DHCP_ABOVE=100                 no DHCP rows above that N (a dnsmasq a leg)
 #   EVPN_ABOVE=1000                no EVPN rows above that N
+#   HA_ABOVE=1000                  no HA rows above that N
 #   VXROUTER_BIN=path              measure that binary instead of building
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -39,6 +44,7 @@ RUNS=${RUNS:-3}
 SKIP_SEED_ABOVE=${SKIP_SEED_ABOVE:-1000}
 DHCP_ABOVE=${DHCP_ABOVE:-100}
 EVPN_ABOVE=${EVPN_ABOVE:-1000}
+HA_ABOVE=${HA_ABOVE:-1000}
 
 # VXROUTER_BIN: measure that binary (the test suite passes its own build).
 if [ -n "${VXROUTER_BIN:-}" ]; then
@@ -161,6 +167,10 @@ generate() {
     esac
   done < "$d/profile.toml"
 
+  # HA: the N-segment profile as router A of a pair whose B (10.0.0.2)
+  # does not answer.
+  { cat "$d/profile.toml"; printf '[router.ha]\nvrid = 51\npriority = 200\npeer = "10.0.0.2"\n'; } > "$d/ha.toml"
+
   # EVPN: the N-segment profile with every segment's flood list from BGP
   # EVPN; this host (10.0.0.1, see run) is its only route reflector.
   sed -e 's/^group = .*/control = "evpn"/' \
@@ -206,7 +216,7 @@ case $method in
     ip netns exec rt iptables-restore --noflush < "$d/unicast-nat.rules"
     t1=$(now)
     echo "unicast-limit $(span "$t0" "$t1")" ;;
-  vxrouter|unicast|dhcp|evpn)
+  vxrouter|unicast|dhcp|evpn|ha)
     if [ "$method" = evpn ]; then
       # FRR as the lab runs it (lab/src/frr.rs): private /etc/frr,
       # /var/log/frr and /var/tmp in this sandbox's mount namespace, zebra and bgpd
@@ -249,10 +259,11 @@ RESULTS=$WORK/results
 for n in "${SIZES[@]}"; do
   generate "$n"
   for r in $(seq 1 "$RUNS"); do
-    for m in limit vxrouter seed unicast-limit unicast dhcp evpn; do
+    for m in limit vxrouter seed unicast-limit unicast dhcp evpn ha; do
       if [ "$m" = seed ] && [ "$n" -gt "$SKIP_SEED_ABOVE" ]; then continue; fi
       if [ "$m" = dhcp ] && [ "$n" -gt "$DHCP_ABOVE" ]; then continue; fi
       if [ "$m" = evpn ] && [ "$n" -gt "$EVPN_ABOVE" ]; then continue; fi
+      if [ "$m" = ha ] && [ "$n" -gt "$HA_ABOVE" ]; then continue; fi
       echo "N=$n run $r/$RUNS: $m" >&2
       run "$m" "$n" | sed "s/^/$n /" >> "$RESULTS"
     done
@@ -279,11 +290,12 @@ done
 rss_of() { awk -v n="$1" -v k="$2" '$1 == n && $2 == k { if ($3 > m) m = $3 } END { if (m) printf "%.1f", m / 1024; else print "-" }' "$RESULTS"; }
 echo
 echo "unicast: one segment with N peers (N FDB entries) and its router leg; dhcp: N legs with DHCP (N dnsmasq);"
-echo "evpn: N segments with control = \"evpn\" (FRR running, this host its own reflector)"
+echo "evpn: N segments with control = \"evpn\" (FRR running, this host its own reflector);"
+echo "ha: the N-segment router as one of an HA pair (HA link, keepalived with N + 1 addresses, conntrackd)"
 printf '%-8s %6s | %8s %8s %9s | %8s %7s | %8s %7s | %8s | %8s\n' \
   shape N limit apply apply/lim noop noop% check check% destroy "RSS MiB"
 for n in "${SIZES[@]}"; do
-  for shape in unicast dhcp evpn; do
+  for shape in unicast dhcp evpn ha; do
     apply=$(get "$n" "$shape-apply"); [ -n "$apply" ] || continue
     if [ "$shape" = unicast ]; then limit=$(get "$n" unicast-limit); else limit=$(get "$n" apply); fi
     noop=$(get "$n" "$shape-noop"); check=$(get "$n" "$shape-check"); destroy=$(get "$n" "$shape-destroy")
@@ -292,4 +304,4 @@ for n in "${SIZES[@]}"; do
       "$check" "$(pct "$check" "$apply")" "$destroy" "$(rss_of "$n" "$shape-rss-kib")"
   done
 done
-echo "(dhcp, evpn: 'limit' is vxrouter's plain apply at the same N, so apply/lim is what DHCP on every leg, or EVPN, costs)"
+echo "(dhcp, evpn, ha: 'limit' is vxrouter's plain apply at the same N, so apply/lim is what DHCP on every leg, EVPN or HA costs)"
