@@ -127,12 +127,15 @@ fn human(bytes: u64) -> String {
 /// the next job as soon as it is done with one: most jobs wait on a timeout
 /// rather than a CPU, and a batch would wait for its slowest), keeping
 /// their order. Jobs not started when a signal arrives are dropped.
-fn parallel<T: Send>(jobs: Vec<Box<dyn FnOnce() -> T + Send + '_>>) -> Vec<T> {
+/// A job for [`parallel`].
+type Job<'a, T> = Box<dyn FnOnce() -> T + Send + 'a>;
+
+fn parallel<T: Send>(jobs: Vec<Job<'_, T>>) -> Vec<T> {
     use std::sync::Mutex;
     use std::sync::atomic::{AtomicUsize, Ordering};
     const WORKERS: usize = 24;
     let n = jobs.len();
-    let jobs: Vec<Mutex<Option<Box<dyn FnOnce() -> T + Send + '_>>>> = jobs.into_iter().map(|j| Mutex::new(Some(j))).collect();
+    let jobs: Vec<Mutex<Option<Job<'_, T>>>> = jobs.into_iter().map(|j| Mutex::new(Some(j))).collect();
     let out: Vec<Mutex<Option<T>>> = (0..n).map(|_| Mutex::new(None)).collect();
     let next = AtomicUsize::new(0);
     std::thread::scope(|s| {
@@ -431,12 +434,10 @@ pub fn run_checks(lab: &Lab) -> Result<Vec<CheckResult>> {
                         ));
                     }
                 }
-                Some(role) => {
-                    if attacker.arping_macs(public).contains(&mac) {
-                        problems.push(format!("this {role:?} router's public leg ({mac}) answers ARP for {public}"));
-                    }
+                Some(role) if attacker.arping_macs(public).contains(&mac) => {
+                    problems.push(format!("this {role:?} router's public leg ({mac}) answers ARP for {public}"));
                 }
-                None => {}
+                Some(_) | None => {}
             }
             for g in &gateways {
                 if attacker.arping(*g) {

@@ -17,6 +17,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
+/// (sent, echo arrival) per probe, shared by the sender and the receiver.
+type ProbeLog = Arc<Mutex<Vec<(Instant, Option<Instant>)>>>;
+
 /// First bytes of every UDP probe.
 const MAGIC: &[u8; 4] = b"vxhp";
 
@@ -323,7 +326,7 @@ pub fn probe(to: SocketAddr, interval: Duration, duration: Option<Duration>, wit
     let t0 = Instant::now();
     let start_unix = unix_now();
     // (sent, echo arrival) per probe; the sender pushes, the receiver fills in.
-    let log: Arc<Mutex<Vec<(Instant, Option<Instant>)>>> = Arc::default();
+    let log: ProbeLog = Arc::default();
     let lag = Arc::new(Mutex::new(Duration::ZERO));
     let sender = {
         let (sock, log, stop, lag) = (sock.try_clone()?, log.clone(), stop.clone(), lag.clone());

@@ -356,12 +356,12 @@ impl Kind for Frr {
         seen.instance = parse_instance(&config);
         let ours = seen.instance.as_ref().is_some_and(|i| i.owner.as_deref() == Some(cx.desired.host.as_str()));
         if let (Some(_), true) = (want, ours) {
-            if let Some(peers) = json("show bgp l2vpn evpn summary json").and_then(|v| v.get("peers").cloned()) {
-                if let Some(m) = peers.as_object() {
-                    for (addr, p) in m {
-                        let state = p.get("state").and_then(|s| s.as_str()).unwrap_or("unknown");
-                        seen.sessions.insert(addr.clone(), state.to_string());
-                    }
+            if let Some(peers) = json("show bgp l2vpn evpn summary json").and_then(|v| v.get("peers").cloned())
+                && let Some(m) = peers.as_object()
+            {
+                for (addr, p) in m {
+                    let state = p.get("state").and_then(|s| s.as_str()).unwrap_or("unknown");
+                    seen.sessions.insert(addr.clone(), state.to_string());
                 }
             }
             if let Some(v) = json("show evpn vni json").and_then(|v| v.as_object().cloned()) {
