@@ -688,12 +688,8 @@ pub fn set(cx: &mut Apply<'_>, ns: &Ns, name: &str, c: &LinkChange) -> Result<()
         vxlan_learning: c.vxlan_learning,
         ..SetLink::default()
     };
-    if kind_change.bridge.is_some()
-        || c.vxlan_group.is_some()
-        || c.vxlan_ageing.is_some()
-        || c.vxlan_ttl.is_some()
-        || c.vxlan_learning.is_some()
-    {
+    // Nothing to send when nothing is set.
+    if kind_change != SetLink::default() {
         sock.set_link(link, &kind_change).with_context(|| format!("change {name} in {ns}"))?;
     }
     let plain = SetLink {
@@ -705,13 +701,7 @@ pub fn set(cx: &mut Apply<'_>, ns: &Ns, name: &str, c: &LinkChange) -> Result<()
         group: c.group,
         ..SetLink::default()
     };
-    if plain.alias.is_some()
-        || plain.mtu.is_some()
-        || plain.master.is_some()
-        || plain.mac.is_some()
-        || plain.no_ipv6.is_some()
-        || plain.group.is_some()
-    {
+    if plain != SetLink::default() {
         sock.set_link(link, &plain).with_context(|| format!("change {name} in {ns}"))?;
     }
     if let Some(f) = c.port

@@ -51,7 +51,7 @@ pub struct CreateCtx {
 }
 
 /// Attributes of an existing link to change; `None` leaves one as it is.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct SetLink {
     pub alias: Option<String>,
     pub mtu: Option<u32>,
