@@ -133,7 +133,11 @@ fetch() {  # fetch PKG -> path of the .deb (cached in $debs)
   local have
   have=$(ls "$debs/$1"_*.deb 2>/dev/null | head -n1)
   if [ -n "$have" ]; then echo "$have"; return 0; fi
-  ( cd "$work/dl" && apt-get download -q "$1" >/dev/null 2>&1 ) || {
+  # Package lists may be missing or stale (a fresh machine, an old mirror
+  # snapshot): as root, update them and try once more.
+  ( cd "$work/dl" && apt-get download -q "$1" >/dev/null 2>&1 ) \
+    || { [ "$(id -u)" = 0 ] && apt-get update -q >/dev/null 2>&1 \
+         && ( cd "$work/dl" && apt-get download -q "$1" >/dev/null 2>&1 ); } || {
     echo "guest-image: apt-get download $1 failed: no network here (a sandbox?) or no 'apt-get update' yet;" \
          "build the image once where apt works: scripts/guest-image.sh" >&2
     return 1

@@ -470,6 +470,8 @@ fn execute(p: &Profile, dir: &Path, mut w: World, plan: &Plan, opts: &Opts) -> R
 
     phase(opts, &format!("applied {} step(s)", plan.steps.len()), t);
     let t = Instant::now();
+    // Test hook: step n + 1 is "after the last step, before verification".
+    crate::testhooks::signal_step(plan.steps.len() + 1);
     if let Some(sig) = crate::signals::caught() {
         let e = crate::error!(Interrupted, "interrupted by {sig} after the last step, before verification");
         let e = apply::rolled_back(e, cx.rollback());
@@ -601,22 +603,7 @@ fn apply_locked(p: &Profile, opts: &Opts, dir: &Path) -> Result<u8> {
     }
     let late = move || late.map(|h| h.join().unwrap_or_default()).unwrap_or_default();
     if plan.steps.is_empty() {
-        // Still drop a stale `pending` left by an interrupted run, write back
-        // a state rebuilt from the kernel, and record the owning profile.
-        let me = profile_path(p);
-        let hash = state::profile_hash(&me);
-        let stale_claim = !w.state.is_empty() && (w.state.profile.as_deref() != Some(&me) || w.state.profile_hash != hash);
-        // The rulesets this run found as wanted, at their generation: the
-        // next runs need not list them while that stays so.
-        let verified = crate::kinds::firewall::verified(&w.desired, &w.observed);
-        let records = !w.state.is_empty() && verified != w.state.nft_verified;
-        if w.state.pending.is_some() || w.state_recovered || stale_claim || records {
-            let mut st = w.state.clone();
-            st.nft_verified = verified;
-            st.pending = None;
-            st.profile = Some(me);
-            st.profile_hash = hash;
-            st.public = w.desired.public_address().map(|a| a.to_string());
+        if let Some(st) = state::unchanged(&w.state, w.state_recovered, &profile_path(p), &w.desired, &w.observed) {
             st.save(dir)?;
         }
         let late = late();
@@ -638,6 +625,8 @@ fn apply_locked(p: &Profile, opts: &Opts, dir: &Path) -> Result<u8> {
     }
     warnings.extend(late);
     result?;
+    // Test hook: step n + 2 is "verified and recorded".
+    crate::testhooks::signal_step(plan.steps.len() + 2);
     if let Some(sig) = crate::signals::caught() {
         warnings.push(format!("received {sig} after the last change: the run completed"));
         crate::tell!("{}: received {sig} after the last change: the run completed", output::warning_word());
@@ -648,7 +637,7 @@ fn apply_locked(p: &Profile, opts: &Opts, dir: &Path) -> Result<u8> {
 
 fn destroy_locked(p: &Profile, opts: &Opts, dir: &Path) -> Result<u8> {
     let mut w = world(p, dir, true, opts, Access::Write)?;
-    let warnings = w.take_warnings();
+    let mut warnings = w.take_warnings();
     if !opts.json {
         for warn in &warnings {
             crate::tell!("{}: {warn}", output::warning_word());
@@ -656,17 +645,15 @@ fn destroy_locked(p: &Profile, opts: &Opts, dir: &Path) -> Result<u8> {
     }
     let plan = compute(&w, opts)?;
     if plan.steps.is_empty() {
-        let kept = w
-            .state
-            .namespaces
-            .iter()
-            .filter(|n| w.observed.named.get(*n).and_then(|v| v.loopback_mark()) == Some(w.desired.mark.as_str()))
-            .cloned()
-            .collect();
-        State { host: p.host.clone(), namespaces: kept, ..State::default() }.save(dir)?;
+        state::nothing_removed(&w.state, &p.host, &w.desired, &w.observed).save(dir)?;
         print_done(p, &plan, &warnings, opts, &format!("nothing to remove: no objects of {} on this host", p.host))?;
     } else {
         execute(p, dir, w, &plan, opts)?;
+        crate::testhooks::signal_step(plan.steps.len() + 2);
+        if let Some(sig) = crate::signals::caught() {
+            warnings.push(format!("received {sig} after the last change: the run completed"));
+            crate::tell!("{}: received {sig} after the last change: the run completed", output::warning_word());
+        }
         print_done(p, &plan, &warnings, opts, &format!("destroyed what {} created", p.host))?;
     }
     Ok(exit::OK)
@@ -686,6 +673,7 @@ pub fn destroy_host(host: &str, opts: &Opts) -> Result<u8> {
         segments: vec![],
         router: None,
         evpn: None,
+        text: String::new(),
     };
     let result = locked(&p, &Opts { take_over: true, ..*opts }, Access::Write, destroy_locked);
     if opts.json

@@ -241,6 +241,41 @@ pub fn after(desired: &Desired, observed: &Observed, during: &State) -> State {
     st
 }
 
+/// The state file after an apply that found nothing to change, or `None`
+/// when the recorded one is still true. It drops a stale `pending` left by
+/// an interrupted run, records a state rebuilt from the kernel
+/// (`recovered`), the profile now owning the host name, and the rulesets
+/// verified at their generation (so the next runs need not list them).
+pub fn unchanged(before: &State, recovered: bool, profile: &str, desired: &Desired, observed: &Observed) -> Option<State> {
+    let hash = profile_hash(profile);
+    let stale_claim = !before.is_empty() && (before.profile.as_deref() != Some(profile) || before.profile_hash != hash);
+    let verified = crate::kinds::firewall::verified(desired, observed);
+    let records = !before.is_empty() && verified != before.nft_verified;
+    if before.pending.is_none() && !recovered && !stale_claim && !records {
+        return None;
+    }
+    let mut st = before.clone();
+    st.nft_verified = verified;
+    st.pending = None;
+    st.profile = Some(profile.to_string());
+    st.profile_hash = hash;
+    st.public = desired.public_address().map(|a| a.to_string());
+    Some(st)
+}
+
+/// The state file after a destroy that found nothing to remove: only the
+/// namespaces kept for their foreign objects (still carrying our mark)
+/// stay recorded.
+pub fn nothing_removed(before: &State, host: &str, desired: &Desired, observed: &Observed) -> State {
+    let namespaces = before
+        .namespaces
+        .iter()
+        .filter(|n| observed.named.get(*n).and_then(|v| v.loopback_mark()) == Some(desired.mark.as_str()))
+        .cloned()
+        .collect();
+    State { host: host.to_string(), namespaces, ..State::default() }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -20,6 +20,8 @@ use crate::state::{self, State};
 pub struct HostStatus {
     pub host: String,
     pub profile: Option<String>,
+    /// The hash (FNV-1a, hex) of the profile text that was applied.
+    pub profile_hash: Option<String>,
     /// The profile file's text is what was applied (None: unknown).
     pub profile_unchanged: Option<bool>,
     /// When it was applied, RFC 3339 (UTC).
@@ -146,6 +148,7 @@ pub fn of(st: &State, profile: Option<&Profile>, observed: Option<&Observed>, dr
     HostStatus {
         host: st.host.clone(),
         profile: st.profile.clone(),
+        profile_hash: st.profile_hash.clone(),
         profile_unchanged: unchanged,
         applied,
         segments,
@@ -184,7 +187,8 @@ pub fn text(s: &HostStatus) -> String {
             Some(false) => " (changed since applied)",
             None => "",
         };
-        out.push_str(&format!("  profile  {p}{changed}\n"));
+        let hash = s.profile_hash.as_deref().map(|h| format!(", hash {h}")).unwrap_or_default();
+        out.push_str(&format!("  profile  {p}{changed}{hash}\n"));
     }
     if let Some(a) = &s.applied {
         out.push_str(&format!("  applied  {a}\n"));

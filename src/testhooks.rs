@@ -15,7 +15,9 @@
 //!   lock (tests concurrency).
 //! - `VXROUTER_FAULT_UNDO=1`: every undo fails (an incomplete rollback).
 //! - `VXROUTER_FAULT_SIGNAL=N:SIG`: the process sends itself SIG (INT, TERM,
-//!   HUP) right before action N (tests signal handling).
+//!   HUP, PIPE) right before action N (tests signal handling); N = steps + 1
+//!   is after the last step, before verification, N = steps + 2 after the
+//!   run was verified and recorded.
 //! - `VXROUTER_FAULT_KILL_AT=NAME`: SIGKILL at the named point NAME (a step
 //!   between two netlink changes that a test wants to hit by name, such as
 //!   `group-set`: links put into a transient group, not yet deleted).
@@ -88,6 +90,7 @@ mod imp {
             "INT" => libc::SIGINT,
             "TERM" => libc::SIGTERM,
             "HUP" => libc::SIGHUP,
+            "PIPE" => libc::SIGPIPE,
             _ => return,
         };
         // SAFETY: raising a signal at ourselves; its handler only records it.

@@ -147,18 +147,24 @@ fn adopting_hand_built_hosts_loses_no_reply() {
 
     // Adopt both hosts while three VMs' pings run every 10 ms.
     let pings = [
-        ("vma → internet", pinger(&l, "host-a", "vma", "198.51.100.10", 600)),
-        ("vmb → vma (VXLAN)", pinger(&l, "host-b", "vmb", "192.168.10.10", 600)),
-        ("vmb → internet", pinger(&l, "host-b", "vmb", "198.51.100.10", 600)),
+        ("vma → internet", pinger(&l, "host-a", "vma", "198.51.100.10", 1500)),
+        ("vmb → vma (VXLAN)", pinger(&l, "host-b", "vmb", "192.168.10.10", 1500)),
+        ("vmb → internet", pinger(&l, "host-b", "vmb", "198.51.100.10", 1500)),
     ];
     std::thread::sleep(Duration::from_millis(1500));
     let o = l.vx("host-a", &["adopt", &pa]);
     assert!(o.status.success(), "adopt host-a: {}", text(&o));
     let o = l.vx("host-b", &["apply", "--adopt", &pb]);
     assert!(o.status.success(), "adopt host-b: {}", text(&o));
+    // Both adoptions happened while every pinger was still pinging (15 s
+    // of pings): a count that ran out first would prove nothing.
+    let mut pings = pings;
+    for (what, child) in &mut pings {
+        assert!(matches!(child.try_wait(), Ok(None)), "{what}: the pings ended before the adoptions did");
+    }
     for (what, child) in pings {
         let (sent, received, line) = summary(child);
-        assert!(sent >= 590 && received == sent, "{what}: replies lost during adoption: {line}");
+        assert!(sent >= 1480 && received == sent, "{what}: replies lost during adoption: {line}");
     }
 
     // Adopted: marked, hand NAT gone, the host matches, nothing left to do.

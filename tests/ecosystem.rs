@@ -95,6 +95,14 @@ fn completions_and_man_page_come_from_the_command_line() {
     for word in ["apply", "check", "destroy", "\\-\\-json", "Exit codes"] {
         assert!(roff.contains(word), "man page lacks {word}");
     }
+    for section in [".SH FILES", ".SH EXAMPLES", ".SH SEE ALSO"] {
+        assert!(roff.contains(section), "man page lacks {section}");
+    }
+    // No placeholder address, and no reference to a page of ours that does
+    // not exist: vxrouter has one page, every subcommand is in it.
+    assert!(!roff.contains("http"), "man page carries a URL");
+    let see_also = &roff[roff.find(".SH SEE ALSO").unwrap()..];
+    assert!(!see_also.contains("vxrouter\\-"), "man page refers to a vxrouter-* page: {see_also}");
     assert!(vx(&["--version"]).status.success());
 }
 
@@ -141,4 +149,22 @@ fn cargo_install_from_the_checkout_gives_a_working_binary() {
     assert!(o.status.success() && String::from_utf8_lossy(&o.stdout).starts_with("vxrouter "), "{}", text(&o));
     let o = Command::new(&bin).args(["validate", "profiles/host-a.toml"]).current_dir(repo).output().unwrap();
     assert!(o.status.success(), "{}", text(&o));
+}
+
+/// The toolchain the README asks for is the one both manifests declare
+/// (`rust-version`: cargo refuses an older compiler with that message).
+#[test]
+fn the_readme_states_the_rust_version_the_manifests_declare() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let read = |f: &str| std::fs::read_to_string(root.join(f)).unwrap();
+    let declared = |manifest: &str| {
+        read(manifest)
+            .lines()
+            .find_map(|l| l.strip_prefix("rust-version = ").map(|v| v.trim_matches('"').to_string()))
+            .unwrap_or_else(|| panic!("{manifest} declares no rust-version"))
+    };
+    let msrv = declared("Cargo.toml");
+    assert_eq!(declared("lab/Cargo.toml"), msrv, "the lab crate declares another rust-version");
+    let readme = read("README.md");
+    assert!(readme.contains(&format!("Rust {msrv} or newer")), "README does not say \"Rust {msrv} or newer\"");
 }

@@ -187,7 +187,11 @@ fn evpn_over_a_routed_underlay() {
     const HOLD: Duration = Duration::from_secs(9);
     let d_vtep = "10.0.2.11".to_string();
     let in_lists = |l: &TestLab, hosts: &[&str]| hosts.iter().filter(|h| flood(l, h, "vxlan3070").contains(&d_vtep)).count();
-    assert_eq!(in_lists(&l, &["rr-a", "rr-b", "host-c"]), 3, "before the cut (positive control): host-d missing from a flood list");
+    assert_eq!(
+        in_lists(&l, &["rr-a", "rr-b", "host-c"]),
+        3,
+        "before the cut (positive control): host-d missing from a flood list"
+    );
     let timers = stdout(&l.exec("host-d", &["vtysh", "-c", "show running-config"]));
     assert!(timers.contains("timers bgp 3 9"), "host-d's FRR does not run the profile's 3/9 timers:\n{timers}");
     let cable = "u3"; // host-d is the lab's fourth host
@@ -213,9 +217,8 @@ fn evpn_over_a_routed_underlay() {
     // The cable plugged back: host-d's configuration was never touched.
     let o = l.exec("fabric", &["ip", "link", "set", cable, "up"]);
     assert!(o.status.success(), "{}", text(&o));
-    let back = wait_for("host-d back in every flood list", Duration::from_secs(60), || {
-        in_lists(&l, &["rr-a", "rr-b", "host-c"]) == 3
-    });
+    let back =
+        wait_for("host-d back in every flood list", Duration::from_secs(60), || in_lists(&l, &["rr-a", "rr-b", "host-c"]) == 3);
     eprintln!("measured: host-d back in every flood list {back:?} after its cable came back");
     wait_for("rr-a's check passes again", Duration::from_secs(30), || {
         l.vx("rr-a", &["check", &l.path("rr-a.toml")]).status.success()

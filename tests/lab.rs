@@ -194,7 +194,7 @@ fn a_vm_whose_mtu_exceeds_the_segment_fails_the_mtu_cell() {
 #[test]
 #[ignore = "needs root and the sandbox: scripts/test.sh"]
 fn hosts_that_disagree_about_a_segment_are_refused_before_anything_is_built() {
-    let b = seed_profile("host-b").replace("vni = 1070", "vni = 1071").replace("239.0.4.46", "239.0.4.99");
+    let b = seed_profile("host-b").replace("vni = 1070", "vni = 1071\nport = 8472").replace("239.0.4.46", "239.0.4.99");
     assert_ne!(b, seed_profile("host-b"));
     let l = TestLab::new(
         "disagree",
@@ -208,9 +208,12 @@ fn hosts_that_disagree_about_a_segment_are_refused_before_anything_is_built() {
         // One error, naming both files and what differs.
         assert_eq!(err.lines().filter(|x| x.contains("disagree")).count(), 1, "{err}");
         let files = [l.path("host-a.toml"), l.path("host-b.toml")];
-        for want in
-            files.iter().map(String::as_str).chain(["segment br-pr", "VNI 1070 vs 1071", "group 239.0.4.46 vs 239.0.4.99"])
-        {
+        for want in files.iter().map(String::as_str).chain([
+            "segment br-pr",
+            "VNI 1070 vs 1071",
+            "port 4789 vs 8472",
+            "group 239.0.4.46 vs 239.0.4.99",
+        ]) {
             assert!(err.contains(want), "{want}: {err}");
         }
         assert!(!std::path::Path::new("/run/vxrouter-lab/disagree").exists(), "nothing may be built");

@@ -31,9 +31,12 @@ fn a_signal_at_any_step_of_apply_or_destroy_rolls_back() {
     let before = l.snapshot("host-a");
     let n = steps(&l, &p, "plan");
     assert!(n >= 10, "{n} steps");
-    for step in 1..=n {
+    let with_signal =
+        |at: usize, sig: &str, cmd: &str| l.exec("host-a", &["env", &format!("VXROUTER_FAULT_SIGNAL={at}:{sig}"), vx(), cmd, &p]);
+    // Before every step, and after the last one (n + 1: before verification).
+    for step in 1..=n + 1 {
         for sig in ["INT", "TERM", "HUP"] {
-            let o = l.exec("host-a", &["env", &format!("VXROUTER_FAULT_SIGNAL={step}:{sig}"), vx(), "apply", &p]);
+            let o = with_signal(step, sig, "apply");
             assert_eq!(o.status.code(), Some(1), "SIG{sig} before step {step}: {}", text(&o));
             let t = text(&o);
             assert!(
@@ -44,22 +47,41 @@ fn a_signal_at_any_step_of_apply_or_destroy_rolls_back() {
             assert_same(&before, &l.snapshot("host-a"), &format!("SIG{sig} before step {step} left the host changed"));
         }
     }
-    let o = l.vx("host-a", &["apply", "-q", &p]);
-    assert!(o.status.success(), "{}", text(&o));
+    // A signal that arrives once the run is verified and recorded (n + 2)
+    // changes nothing more: the run completed, and says so.
+    let o = with_signal(n + 2, "TERM", "apply");
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("received SIGTERM after the last change: the run completed"), "{}", text(&o));
+    assert_eq!(l.vx("host-a", &["check", &p]).status.code(), Some(0));
+    // SIGPIPE (a reader that went away) at any point aborts nothing: the
+    // run completes and the host matches the profile.
+    for step in 1..=n + 2 {
+        assert!(l.vx("host-a", &["destroy", "-q", &p]).status.success());
+        assert_same(&before, &l.snapshot("host-a"), "destroy after a completed apply");
+        let o = with_signal(step, "PIPE", "apply");
+        assert_eq!(o.status.code(), Some(0), "SIGPIPE before step {step}: {}", text(&o));
+        let o = l.vx("host-a", &["check", &p]);
+        assert_eq!(o.status.code(), Some(0), "SIGPIPE before step {step}: {}", text(&o));
+    }
     let o = l.vx("host-a", &["destroy", "--json", &p]);
     let doc: Value = serde_json::from_slice(&o.stdout).unwrap();
     let destroy_steps = doc["changes"].as_array().unwrap().len();
     let o = l.vx("host-a", &["apply", "-q", &p]);
     assert!(o.status.success(), "{}", text(&o));
     let applied = snapshot(&l);
-    for step in 1..=destroy_steps {
+    for step in 1..=destroy_steps + 1 {
         for sig in ["INT", "TERM", "HUP"] {
-            let o = l.exec("host-a", &["env", &format!("VXROUTER_FAULT_SIGNAL={step}:{sig}"), vx(), "destroy", &p]);
+            let o = with_signal(step, sig, "destroy");
             assert_eq!(o.status.code(), Some(1), "destroy, SIG{sig} before step {step}: {}", text(&o));
-            assert!(text(&o).contains("rolled back"), "{}", text(&o));
+            let t = text(&o);
+            assert!(t.contains(&format!("interrupted by SIG{sig}")) && t.contains("rolled back"), "{t}");
             assert_same(&applied, &snapshot(&l), &format!("destroy, SIG{sig} before step {step}"));
         }
     }
+    let o = with_signal(destroy_steps + 2, "HUP", "destroy");
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("received SIGHUP after the last change: the run completed"), "{}", text(&o));
+    assert_same(&before, &l.snapshot("host-a"), "a destroy that completed");
 }
 
 #[test]
@@ -68,12 +90,18 @@ fn a_reader_that_goes_away_does_not_abort_apply() {
     let l = TestLab::seed("op-sigpipe");
     l.up_bare();
     let p = l.path("host-a.toml");
+    let bare = l.snapshot("host-a");
     // `apply | head -1`: the pipe closes after the first line; the run goes on.
     let script = format!("{} apply {p} | head -1 >/dev/null; echo rc=${{PIPESTATUS[0]}}", vx());
     let o = l.exec("host-a", &["bash", "-c", &script]);
     assert!(stdout(&o).contains("rc=0"), "{}", text(&o));
     let o = l.vx("host-a", &["check", &p]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    // `destroy | head -1` likewise removes everything.
+    let script = format!("{} destroy {p} | head -1 >/dev/null; echo rc=${{PIPESTATUS[0]}}", vx());
+    let o = l.exec("host-a", &["bash", "-c", &script]);
+    assert!(stdout(&o).contains("rc=0"), "{}", text(&o));
+    assert_same(&bare, &l.snapshot("host-a"), "`destroy | head -1` left something");
 }
 
 #[test]
@@ -126,8 +154,16 @@ fn status_shows_what_is_applied_and_destroy_host_needs_no_profile() {
     assert_eq!(h["host"], "host-a", "{doc}");
     assert!(h["profile"].as_str().unwrap().ends_with("host-a.toml"), "{doc}");
     assert_eq!(h["profile_unchanged"], true, "{doc}");
+    let hash = h["profile_hash"].as_str().unwrap_or_default();
+    assert!(hash.len() == 16 && hash.chars().all(|c| c.is_ascii_hexdigit()), "{doc}");
     assert!(h["applied"].as_str().unwrap().ends_with('Z'), "{doc}");
     let seg = &h["segments"][0];
+    assert_eq!(seg["flood"], "group 239.0.4.46", "{doc}");
+    let router = &h["router"];
+    assert_eq!((router["namespace"].as_str(), router["exists"].as_bool()), (Some("ns1"), Some(true)), "{doc}");
+    assert_eq!(router["firewall"], serde_json::json!(["nftables"]), "{doc}");
+    let o = l.vx("host-a", &["status"]);
+    assert!(stdout(&o).contains(&format!("(unchanged since applied), hash {hash}")), "{}", text(&o));
     assert_eq!((seg["bridge"].as_str(), seg["vni"].as_u64(), seg["mtu"].as_u64()), (Some("br-pr"), Some(1070), Some(1450)));
     let ports: Vec<&str> = seg["ports"].as_array().unwrap().iter().map(|p| p.as_str().unwrap()).collect();
     assert!(ports.contains(&"vxlan1070") && ports.contains(&"veth17.0") && ports.contains(&"vnet0"), "{ports:?}");
@@ -212,6 +248,29 @@ fn apply_confirm_rolls_back_unless_confirmed_even_when_the_session_dies() {
     assert!(out.status.success(), "{}", text(&out));
     let o = l.vx("host-a", &["check", &p]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let o = l.vx("host-a", &["destroy", "-q", &p]);
+    assert!(o.status.success(), "{}", text(&o));
+    // Enter on the terminal (script(1) gives the apply one) confirms too.
+    let mut on_tty = std::process::Command::new(vx())
+        .args(["lab", "exec"])
+        .arg(&l.file)
+        .args(["host-a", "--", "script", "-qfec", &format!("{} apply --confirm 30 {p}", vx()), "/dev/null"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(wait_file(&l, waiting, false), "the apply never waited for a confirmation");
+    {
+        use std::io::Write;
+        let mut stdin = on_tty.stdin.take().unwrap();
+        stdin.write_all(b"\n").unwrap();
+        assert!(wait_file(&l, waiting, true), "Enter did not end the wait");
+    }
+    let out = on_tty.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let o = l.vx("host-a", &["check", &p]);
+    assert_eq!(o.status.code(), Some(0), "confirmed by Enter, yet: {}", text(&o));
     let o = l.vx("host-a", &["destroy", "-q", &p]);
     assert!(o.status.success(), "{}", text(&o));
     let before = snapshot(&l);

@@ -208,6 +208,7 @@ fn drift(backend: &str) {
             &[],
         ),
         ("ip link set eth1 nomaster".into(), "different: uplink eth1 in br-pu: master br-pu (found none)", &[]),
+        ("ip link set eth1 master br-pr".into(), "different: uplink eth1 in br-pu: master br-pu (found br-pr)", &[]),
         ("ip netns del ns1".into(), "missing: namespace ns1", &["veth15.0", "veth17.0"]),
     ];
     let mut cases = cases;

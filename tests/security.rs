@@ -295,13 +295,15 @@ fn the_lab_public_side_cell_catches_arp_ping_and_ipv6_leaks() {
     };
     assert_eq!(cell(&checks)["ok"], true, "{}", cell(&checks));
     // Undo the router's hardening by hand: the leg answers ARP for every
-    // address of the namespace, and has IPv6 again (a link-local address,
-    // and no ip6 drop table).
+    // address of the namespace, the input chain accepts every ping (also
+    // one routed to a private gateway via the public address), and the leg
+    // has IPv6 again (a link-local address, and no ip6 drop table).
     let o = l.sh(
         "host-a",
         "ip netns exec ns1 sh -c 'p=/proc/sys/net; echo 0 > $p/ipv4/conf/all/arp_ignore && echo 0 > $p/ipv4/conf/veth15.1/arp_ignore \
          && echo 0 > $p/ipv6/conf/veth15.1/addr_gen_mode && echo 0 > $p/ipv6/conf/veth15.1/disable_ipv6 \
-         && ip link set veth15.1 down && ip link set veth15.1 up && nft delete table ip6 vxrouter'",
+         && ip link set veth15.1 down && ip link set veth15.1 up && nft delete table ip6 vxrouter \
+         && nft insert rule ip vxrouter input icmp type echo-request accept'",
     );
     assert!(o.status.success(), "{}", text(&o));
     std::thread::sleep(std::time::Duration::from_secs(3)); // DAD of the new link-local
@@ -311,5 +313,6 @@ fn the_lab_public_side_cell_catches_arp_ping_and_ipv6_leaks() {
     let d = c["detail"].as_str().unwrap();
     assert_eq!(c["ok"], false, "{c}");
     assert!(d.contains("answers ARP for the private gateway 192.168.10.3"), "{c}");
+    assert!(d.contains("the private gateway 192.168.10.3 answers ping from the public side"), "{c}");
     assert!(d.contains("answers IPv6 on the public segment"), "{c}");
 }

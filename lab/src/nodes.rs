@@ -102,22 +102,21 @@ impl Node {
         if program == SELF_EXE {
             cmd.arg0("vxrouter-lab");
         }
-        let net = self.net.as_raw_fd();
-        let mnt = self.mnt.as_ref().map(|m| m.as_raw_fd());
-        // SAFETY: only async-signal-safe syscalls between fork and exec; the
-        // fds are inherited and stay open until exec.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::setns(net, libc::CLONE_NEWNET) != 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                if let Some(m) = mnt
-                    && libc::setns(m, libc::CLONE_NEWNS) != 0
-                {
-                    return Err(io::Error::last_os_error());
-                }
-                Ok(())
-            });
+        // The product's own way into a network namespace, then (a second
+        // pre_exec hook, run after the first) the node's mount namespace.
+        vxrouter::netns::command_in(&mut cmd, &self.net);
+        if let Some(m) = self.mnt.as_ref().map(|m| m.as_raw_fd()) {
+            // SAFETY: one async-signal-safe syscall (setns) between fork and
+            // exec; the fd is inherited and stays open until exec (the node
+            // holds it).
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::setns(m, libc::CLONE_NEWNS) != 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
         }
         // A new mount namespace resets the working directory to its root.
         cmd.current_dir("/");

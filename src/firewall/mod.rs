@@ -319,3 +319,31 @@ pub fn read(ns: Option<&File>, where_: &str, backends: &[Backend], recorded: Opt
     }
     Ok(st)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::rule_diff;
+
+    fn v(rules: &[&str]) -> Vec<String> {
+        rules.iter().map(|r| r.to_string()).collect()
+    }
+
+    /// Drift is told as the rules that differ: missing and extra ones by
+    /// their text, and only when the same rules are there in another order,
+    /// the first position where the order differs.
+    #[test]
+    fn rule_diffs_name_missing_extra_and_reordered_rules() {
+        let want = v(&["a accept", "b accept", "drop"]);
+        assert_eq!(rule_diff(&want, &want), "");
+        assert_eq!(rule_diff(&want, &v(&["a accept", "drop"])), "missing `b accept`");
+        assert_eq!(
+            rule_diff(&want, &v(&["accept", "a accept", "b accept", "drop"])),
+            "extra `accept`",
+            "an extra rule is told as such, not as a reordering"
+        );
+        assert_eq!(rule_diff(&want, &v(&["a accept", "c accept", "drop"])), "missing `b accept`, extra `c accept`");
+        assert_eq!(rule_diff(&want, &v(&["drop", "a accept", "b accept"])), "reordered: rule 1 is `drop` (expected `a accept`)");
+        // A duplicate counts once per occurrence.
+        assert_eq!(rule_diff(&want, &v(&["a accept", "a accept", "b accept", "drop"])), "extra `a accept`");
+    }
+}

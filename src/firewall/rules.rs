@@ -461,6 +461,17 @@ mod tests {
             ["-s 10.0.0.0/24 -p udp -m udp --dport 4789 -j RETURN", "-p udp -m udp --dport 4789 -j DROP"]
         );
         assert_eq!(r.chains[0].family, Family::V4);
+        // Every segment port is filtered, each with the same sources.
+        let r = underlay_policy(&[4789, 8472], &["10.0.0.0/24".parse().unwrap()], false);
+        assert_eq!(
+            rules(&r, Hook::Input),
+            [
+                "-s 10.0.0.0/24 -p udp -m udp --dport 4789 -j RETURN",
+                "-p udp -m udp --dport 4789 -j DROP",
+                "-s 10.0.0.0/24 -p udp -m udp --dport 8472 -j RETURN",
+                "-p udp -m udp --dport 8472 -j DROP"
+            ]
+        );
         // Over an IPv6 underlay the chain is an IPv6 one (ip6tables, nft ip6).
         let r = underlay_policy(&[4789], &["fd00::/64".parse().unwrap()], true);
         assert_eq!(r.chains[0].family, Family::V6);

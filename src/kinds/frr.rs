@@ -60,9 +60,12 @@ pub struct Want {
 }
 
 /// What was read of FRR.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Seen {
+    /// Where FRR's configuration file was looked for (read once, by
+    /// observe: planning reads no environment).
+    pub conf: PathBuf,
     /// bgpd answered vtysh.
     pub running: bool,
     /// The default-VRF BGP instance, if any.
@@ -75,6 +78,20 @@ pub struct Seen {
     pub sessions: BTreeMap<String, String>,
     /// VNIs zebra knows.
     pub vnis: Vec<u32>,
+}
+
+impl Default for Seen {
+    fn default() -> Self {
+        Seen {
+            conf: PathBuf::from("/etc/frr/frr.conf"),
+            running: false,
+            instance: None,
+            file_block: None,
+            file: false,
+            sessions: BTreeMap::new(),
+            vnis: vec![],
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -342,9 +359,8 @@ impl Kind for Frr {
 
     fn observe(cx: &mut ObserveCx<'_>) -> Result<Seen> {
         let want = cx.desired.of::<Frr>().first();
-        let mut seen = Seen::default();
-        let conf = conf_path();
-        if let Ok(text) = std::fs::read_to_string(&conf) {
+        let mut seen = Seen { conf: conf_path(), ..Seen::default() };
+        if let Ok(text) = std::fs::read_to_string(&seen.conf) {
             seen.file = true;
             seen.file_block = file_block(&text, &cx.desired.host);
         }
@@ -415,11 +431,11 @@ impl Kind for Frr {
         let block = want.map(|w| block_text(w.asn, &w.lines));
         if seen.file && seen.file_block != block {
             let order = if block.is_some() { Order::Late } else { Order::StopDaemons };
-            p.push(order, WriteConf { path: conf_path(), host: host.clone(), block, found: seen.file_block.clone() });
+            p.push(order, WriteConf { path: seen.conf.clone(), host: host.clone(), block, found: seen.file_block.clone() });
         } else if want.is_some() && !seen.file && seen.running {
             p.note(format!(
                 "{} does not exist: FRR loses vxrouter's BGP instance when it restarts, until the next apply",
-                conf_path().display()
+                seen.conf.display()
             ));
         }
         // Health: not changes, but `check` fails on them.

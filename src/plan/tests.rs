@@ -243,6 +243,23 @@ fn an_unowned_name_is_a_conflict_and_nothing_is_planned() {
     assert!(plan(&d, &o, PlanOptions::default()).unwrap_err().to_string().contains("namespace ns1 exists but was not created"));
 }
 
+/// An uplink found in a bridge of someone else is not taken from it: the
+/// conflict names that bridge (in one of ours it is drift, moved back).
+#[test]
+fn an_uplink_in_a_foreign_bridge_is_a_conflict_naming_it() {
+    let d = desired(SEED_A);
+    let mut o = converged(&d);
+    o.host.links.push(Link { index: 99, name: "br-x".into(), kind: Some("bridge".into()), ..Link::default() });
+    host_link(&mut o, "eth1").master = Some(99);
+    let err = plan(&d, &o, PlanOptions::default()).unwrap_err().to_string();
+    assert!(err.contains("uplink eth1 is a port of br-x, which vxrouter does not own; release it first"), "{err}");
+    let pr = host_link(&mut o, "br-pr").index;
+    host_link(&mut o, "eth1").master = Some(pr);
+    let p = plan(&d, &o, PlanOptions::default()).unwrap();
+    let lines: Vec<String> = p.steps.iter().map(|s| s.line()).collect();
+    assert_eq!(lines, ["change uplink eth1 in br-pu: master br-pu (found br-pr)"], "{lines:#?}");
+}
+
 #[test]
 fn an_interrupted_run_is_finished_by_adopting_its_unmarked_links() {
     let d = desired(SEED_A);
@@ -578,6 +595,29 @@ mod preflight {
         );
     }
 
+    /// `underlay.local` must be an address of this host. It may sit on
+    /// another interface than the device (a routed underlay keeps it on
+    /// `lo`), so only an address held nowhere is warned about, at its key.
+    #[test]
+    fn an_underlay_local_this_host_does_not_hold_is_warned_about_at_its_key() {
+        let with_local = |a: &str| SEED_A.replace("device = \"eth0\"", &format!("device = \"eth0\"\nlocal = \"{a}\""));
+        let mut o = bare();
+        let pf = check(&profile(&with_local("10.0.0.1")), &o.facts, &o.host);
+        assert!(pf.warnings.iter().all(|w| !w.contains("underlay.local")), "{:?}", pf.warnings);
+        o.host.addrs.push(Addr { index: 1, cidr: "10.0.9.1/32".parse().unwrap() });
+        let pf = check(&profile(&with_local("10.0.9.1")), &o.facts, &o.host);
+        assert!(pf.warnings.iter().all(|w| !w.contains("underlay.local")), "{:?}", pf.warnings);
+        let pf = check(&profile(&with_local("10.0.0.9")), &o.facts, &o.host);
+        assert!(pf.errors.is_empty(), "{:?}", pf.errors);
+        assert!(
+            pf.warnings
+                .iter()
+                .any(|w| w.starts_with("p.toml:10:1: underlay.local") && w.contains("10.0.0.9 is not an address of this host")),
+            "{:?}",
+            pf.warnings
+        );
+    }
+
     #[test]
     fn missing_nics_and_oversized_mtu_are_errors() {
         let mut o = bare();
@@ -724,7 +764,13 @@ mod evpn {
         let instance = Instance { asn: w.asn, lines: w.lines.clone(), owner: Some("host-a".into()) };
         o.parts.insert::<Frr, _>(Seen { running: true, instance: Some(instance), ..Seen::default() });
         let lines = |o: &Observed| -> Vec<String> {
-            plan(&d, o, PlanOptions::default()).unwrap().steps.iter().map(|s| s.line()).filter(|l| l.contains("vxlan1070")).collect()
+            plan(&d, o, PlanOptions::default())
+                .unwrap()
+                .steps
+                .iter()
+                .map(|s| s.line())
+                .filter(|l| l.contains("vxlan1070"))
+                .collect()
         };
         assert!(lines(&o).is_empty(), "{:?}", lines(&o));
         for l in o.host.links.iter_mut().filter(|l| l.name == "vxlan1070") {

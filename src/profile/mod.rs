@@ -36,6 +36,11 @@ pub struct Profile {
     pub router: Option<Router>,
     /// `[evpn]`: BGP EVPN through FRR (kinds/frr.rs).
     pub evpn: Option<Evpn>,
+    /// The text it was parsed from: the messages that need the host (so
+    /// come after validation) locate their keys in it, not in the file as
+    /// it may be by then.
+    #[serde(skip)]
+    pub text: String,
 }
 
 /// The BGP EVPN control plane: every host peers (iBGP) with the route
@@ -301,14 +306,13 @@ impl Profile {
 }
 
 impl Profile {
-    /// "file:line:column" of `key` in the table `[table]` as the file writes
-    /// it, for the errors and warnings that need the host and so come after
-    /// validation (the parsed profile keeps no positions). The file alone
-    /// when the key is not written that way (a dotted key, or the file
-    /// changed meanwhile).
+    /// "file:line:column" of `key` in the table `[table]` as the text that
+    /// was validated writes it, for the errors and warnings that need the
+    /// host and so come after validation (the parsed profile keeps no
+    /// positions). The file alone when the key is not written that way (a
+    /// dotted key).
     pub fn key_location(&self, table: &str, key: &str) -> String {
-        let text = std::fs::read_to_string(&self.source).unwrap_or_default();
-        locate_key(&text, table, key).map(|(l, c)| format!("{}:{l}:{c}", self.source)).unwrap_or_else(|| self.source.clone())
+        locate_key(&self.text, table, key).map(|(l, c)| format!("{}:{l}:{c}", self.source)).unwrap_or_else(|| self.source.clone())
     }
 }
 

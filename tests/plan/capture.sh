@@ -147,6 +147,10 @@ case_multicast-to-unicast() {
   start "$P/host-a.toml"
   capture "$(variant tounicast 's/^group = "239.0.4.46".*/peers = ["10.0.0.1", "10.0.0.2"]/')" plan
 }
+case_unicast-to-multicast() {
+  start "$(variant tounicast 's/^group = "239.0.4.46".*/peers = ["10.0.0.1", "10.0.0.2"]/')"
+  capture "$P/host-a.toml" plan
+}
 case_backend-switch() {
   start "$(variant ipt 's/^namespace = "ns1".*/&\nfirewall = "iptables"/')"
   capture "$(variant nft 's/^namespace = "ns1".*/&\nfirewall = "nftables"/')" plan
