@@ -31,7 +31,8 @@ pub struct Cli {
 
 #[derive(Args, Clone, Debug)]
 pub struct Global {
-    /// Machine-readable JSON on standard output (validate, plan, check, lab check, lab run).
+    /// Machine-readable JSON on standard output (validate, plan, apply, adopt, check, destroy, status,
+    /// lab check, lab run, lab status).
     #[arg(long, global = true)]
     pub json: bool,
     /// Print only errors and differences.

@@ -65,14 +65,26 @@ pub fn wait(dir: &Path, host: &str, secs: u64) -> Result<Outcome> {
                     }
                 });
             }
+            // Ctrl-C (or SIGTERM) here is the operator saying no: the
+            // waiter, in a session of its own, does not get it from the
+            // terminal, so it is passed on and the waiter rolls back now.
+            // SIGHUP is not passed on: a dying SSH session sends it, and
+            // `vxrouter confirm` from a new session must still be possible.
+            let mut passed_on = false;
             let code = loop {
-                match nix::sys::wait::waitpid(child, None) {
-                    Ok(nix::sys::wait::WaitStatus::Exited(_, code)) => break code,
-                    Ok(nix::sys::wait::WaitStatus::Signaled(..)) => break 3,
-                    Ok(_) => continue,
-                    Err(nix::errno::Errno::EINTR) => continue,
+                use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+                match waitpid(child, Some(WaitPidFlag::WNOHANG)) {
+                    Ok(WaitStatus::Exited(_, code)) => break code,
+                    Ok(WaitStatus::Signaled(..)) => break 3,
+                    Ok(_) | Err(nix::errno::Errno::EINTR) => {}
                     Err(e) => return Err(e).context("wait for the confirmation waiter"),
                 }
+                if !passed_on && let Some(sig) = crate::signals::caught_to_stop() {
+                    let sig = if sig == "SIGINT" { nix::sys::signal::Signal::SIGINT } else { nix::sys::signal::Signal::SIGTERM };
+                    let _ = nix::sys::signal::kill(child, sig);
+                    passed_on = true;
+                }
+                std::thread::sleep(Duration::from_millis(20));
             };
             std::process::exit(code);
         }

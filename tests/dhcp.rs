@@ -66,11 +66,7 @@ fn dnsmasq_is_supervised_restarted_only_on_change_and_stopped_by_destroy() {
     // `status` names the daemon with the pid of its pid file.
     let o = l.vx("host-a", &["status", "--json"]);
     let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&o)));
-    assert_eq!(
-        doc["hosts"][0]["router"]["daemons"],
-        serde_json::json!([format!("dnsmasq pid {first} on veth17.1")]),
-        "{doc}"
-    );
+    assert_eq!(doc["hosts"][0]["router"]["daemons"], serde_json::json!([format!("dnsmasq pid {first} on veth17.1")]), "{doc}");
     // A second apply leaves it alone.
     let o = l.vx("host-a", &["apply", &p]);
     assert!(stdout(&o).contains("nothing to do"), "{}", text(&o));

@@ -274,6 +274,27 @@ fn apply_confirm_rolls_back_unless_confirmed_even_when_the_session_dies() {
     let o = l.vx("host-a", &["destroy", "-q", &p]);
     assert!(o.status.success(), "{}", text(&o));
     let before = snapshot(&l);
+    // Ctrl-C at the waiting apply (SIGINT to it, not to the waiter nor to
+    // the `lab exec` around it) says no: rolled back at once, not after
+    // the 30 s.
+    let apply = std::process::Command::new(vx())
+        .args(["lab", "exec"])
+        .arg(&l.file)
+        .args(["host-a", "--", vx(), "apply", "--confirm", "30", &p])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(wait_file(&l, waiting, false), "the apply never waited for a confirmation");
+    let waiter = stdout(&l.sh("host-a", &format!("cat {waiting}"))).trim().to_string();
+    let interrupt = format!(
+        "for p in $(pgrep -f '^[^ ]*vxrouter apply --confirm 30'); do [ \"$p\" != \"{waiter}\" ] && kill -INT $p; done; true"
+    );
+    assert!(l.sh("host-a", &interrupt).status.success());
+    let out = apply.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("interrupted by SIGINT while waiting for a confirmation"), "{}", text(&out));
+    assert_same(&before, &snapshot(&l), "Ctrl-C during the wait kept the change");
     // The session dies (its terminal goes, the foreground process is
     // killed): the waiter rolls back on time all the same.
     let session = std::process::Command::new(vx())
