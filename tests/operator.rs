@@ -318,3 +318,56 @@ fn apply_confirm_rolls_back_unless_confirmed_even_when_the_session_dies() {
     std::thread::sleep(std::time::Duration::from_millis(300));
     assert_same(&before, &snapshot(&l), "the change stayed after the session died unconfirmed");
 }
+
+/// Ctrl-C at the terminal reaches vxrouter's whole process group. The tools
+/// it runs (here `nft`, which has committed its transaction and is still
+/// running) are in groups of their own: they finish, the step is journaled,
+/// and the rollback at the next step boundary undoes it too.
+#[test]
+#[ignore = "needs root and the sandbox: scripts/test.sh"]
+fn ctrl_c_never_kills_a_tool_after_its_commit() {
+    let l = TestLab::seed("op-ctrl-c-tool");
+    l.up();
+    let p = l.path("host-a.toml");
+    // The same profile file with a port forward more (a second file would
+    // be a second profile claiming the host name): one firewall change.
+    let original = std::fs::read_to_string(&p).unwrap();
+    let forward = l.write(
+        "host-a.toml",
+        &format!("{original}\n[[router.forward]]\nproto = \"tcp\"\nport = 2222\nto = \"192.168.10.20:22\"\n"),
+    );
+    let o = l.vx("host-a", &["plan", &forward]);
+    let plan = stdout(&o);
+    assert!(o.status.success() && plan.contains("firewall in ns1"), "{}", text(&o));
+    assert!(plan.lines().filter(|x| !x.starts_with("note")).all(|x| x.contains("firewall in ns1")), "{plan}");
+    // (Compared table by table: a rollback that replaces a table puts it
+    // after the other one in `nft list ruleset`.)
+    let tables = || {
+        ["ip", "ip6"].map(|f| stdout(&l.exec("host-a", &["ip", "netns", "exec", "ns1", "nft", "list", "table", f, "vxrouter"])))
+    };
+    let before = tables();
+    assert!(before[0].contains("chain forward"), "{before:?}");
+    // An nft that commits, then takes a second to exit.
+    let marker = l.path("committed");
+    let wrapper_dir = l.path("slow-nft");
+    std::fs::create_dir_all(&wrapper_dir).unwrap();
+    let real = stdout(&l.sh("host-a", "command -v nft")).trim().to_string();
+    let wrapper =
+        format!("#!/bin/sh\n{real} \"$@\"; rc=$?\ncase \" $* \" in *\" -f \"*) touch {marker}; sleep 1;; esac\nexit $rc\n");
+    let nft = format!("{wrapper_dir}/nft");
+    std::fs::write(&nft, wrapper).unwrap();
+    assert!(l.sh("host-a", &format!("chmod +x {nft}")).status.success());
+    let script = format!(
+        "PATH={wrapper_dir}:$PATH setsid {vx} apply {forward} & pid=$!; \
+         for i in $(seq 1000); do [ -e {marker} ] && break; sleep 0.01; done; kill -INT -- -$pid; wait $pid; echo rc=$?",
+        vx = vx()
+    );
+    let o = l.exec("host-a", &["bash", "-c", &script]);
+    let t = text(&o);
+    assert!(stdout(&o).contains("rc=1"), "{t}");
+    assert!(t.contains("interrupted by SIGINT") && t.contains("rolled back: the host is as it was before this run"), "{t}");
+    assert_eq!(before, tables(), "Ctrl-C while nft was finishing left its ruleset");
+    std::fs::write(&p, original).unwrap();
+    let o = l.vx("host-a", &["check", &p]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+}

@@ -23,6 +23,10 @@ fn label(tool: &str, args: &[&str]) -> String {
 fn command(tool: &str, args: &[&str], ns: Option<&File>) -> Command {
     let mut cmd = Command::new(tool);
     cmd.args(args);
+    // A process group of its own: Ctrl-C at the terminal reaches vxrouter
+    // (which rolls back at the next step) but never a tool in the middle of
+    // a transaction, whose outcome the journal must know.
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
     if let Some(f) = ns {
         netns::command_in(&mut cmd, f);
     }

@@ -248,6 +248,8 @@ fn start(files: &Files, ns: &str, ns_file: &File, config: &str) -> Result<()> {
     // refuses to start; none runs now (stopped before), so it is stale.
     daemon::remove_files([files.lock(ns).as_path(), &files.socket(ns)])?;
     let mut cmd = Command::new("conntrackd");
+    // Ctrl-C at the terminal must not reach it before it has daemonized.
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
     cmd.arg("-C").arg(files.conf(ns)).arg("-d").stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
     netns::command_in(&mut cmd, ns_file);
     let out = cmd.output().with_context(|| format!("run conntrackd in {ns} (is conntrackd installed?)"))?;

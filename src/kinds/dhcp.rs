@@ -335,6 +335,8 @@ fn start(files: &Files, ns: &str, ns_file: &File, leg: &str, config: &str) -> Re
     crate::fsutil::private_dir(&files.dir)?;
     crate::fsutil::write_private(&conf, config.as_bytes())?;
     let mut cmd = Command::new("dnsmasq");
+    // Ctrl-C at the terminal must not reach it before it has daemonized.
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
     cmd.arg(format!("--conf-file={}", conf.display())).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
     netns::command_in(&mut cmd, ns_file);
     let out = cmd.output().with_context(|| format!("run dnsmasq in {ns} (is dnsmasq-base installed?)"))?;

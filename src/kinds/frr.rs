@@ -318,6 +318,9 @@ pub fn script(asn: u32, from: &[(String, String)], to: &[(String, String)]) -> S
 
 fn vtysh(args: &[&str]) -> Result<String> {
     let mut cmd = Command::new("vtysh");
+    // Not in the terminal's process group: Ctrl-C stops vxrouter at a step
+    // boundary, never vtysh halfway through a configuration.
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
     for a in args {
         cmd.arg(a);
     }
