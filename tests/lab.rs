@@ -256,6 +256,14 @@ fn status_lists_running_labs_and_exec_takes_the_lab_name() {
     let me = v["labs"].as_array().unwrap().iter().find(|x| x["name"] == "listed").cloned().expect("listed in JSON");
     assert_eq!(me["ok"], true, "{me}");
     assert_eq!(me["hosts"].as_array().unwrap().len(), 2);
+    // --json where it means nothing: a usage error, and nothing done.
+    for args in
+        [&["up", "--json", "listed"][..], &["down", "--json", "listed"], &["exec", "--json", "listed", "vm-a", "--", "true"]]
+    {
+        let o = Command::new(vx()).arg("lab").args(args).output().unwrap();
+        assert_eq!(o.status.code(), Some(64), "lab {args:?}: {}", text(&o));
+        assert!(text(&o).contains("--json means nothing"), "{}", text(&o));
+    }
     // exec, check and down by name instead of file.
     let o = Command::new(vx())
         .args(["lab", "exec", "listed", "vm-a", "--", "ip", "-4", "-o", "addr", "show", "eth0"])

@@ -120,6 +120,18 @@ fn hidden() -> Option<anyhow::Result<()>> {
 }
 
 fn run(cmd: &LabCommand, g: &Global) -> anyhow::Result<u8> {
+    // --json where it means nothing is a usage error (64), as in vxrouter
+    // itself: a script that asked for JSON must not get text and exit 0.
+    let verb = match cmd {
+        LabCommand::Up { .. } => Some("up"),
+        LabCommand::Exec { .. } => Some("exec"),
+        LabCommand::Down { .. } => Some("down"),
+        _ => None,
+    };
+    if let (true, Some(verb)) = (g.json, verb) {
+        eprintln!("error: --json means nothing to `vxrouter lab {verb}` (it has: lab check, lab run, lab status)");
+        return Ok(64);
+    }
     match cmd {
         LabCommand::Up { lab: file, no_apply } => {
             let l = lab::load(file)?;
