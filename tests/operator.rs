@@ -195,15 +195,25 @@ fn status_shows_what_is_applied_and_destroy_host_needs_no_profile() {
 #[ignore = "needs root and the sandbox: scripts/test.sh"]
 fn not_root_says_it_needs_root() {
     let l = TestLab::seed("op-notroot");
-    l.up();
-    let o =
-        l.exec("host-a", &["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", vx(), "apply", &l.path("host-a.toml")]);
-    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
-    assert!(text(&o).contains("needs root (CAP_NET_ADMIN)"), "{}", text(&o));
-    let o =
-        l.exec("host-a", &["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", vx(), "check", &l.path("host-a.toml")]);
-    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
-    assert!(text(&o).contains("needs root (CAP_NET_ADMIN)"), "check says why it cannot run: {}", text(&o));
+    l.up_bare();
+    let as_nobody = |cmd: &str| {
+        l.exec("host-a", &["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", vx(), cmd, &l.path("host-a.toml")])
+    };
+    // Nothing applied yet (no /run/vxrouter, no router namespace): the
+    // first refusal is a firewall tool's, and it says the same.
+    assert!(l.sh("host-a", "rm -rf /run/vxrouter && ! ip netns list | grep -q .").status.success());
+    for cmd in ["check", "plan"] {
+        let o = as_nobody(cmd);
+        assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+        assert!(text(&o).contains("needs root (CAP_NET_ADMIN)"), "{cmd} on a bare host: {}", text(&o));
+    }
+    let o = l.vx("host-a", &["apply", "-q", &l.path("host-a.toml")]);
+    assert!(o.status.success(), "{}", text(&o));
+    for cmd in ["apply", "check"] {
+        let o = as_nobody(cmd);
+        assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+        assert!(text(&o).contains("needs root (CAP_NET_ADMIN)"), "{cmd} says why it cannot run: {}", text(&o));
+    }
 }
 
 /// Waits (up to 20 s) until `path` exists in host-a (or, with `gone`, until

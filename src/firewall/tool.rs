@@ -40,7 +40,11 @@ pub fn read(tool: &str, args: &[&str], ns: Option<&File>, where_: &str) -> Resul
         .output()
         .with_context(|| format!("run {tool} in {where_} (is the {} package installed?)", package(tool)))?;
     if !out.status.success() {
-        crate::bail!(Tool, "{} in {where_} failed: {}", label(tool, args), String::from_utf8_lossy(&out.stderr).trim());
+        let why = String::from_utf8_lossy(&out.stderr);
+        if denied(&why) {
+            crate::bail!(Permission, "{} in {where_} failed: {}", label(tool, args), why.trim());
+        }
+        crate::bail!(Tool, "{} in {where_} failed: {}", label(tool, args), why.trim());
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -65,9 +69,19 @@ pub fn feed(tool: &str, args: &[&str], ns: Option<&File>, where_: &str, batch: &
     }
     let out = child.wait_with_output().with_context(|| format!("wait for {tool} in {where_}"))?;
     if !out.status.success() {
-        crate::bail!(Tool, "{} in {where_} failed: {}", label(tool, args), String::from_utf8_lossy(&out.stderr).trim());
+        let why = String::from_utf8_lossy(&out.stderr);
+        if denied(&why) {
+            crate::bail!(Permission, "{} in {where_} failed: {}", label(tool, args), why.trim());
+        }
+        crate::bail!(Tool, "{} in {where_} failed: {}", label(tool, args), why.trim());
     }
     Ok(())
+}
+
+/// The tool was refused for want of privileges (run without root: the
+/// error then says vxrouter needs root, as a refused netlink request does).
+fn denied(stderr: &str) -> bool {
+    !nix::unistd::geteuid().is_root() && (stderr.contains("Permission denied") || stderr.contains("Operation not permitted"))
 }
 
 /// True when `tool` is an executable file in one of PATH's directories.
