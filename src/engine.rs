@@ -625,14 +625,21 @@ fn apply_locked(p: &Profile, opts: &Opts, dir: &Path) -> Result<u8> {
     }
     warnings.extend(late);
     result?;
+    note_late_signal(&plan, &mut warnings);
+    print_done(p, &plan, &warnings, opts, &format!("applied {}", p.source))?;
+    Ok(exit::OK)
+}
+
+/// A signal that arrived once the run was verified and recorded changed
+/// nothing: the run completed, and says so.
+fn note_late_signal(plan: &Plan, warnings: &mut Vec<String>) {
     // Test hook: step n + 2 is "verified and recorded".
     crate::testhooks::signal_step(plan.steps.len() + 2);
     if let Some(sig) = crate::signals::caught() {
-        warnings.push(format!("received {sig} after the last change: the run completed"));
-        crate::tell!("{}: received {sig} after the last change: the run completed", output::warning_word());
+        let warning = format!("received {sig} after the last change: the run completed");
+        crate::tell!("{}: {warning}", output::warning_word());
+        warnings.push(warning);
     }
-    print_done(p, &plan, &warnings, opts, &format!("applied {}", p.source))?;
-    Ok(exit::OK)
 }
 
 fn destroy_locked(p: &Profile, opts: &Opts, dir: &Path) -> Result<u8> {
@@ -649,11 +656,7 @@ fn destroy_locked(p: &Profile, opts: &Opts, dir: &Path) -> Result<u8> {
         print_done(p, &plan, &warnings, opts, &format!("nothing to remove: no objects of {} on this host", p.host))?;
     } else {
         execute(p, dir, w, &plan, opts)?;
-        crate::testhooks::signal_step(plan.steps.len() + 2);
-        if let Some(sig) = crate::signals::caught() {
-            warnings.push(format!("received {sig} after the last change: the run completed"));
-            crate::tell!("{}: received {sig} after the last change: the run completed", output::warning_word());
-        }
+        note_late_signal(&plan, &mut warnings);
         print_done(p, &plan, &warnings, opts, &format!("destroyed what {} created", p.host))?;
     }
     Ok(exit::OK)

@@ -216,6 +216,14 @@ fn not_root_says_it_needs_root() {
     }
 }
 
+/// `vxrouter lab exec LAB host-a -- ARGS`, to be spawned (output piped).
+fn in_host_a(l: &TestLab, args: &[&str]) -> std::process::Command {
+    let mut cmd = std::process::Command::new(vx());
+    cmd.args(["lab", "exec"]).arg(&l.file).arg("host-a").arg("--").args(args);
+    cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    cmd
+}
+
 /// Waits (up to 20 s) until `path` exists in host-a (or, with `gone`, until
 /// it does not).
 fn wait_file(l: &TestLab, path: &str, gone: bool) -> bool {
@@ -243,14 +251,7 @@ fn apply_confirm_rolls_back_unless_confirmed_even_when_the_session_dies() {
     assert_same(&before, &snapshot(&l), "an unconfirmed apply stayed");
     // Confirmed from another process: it stays.
     let waiting = "/run/vxrouter/host-a.confirming";
-    let apply = std::process::Command::new(vx())
-        .args(["lab", "exec"])
-        .arg(&l.file)
-        .args(["host-a", "--", vx(), "apply", "--confirm", "30", &p])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let apply = in_host_a(&l, &[vx(), "apply", "--confirm", "30", &p]).spawn().unwrap();
     assert!(wait_file(&l, waiting, false), "the apply never waited for a confirmation");
     let o = l.vx("host-a", &["confirm"]);
     assert!(o.status.success() && stdout(&o).contains("confirmed: host-a keeps the change"), "{}", text(&o));
@@ -261,13 +262,8 @@ fn apply_confirm_rolls_back_unless_confirmed_even_when_the_session_dies() {
     let o = l.vx("host-a", &["destroy", "-q", &p]);
     assert!(o.status.success(), "{}", text(&o));
     // Enter on the terminal (script(1) gives the apply one) confirms too.
-    let mut on_tty = std::process::Command::new(vx())
-        .args(["lab", "exec"])
-        .arg(&l.file)
-        .args(["host-a", "--", "script", "-qfec", &format!("{} apply --confirm 30 {p}", vx()), "/dev/null"])
+    let mut on_tty = in_host_a(&l, &["script", "-qfec", &format!("{} apply --confirm 30 {p}", vx()), "/dev/null"])
         .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     assert!(wait_file(&l, waiting, false), "the apply never waited for a confirmation");
@@ -287,14 +283,7 @@ fn apply_confirm_rolls_back_unless_confirmed_even_when_the_session_dies() {
     // Ctrl-C at the waiting apply (SIGINT to it, not to the waiter nor to
     // the `lab exec` around it) says no: rolled back at once, not after
     // the 30 s.
-    let apply = std::process::Command::new(vx())
-        .args(["lab", "exec"])
-        .arg(&l.file)
-        .args(["host-a", "--", vx(), "apply", "--confirm", "30", &p])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let apply = in_host_a(&l, &[vx(), "apply", "--confirm", "30", &p]).spawn().unwrap();
     assert!(wait_file(&l, waiting, false), "the apply never waited for a confirmation");
     let waiter = stdout(&l.sh("host-a", &format!("cat {waiting}"))).trim().to_string();
     let interrupt = format!(
@@ -307,10 +296,7 @@ fn apply_confirm_rolls_back_unless_confirmed_even_when_the_session_dies() {
     assert_same(&before, &snapshot(&l), "Ctrl-C during the wait kept the change");
     // The session dies (its terminal goes, the foreground process is
     // killed): the waiter rolls back on time all the same.
-    let session = std::process::Command::new(vx())
-        .args(["lab", "exec"])
-        .arg(&l.file)
-        .args(["host-a", "--", "script", "-qfec", &format!("{} apply --confirm 3 {p}", vx()), "/dev/null"])
+    let session = in_host_a(&l, &["script", "-qfec", &format!("{} apply --confirm 3 {p}", vx()), "/dev/null"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
