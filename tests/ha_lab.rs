@@ -3,7 +3,8 @@
 //! pair without connection sync fails the sessions cell (the server-push
 //! conversation dies, as it did in the hand-made reference). Run by
 //! scripts/test.sh (root, sandbox). The labs measure one at a time (their
-//! idle cells may overlap): see `measure_lock` in lab/src/ha.rs.
+//! idle cells may overlap), and no lab's traffic matrix runs during another's
+//! failover rounds: see `measure_lock` and `matrix_lock` in lab/src/ha.rs.
 
 mod common;
 

@@ -500,9 +500,11 @@ pub fn run_checks(lab: &Lab) -> Result<Vec<CheckResult>> {
         }
     }
     jobs.extend(crate::checks6::jobs(lab, &six, &attacker));
+    let matrix_lock = crate::ha::matrix_lock(lab)?;
     for batch in parallel(jobs) {
         results.extend(batch);
     }
+    drop(matrix_lock);
     drop(vm_listeners);
     drop(six);
     drop(forward_listeners);
