@@ -10,6 +10,7 @@
 
 pub mod address;
 pub mod bridge;
+pub mod conntrack;
 pub mod conntrackd;
 pub mod dhcp;
 pub mod fdb;
@@ -91,6 +92,8 @@ pub static KINDS: &[&dyn Registered] = &[
     &reg::<dhcp::Dhcp>(),
     &reg::<firewall::Firewall>(),
     &reg::<hand_nat::HandNat>(),
+    // After the firewall, whose ruleset loads connection tracking.
+    &reg::<conntrack::Conntrack>(),
     // conntrackd first: keepalived's notify script talks to it.
     &reg::<conntrackd::Conntrackd>(),
     &reg::<keepalived::Keepalived>(),
