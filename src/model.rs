@@ -170,6 +170,10 @@ pub struct Link {
     /// kind. None when the dump has no IPv6 data for the link.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ipv6_disabled: Option<bool>,
+    /// `net.ipv4.conf.<link>.send_redirects`, as the link dump carries it
+    /// (IFLA_INET_CONF). None when the dump has no IPv4 data for the link.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub send_redirects: Option<bool>,
     pub bridge: Option<BridgeSpec>,
     pub vxlan: Option<ObservedVxlan>,
     pub loopback: bool,

@@ -18,6 +18,10 @@
 //!   sources it routes back to. The router's routes are symmetric (a
 //!   segment's subnet is on its leg, everything else on the public leg), so
 //!   this drops only spoofed sources.
+//!
+//! A router leg's `send_redirects` is set and read over netlink
+//! (IFLA_INET_CONF on the namespace's socket, and the link dump); every
+//! other setting through /proc/sys (IPv6 settings have no netlink setter).
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -30,6 +34,7 @@ use crate::error::{Context, Result};
 use crate::facts::{Facts, IP_FORWARD_SYSCTL};
 use crate::journal::Undo;
 use crate::model::Ns;
+use crate::netlink::{Ipv4Conf, LinkRef};
 use crate::netns;
 use crate::observe::Observed;
 use crate::plan::{Order, Planner, Step, Verb, in_ns};
@@ -152,12 +157,12 @@ fn from_link_dump<'k>(view: &crate::observe::NsView, keys: &[&'k str]) -> (BTree
     let mut found = BTreeMap::new();
     let mut rest = Vec::new();
     for k in keys {
-        let dumped = k
-            .strip_prefix("net/ipv6/conf/")
-            .and_then(|r| r.strip_suffix("/disable_ipv6"))
-            .and_then(|name| view.link(name))
-            .and_then(|l| l.ipv6_disabled);
-        match dumped {
+        let ipv6_off =
+            || k.strip_prefix("net/ipv6/conf/")?.strip_suffix("/disable_ipv6").and_then(|name| view.link(name))?.ipv6_disabled;
+        let redirects = || match ipv4_link_conf(k)? {
+            (name, Ipv4Conf::SendRedirects) => view.link(name)?.send_redirects,
+        };
+        match ipv6_off().or_else(redirects) {
             Some(off) => {
                 found.insert(k.to_string(), if off { "1" } else { "0" }.to_string());
             }
@@ -165,6 +170,29 @@ fn from_link_dump<'k>(view: &crate::observe::NsView, keys: &[&'k str]) -> (BTree
         }
     }
     (found, rest)
+}
+
+/// `net/ipv4/conf/<link>/<setting>` of one link (not `all` or `default`)
+/// whose setting netlink sets: the link and the setting.
+fn ipv4_link_conf(key: &str) -> Option<(&str, Ipv4Conf)> {
+    let (link, setting) = key.strip_prefix("net/ipv4/conf/")?.rsplit_once('/')?;
+    if link == "all" || link == "default" {
+        return None;
+    }
+    Some((link, Ipv4Conf::from_name(setting)?))
+}
+
+/// Sets one sysctl: a link's IPv4 setting with a netlink request in its
+/// namespace, anything else written under /proc/sys there.
+fn set(cx: &mut Apply<'_>, s: &Sysctl) -> Result<()> {
+    if let Some((link, setting)) = ipv4_link_conf(&s.key) {
+        let value: u32 = s.value.parse().map_err(|_| crate::error!(Kernel, "{} = {:?}: not a number", s.key, s.value))?;
+        return cx
+            .sock(&s.ns)?
+            .set_ipv4_conf(LinkRef::Name(link), setting, value)
+            .with_context(|| format!("set {} to {} in {}", s.key, s.value, s.ns));
+    }
+    write(cx.file(&s.ns)?, &s.key, &s.value).with_context(|| format!("in {}", s.ns))
 }
 
 /// The keys of `PER_LINK` for link `name`.
@@ -235,7 +263,7 @@ impl Step for SetSysctl {
     }
     fn apply(&self, cx: &mut Apply<'_>) -> Result<()> {
         let s = &self.sysctl;
-        write(cx.file(&s.ns)?, &s.key, &s.value).with_context(|| format!("in {}", s.ns))?;
+        set(cx, s)?;
         if let Some(old) = &self.old {
             cx.undo_with(Restore(Sysctl { value: old.clone(), ..s.clone() }));
         }
@@ -248,7 +276,7 @@ struct Restore(Sysctl);
 
 impl Undo for Restore {
     fn undo(&self, cx: &mut Apply<'_>) -> Result<()> {
-        write(cx.file(&self.0.ns)?, &self.0.key, &self.0.value)
+        set(cx, &self.0)
     }
 }
 
@@ -279,4 +307,24 @@ pub fn write(ns: Option<&File>, key: &str, value: &str) -> Result<()> {
         std::fs::write(&path, value).with_context(|| format!("write {value} to {path}"))
     };
     netns::within(ns, write)?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_links_own_ipv4_settings_go_over_netlink() {
+        assert_eq!(ipv4_link_conf("net/ipv4/conf/gw-br1/send_redirects"), Some(("gw-br1", Ipv4Conf::SendRedirects)));
+        assert_eq!(ipv4_link_conf("net/ipv4/conf/veth15.1/send_redirects"), Some(("veth15.1", Ipv4Conf::SendRedirects)));
+        for key in [
+            "net/ipv4/conf/all/send_redirects",
+            "net/ipv4/conf/default/send_redirects",
+            "net/ipv4/conf/gw-br1/rp_filter",
+            "net/ipv6/conf/gw-br1/disable_ipv6",
+            "net/ipv4/ip_forward",
+        ] {
+            assert_eq!(ipv4_link_conf(key), None, "{key}");
+        }
+    }
 }

@@ -33,7 +33,12 @@ const IFLA_INFO_SLAVE_KIND: u16 = 4;
 const IFLA_INFO_SLAVE_DATA: u16 = 5;
 const IFLA_BRPORT_LEARNING: u16 = 8;
 const IFLA_BRPORT_NEIGH_SUPPRESS: u16 = 32;
+const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
+const IFLA_INET_CONF: u16 = 1;
+/// IPV4_DEVCONF_SEND_REDIRECTS (include/uapi/linux/ip.h, 1-based): its
+/// place in IFLA_INET_CONF's array of u32 is one less.
+const IPV4_DEVCONF_SEND_REDIRECTS: usize = 6;
 const IFLA_INET6_CONF: u16 = 2;
 const IFLA_INET6_ADDR_GEN_MODE: u16 = 8;
 /// DEVCONF_DISABLE_IPV6: the index of `disable_ipv6` in IFLA_INET6_CONF's
@@ -113,6 +118,12 @@ pub fn parse(payload: &[u8]) -> Option<Link> {
             IFLA_LINK => l.link = u32_of(v).filter(|i| *i != 0),
             IFLA_GROUP => l.group = u32_of(v).unwrap_or_default(),
             IFLA_AF_SPEC => {
+                for x in attrs(v).filter(|f| f.kind() == AF_INET).flat_map(|f| attrs(value(f))) {
+                    if x.kind() == IFLA_INET_CONF {
+                        let at = (IPV4_DEVCONF_SEND_REDIRECTS - 1) * 4;
+                        l.send_redirects = x.value().get(at..at + 4).and_then(u32_of).map(|v| v != 0);
+                    }
+                }
                 for family in attrs(v).filter(|f| f.kind() == AF_INET6) {
                     for x in attrs(family.value()) {
                         match x.kind() {
@@ -203,8 +214,8 @@ mod tests {
     use super::*;
     use netlink_packet_core::Emitable;
     use netlink_packet_route::link::{
-        AfSpecInet6, AfSpecUnspec, BridgeStpState, In6AddrGenMode, InfoBridge, InfoBridgePort, InfoData, InfoKind, InfoPortData,
-        InfoPortKind, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage, Stats64,
+        AfSpecInet, AfSpecInet6, AfSpecUnspec, BridgeStpState, In6AddrGenMode, InetDevConf, InfoBridge, InfoBridgePort, InfoData,
+        InfoKind, InfoPortData, InfoPortKind, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage, Stats64,
     };
 
     fn both(m: &LinkMessage) -> (Link, Link) {
@@ -225,15 +236,24 @@ mod tests {
             LinkAttribute::IfAlias("vxrouter:host-a".into()),
             LinkAttribute::Address(vec![0x52, 0x54, 0, 1, 2, 3]),
             LinkAttribute::Stats64(Stats64::default()),
-            LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(vec![
-                AfSpecInet6::DevConf({
-                    let mut c = netlink_packet_route::link::Inet6DevConf::default();
-                    c.disable_ipv6 = 1;
+            LinkAttribute::AfSpecUnspec(vec![
+                AfSpecUnspec::Inet(vec![AfSpecInet::DevConf({
+                    let mut c = InetDevConf::default();
                     c.forwarding = 1;
+                    c.send_redirects = 1;
+                    c.rp_filter = 2;
                     c
-                }),
-                AfSpecInet6::AddrGenMode(In6AddrGenMode::None),
-            ])]),
+                })]),
+                AfSpecUnspec::Inet6(vec![
+                    AfSpecInet6::DevConf({
+                        let mut c = netlink_packet_route::link::Inet6DevConf::default();
+                        c.disable_ipv6 = 1;
+                        c.forwarding = 1;
+                        c
+                    }),
+                    AfSpecInet6::AddrGenMode(In6AddrGenMode::None),
+                ]),
+            ]),
             LinkAttribute::LinkInfo(vec![
                 LinkInfo::Kind(InfoKind::Bridge),
                 LinkInfo::Data(InfoData::Bridge(vec![
@@ -247,6 +267,7 @@ mod tests {
         assert_eq!(a, b);
         assert!(b.up && b.no_ipv6 && b.group == 0x5658_0001 && b.bridge.as_ref().is_some_and(|x| x.stp));
         assert_eq!(b.ipv6_disabled, Some(true));
+        assert_eq!(b.send_redirects, Some(true));
 
         let mut vx = LinkMessage::default();
         vx.header.index = 8;
@@ -358,5 +379,29 @@ mod tests {
         let mut bytes = vec![0; IFINFOMSG_LEN];
         bytes.extend_from_slice(&[200, 0, 3, 0, b'x']); // attribute longer than the buffer
         assert_eq!(parse(&bytes).map(|l| l.name), Some(String::new()));
+    }
+
+    /// The request that sets a link's `send_redirects` carries what the
+    /// kernel's inet_set_link_af reads: IFLA_AF_SPEC → AF_INET →
+    /// IFLA_INET_CONF (nested) → one attribute typed IPV4_DEVCONF_SEND_REDIRECTS
+    /// holding the u32 value — 0 included, which the crate's own request
+    /// type would leave out.
+    #[test]
+    fn an_ipv4_setting_request_nests_one_attribute_per_setting() {
+        let msg = super::super::msg::set_ipv4_conf(0, "gw-br1", 6, 0);
+        let netlink_packet_route::RouteNetlinkMessage::SetLink(m) = msg else { panic!("a SetLink request") };
+        let mut bytes = vec![0; m.buffer_len()];
+        m.emit(&mut bytes);
+        let spec = attrs(&bytes[IFINFOMSG_LEN..]).find(|a| a.kind() == IFLA_AF_SPEC).expect("IFLA_AF_SPEC");
+        let inet: Vec<_> = attrs(value(spec)).collect();
+        assert_eq!(inet.len(), 1);
+        assert_eq!(inet[0].kind(), AF_INET);
+        let conf: Vec<_> = attrs(value(inet[0])).collect();
+        assert_eq!(conf.len(), 1);
+        assert_eq!(conf[0].kind() & 0x3fff, IFLA_INET_CONF);
+        let settings: Vec<(u16, Option<u32>)> = attrs(value(conf[0])).map(|x| (x.kind(), u32_of(value(x)))).collect();
+        assert_eq!(settings, vec![(IPV4_DEVCONF_SEND_REDIRECTS as u16, Some(0))]);
+        let name = attrs(&bytes[IFINFOMSG_LEN..]).find(|a| a.kind() == IFLA_IFNAME).map(|a| text_of(value(a)));
+        assert_eq!(name.as_deref(), Some("gw-br1"));
     }
 }

@@ -9,6 +9,6 @@ pub mod ops;
 pub mod session;
 pub mod socket;
 
-pub use ops::{CreateCtx, IfExists, LinkRef, SetLink};
+pub use ops::{CreateCtx, IfExists, Ipv4Conf, LinkRef, SetLink};
 pub use session::Session;
 pub use socket::{Netlink, NlError};

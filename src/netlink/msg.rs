@@ -4,10 +4,11 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
+use netlink_packet_core::{DefaultNla, Emitable, NLA_F_NESTED};
 use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressMessage, AddressScope, CacheInfo};
 use netlink_packet_route::link::{
-    AfSpecInet6, AfSpecUnspec, BridgeStpState, In6AddrGenMode, InfoBridge, InfoBridgePort, InfoData, InfoKind, InfoPortData,
-    InfoPortKind, InfoVeth, InfoVxlan, LinkAttribute, LinkExtentMask, LinkFlags, LinkInfo, LinkMessage,
+    AfSpecInet, AfSpecInet6, AfSpecUnspec, BridgeStpState, In6AddrGenMode, InfoBridge, InfoBridgePort, InfoData, InfoKind,
+    InfoPortData, InfoPortKind, InfoVeth, InfoVxlan, LinkAttribute, LinkExtentMask, LinkFlags, LinkInfo, LinkMessage,
 };
 use netlink_packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState};
 use netlink_packet_route::route::{
@@ -207,6 +208,28 @@ pub fn set_link(index: u32, name: &str, s: &SetLink) -> RouteNetlinkMessage {
     RouteNetlinkMessage::SetLink(msg)
 }
 
+/// IFLA_INET_CONF inside IFLA_AF_SPEC's AF_INET (include/uapi/linux/if_link.h).
+const IFLA_INET_CONF: u16 = 1;
+
+/// Sets one IPv4 setting of a link (`net.ipv4.conf.<link>.<setting>`) the
+/// way the kernel's `inet_set_link_af` reads it: IFLA_INET_CONF holding one
+/// attribute per setting, typed by its IPV4_DEVCONF_* id (1-based), a u32.
+/// The crate's `DevConfRequest` leaves out every setting whose value is 0,
+/// so the nested attribute is built here.
+pub fn set_ipv4_conf(index: u32, name: &str, id: u16, value: u32) -> RouteNetlinkMessage {
+    let mut msg = LinkMessage::default();
+    msg.header.index = index;
+    if index == 0 {
+        msg.attributes.push(LinkAttribute::IfName(name.to_string()));
+    }
+    let setting = DefaultNla::new(id, value.to_ne_bytes().to_vec());
+    let mut nested = vec![0u8; setting.buffer_len()];
+    setting.emit(&mut nested);
+    let conf = DefaultNla::new(IFLA_INET_CONF | NLA_F_NESTED, nested);
+    msg.attributes.push(LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet(vec![AfSpecInet::Other(conf)])]));
+    RouteNetlinkMessage::SetLink(msg)
+}
+
 pub fn del_link(index: u32, name: &str) -> RouteNetlinkMessage {
     let mut msg = LinkMessage::default();
     msg.header.index = index;
@@ -387,14 +410,24 @@ pub fn parse_link(m: &LinkMessage) -> Link {
             LinkAttribute::Group(g) => l.group = *g,
             LinkAttribute::AfSpecUnspec(specs) => {
                 for s in specs {
-                    if let AfSpecUnspec::Inet6(v6) = s {
-                        for x in v6 {
-                            match x {
-                                AfSpecInet6::AddrGenMode(mode) => l.no_ipv6 = *mode == In6AddrGenMode::None,
-                                AfSpecInet6::DevConf(c) => l.ipv6_disabled = Some(c.disable_ipv6 != 0),
-                                _ => {}
+                    match s {
+                        AfSpecUnspec::Inet6(v6) => {
+                            for x in v6 {
+                                match x {
+                                    AfSpecInet6::AddrGenMode(mode) => l.no_ipv6 = *mode == In6AddrGenMode::None,
+                                    AfSpecInet6::DevConf(c) => l.ipv6_disabled = Some(c.disable_ipv6 != 0),
+                                    _ => {}
+                                }
                             }
                         }
+                        AfSpecUnspec::Inet(v4) => {
+                            for x in v4 {
+                                if let AfSpecInet::DevConf(c) = x {
+                                    l.send_redirects = Some(c.send_redirects != 0);
+                                }
+                            }
+                        }
+                        _ => {}
                     }
                 }
             }

@@ -21,6 +21,29 @@ pub enum LinkRef<'a> {
     Name(&'a str),
 }
 
+/// A per-link IPv4 setting that [`Netlink::set_ipv4_conf`] sets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ipv4Conf {
+    SendRedirects,
+}
+
+impl Ipv4Conf {
+    /// Its name under `net/ipv4/conf/<link>/`.
+    pub fn from_name(name: &str) -> Option<Ipv4Conf> {
+        match name {
+            "send_redirects" => Some(Ipv4Conf::SendRedirects),
+            _ => None,
+        }
+    }
+
+    /// IPV4_DEVCONF_* (include/uapi/linux/ip.h).
+    fn id(self) -> u16 {
+        match self {
+            Ipv4Conf::SendRedirects => 6,
+        }
+    }
+}
+
 impl LinkRef<'_> {
     fn parts(&self) -> (u32, &str) {
         match self {
@@ -134,6 +157,14 @@ impl Netlink {
     pub fn set_link(&mut self, link: LinkRef<'_>, change: &SetLink) -> Result<(), NlError> {
         let (index, name) = link.parts();
         self.request(msg::set_link(index, name, change), 0).map(drop)
+    }
+
+    /// Sets `net.ipv4.conf.<link>.<setting>` with one request on the
+    /// namespace's socket, where writing /proc/sys would need a thread that
+    /// enters the namespace (~0.18 ms a write at N = 1000 legs).
+    pub fn set_ipv4_conf(&mut self, link: LinkRef<'_>, setting: Ipv4Conf, value: u32) -> Result<(), NlError> {
+        let (index, name) = link.parts();
+        self.request(msg::set_ipv4_conf(index, name, setting.id(), value), 0).map(drop)
     }
 
     /// Sets a bridge port's learning and neighbour-suppression flags.
