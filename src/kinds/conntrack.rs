@@ -64,7 +64,7 @@ impl Kind for Conntrack {
 
     fn plan(p: &mut Planner<'_>, want: &[Sysctl], seen: &Self::Seen) {
         for s in want {
-            let old = p.view(&s.ns).and_then(|_| seen.iter().find(|(n, _)| *n == s.ns)).and_then(|(_, v)| v.get(&s.key)).cloned();
+            let old = sysctl::found_value(p, seen, s);
             if old.as_deref() != Some(s.value.as_str()) {
                 p.push(Order::Late, SetSysctl { sysctl: s.clone(), old });
             }
@@ -76,37 +76,11 @@ impl Kind for Conntrack {
 mod tests {
     use super::*;
 
+    /// The shipped HA router profile, with connection sync as asked.
     fn ha_profile(sync: bool) -> Profile {
-        let text = format!(
-            r#"
-[host]
-name = "a"
-[underlay]
-device = "eth0"
-[[segment]]
-bridge = "br-pr"
-vni = 1070
-group = "239.1.1.1"
-[router]
-namespace = "rt"
-[router.public]
-bridge = "br-pu"
-uplink = "eth1"
-address = "203.0.113.123/24"
-gateway = "203.0.113.1"
-veth = ["rt-pu", "gw-pu"]
-[[router.private]]
-bridge = "br-pr"
-address = "192.168.10.1/24"
-veth = ["rt-pr", "gw-pr"]
-[router.ha]
-vrid = 51
-priority = 200
-peer = "10.0.0.2"
-conntrack_sync = {sync}
-"#
-        );
-        Profile::parse("a.toml", &text).expect("valid profile")
+        let text = include_str!("../../profiles/ha/router-a.toml")
+            .replace("# conntrack_sync = true", &format!("conntrack_sync = {sync}"));
+        Profile::parse("router-a.toml", &text).expect("valid profile")
     }
 
     #[test]
@@ -115,7 +89,7 @@ conntrack_sync = {sync}
         let want = |sync| Conntrack::desire(&ha_profile(sync), &f);
         assert_eq!(want(true)[0].value, "1");
         assert_eq!(want(false)[0].value, "0");
-        assert_eq!(want(true)[0].ns, Ns::Named("rt".into()));
+        assert_eq!(want(true)[0].ns, Ns::Named("ns1".into()));
         let mut plain = ha_profile(true);
         if let Some(r) = plain.router.as_mut() {
             r.ha = None;

@@ -113,9 +113,7 @@ impl Kind for Sysctls {
     }
 
     fn plan(p: &mut Planner<'_>, want: &[Sysctl], seen: &Self::Seen) {
-        let old = |s: &Sysctl| {
-            p.view(&s.ns).and_then(|_| seen.iter().find(|(n, _)| *n == s.ns)).and_then(|(_, values)| values.get(&s.key)).cloned()
-        };
+        let old = |s: &Sysctl| found_value(p, seen, s);
         // Writing `all/disable_ipv6` sets every link of the namespace: the
         // links that keep IPv6 on are set again after it.
         let reset: Vec<Ns> = want
@@ -235,6 +233,13 @@ fn host_bridges(p: &Profile) -> Vec<Sysctl> {
         out.push(off(&r.public.leg.bridge));
     }
     out
+}
+
+/// The value seen of a wanted sysctl (None: not found, or its namespace
+/// is about to be created afresh).
+pub fn found_value(p: &Planner<'_>, seen: &[(Ns, BTreeMap<String, String>)], s: &Sysctl) -> Option<String> {
+    p.view(&s.ns)?;
+    seen.iter().find(|(n, _)| *n == s.ns).and_then(|(_, values)| values.get(&s.key)).cloned()
 }
 
 /// The sysctls seen in a namespace.

@@ -35,10 +35,12 @@ const IFLA_BRPORT_LEARNING: u16 = 8;
 const IFLA_BRPORT_NEIGH_SUPPRESS: u16 = 32;
 const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
-const IFLA_INET_CONF: u16 = 1;
-/// IPV4_DEVCONF_SEND_REDIRECTS (include/uapi/linux/ip.h, 1-based): its
-/// place in IFLA_INET_CONF's array of u32 is one less.
-const IPV4_DEVCONF_SEND_REDIRECTS: usize = 6;
+/// IFLA_INET_CONF inside IFLA_AF_SPEC's AF_INET (include/uapi/linux/if_link.h).
+pub(super) const IFLA_INET_CONF: u16 = 1;
+/// IPV4_DEVCONF_SEND_REDIRECTS (include/uapi/linux/ip.h, 1-based): the
+/// setting's attribute type in a request, and one more than its place in a
+/// dump's IFLA_INET_CONF array of u32.
+pub(super) const IPV4_DEVCONF_SEND_REDIRECTS: u16 = 6;
 const IFLA_INET6_CONF: u16 = 2;
 const IFLA_INET6_ADDR_GEN_MODE: u16 = 8;
 /// DEVCONF_DISABLE_IPV6: the index of `disable_ipv6` in IFLA_INET6_CONF's
@@ -120,7 +122,7 @@ pub fn parse(payload: &[u8]) -> Option<Link> {
             IFLA_AF_SPEC => {
                 for x in attrs(v).filter(|f| f.kind() == AF_INET).flat_map(|f| attrs(value(f))) {
                     if x.kind() == IFLA_INET_CONF {
-                        let at = (IPV4_DEVCONF_SEND_REDIRECTS - 1) * 4;
+                        let at = usize::from(IPV4_DEVCONF_SEND_REDIRECTS - 1) * 4;
                         l.send_redirects = x.value().get(at..at + 4).and_then(u32_of).map(|v| v != 0);
                     }
                 }
@@ -400,7 +402,7 @@ mod tests {
         assert_eq!(conf.len(), 1);
         assert_eq!(conf[0].kind() & 0x3fff, IFLA_INET_CONF);
         let settings: Vec<(u16, Option<u32>)> = attrs(value(conf[0])).map(|x| (x.kind(), u32_of(value(x)))).collect();
-        assert_eq!(settings, vec![(IPV4_DEVCONF_SEND_REDIRECTS as u16, Some(0))]);
+        assert_eq!(settings, vec![(IPV4_DEVCONF_SEND_REDIRECTS, Some(0))]);
         let name = attrs(&bytes[IFINFOMSG_LEN..]).find(|a| a.kind() == IFLA_IFNAME).map(|a| text_of(value(a)));
         assert_eq!(name.as_deref(), Some("gw-br1"));
     }

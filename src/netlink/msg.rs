@@ -208,9 +208,6 @@ pub fn set_link(index: u32, name: &str, s: &SetLink) -> RouteNetlinkMessage {
     RouteNetlinkMessage::SetLink(msg)
 }
 
-/// IFLA_INET_CONF inside IFLA_AF_SPEC's AF_INET (include/uapi/linux/if_link.h).
-const IFLA_INET_CONF: u16 = 1;
-
 /// Sets one IPv4 setting of a link (`net.ipv4.conf.<link>.<setting>`) the
 /// way the kernel's `inet_set_link_af` reads it: IFLA_INET_CONF holding one
 /// attribute per setting, typed by its IPV4_DEVCONF_* id (1-based), a u32.
@@ -225,7 +222,7 @@ pub fn set_ipv4_conf(index: u32, name: &str, id: u16, value: u32) -> RouteNetlin
     let setting = DefaultNla::new(id, value.to_ne_bytes().to_vec());
     let mut nested = vec![0u8; setting.buffer_len()];
     setting.emit(&mut nested);
-    let conf = DefaultNla::new(IFLA_INET_CONF | NLA_F_NESTED, nested);
+    let conf = DefaultNla::new(super::linkdump::IFLA_INET_CONF | NLA_F_NESTED, nested);
     msg.attributes.push(LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet(vec![AfSpecInet::Other(conf)])]));
     RouteNetlinkMessage::SetLink(msg)
 }

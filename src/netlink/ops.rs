@@ -39,7 +39,7 @@ impl Ipv4Conf {
     /// IPV4_DEVCONF_* (include/uapi/linux/ip.h).
     fn id(self) -> u16 {
         match self {
-            Ipv4Conf::SendRedirects => 6,
+            Ipv4Conf::SendRedirects => super::linkdump::IPV4_DEVCONF_SEND_REDIRECTS,
         }
     }
 }
